@@ -1,0 +1,43 @@
+"""The application factory: wiring only. ``flask --app app …`` finds ``create_app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+
+from tally.gateway import build_gateway
+from tally.settings import load_settings
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``overrides`` may hold TALLY_* settings (as the environment would),
+    ``INSTANCE_PATH``, and Flask config keys (tests use this)."""
+    overrides = dict(overrides or {})
+    app = Flask(__name__, instance_path=overrides.pop("INSTANCE_PATH", None))
+    settings = load_settings(
+        app.instance_path, {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        TALLY=settings,
+        DEMO_TOKEN_DELAY=0.03,
+    )
+    app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
+    app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
+
+    from blueprints import api, cli, demo
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(demo.bp)
+    cli.register(app)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if request.path.startswith("/v1/"):
+            return api.http_error_response(exc)
+        return exc
+
+    return app

@@ -1,0 +1,124 @@
+"""The OpenAI-compatible API for frontends: ``/v1/chat/completions`` and ``/v1/models``.
+
+Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from tally.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, TallyError
+from tally.gateway import Gateway
+from tally.services.chat import ChatResponse, list_models, proxy_chat
+from tally.services.keys import AuthenticatedKey, authenticate
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
+
+
+@bp.before_request
+def assign_request_id() -> None:
+    """Every API call gets an id, returned as X-Request-Id and stored on its row."""
+    g.request_id = uuid.uuid4().hex
+
+
+@bp.after_request
+def add_request_id(response: Response) -> Response:
+    """Echo the request id to the client."""
+    response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+@bp.post("/chat/completions")
+def chat_completions():
+    """Proxy one chat completion (streaming or not) with the end user's identifier."""
+    key = _require_key()
+    body = _json_body()
+    result = proxy_chat(_gateway(), key, body, request.headers.get("X-Tally-User"), g.request_id)
+    return _send(result)
+
+
+@bp.get("/models")
+def models():
+    """The upstream's model list."""
+    _require_key()
+    return _send(list_models(_gateway()))
+
+
+def error_response(error: TallyError) -> Response:
+    """The one place a domain error becomes an HTTP answer in OpenAI's shape."""
+    response = Response(json.dumps(error.to_dict()), error.status, mimetype="application/json")
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tally"'
+    return response
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """Werkzeug's own errors (404, 405, 413 …) on an API path, in OpenAI's shape."""
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return error_response(BodyTooLarge(f"The request body is larger than {limit} bytes."))
+    error = TallyError(exc.description or exc.name, status=exc.code or 500)
+    error.type = "invalid_request_error" if (exc.code or 500) < 500 else "api_error"
+    return _with_request_id(error_response(error))
+
+
+@bp.errorhandler(TallyError)
+def handle_tally_error(error: TallyError):
+    """Domain errors raised by services."""
+    return error_response(error)
+
+
+@bp.errorhandler(Exception)
+def handle_unexpected(error: Exception):
+    """A bug: log it with the request id, answer without a stack trace."""
+    if isinstance(error, HTTPException):
+        return http_error_response(error)
+    log.exception("unhandled error in request %s", g.get("request_id"))
+    return error_response(
+        TallyError(f"Internal error (request {g.get('request_id')}). It has been logged.")
+    )
+
+
+def _require_key() -> AuthenticatedKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer <Tally API key>'."
+        )
+    with _gateway().sessions() as session:
+        key = authenticate(session, token.strip())
+    if key is None:
+        raise AuthenticationFailed("Incorrect or revoked API key.")
+    return key
+
+
+def _json_body():
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON."
+        ) from None
+
+
+def _send(result: ChatResponse) -> Response:
+    return Response(result.body, result.status, headers=result.headers, direct_passthrough=True)
+
+
+def _with_request_id(response: Response) -> Response:
+    response.headers.setdefault("X-Request-Id", g.get("request_id") or uuid.uuid4().hex)
+    return response
+
+
+def _gateway() -> Gateway:
+    return current_app.extensions["tally"]

@@ -1,0 +1,167 @@
+"""The ``flask --app app …`` commands (PRODUCT.md's CLI). They parse, call a service and
+print; a bad command, field or value ends with a one-line message and exit status 2."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from tally import schema
+from tally.gateway import Gateway
+from tally.services import seed as seed_service
+from tally.services.identities import trace_identifier
+from tally.services.keys import ApiKeyError, create_api_key, revoke_api_key
+from tally.services.operators import ROLES, OperatorError, create_operator
+from tally.services.tracking import active_config, save_config
+from tally.tracking import FIELDS, ConfigFieldError
+
+CLI_ACTOR = "cli"
+
+db_cli = AppGroup("db", help="Database schema (alembic migrations).")
+keys_cli = AppGroup("keys", help="Tally API keys.")
+operators_cli = AppGroup("operators", help="Console operators.")
+config_cli = AppGroup("config", help="The tracking config.")
+dev_cli = AppGroup("dev", help="Tools for trying Tally out.")
+
+
+def register(app: Flask) -> None:
+    """Attach every command group to ``app``."""
+    for group in (db_cli, keys_cli, operators_cli, config_cli, dev_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(trace)
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit with status 2."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(2)
+
+
+@contextmanager
+def session_scope():
+    """A session for one command."""
+    gateway: Gateway = current_app.extensions["tally"]
+    with gateway.sessions() as session:
+        yield session
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations (the only way the schema is made)."""
+    schema.upgrade(current_app.extensions["tally"].engine, revision)
+    click.echo(f"Database upgraded to {revision}.")
+
+
+@keys_cli.command("create")
+@click.argument("name")
+@click.option("--user", "user", default=None, help="Bind the key to this end user's id.")
+def keys_create(name: str, user: str | None) -> None:
+    """Create a key; the key itself is printed alone on the last line, once."""
+    if user is not None and not 1 <= len(user) <= 255:
+        fail("--user must be 1 to 255 characters")
+    with session_scope() as session:
+        try:
+            key, raw = create_api_key(session, name, CLI_ACTOR, bound_external_id=user)
+        except ApiKeyError as exc:
+            fail(str(exc))
+    bound = f", bound to end user {user}" if user else ""
+    click.echo(f"Created key {key.name!r}{bound}. Copy it now: it is not shown again.")
+    click.echo(raw)
+
+
+@keys_cli.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key; it stops working at once."""
+    with session_scope() as session:
+        try:
+            revoke_api_key(session, name, CLI_ACTOR)
+        except ApiKeyError as exc:
+            fail(str(exc))
+    click.echo(f"Revoked key {name!r}.")
+
+
+@operators_cli.command("create")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--password", required=True)
+def operators_create(email: str, role: str, password: str) -> None:
+    """Create a console operator."""
+    with session_scope() as session:
+        try:
+            operator = create_operator(session, email, role, password, CLI_ACTOR)
+        except OperatorError as exc:
+            fail(str(exc))
+    click.echo(f"Created {operator.role} {operator.email}.")
+
+
+@click.command("trace")
+@click.argument("identifier")
+def trace(identifier: str) -> None:
+    """Print the internal user behind an upstream identifier."""
+    with session_scope() as session:
+        found = trace_identifier(session, identifier)
+        if found is None:
+            click.echo(f"Error: no end user was ever sent as {identifier!r}", err=True)
+            raise SystemExit(1)
+        user = found.user
+        click.echo(f"identifier={found.identifier}")
+        click.echo(f"internal_id={user.external_id}")
+        if user.display_name:
+            click.echo(f"display_name={user.display_name}")
+        if user.email:
+            click.echo(f"email={user.email}")
+        click.echo(f"config_revision={found.revision_id or '-'}")
+        click.echo(f"first_seen={found.first_seen:%Y-%m-%d %H:%M:%S}Z")
+        click.echo(f"last_seen={found.last_seen:%Y-%m-%d %H:%M:%S}Z")
+        click.echo(f"requests={found.request_count}")
+
+
+@config_cli.command("show")
+def config_show() -> None:
+    """The active tracking config, one field=value line per field."""
+    with session_scope() as session:
+        config = active_config(session)
+    for name, value in config.as_fields().items():
+        click.echo(f"{name}={value}")
+
+
+@config_cli.command("set")
+@click.argument("assignments", nargs=-1, required=True)
+def config_set(assignments: tuple[str, ...]) -> None:
+    """Save a new revision, e.g. ``config set hash_mode=sha256 prefix=acme``."""
+    fields: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"expected FIELD=VALUE, got {item!r}")
+        if name not in FIELDS:
+            fail(f"unknown field {name!r}; fields are {', '.join(FIELDS)}")
+        fields[name] = value
+    with session_scope() as session:
+        try:
+            config = active_config(session).with_fields(fields)
+        except ConfigFieldError as exc:
+            fail(str(exc))
+        revision = save_config(session, config, CLI_ACTOR)
+    click.echo(f"Saved revision {revision.id}.")
+    for name, value in config.as_fields().items():
+        click.echo(f"{name}={value}")
+
+
+@dev_cli.command("seed")
+@click.option("--requests", "requests_", default=1000, type=click.IntRange(0, 5_000_000))
+@click.option("--users", default=50, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=30, type=click.IntRange(1, 365))
+def dev_seed(requests_: int, users: int, days: int) -> None:
+    """Fill the database with realistic demo traffic, marked as demo data."""
+    gateway: Gateway = current_app.extensions["tally"]
+    with session_scope() as session:
+        made = seed_service.seed_demo_traffic(
+            session, gateway.hash_key, requests=requests_, users=users, days=days
+        )
+    click.echo(f"Seeded {made.requests} demo requests for {made.users} demo users.")

@@ -1,0 +1,78 @@
+"""Domain errors. Each carries what OpenAI's error shape needs; the API blueprint turns
+them into ``{"error": {...}}`` responses in one place."""
+
+from __future__ import annotations
+
+
+class TallyError(Exception):
+    """Base of every error Tally reports to an API client."""
+
+    status = 500
+    type = "api_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict:
+        """OpenAI's error object."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(TallyError):
+    """400: the JSON or one of its fields is not acceptable."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(TallyError):
+    """401: no Tally key, an unknown key, or a revoked key."""
+
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class BodyTooLarge(TallyError):
+    """413: the request body is larger than TALLY_MAX_BODY_BYTES."""
+
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class UpstreamError(TallyError):
+    """The upstream answered with an error, could not be reached, or timed out."""
+
+    status = 502
+    type = "upstream_error"
+    default_code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    """504: the upstream sent nothing for TALLY_UPSTREAM_TIMEOUT seconds."""
+
+    status = 504
+    default_code = "upstream_timeout"

@@ -1,0 +1,144 @@
+"""Tally's tables. The schema is made only by the alembic migrations in ``migrations/``;
+``tests/test_migrations.py`` checks that these models and the migrations agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from tally.db import Base, utcnow
+
+
+class EndUser(Base):
+    """An end user of the company's product, known by the id its backend sends."""
+
+    __tablename__ = "end_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    profile_metadata: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
+    logo_url: Mapped[str | None] = mapped_column(String(2048))
+    first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    identifiers: Mapped[list[UpstreamIdentifier]] = relationship(back_populates="user")
+
+
+class ConfigRevision(Base):
+    """One saved tracking config. The newest revision is the active one."""
+
+    __tablename__ = "config_revisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    prefix: Mapped[str] = mapped_column(String(64))
+    hash_mode: Mapped[str] = mapped_column(String(16))
+    hash_length: Mapped[int] = mapped_column(Integer)
+    dialect: Mapped[str] = mapped_column(String(16))
+    forward_profile: Mapped[bool] = mapped_column(Boolean)
+    require_identity: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(320))
+    comment: Mapped[str | None] = mapped_column(String(500))
+
+
+class UpstreamIdentifier(Base):
+    """An identifier Tally has sent upstream, kept forever so old logs still resolve."""
+
+    __tablename__ = "upstream_identifiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("end_users.id", ondelete="CASCADE"), index=True)
+    revision_id: Mapped[int | None] = mapped_column(ForeignKey("config_revisions.id"))
+    first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    user: Mapped[EndUser] = relationship(back_populates="identifiers")
+    revision: Mapped[ConfigRevision | None] = relationship()
+
+
+class ApiKey(Base):
+    """A Tally API key. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(320))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    bound_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_users.id"))
+
+    bound_user: Mapped[EndUser | None] = relationship()
+
+
+class Operator(Base):
+    """A person who uses the console: role ``admin`` or ``support``."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class RequestLog(Base):
+    """One chat or models call that reached (or tried to reach) the upstream."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (Index("ix_request_log_user_created", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("end_users.id", ondelete="SET NULL"))
+    identifier_id: Mapped[int | None] = mapped_column(ForeignKey("upstream_identifiers.id"))
+    endpoint: Mapped[str] = mapped_column(String(32), default="chat.completions")
+    model: Mapped[str | None] = mapped_column(String(255))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    generation_id: Mapped[str | None] = mapped_column(String(255))
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    user: Mapped[EndUser | None] = relationship()
+    identifier: Mapped[UpstreamIdentifier | None] = relationship()
+    api_key: Mapped[ApiKey | None] = relationship()
+
+
+class AuditEntry(Base):
+    """Who changed or looked at what: config changes, keys, operators, identity lookups."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(512))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -1,0 +1,107 @@
+"""Tally API keys: minted once, stored as SHA-256, revocable at once."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tally.db import utcnow
+from tally.models import ApiKey, EndUser
+from tally.services.audit import add_audit
+from tally.services.identities import upsert_end_user
+
+KEY_PREFIX = "tly_"
+MAX_NAME_LENGTH = 100
+
+
+class ApiKeyError(ValueError):
+    """A key operation that cannot be done (duplicate name, unknown key, bad name)."""
+
+
+@dataclass(frozen=True)
+class AuthenticatedKey:
+    """What a request needs to know about the key it presented."""
+
+    id: int
+    name: str
+    bound_external_id: str | None
+
+
+def hash_secret(raw: str) -> str:
+    """SHA-256 hex of a key: keys are 256-bit random, so a fast hash is safe here."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def create_api_key(
+    session: Session, name: str, actor: str, bound_external_id: str | None = None
+) -> tuple[ApiKey, str]:
+    """Mint a key named ``name``; return the row and the secret (shown once, never stored)."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ApiKeyError(f"a key name must be 1 to {MAX_NAME_LENGTH} characters")
+    if session.scalars(select(ApiKey.id).where(ApiKey.name == name)).first():
+        raise ApiKeyError(f"a key named {name!r} already exists")
+    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    bound_user_id = upsert_end_user(session, bound_external_id) if bound_external_id else None
+    key = ApiKey(
+        name=name,
+        key_hash=hash_secret(raw),
+        display_prefix=raw[:12],
+        created_by=actor,
+        bound_user_id=bound_user_id,
+    )
+    session.add(key)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ApiKeyError(f"a key named {name!r} already exists") from None
+    add_audit(
+        session,
+        actor,
+        "key.create",
+        target=name,
+        after={"name": name, "prefix": key.display_prefix, "bound_user": bound_external_id},
+    )
+    session.commit()
+    return key, raw
+
+
+def revoke_api_key(session: Session, name: str, actor: str) -> ApiKey:
+    """Revoke the key named ``name``; it is refused from the next request on."""
+    key = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
+    if key is None:
+        raise ApiKeyError(f"no key named {name!r}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        add_audit(
+            session,
+            actor,
+            "key.revoke",
+            target=name,
+            before={"revoked": False},
+            after={"revoked": True},
+        )
+        session.commit()
+    return key
+
+
+def authenticate(session: Session, raw: str) -> AuthenticatedKey | None:
+    """The active key whose secret is ``raw``, or None."""
+    digest = hash_secret(raw)
+    row = session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.revoked_at, EndUser.external_id)
+        .outerjoin(EndUser, EndUser.id == ApiKey.bound_user_id)
+        .where(ApiKey.key_hash == digest)
+    ).first()
+    # The lookup is by an index on the digest; compare_digest keeps the final check
+    # constant-time whatever the database does.
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+        return None
+    return AuthenticatedKey(row.id, row.name, row.external_id)

@@ -1,0 +1,158 @@
+"""The tracking engine: from an internal user id to the upstream identifier, and onto the
+upstream request body in the upstream's own dialect.
+
+Pure functions over a frozen :class:`TrackingConfig`; no database, no Flask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from tally.errors import InvalidRequest
+
+HASH_MODES = ("hmac-sha256", "sha256", "none")
+DIALECTS = ("openrouter", "openai", "orq")
+SWITCHES = ("enabled", "forward_profile", "require_identity")
+FIELDS = (
+    "enabled",
+    "prefix",
+    "hash_mode",
+    "hash_length",
+    "dialect",
+    "forward_profile",
+    "require_identity",
+)
+PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{0,64}")
+MAX_IDENTIFIER_LENGTH = 255
+PROFILE_FIELDS = ("display_name", "email", "metadata", "tags")
+
+
+class ConfigFieldError(ValueError):
+    """A tracking-config field or value that is not allowed. ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The operator's tracking config. Defaults are PRODUCT.md's first values."""
+
+    enabled: bool = True
+    prefix: str = "tally"
+    hash_mode: str = "hmac-sha256"
+    hash_length: int = 16
+    dialect: str = "openrouter"
+    forward_profile: bool = False
+    require_identity: bool = False
+    revision_id: int | None = None
+
+    def as_fields(self) -> dict[str, str]:
+        """The config as PRODUCT.md spells it: ``on``/``off`` for switches, all strings."""
+        values = asdict(self)
+        return {
+            name: (("on" if values[name] else "off") if name in SWITCHES else str(values[name]))
+            for name in FIELDS
+        }
+
+    def with_fields(self, fields: dict[str, str]) -> TrackingConfig:
+        """A copy with ``fields`` (strings, as typed by a person) applied and validated."""
+        changes = {name: parse_field(name, value) for name, value in fields.items()}
+        return replace(self, revision_id=None, **changes)
+
+    @property
+    def sends_profile(self) -> bool:
+        """Profile fields go upstream only for orq, when asked, and never in a hash mode."""
+        return (
+            self.enabled
+            and self.dialect == "orq"
+            and self.forward_profile
+            and (self.hash_mode == "none")
+        )
+
+
+def parse_field(name: str, raw: str) -> Any:
+    """Validate one field typed as text; return its typed value or raise ConfigFieldError."""
+    value = raw.strip() if isinstance(raw, str) else raw
+    if name in SWITCHES:
+        if value not in ("on", "off"):
+            raise ConfigFieldError(name, f"{name} must be on or off, got {raw!r}")
+        return value == "on"
+    if name == "prefix":
+        if not isinstance(value, str) or not PREFIX_RE.fullmatch(value):
+            raise ConfigFieldError(
+                name, "prefix must be at most 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+            )
+        return value
+    if name == "hash_mode":
+        if value not in HASH_MODES:
+            raise ConfigFieldError(name, f"hash_mode must be one of {', '.join(HASH_MODES)}")
+        return value
+    if name == "hash_length":
+        try:
+            length = int(value)
+        except (TypeError, ValueError):
+            raise ConfigFieldError(
+                name, "hash_length must be a whole number from 8 to 64"
+            ) from None
+        if not 8 <= length <= 64:
+            raise ConfigFieldError(name, "hash_length must be a whole number from 8 to 64")
+        return length
+    if name == "dialect":
+        if value not in DIALECTS:
+            raise ConfigFieldError(name, f"dialect must be one of {', '.join(DIALECTS)}")
+        return value
+    raise ConfigFieldError(name, f"unknown field {name!r}; fields are {', '.join(FIELDS)}")
+
+
+def derive_identifier(config: TrackingConfig, internal_id: str, hash_key: bytes) -> str:
+    """The upstream identifier for ``internal_id`` under ``config`` (PRODUCT.md's rules)."""
+    raw = internal_id.encode("utf-8")
+    if config.hash_mode == "none":
+        core = internal_id
+    elif config.hash_mode == "sha256":
+        core = hashlib.sha256(raw).hexdigest()[: config.hash_length]
+    else:
+        core = hmac.new(hash_key, raw, hashlib.sha256).hexdigest()[: config.hash_length]
+    return f"{config.prefix}_{core}" if config.prefix else core
+
+
+def check_identifier(identifier: str, param: str) -> None:
+    """Refuse an identifier the upstream would not take (too long)."""
+    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidRequest(
+            f"The upstream identifier derived from {param} would be {len(identifier)} "
+            f"characters; the limit is {MAX_IDENTIFIER_LENGTH}. Send a shorter {param}, "
+            "or ask the operator for a hash mode or a shorter prefix.",
+            param=param,
+            code="identifier_too_long",
+        )
+
+
+def attach(
+    body: dict[str, Any],
+    config: TrackingConfig,
+    identifier: str | None,
+    profile: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return ``body`` without the client's ``user``/``identity``, stamped for the upstream.
+
+    ``profile`` holds the request's own identity fields; they are sent only when
+    :attr:`TrackingConfig.sends_profile` allows.
+    """
+    out = {k: v for k, v in body.items() if k not in ("user", "identity")}
+    if not config.enabled or identifier is None:
+        return out
+    if config.dialect == "orq":
+        identity: dict[str, Any] = {"id": identifier}
+        if config.sends_profile and profile:
+            identity.update({k: profile[k] for k in PROFILE_FIELDS if k in profile})
+        out["identity"] = identity
+    else:
+        out["user"] = identifier
+    return out
