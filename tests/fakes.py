@@ -1,0 +1,202 @@
+"""A capturing fake upstream: a real HTTP server on a loopback port.
+
+Tests script what it answers (``FakeUpstream.reply(...)``) and read what it received
+(``FakeUpstream.requests``): the exact JSON body Tally sent, headers included.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+
+@dataclass
+class Received:
+    """One request as the upstream saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Script:
+    """What to answer to one request.
+
+    ``events``: SSE payloads (dicts become ``data: <json>``, bytes are sent raw), each
+    sent after ``delay`` seconds; ``hang``: sleep this long before answering;
+    ``cut``: stop the stream abruptly after the events (no [DONE]).
+    """
+
+    status: int = 200
+    json: Any = None
+    events: list[Any] | None = None
+    delay: float = 0.0
+    hang: float = 0.0
+    cut: bool = False
+    done: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+def completion(content: str = "Hello!", usage: dict | None = None, **extra) -> dict:
+    """A non-streaming chat completion as OpenRouter returns it."""
+    return {
+        "id": "gen-fake-1",
+        "object": "chat.completion",
+        "created": 1735689600,
+        "model": "openai/gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage
+        if usage is not None
+        else {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "cost": 0.00042},
+        **extra,
+    }
+
+
+def chunks(words: list[str], usage: dict | None = None, gen_id: str = "gen-fake-2") -> list:
+    """Streaming chunks for ``words``, a finish chunk, then a usage-only chunk."""
+    base = {
+        "id": gen_id,
+        "object": "chat.completion.chunk",
+        "created": 1735689600,
+        "model": "openai/gpt-4o-mini",
+    }
+    out: list[Any] = [
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        }
+    ]
+    out += [
+        {**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+        for w in words
+    ]
+    out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage is not False:
+        out.append(
+            {
+                **base,
+                "choices": [],
+                "usage": usage
+                or {
+                    "prompt_tokens": 9,
+                    "completion_tokens": len(words),
+                    "total_tokens": 9 + len(words),
+                    "cost": 0.0007,
+                },
+            }
+        )
+    return out
+
+
+def sse(events: list[Any], done: bool = True) -> bytes:
+    """The exact bytes of ``events`` as an SSE stream."""
+    out = b"".join(_event(e) for e in events)
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+def _event(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    return b"data: " + json.dumps(item).encode() + b"\n\n"
+
+
+class FakeUpstream:
+    """A threaded WSGI server that records requests and plays scripted answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.scripts: deque[Script] = deque()
+        self.closed_streams = 0
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/api/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reply(self, **script) -> None:
+        """Queue the answer to the next chat request."""
+        self.scripts.append(Script(**script))
+
+    @property
+    def last(self) -> Received:
+        """The most recent request received."""
+        return self.requests[-1]
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        raw = request.get_data()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        self.requests.append(Received(request.method, request.path, dict(request.headers), body))
+        if request.path.endswith("/models"):
+            models = {
+                "object": "list",
+                "data": [
+                    {
+                        "id": "openai/gpt-4o-mini",
+                        "object": "model",
+                        "created": 1,
+                        "owned_by": "openai",
+                    }
+                ],
+            }
+            return Response(json.dumps(models), mimetype="application/json")(
+                environ, start_response
+            )
+        script = self.scripts.popleft() if self.scripts else Script(json=completion())
+        if script.hang:
+            time.sleep(script.hang)
+        if script.raw is not None:
+            response = Response(script.raw, script.status, headers=script.headers)
+        elif script.events is not None:
+            response = Response(
+                self._stream(script),
+                script.status,
+                headers=script.headers,
+                mimetype="text/event-stream",
+            )
+        else:
+            response = Response(
+                json.dumps(script.json),
+                script.status,
+                headers=script.headers,
+                mimetype="application/json",
+            )
+        return response(environ, start_response)
+
+    def _stream(self, script: Script):
+        try:
+            for item in script.events:
+                if script.delay:
+                    time.sleep(script.delay)
+                yield _event(item)
+            if script.cut:
+                raise ConnectionAbortedError("fake upstream cut the stream")
+            if script.done:
+                yield b"data: [DONE]\n\n"
+        finally:
+            self.closed_streams += 1
