@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from tally import schema
 from tally.gateway import Gateway
@@ -100,6 +100,7 @@ def operators_create(email: str, role: str, password: str) -> None:
 
 
 @click.command("trace")
+@with_appcontext
 @click.argument("identifier")
 def trace(identifier: str) -> None:
     """Print the internal user behind an upstream identifier."""

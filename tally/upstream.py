@@ -87,6 +87,11 @@ class UpstreamClient:
                 raise UpstreamTimeout(
                     f"The upstream did not answer within {self.timeout[1]:g} seconds."
                 ) from None
+            if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+                raise UpstreamError(
+                    "The upstream connection broke before the answer was complete.",
+                    code="upstream_disconnected",
+                ) from None
             raise UpstreamError(
                 f"The upstream could not be reached ({type(exc).__name__})."
             ) from None

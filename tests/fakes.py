@@ -27,12 +27,20 @@ class Received:
     body: Any
 
 
+@dataclass(frozen=True)
+class Pause:
+    """An item among a script's events: the fake upstream goes quiet this long."""
+
+    seconds: float
+
+
 @dataclass
 class Script:
     """What to answer to one request.
 
     ``events``: SSE payloads (dicts become ``data: <json>``, bytes are sent raw), each
-    sent after ``delay`` seconds; ``hang``: sleep this long before answering;
+    sent after ``delay`` seconds; a ``threading.Event`` among them makes the upstream wait
+    until the test sets it (so a test can prove a chunk arrived before the next was sent); ``hang``: sleep this long before answering;
     ``cut``: stop the stream abruptly after the events (no [DONE]).
     """
 
@@ -108,7 +116,7 @@ def chunks(words: list[str], usage: dict | None = None, gen_id: str = "gen-fake-
 
 def sse(events: list[Any], done: bool = True) -> bytes:
     """The exact bytes of ``events`` as an SSE stream."""
-    out = b"".join(_event(e) for e in events)
+    out = b"".join(_event(e) for e in events if not isinstance(e, threading.Event | Pause))
     return out + (b"data: [DONE]\n\n" if done else b"")
 
 
@@ -127,7 +135,9 @@ class FakeUpstream:
         self.closed_streams = 0
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}/api/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), daemon=True
+        )
         self._thread.start()
 
     def reply(self, **script) -> None:
@@ -191,6 +201,12 @@ class FakeUpstream:
     def _stream(self, script: Script):
         try:
             for item in script.events:
+                if isinstance(item, threading.Event):
+                    item.wait(10)
+                    continue
+                if isinstance(item, Pause):
+                    time.sleep(item.seconds)
+                    continue
                 if script.delay:
                     time.sleep(script.delay)
                 yield _event(item)

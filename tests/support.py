@@ -1,0 +1,68 @@
+"""Small helpers shared by the API tests."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from sqlalchemy import select
+
+from tally.models import EndUser, RequestLog, UpstreamIdentifier
+from tally.services.tracking import active_config, save_config
+
+MESSAGES = [{"role": "user", "content": "Hi there"}]
+BASE = {"model": "openai/gpt-4o-mini", "messages": MESSAGES}
+
+
+def chat(server, body=None, *, key=None, headers=None, stream=False, **extra):
+    """POST a chat completion to Tally over HTTP; ``stream`` sets the body's ``stream``
+    and reads the answer as it arrives."""
+    if stream:
+        extra["stream"] = True
+    payload = {**BASE, **extra} if body is None else body
+    sent = {"Authorization": f"Bearer {key or server.key}", **(headers or {})}
+    kwargs = {"data": payload} if isinstance(payload, bytes | str) else {"json": payload}
+    return requests.post(
+        f"{server.url}/v1/chat/completions", headers=sent, stream=stream, timeout=10, **kwargs
+    )
+
+
+def configure(flask_app, **fields) -> int:
+    """Save a tracking-config revision with ``fields`` (text values); return its id."""
+    with flask_app.extensions["tally"].sessions() as session:
+        config = active_config(session).with_fields(fields)
+        return save_config(session, config, "test").id
+
+
+def request_rows(flask_app) -> list[RequestLog]:
+    """Every request row, oldest first, with user and identifier loaded."""
+    with flask_app.extensions["tally"].sessions() as session:
+        found = session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+        for row in found:
+            _ = row.user, row.identifier
+        return list(found)
+
+
+def end_users(flask_app) -> list[EndUser]:
+    """Every end user, oldest first."""
+    with flask_app.extensions["tally"].sessions() as session:
+        return list(session.scalars(select(EndUser).order_by(EndUser.id)))
+
+
+def identifiers(flask_app) -> list[UpstreamIdentifier]:
+    """Every upstream identifier recorded, oldest first, with its user loaded."""
+    with flask_app.extensions["tally"].sessions() as session:
+        found = session.scalars(select(UpstreamIdentifier).order_by(UpstreamIdentifier.id)).all()
+        for row in found:
+            _ = row.user
+        return list(found)
+
+
+def wait_for(predicate, timeout: float = 5.0):
+    """Poll until ``predicate()`` is truthy (rows written after a stream ends); return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
