@@ -40,7 +40,8 @@ class Script:
 
     ``events``: SSE payloads (dicts become ``data: <json>``, bytes are sent raw), each
     sent after ``delay`` seconds; a ``threading.Event`` among them makes the upstream wait
-    until the test sets it (so a test can prove a chunk arrived before the next was sent); ``hang``: sleep this long before answering;
+    until the test sets it (so a test can prove a chunk arrived before the next was sent),
+    a ``Pause`` makes it go quiet; ``hang``: sleep this long before answering;
     ``cut``: stop the stream abruptly after the events (no [DONE]).
     """
 
