@@ -5,6 +5,7 @@ fails any test trying to reach beyond the loopback interface."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import socket
 import threading
 import uuid
@@ -47,31 +48,34 @@ def no_outside_network(monkeypatch):
 # --- database ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory):
-    """A fresh, migrated database for this test run."""
+@contextmanager
+def empty_database(directory):
+    """An empty database: a new SQLite file in ``directory``, or a new PostgreSQL database
+    next to TALLY_TEST_DATABASE_URL (dropped afterwards)."""
     base = os.environ.get("TALLY_TEST_DATABASE_URL")
     if not base:
-        url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "tally.db")
-        _migrate(url)
-        yield url
+        yield "sqlite:///" + str(directory / f"tally-{uuid.uuid4().hex[:8]}.db")
         return
     name = f"tally_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    _migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
-def _migrate(url: str) -> None:
-    engine = make_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A fresh database migrated to head, for this test run."""
+    with empty_database(tmp_path_factory.mktemp("db")) as url:
+        engine = make_engine(url)
+        schema.upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def reset_database(engine) -> None:
@@ -122,7 +126,8 @@ def make_app(database_url, tmp_path):
     yield factory
     for app in apps:
         engine = app.extensions["tally"].engine
-        reset_database(engine)
+        if app.config["TALLY"].database_url == database_url:
+            reset_database(engine)
         engine.dispose()
 
 

@@ -1,0 +1,64 @@
+"""Configuration from the environment; secrets generated once into the instance folder."""
+
+import os
+import stat
+
+import pytest
+
+from tally.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("TALLY_"):
+            monkeypatch.delenv(name)
+    settings = load_settings(str(tmp_path))
+    assert settings.database_url == "sqlite:///" + str(tmp_path / "tally.db")
+    assert settings.upstream_url is None and settings.uses_demo_upstream
+    assert settings.upstream_timeout == 300 and settings.max_body_bytes == 10 * 1024 * 1024
+    assert settings.ratelimit_storage_uri is None
+
+
+def test_secrets_are_generated_once_and_kept_private(tmp_path):
+    first = load_settings(str(tmp_path), {})
+    second = load_settings(str(tmp_path), {})
+    assert first.secret_key == second.secret_key and len(first.secret_key) >= 32
+    assert first.hash_key == second.hash_key and first.hash_key != first.secret_key
+    for name in ("secret_key", "hash_key"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hash_key", "secret_key"]
+
+
+def test_environment_wins(tmp_path):
+    settings = load_settings(
+        str(tmp_path),
+        {
+            "TALLY_HASH_KEY": "k",
+            "TALLY_UPSTREAM_URL": "https://openrouter.ai/api/v1/",
+            "TALLY_UPSTREAM_TIMEOUT": "12.5",
+            "TALLY_MAX_BODY_BYTES": "1000",
+        },
+    )
+    assert settings.hash_key == "k"
+    assert settings.upstream_url == "https://openrouter.ai/api/v1"
+    assert (settings.upstream_timeout, settings.max_body_bytes) == (12.5, 1000)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0"])
+def test_bad_numbers_are_refused(tmp_path, value):
+    with pytest.raises(SettingsError, match="TALLY_UPSTREAM_TIMEOUT"):
+        load_settings(str(tmp_path), {"TALLY_UPSTREAM_TIMEOUT": value})
+
+
+def test_secrets_stay_out_of_reprs(tmp_path):
+    settings = load_settings(
+        str(tmp_path),
+        {
+            "TALLY_UPSTREAM_API_KEY": "sk-or-secret",
+            "TALLY_HASH_KEY": "hmac-secret",
+            "TALLY_DATABASE_URL": "postgresql://tally:pw@db/tally",
+        },
+    )
+    text = repr(settings)
+    assert isinstance(settings, Settings)
+    assert "sk-or-secret" not in text and "hmac-secret" not in text and "pw@" not in text
