@@ -5,10 +5,10 @@ fails any test trying to reach beyond the loopback interface."""
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 import socket
 import threading
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, delete, text, update
