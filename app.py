@@ -7,7 +7,10 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
+from tally.cache import install_cache
 from tally.gateway import build_gateway
+from tally.logs import configure_logging, install_access_log
+from tally.services.usage import install_writer
 from tally.settings import load_settings
 
 
@@ -16,9 +19,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ``INSTANCE_PATH``, and Flask config keys (tests use this)."""
     overrides = dict(overrides or {})
     app = Flask(__name__, instance_path=overrides.pop("INSTANCE_PATH", None))
-    settings = load_settings(
-        app.instance_path, {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
-    )
+    tally_overrides = {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
+    if overrides.get("TESTING"):  # tests read usage rows right after each response
+        tally_overrides.setdefault("TALLY_USAGE_WRITES", "inline")
+    settings = load_settings(app.instance_path, tally_overrides)
+    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -26,12 +31,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         DEMO_TOKEN_DELAY=0.03,
     )
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
-    app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
+    gateway = app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
+    install_cache(gateway)
+    if settings.usage_writes == "background":
+        install_writer(gateway.sessions)
 
-    from blueprints import api, cli, demo
+    from blueprints import api, cli, demo, health
 
     app.register_blueprint(api.bp)
     app.register_blueprint(demo.bp)
+    app.register_blueprint(health.bp)
+    install_access_log(app)
     cli.register(app)
 
     @app.errorhandler(HTTPException)

@@ -1,7 +1,9 @@
 """Database engine and sessions (SQLAlchemy 2.x, no Flask extension).
 
 SQLite runs in WAL mode with a busy timeout so several gunicorn workers can share
-one file; PostgreSQL gets a pre-pinged connection pool.
+one file; PostgreSQL gets a pre-pinged connection pool and a connect timeout. Errors
+never carry SQL parameters (``hide_parameters``): those hold internal user ids, and
+error messages end up in logs.
 """
 
 from __future__ import annotations
@@ -36,11 +38,21 @@ def make_engine(url: str) -> Engine:
     """Create the engine for ``url`` with the settings each backend needs."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        hide_parameters=True,
+        connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -34,6 +34,8 @@ class Settings:
     ratelimit_storage_uri: str | None
     upstream_timeout: float
     max_body_bytes: int
+    usage_writes: str = "background"
+    log_format: str = "json"
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -65,6 +67,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         ratelimit_storage_uri=env.get("TALLY_RATELIMIT_STORAGE_URI") or None,
         upstream_timeout=_number(env, "TALLY_UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT, float),
         max_body_bytes=_number(env, "TALLY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
+        usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
+        log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
     )
 
 
@@ -79,6 +83,14 @@ def _number(env: Mapping[str, str], name: str, default, kind):
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value, one of ``choices`` (the first is the default)."""
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _instance_secret(instance_path: str, name: str) -> str:

@@ -1,8 +1,16 @@
 """The upstream router client: the only module that uses ``requests``.
 
-One pooled :class:`requests.Session` per process. Connection-level failures become
+One connection pool per process. Connection-level failures become
 :class:`UpstreamError` (502) or :class:`UpstreamTimeout` (504); an upstream answer of
-any status is handed back for the caller to relay.
+any status is handed back, as a :class:`requests.Response`, for the caller to relay.
+
+Requests to a real upstream go straight to urllib3's pool and the answer is wrapped in a
+``requests.Response`` by hand: ``Session.request`` (settings merging, cookies, hooks,
+redirect logic Tally never uses) cost about 0.9 ms of CPU per call on the benchmark
+machine, more than the rest of the gateway's work. The wrapped response reads, streams,
+raises and closes exactly as one from ``Session.request`` (same headers on the wire,
+same CA bundle, no retries, no redirects). The built-in demo upstream, a requests
+adapter, keeps the Session.
 """
 
 from __future__ import annotations
@@ -11,7 +19,10 @@ import json
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, default_headers, get_encoding_from_headers
 from urllib3.exceptions import ReadTimeoutError
 
 from tally.errors import UpstreamError, UpstreamTimeout
@@ -36,6 +47,11 @@ class UpstreamClient:
         self.base_url = DEMO_BASE_URL if base_url is None else base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        self._pool_timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
+        self._pool = urllib3.PoolManager(
+            num_pools=4, maxsize=pool_size, block=False, ca_certs=DEFAULT_CA_BUNDLE_PATH
+        )
+        self._default_headers = dict(default_headers())  # what requests would send
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy or netrc surprises from the environment
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -68,6 +84,8 @@ class UpstreamClient:
     def _send(self, method: str, path: str, *, headers: dict, stream: bool, data=None):
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        if not self.is_demo:
+            return self._send_pooled(method, self.base_url + path, headers, data, stream)
         try:
             return self._session.request(
                 method,
@@ -95,6 +113,67 @@ class UpstreamClient:
             raise UpstreamError(
                 f"The upstream could not be reached ({type(exc).__name__})."
             ) from None
+
+    def _send_pooled(self, method: str, url: str, headers: dict, data, stream: bool):
+        try:
+            raw = self._pool.urlopen(
+                method,
+                url,
+                body=data,
+                headers={**self._default_headers, **headers},
+                timeout=self._pool_timeout,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                decode_content=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # urllib3 makes NewConnectionError (refused) a ConnectTimeoutError: not a timeout
+            timed_out = isinstance(exc, urllib3.exceptions.TimeoutError)
+            if timed_out and not isinstance(exc, urllib3.exceptions.NewConnectionError):
+                raise UpstreamTimeout(
+                    f"The upstream did not answer within {self.timeout[1]:g} seconds."
+                ) from None
+            raise UpstreamError(
+                f"The upstream could not be reached ({_requests_name(exc)})."
+            ) from None
+        response = _wrap(raw, url)
+        if not stream:
+            try:
+                response.content  # noqa: B018 - read now, as Session.request(stream=False) does
+            except requests.RequestException as exc:
+                response.close()
+                if is_read_timeout(exc):
+                    raise UpstreamTimeout(
+                        f"The upstream did not answer within {self.timeout[1]:g} seconds."
+                    ) from None
+                if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+                    raise UpstreamError(
+                        "The upstream connection broke before the answer was complete.",
+                        code="upstream_disconnected",
+                    ) from None
+                raise UpstreamError(
+                    f"The upstream could not be reached ({type(exc).__name__})."
+                ) from None
+        return response
+
+
+def _requests_name(exc: BaseException) -> str:
+    """The name requests gives this urllib3 error, so messages stay as they were."""
+    return "SSLError" if isinstance(exc, urllib3.exceptions.SSLError) else "ConnectionError"
+
+
+def _wrap(raw: urllib3.BaseHTTPResponse, url: str) -> requests.Response:
+    """A requests.Response around urllib3's, as requests' HTTPAdapter.build_response
+    makes it (cookies aside: Tally keeps none)."""
+    response = requests.Response()
+    response.status_code = raw.status
+    response.headers = CaseInsensitiveDict(raw.headers)
+    response.encoding = get_encoding_from_headers(response.headers)
+    response.raw = raw
+    response.reason = raw.reason
+    response.url = url
+    return response
 
 
 def is_read_timeout(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tally.cache import cache_of
 from tally.db import utcnow
 from tally.models import ApiKey, EndUser
 from tally.services.audit import add_audit
@@ -93,8 +94,19 @@ def revoke_api_key(session: Session, name: str, actor: str) -> ApiKey:
 
 
 def authenticate(session: Session, raw: str) -> AuthenticatedKey | None:
-    """The active key whose secret is ``raw``, or None."""
+    """The active key whose secret is ``raw``, or None.
+
+    Served from the process cache when the session has one (tally.cache): a revocation
+    bumps the cache version, so a revoked key is refused by the next request anywhere.
+    """
     digest = hash_secret(raw)
+    cache = cache_of(session)
+    if cache is None:
+        return _load_key(session, digest)
+    return cache.get(("key", digest), lambda: _load_key(session, digest))
+
+
+def _load_key(session: Session, digest: str) -> AuthenticatedKey | None:
     row = session.execute(
         select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.revoked_at, EndUser.external_id)
         .outerjoin(EndUser, EndUser.id == ApiKey.bound_user_id)

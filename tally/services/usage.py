@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
-from dataclasses import dataclass, field
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -11,10 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import utcnow
 from tally.identity import EndUserClaim
-from tally.models import ApiKey, RequestLog
-from tally.services.identities import upsert_end_user, upsert_identifier
+from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
+from tally.services.identities import PROFILE_COLUMNS, _insert
 
 log = logging.getLogger(__name__)
+WRITER_INFO_KEY = "tally.usage_writer"
+_STOP = object()
 
 
 @dataclass
@@ -53,52 +60,216 @@ class CallRecord:
 
 def record_call(session: Session, call: CallRecord, outcome: Outcome) -> None:
     """Write the end user, the identifier sent and the request row, in one transaction."""
-    now = utcnow()
-    user_id = identifier_id = None
-    if call.claim is not None:
-        profile = call.claim.profile if call.claim.source == "identity" else None
-        user_id = upsert_end_user(session, call.claim.external_id, profile, now, call.is_demo)
-        if call.identifier is not None:
-            identifier_id = upsert_identifier(
-                session, call.identifier, user_id, call.revision_id, now
+    record_calls(session, [(call, outcome, utcnow())])
+
+
+def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, datetime]]) -> None:
+    """Write several calls, each with the time it ended, in one transaction.
+
+    The rows are exactly those that ``record_call`` one call at a time would leave:
+    an end user or identifier seen several times is upserted once, with the first
+    sighting's ``first_seen``, the last one's ``last_seen`` and the count added up.
+    """
+    user_ids = _upsert_end_users(session, calls)
+    identifier_ids = _upsert_identifiers(session, calls, user_ids)
+    last_used: dict[int, datetime] = {}
+    rows = []
+    for call, outcome, now in calls:
+        external_id = call.claim.external_id if call.claim is not None else None
+        usage = outcome.usage or {}
+        rows.append(
+            RequestLog(
+                request_id=call.request_id,
+                created_at=now,
+                api_key_id=call.api_key_id,
+                user_id=user_ids.get(external_id),
+                identifier_id=identifier_ids.get(call.identifier),
+                model=outcome.model or call.model,
+                stream=call.stream,
+                status=outcome.status,
+                error_code=outcome.error_code,
+                error_message=(outcome.error_message or None) and outcome.error_message[:2000],
+                prompt_tokens=_int(usage.get("prompt_tokens")),
+                completion_tokens=_int(usage.get("completion_tokens")),
+                total_tokens=_int(usage.get("total_tokens")),
+                cost=_float(usage.get("cost")),
+                latency_ms=outcome.latency_ms,
+                ttft_ms=outcome.ttft_ms,
+                generation_id=outcome.generation_id,
+                is_demo=call.is_demo,
             )
-    usage = outcome.usage or {}
-    session.add(
-        RequestLog(
-            request_id=call.request_id,
-            created_at=now,
-            api_key_id=call.api_key_id,
-            user_id=user_id,
-            identifier_id=identifier_id,
-            model=outcome.model or call.model,
-            stream=call.stream,
-            status=outcome.status,
-            error_code=outcome.error_code,
-            error_message=(outcome.error_message or None) and outcome.error_message[:2000],
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            total_tokens=_int(usage.get("total_tokens")),
-            cost=_float(usage.get("cost")),
-            latency_ms=outcome.latency_ms,
-            ttft_ms=outcome.ttft_ms,
-            generation_id=outcome.generation_id,
-            is_demo=call.is_demo,
         )
-    )
-    if call.api_key_id is not None:
-        session.execute(update(ApiKey).where(ApiKey.id == call.api_key_id).values(last_used_at=now))
+        if call.api_key_id is not None:
+            last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
+    session.add_all(rows)
+    session.flush()  # one multi-row INSERT for the whole batch
+    for key_id, now in last_used.items():
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
     session.commit()
+
+
+def _upsert_end_users(session: Session, calls) -> dict[str, int]:
+    seen: dict[str, list] = {}  # external_id -> [first_seen, last_seen, is_demo, fields]
+    for call, _outcome, now in calls:
+        if call.claim is None:
+            continue
+        profile = call.claim.profile if call.claim.source == "identity" else None
+        fields = {PROFILE_COLUMNS[k]: v for k, v in (profile or {}).items() if k in PROFILE_COLUMNS}
+        entry = seen.setdefault(call.claim.external_id, [now, now, call.is_demo, {}])
+        entry[1] = max(entry[1], now)
+        entry[3].update(fields)
+    ids = {}
+    for external_id, (first, last, is_demo, fields) in seen.items():
+        stmt = _insert(session, EndUser).values(
+            external_id=external_id, first_seen=first, last_seen=last, is_demo=is_demo, **fields
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[EndUser.external_id], set_={"last_seen": last, **fields}
+        ).returning(EndUser.id)
+        ids[external_id] = session.execute(stmt).scalar_one()
+    return ids
+
+
+def _upsert_identifiers(session: Session, calls, user_ids: dict[str, int]) -> dict[str, int]:
+    seen: dict[str, list] = {}  # identifier -> [user_id, revision_id, first, last, count]
+    for call, _outcome, now in calls:
+        if call.claim is None or call.identifier is None:
+            continue
+        user_id = user_ids[call.claim.external_id]
+        entry = seen.setdefault(call.identifier, [user_id, call.revision_id, now, now, 0])
+        entry[3] = max(entry[3], now)
+        entry[4] += 1
+    ids = {}
+    for identifier, (user_id, revision_id, first, last, count) in seen.items():
+        stmt = _insert(session, UpstreamIdentifier).values(
+            identifier=identifier,
+            user_id=user_id,
+            revision_id=revision_id,
+            first_seen=first,
+            last_seen=last,
+            request_count=count,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[UpstreamIdentifier.identifier],
+            set_={"last_seen": last, "request_count": UpstreamIdentifier.request_count + count},
+        ).returning(UpstreamIdentifier.id)
+        ids[identifier] = session.execute(stmt).scalar_one()
+    return ids
 
 
 def record_call_safely(sessions: sessionmaker, call: CallRecord, outcome: Outcome) -> None:
     """record_call in its own session; a database failure is logged, never raised into
-    a response that is already on its way to the client."""
+    a response that is already on its way to the client.
+
+    When the session factory carries a :class:`UsageWriter` (production), the row is
+    handed to it and written in the background, after the answer has gone out.
+    """
+    writer = sessions.kw.get("info", {}).get(WRITER_INFO_KEY)
+    if writer is not None:
+        writer.submit(call, outcome)
+        return
     with sessions() as session:
         try:
             record_call(session, call, outcome)
         except Exception:
             session.rollback()
             log.exception("could not record request %s", call.request_id)
+
+
+class UsageWriter:
+    """Writes request rows on a background thread, batched into one transaction each.
+
+    Nothing then stands between the upstream's last byte and the client's: the row is
+    queued when the answer ends and committed a moment later, with the time the call
+    ended. ``close`` (at exit: gunicorn's graceful shutdown ends in ``sys.exit``) writes
+    whatever is still queued. A batch that fails is retried one row at a time, so one
+    bad row cannot take others down with it.
+    """
+
+    def __init__(self, sessions: sessionmaker, max_batch: int = 500):
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: CallRecord, outcome: Outcome) -> None:
+        """Queue one call's row (the outcome is copied: the caller may keep its own)."""
+        self._queue.put((call, replace(outcome), utcnow()))
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row queued so far is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._run, name="tally-usage", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            calls = [item for item in batch if item is not _STOP]
+            try:
+                if calls:
+                    self._write(calls)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, calls) -> None:
+        with self._sessions() as session:
+            try:
+                record_calls(session, calls)
+                return
+            except Exception:
+                session.rollback()
+                log.warning("batch of %d request rows failed; writing one by one", len(calls))
+        for item in calls:
+            with self._sessions() as session:
+                try:
+                    record_calls(session, [item])
+                except Exception:
+                    session.rollback()
+                    log.exception("could not record request %s", item[0].request_id)
+
+
+def install_writer(sessions: sessionmaker) -> UsageWriter:
+    """Make ``record_call_safely`` hand rows from ``sessions`` to a background writer."""
+    writer = UsageWriter(sessions)
+    sessions.kw.setdefault("info", {})[WRITER_INFO_KEY] = writer
+    return writer
+
+
+def usage_writer(sessions: sessionmaker) -> UsageWriter | None:
+    """The background writer of ``sessions``, if it has one."""
+    return sessions.kw.get("info", {}).get(WRITER_INFO_KEY)
 
 
 def _int(value: Any) -> int | None:

@@ -1,0 +1,159 @@
+"""A fast mock of an OpenAI-compatible upstream, for benchmarks only.
+
+One asyncio process (uvloop when installed), HTTP/1.1 with keep-alive, no framework:
+it must cost far less than what it measures. ``POST /v1/chat/completions`` answers a
+fixed completion, or streams one when the body says ``"stream": true``. Every
+streamed event carries ``"sent_ns"`` (``time.time_ns()`` when it was written) so the
+load generator can tell how long the gateway held it. Body fields ``bench_tokens`` and
+``bench_delay`` (seconds between tokens) override the command-line defaults per request.
+
+    python bench/mock_upstream.py --port 9100 --tokens 20 --delay 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+COMPLETION = json.dumps(
+    {
+        "id": "gen-bench-1",
+        "object": "chat.completion",
+        "created": 1735689600,
+        "model": "bench/mock",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the mock upstream."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18, "cost": 4e-05},
+    },
+    separators=(",", ":"),
+).encode()
+MODELS = json.dumps({"object": "list", "data": [{"id": "bench/mock", "object": "model"}]}).encode()
+
+
+def _head(status: str, content_type: str, length: int | None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "X-Generation-Id: gen-bench"]
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    lines.append(framing)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def _event(data: dict) -> bytes:
+    return _chunk(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+
+
+class Mock(asyncio.Protocol):
+    """One client connection: parse requests as they come, answer in order."""
+
+    def __init__(self, tokens: int, delay: float):
+        self.tokens, self.delay = tokens, delay
+        self.buffer = b""
+        self.transport = None
+        self.busy = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._next()
+
+    def connection_lost(self, exc):
+        self.transport = None
+
+    def _next(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].decode("latin-1").split("\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        method, path = head[0].split(" ")[:2]
+        if method == "GET" and path.endswith("/models"):
+            self.transport.write(_head("200 OK", "application/json", len(MODELS)) + MODELS)
+        elif method == "POST" and path.endswith("/chat/completions"):
+            request = json.loads(body) if body else {}
+            if request.get("stream"):
+                self.busy = True
+                asyncio.get_running_loop().create_task(self._stream(request))
+                return
+            self.transport.write(_head("200 OK", "application/json", len(COMPLETION)) + COMPLETION)
+        else:
+            self.transport.write(_head("404 Not Found", "application/json", 2) + b"{}")
+        if self.buffer:
+            self._next()
+
+    async def _stream(self, request: dict) -> None:
+        tokens = int(request.get("bench_tokens", self.tokens))
+        delay = float(request.get("bench_delay", self.delay))
+        usage = (request.get("stream_options") or {}).get("include_usage")
+        base = {"id": "gen-bench-2", "object": "chat.completion.chunk", "model": "bench/mock"}
+        write = self.transport.write
+        write(_head("200 OK", "text/event-stream", None))
+        for index in range(tokens):
+            if self.transport is None:
+                return
+            delta = {"content": f"w{index} "}
+            write(_event({**base, "sent_ns": time.time_ns(), "choices": [{"delta": delta}]}))
+            if delay:
+                await asyncio.sleep(delay)
+        if self.transport is None:
+            return
+        finish = {"delta": {}, "finish_reason": "stop"}
+        write(_event({**base, "sent_ns": time.time_ns(), "choices": [finish]}))
+        if usage:
+            counts = {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens}
+            write(_event({**base, "choices": [], "usage": {**counts, "cost": 1e-05}}))
+        write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        self.busy = False
+        if self.buffer:
+            self._next()
+
+
+def main() -> None:
+    """Serve until killed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--tokens", type=int, default=20, help="tokens per streamed answer")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between tokens")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Mock(args.tokens, args.delay), args.host, args.port, backlog=4096
+        )
+        print(f"mock upstream on http://{args.host}:{args.port}/v1", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Structured logs: one JSON object per line on stderr, with the request id.
+
+Nothing secret is written: API keys (``tly_…``), bearer tokens and the upstream API key
+are masked in every message and traceback, and the engine hides SQL parameters from its
+errors (``tally.db``), so an internal user id never reaches a log line through a failed
+statement. Log lines carry request ids, never user ids: a request id leads to its usage
+row, and from there to the user, only for someone allowed to read the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO
+
+_HANDLER_NAME = "tally.json"
+# LogRecord's own attributes: whatever else a record carries came in through ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_PATTERNS = [
+    (re.compile(r"tly_[A-Za-z0-9_-]{8,}"), "tly_[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1[redacted]"),
+]
+
+
+class Redactor:
+    """Masks API keys, bearer tokens and the given secrets in text."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()):
+        self._secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", "request_id", …extra, "exc"}`` per line."""
+
+    def __init__(self, redact: Redactor | None = None):
+        super().__init__()
+        self._redact = redact or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        data = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self._redact(record.getMessage()),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id:
+            data["request_id"] = request_id
+        for name, value in vars(record).items():
+            if name not in _STANDARD and name not in data:
+                data[name] = self._redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            data["exc"] = self._redact(self.formatException(record.exc_info))
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served on this thread, if any (set by the API)."""
+    from flask import g, has_request_context
+
+    return g.get("request_id") if has_request_context() else None
+
+
+def configure_logging(
+    fmt: str = "json", secrets: Iterable[str | None] = (), stream: IO[str] | None = None
+) -> logging.Handler:
+    """Send Tally's and gunicorn's logs to ``stream`` (stderr) as JSON lines (or as plain
+    text with ``fmt="text"``). Calling it again replaces the handler it installed."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def install_access_log(app) -> None:
+    """Log one line per request: method, path, status, duration and request id.
+
+    Health probes are left out (they would drown everything else). The duration ends
+    when the headers go out: a stream's own length is in its usage row.
+    """
+    from flask import g, request
+
+    access = logging.getLogger("tally.access")
+
+    @app.before_request
+    def start_clock() -> None:
+        g.tally_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response):
+        if request.path not in ("/healthz", "/readyz") and access.isEnabledFor(logging.INFO):
+            started = g.get("tally_started")
+            access.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)
+                    if started
+                    else None,
+                },
+            )
+        return response
