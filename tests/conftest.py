@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
+from werkzeug.wsgi import ClosingIterator
 
 from app import create_app
 from tally import schema
@@ -99,6 +100,14 @@ def reset_database(engine) -> None:
                 require_identity=False,
             )
         )
+        if conn.dialect.name == "postgresql":  # ids start over, as they do on SQLite
+            for table in Base.metadata.sorted_tables:
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+                    )
+                )
 
 
 # --- app --------------------------------------------------------------------------
@@ -182,19 +191,42 @@ def upstream():
 
 
 class LiveServer:
-    """A WSGI app served by werkzeug on a loopback port, in a thread."""
+    """A WSGI app served by werkzeug on a loopback port, in a thread.
+
+    ``close`` waits (a few seconds at most) for responses still being sent, so a stream's
+    row is written before the next test empties the database.
+    """
 
     def __init__(self, wsgi_app):
         self.app = wsgi_app
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+        self._in_flight = 0
+        self._lock = threading.Condition()
+        self._server = make_server("127.0.0.1", 0, self._counted, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.02,), daemon=True
         )
         self._thread.start()
 
+    def _counted(self, environ, start_response):
+        with self._lock:
+            self._in_flight += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return ClosingIterator(body, [self._done])
+
+    def _done(self):
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
+
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving, after the responses in flight have ended."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=5)
         self._server.shutdown()
         self._server.server_close()
 

@@ -172,7 +172,7 @@ def upgrade() -> None:
     # ### end Alembic commands ###
 
     # Revision 1 is PRODUCT.md's default config, so every identifier ever sent maps to a
-    # stored revision.
+    # stored revision. No explicit id: PostgreSQL's sequence must hand out 1 itself.
     revisions = sa.table(
         "config_revisions",
         *(
@@ -196,7 +196,6 @@ def upgrade() -> None:
         revisions,
         [
             {
-                "id": 1,
                 "enabled": True,
                 "prefix": "tally",
                 "hash_mode": "hmac-sha256",
