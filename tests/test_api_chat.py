@@ -235,3 +235,16 @@ def test_unknown_api_paths_answer_in_openai_shape(tally):
     wrong_method = requests.get(f"{tally.url}/v1/chat/completions", timeout=5)
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_concurrent_first_requests_for_one_user_make_one_user(tally, upstream):
+    from concurrent.futures import ThreadPoolExecutor
+
+    configure(tally.flask_app, hash_mode="none")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda _: chat(tally, user="newcomer").status_code, range(30)))
+    assert statuses == [200] * 30
+    assert [u.external_id for u in end_users(tally.flask_app)] == ["newcomer"]
+    [identifier] = identifiers(tally.flask_app)
+    assert (identifier.identifier, identifier.request_count) == ("tally_newcomer", 30)
+    assert len(request_rows(tally.flask_app)) == 30
