@@ -36,11 +36,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if settings.usage_writes == "background":
         install_writer(gateway.sessions)
 
-    from blueprints import api, cli, demo, health
+    from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 
     app.register_blueprint(api.bp)
     app.register_blueprint(demo.bp)
     app.register_blueprint(health.bp)
+    extensions.init_app(app)
+    extensions.csrf.exempt(api.bp)  # bearer keys, not cookies: no CSRF to check
+    extensions.csrf.exempt(demo.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(console.bp)
     install_access_log(app)
     cli.register(app)
 
@@ -48,6 +53,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def http_error(exc: HTTPException):
         if request.path.startswith("/v1/"):
             return api.http_error_response(exc)
-        return exc
+        return console_base.error_page(exc)
 
     return app

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tally.db import utcnow
 from tally.identity import EMAIL_RE
 from tally.models import Operator
 from tally.services.audit import add_audit
@@ -40,7 +41,108 @@ def create_operator(session: Session, email: str, role: str, password: str, acto
 
 def check_password(operator: Operator, password: str) -> bool:
     """True when ``password`` matches the operator's stored hash."""
+    return check_password_hash(operator.password_hash, password)
+
+
+# A hash of a random password: a login for an unknown e-mail verifies against it, so it
+# takes as long as one for a known e-mail and does not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash("tally-no-such-operator")
+
+
+def authenticate_operator(session: Session, email: str, password: str) -> Operator | None:
+    """The active operator with this e-mail and password (and its login time recorded),
+    or None. Unknown e-mail, wrong password and disabled account look the same."""
+    operator = session.scalars(
+        select(Operator).where(Operator.email == email.strip().lower())
+    ).first()
+    if operator is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password(operator, password) or not operator.is_active:
+        return None
+    operator.last_login_at = utcnow()
+    if _hasher.check_needs_rehash(operator.password_hash):
+        operator.password_hash = _hasher.hash(password)
+    session.commit()
+    return operator
+
+
+def check_password_hash(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches ``password_hash``."""
     try:
-        return _hasher.verify(operator.password_hash, password)
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def get_operator(session: Session, operator_id: int) -> Operator | None:
+    """The operator with this id, if any."""
+    return session.get(Operator, operator_id)
+
+
+def list_operators(session: Session) -> list[Operator]:
+    """Every operator, admins first, then by e-mail."""
+    return list(session.scalars(select(Operator).order_by(Operator.role, Operator.email)))
+
+
+def change_role(session: Session, operator_id: int, role: str, actor: str) -> Operator:
+    """Give an operator another role. The last active admin cannot be demoted."""
+    if role not in ROLES:
+        raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+    operator = _existing(session, operator_id)
+    if operator.role == role:
+        return operator
+    if operator.role == "admin" and operator.is_active:
+        _keep_an_admin(session, operator, "demote")
+    before = operator.role
+    operator.role = role
+    add_audit(
+        session,
+        actor,
+        "operator.role",
+        target=operator.email,
+        before={"role": before},
+        after={"role": role},
+    )
+    session.commit()
+    return operator
+
+
+def set_operator_active(session: Session, operator_id: int, active: bool, actor: str) -> Operator:
+    """Enable or disable an operator; a disabled one is logged out at its next request.
+    Nobody disables themselves, and the last active admin stays."""
+    operator = _existing(session, operator_id)
+    if operator.is_active == active:
+        return operator
+    if not active and operator.email == actor:
+        raise OperatorError("you cannot disable your own account")
+    if not active and operator.role == "admin":
+        _keep_an_admin(session, operator, "disable")
+    operator.is_active = active
+    add_audit(
+        session,
+        actor,
+        "operator.enable" if active else "operator.disable",
+        target=operator.email,
+        before={"active": not active},
+        after={"active": active},
+    )
+    session.commit()
+    return operator
+
+
+def _existing(session: Session, operator_id: int) -> Operator:
+    operator = session.get(Operator, operator_id)
+    if operator is None:
+        raise OperatorError(f"no operator with id {operator_id}")
+    return operator
+
+
+def _keep_an_admin(session: Session, operator: Operator, verb: str) -> None:
+    others = session.scalar(
+        select(func.count(Operator.id)).where(
+            Operator.role == "admin", Operator.is_active.is_(True), Operator.id != operator.id
+        )
+    )
+    if not others:
+        raise OperatorError(f"cannot {verb} {operator.email}: it is the last active admin")

@@ -1,0 +1,103 @@
+"""Operator login and logout (flask-login), with failed logins throttled per account and
+per IP (flask-limiter). A successful login is never counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session
+from flask_limiter.util import get_remote_address
+from flask_login import UserMixin, current_user, login_user, logout_user
+
+from blueprints.console_base import gateway, get_db
+from blueprints.extensions import limiter, login_manager
+from tally.services.operators import authenticate_operator, get_operator
+
+bp = Blueprint("auth", __name__)
+
+LOGIN_FAILED = 422
+
+
+@dataclass(frozen=True)
+class CurrentOperator(UserMixin):
+    """The logged-in operator, reloaded from the database on every request, so a role
+    change or a disabled account takes effect at once."""
+
+    id: int
+    email: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins may change things; support operators only look."""
+        return self.role == "admin"
+
+
+@login_manager.user_loader
+def load_operator(operator_id: str) -> CurrentOperator | None:
+    """The operator of a session cookie, or None when unknown or disabled."""
+    if not operator_id.isdigit():
+        return None
+    with gateway().sessions() as db:
+        operator = get_operator(db, int(operator_id))
+        if operator is None or not operator.is_active:
+            return None
+        return CurrentOperator(operator.id, operator.email, operator.role)
+
+
+def _login_failed(response) -> bool:
+    return response.status_code == LOGIN_FAILED
+
+
+def _account_key() -> str:
+    return "account:" + request.form.get("email", "").strip().lower()[:320]
+
+
+def _per_account() -> str:
+    return current_app.config["LOGIN_LIMIT_PER_ACCOUNT"]
+
+
+def _per_ip() -> str:
+    return current_app.config["LOGIN_LIMIT_PER_IP"]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect to another host."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_per_ip, key_func=get_remote_address, methods=["POST"], deduct_when=_login_failed)
+@limiter.limit(_per_account, key_func=_account_key, methods=["POST"], deduct_when=_login_failed)
+def login():
+    """Show the login form; on POST, log the operator in with a fresh session."""
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(next_url)
+        return render_template("auth/login.html", next_url=next_url, email="")
+    email = request.form.get("email", "")
+    operator = authenticate_operator(get_db(), email, request.form.get("password", ""))
+    if operator is None:
+        message = "Wrong e-mail or password, or the account is disabled."
+        return (
+            render_template("auth/login.html", next_url=next_url, email=email, error=message),
+            LOGIN_FAILED,
+        )
+    # A new session at login: nothing from before (a planted cookie, an old CSRF token)
+    # carries over.
+    session.clear()
+    login_user(CurrentOperator(operator.id, operator.email, operator.role))
+    session.permanent = True
+    return redirect(next_url, 303)
+
+
+@bp.post("/logout")
+def logout():
+    """End the session."""
+    logout_user()
+    session.clear()
+    flash("You are logged out.")
+    return redirect("/login", 303)

@@ -1,0 +1,176 @@
+"""The console blueprint and what its views share: login and role checks, the database
+session of the request, and rendering a full page or its HTMX fragment.
+
+The route modules (``console_*.py``) attach their views to :data:`bp`;
+``blueprints/console.py`` imports them all.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_limiter import RateLimitExceeded
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from blueprints.extensions import limiter
+from tally.gateway import Gateway
+
+bp = Blueprint("console", __name__)
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# (endpoint, label, admin only)
+NAVIGATION = (
+    ("console.dashboard", "Dashboard", False),
+    ("console.config_page", "Tracking", False),
+    ("console.identities_list", "Identities", False),
+    ("console.usage_page", "Usage", False),
+    ("console.keys_list", "API keys", False),
+    ("console.limits_page", "Limits", False),
+    ("console.audit_list", "Audit log", False),
+    ("console.operators_list", "Operators", True),
+)
+
+
+def gateway() -> Gateway:
+    """The app's gateway (engine, sessions, settings)."""
+    return current_app.extensions["tally"]
+
+
+def get_db() -> Session:
+    """The request's database session, opened on first use and closed on teardown."""
+    if "console_db" not in g:
+        g.console_db = gateway().sessions()
+    return g.console_db
+
+
+@bp.teardown_app_request
+def close_db(_exc: BaseException | None) -> None:
+    """Close the request's session; a failed request's open transaction is rolled back."""
+    session = g.pop("console_db", None)
+    if session is not None:
+        session.close()
+
+
+def actor() -> str:
+    """The name the audit log records for the logged-in operator."""
+    return current_user.email
+
+
+def is_htmx() -> bool:
+    """True for an HTMX request that wants a fragment (a history restore wants a page)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def login_redirect() -> Response:
+    """Send a logged-out visitor to the login page; HTMX is told to load it as a page,
+    so the login form never lands inside a fragment."""
+    next_url = request.full_path if request.method == "GET" else request.path
+    target = url_for("auth.login") + "?" + urlencode({"next": next_url.rstrip("?")})
+    if request.headers.get("HX-Request") == "true":
+        response = make_response("", 401)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
+
+
+@bp.before_request
+def require_operator():
+    """Every console page needs a login; only admins change anything."""
+    if not current_user.is_authenticated:
+        return login_redirect()
+    if request.method not in SAFE_METHODS and not current_user.is_admin:
+        abort(403, "Your role (support) can look, not change.")
+    return None
+
+
+def require_admin() -> None:
+    """Refuse a support operator (403) on an admin-only page."""
+    if not current_user.is_admin:
+        abort(403, "Only admins can see this page.")
+
+
+def render(page: str, fragment: str | None = None, status: int = 200, **context: Any) -> Response:
+    """The full ``page``, or only ``fragment`` for an HTMX request; ``Vary: HX-Request``
+    so no cache serves one in place of the other."""
+    template = fragment if fragment and is_htmx() else page
+    response = make_response(render_template(template, **context), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def form_error(page: str, fragment: str | None, message: str, **context: Any) -> Response:
+    """The one way the console answers a bad form value: the form again, as typed, with
+    ``message``, status 422."""
+    return render(page, fragment, 422, error=message, **context)
+
+
+def back_to(endpoint: str, **values: Any) -> Response:
+    """After a change made without HTMX: see the result as a fresh page (303)."""
+    return redirect(url_for(endpoint, **values), 303)
+
+
+def page_number() -> int:
+    """The ``page`` query parameter, 1 when missing or not a number."""
+    return request.args.get("page", 1, type=int) or 1
+
+
+@bp.app_context_processor
+def console_context() -> dict[str, Any]:
+    """Navigation for the layout."""
+    admin = current_user.is_authenticated and current_user.is_admin
+    return {"navigation": [(e, label) for e, label, only in NAVIGATION if admin or not only]}
+
+
+@bp.app_template_filter("money")
+def money(value: float | None) -> str:
+    """Dollars, with enough decimals for per-request costs."""
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+@bp.app_template_filter("count")
+def count(value: int | float | None) -> str:
+    """A whole number with thousands separators."""
+    return "–" if value is None else f"{int(value):,}"
+
+
+@bp.app_template_filter("when")
+def when(value: datetime | None) -> str:
+    """A stored (naive UTC) time, to the minute."""
+    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def error_page(exc: HTTPException) -> Response:
+    """Any HTTP error outside the JSON API, as a console page (never a stack trace).
+    A stale CSRF token of a logged-out visitor means the session ended: log in again."""
+    if isinstance(exc, CSRFError) and not current_user.is_authenticated:
+        return login_redirect()
+    code = exc.code or 500
+    response = make_response(render_template("errors/error.html", error=exc, code=code), code)
+    if isinstance(exc, RateLimitExceeded):
+        limit = limiter.current_limit
+        retry = max(1, int(limit.reset_at - time.time())) if limit else 60
+        response.headers["Retry-After"] = str(retry)
+    return response

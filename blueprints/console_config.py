@@ -1,0 +1,104 @@
+"""Console: the tracking config — form, live preview, revision history and rollback."""
+
+from __future__ import annotations
+
+from flask import flash, request
+
+from blueprints.console_base import actor, back_to, bp, form_error, gateway, get_db, is_htmx, render
+from tally.services.revisions import RevisionError, history, preview, rollback_config
+from tally.services.tracking import active_config, save_config
+from tally.tracking import DIALECTS, FIELDS, HASH_MODES, ConfigFieldError, TrackingConfig
+
+PAGE, PANEL, PREVIEW = "config/page.html", "config/_panel.html", "config/_preview.html"
+DEFAULT_PREVIEW_ID = "user_123"
+MAX_PREVIEW_ID = 255
+
+
+def _typed_fields(source) -> dict[str, str]:
+    return {name: source[name] for name in FIELDS if name in source}
+
+
+def _preview_id(source) -> str:
+    return (source.get("preview_id") or "").strip()[:MAX_PREVIEW_ID] or DEFAULT_PREVIEW_ID
+
+
+def _panel_context(
+    current: TrackingConfig, values: dict[str, str], preview_id: str, **extra
+) -> dict:
+    """What the config panel shows: the form as typed, both previews, the history."""
+    try:
+        edited, field_error = current.with_fields(values), None
+    except ConfigFieldError as exc:
+        edited, field_error = None, exc
+    key = gateway().hash_key
+    return {
+        "values": {**current.as_fields(), **values},
+        "current": current,
+        "preview_id": preview_id,
+        "current_preview": preview(current, preview_id, key),
+        "edited_preview": preview(edited, preview_id, key) if edited else None,
+        "preview_error": str(field_error) if field_error else None,
+        "history": history(get_db()),
+        "hash_modes": HASH_MODES,
+        "dialects": DIALECTS,
+        **extra,
+    }
+
+
+@bp.get("/config")
+def config_page():
+    """The active config as a form, with the preview and the revision history."""
+    current = active_config(get_db())
+    return render(PAGE, PANEL, **_panel_context(current, {}, _preview_id(request.args)))
+
+
+@bp.get("/config/preview")
+def config_preview():
+    """The identifier an internal id would get under the current and the edited config."""
+    current = active_config(get_db())
+    context = _panel_context(current, _typed_fields(request.args), _preview_id(request.args))
+    if not is_htmx():
+        return render(PAGE, **context)
+    return render(PREVIEW, **context)
+
+
+@bp.post("/config")
+def config_save():
+    """Save the edited config as a new revision (nothing is saved when nothing changed)."""
+    db = get_db()
+    current = active_config(db)
+    values = _typed_fields(request.form)
+    preview_id = _preview_id(request.form)
+    try:
+        edited = current.with_fields(values)
+    except ConfigFieldError as exc:
+        context = _panel_context(current, values, preview_id, error_field=exc.field)
+        return form_error(PAGE, PANEL, str(exc), **context)
+    if edited.as_fields() == current.as_fields():
+        message = "Nothing changed: no new revision was saved."
+    else:
+        comment = (request.form.get("comment") or "").strip()[:500] or None
+        revision = save_config(db, edited, actor(), comment)
+        message = f"Saved revision {revision.id}."
+    if not is_htmx():
+        flash(message)
+        return back_to("console.config_page")
+    current = active_config(db)
+    return render(PAGE, PANEL, **_panel_context(current, {}, preview_id, message=message))
+
+
+@bp.post("/config/revisions/<int:revision_id>/rollback")
+def config_rollback(revision_id: int):
+    """Make an earlier revision's config active again, as a new revision."""
+    db = get_db()
+    try:
+        revision = rollback_config(db, revision_id, actor())
+    except RevisionError as exc:
+        current = active_config(db)
+        return form_error(PAGE, PANEL, str(exc), **_panel_context(current, {}, DEFAULT_PREVIEW_ID))
+    message = f"Rolled back to revision {revision_id}: saved as revision {revision.id}."
+    if not is_htmx():
+        flash(message)
+        return back_to("console.config_page")
+    current = active_config(db)
+    return render(PAGE, PANEL, **_panel_context(current, {}, DEFAULT_PREVIEW_ID, message=message))

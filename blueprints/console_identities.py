@@ -1,0 +1,26 @@
+"""Console: the identity directory — search (live, paginated) and one end user's page.
+Every search and every profile view is written to the audit log."""
+
+from __future__ import annotations
+
+from flask import abort, request
+
+from blueprints.console_base import actor, bp, get_db, page_number, render
+from tally.db import utcnow
+from tally.services.directory import identity_detail, search_identities
+
+
+@bp.get("/identities")
+def identities_list():
+    """Search end users by upstream identifier, internal id, e-mail or display name."""
+    results = search_identities(get_db(), request.args.get("q", ""), page_number(), actor())
+    return render("identities/page.html", "identities/_results.html", results=results)
+
+
+@bp.get("/identities/<int:user_id>")
+def identity_show(user_id: int):
+    """One end user: profile, every identifier they have had, usage, recent requests."""
+    detail = identity_detail(get_db(), user_id, utcnow(), actor())
+    if detail is None:
+        abort(404, "No such end user.")
+    return render("identities/detail.html", detail=detail)

@@ -1,0 +1,78 @@
+"""Flask extensions of the console, created unbound and bound to an app by :func:`init_app`.
+
+- ``login_manager``: operator sessions (flask-login);
+- ``csrf``: CSRF checks on every state-changing request (Flask-WTF), the JSON API and the
+  demo upstream exempt — they authenticate by bearer key, not by cookie;
+- ``limiter``: login throttling (flask-limiter). Its storage is
+  ``TALLY_RATELIMIT_STORAGE_URI``, ``memory://`` when unset: exact within one process
+  only; a later issue makes the default exact across the workers of one instance.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, headers_enabled=False)
+
+# Only the app's own scripts and styles; no inline code, no framing, no plugins.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Paths answered by bearer-key JSON endpoints: no cookies, no CSRF, no HTML headers.
+API_PREFIXES = ("/v1/", "/demo/")
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the Secure flag set whenever the request came
+    over HTTPS (behind a proxy, once ProxyFix trusts its X-Forwarded-Proto)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when configured so, or when this request is HTTPS."""
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def init_app(app: Flask) -> None:
+    """Bind the extensions and the console's cookie and header policy to ``app``."""
+    settings = app.config["TALLY"]
+    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.ratelimit_storage_uri or "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    app.config.setdefault("LOGIN_LIMIT_PER_ACCOUNT", "5 per minute; 20 per hour")
+    app.config.setdefault("LOGIN_LIMIT_PER_IP", "20 per minute; 100 per hour")
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 12 * 3600)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.session_interface = SessionInterface()
+
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.after_request(add_security_headers)
+
+
+def add_security_headers(response: Response) -> Response:
+    """CSP and friends on every HTML answer (the JSON API is left as it is)."""
+    if request.path.startswith(API_PREFIXES):
+        return response
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        # Console pages hold personal data and one-time secrets: never cached.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -1,0 +1,35 @@
+// Tally console: the little JavaScript htmx leaves to us (no inline scripts: the CSP forbids them).
+(function () {
+  "use strict";
+  function notice(text) {
+    var box = document.getElementById("notice");
+    if (!box) { return; }
+    box.textContent = text;
+    box.hidden = !text;
+    if (text) { window.scrollTo({ top: 0, behavior: "smooth" }); }
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr.status;
+    var messages = {
+      400: "This form has expired. Reload the page and try again.",
+      403: "Your role can look, not change.",
+      404: "Not found: it may have been removed.",
+      429: "Too many requests. Wait a little and try again."
+    };
+    notice(messages[status] || "Something went wrong (" + status + "). Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    notice("The server cannot be reached. Check the connection and try again.");
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful) { notice(""); }
+  });
+  // Select a freshly minted key so it can be copied at once.
+  document.addEventListener("htmx:afterSettle", function () {
+    var secret = document.getElementById("new-key");
+    if (secret) { secret.focus(); secret.select(); }
+  });
+  document.addEventListener("focusin", function (event) {
+    if (event.target.id === "new-key") { event.target.select(); }
+  });
+})();

@@ -1,0 +1,72 @@
+"""Tracking-config revisions as the console shows them: previews, history with what each
+revision changed, and rollback (a new revision copying an old one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tally.models import ConfigRevision
+from tally.services.tracking import config_history, config_of, save_config
+from tally.tracking import MAX_IDENTIFIER_LENGTH, TrackingConfig, derive_identifier
+
+
+class RevisionError(ValueError):
+    """A rollback to a revision that does not exist."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What an internal id becomes upstream under a config (None: nothing is sent)."""
+
+    identifier: str | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One revision and the fields it changed from the revision before it."""
+
+    revision: ConfigRevision
+    config: TrackingConfig
+    changes: dict[str, tuple[str, str]]  # field -> (before, after)
+
+
+def preview(config: TrackingConfig, internal_id: str, hash_key: bytes) -> Preview:
+    """The upstream identifier ``internal_id`` would get under ``config``."""
+    if not config.enabled:
+        return Preview(None, "tracking is off: no identifier is sent")
+    identifier = derive_identifier(config, internal_id, hash_key)
+    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+        note = f"longer than {MAX_IDENTIFIER_LENGTH} characters: requests would be refused"
+        return Preview(identifier, note)
+    return Preview(identifier)
+
+
+def history(session: Session, limit: int = 50) -> list[HistoryEntry]:
+    """The newest ``limit`` revisions, newest first, each with its changes."""
+    revisions = config_history(session, limit + 1)
+    entries = []
+    for n, revision in enumerate(revisions[:limit]):
+        config = config_of(revision)
+        before = config_of(revisions[n + 1]).as_fields() if n + 1 < len(revisions) else {}
+        after = config.as_fields()
+        changes = {
+            name: (before.get(name, ""), value)
+            for name, value in after.items()
+            if before and before[name] != value
+        }
+        entries.append(HistoryEntry(revision, config, changes))
+    return entries
+
+
+def rollback_config(session: Session, revision_id: int, actor: str) -> ConfigRevision:
+    """Make revision ``revision_id``'s config active again, as a new revision."""
+    old = session.scalars(select(ConfigRevision).where(ConfigRevision.id == revision_id)).first()
+    if old is None:
+        raise RevisionError(f"no config revision {revision_id}")
+    return save_config(
+        session, config_of(old), actor, comment=f"rollback to revision {revision_id}"
+    )
