@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import queue
 import threading
@@ -11,13 +12,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
-from tally.services.identities import PROFILE_COLUMNS, _insert
+from tally.services.identities import PROFILE_COLUMNS
 
 log = logging.getLogger(__name__)
 WRITER_INFO_KEY = "tally.usage_writer"
@@ -69,46 +71,89 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     The rows are exactly those that ``record_call`` one call at a time would leave:
     an end user or identifier seen several times is upserted once, with the first
     sighting's ``first_seen``, the last one's ``last_seen`` and the count added up.
+    Statements are Core ``executemany`` calls, a handful per batch whatever its size:
+    per-row ORM work cost more CPU than the rest of the request.
     """
-    user_ids = _upsert_end_users(session, calls)
-    identifier_ids = _upsert_identifiers(session, calls, user_ids)
+    conn = session.connection()
+    sql = _statements(conn.dialect.name)
+    user_ids = _upsert_end_users(conn, sql, calls)
+    identifier_ids = _upsert_identifiers(conn, sql, calls, user_ids)
     last_used: dict[int, datetime] = {}
     rows = []
     for call, outcome, now in calls:
         external_id = call.claim.external_id if call.claim is not None else None
         usage = outcome.usage or {}
         rows.append(
-            RequestLog(
-                request_id=call.request_id,
-                created_at=now,
-                api_key_id=call.api_key_id,
-                user_id=user_ids.get(external_id),
-                identifier_id=identifier_ids.get(call.identifier),
-                model=outcome.model or call.model,
-                stream=call.stream,
-                status=outcome.status,
-                error_code=outcome.error_code,
-                error_message=(outcome.error_message or None) and outcome.error_message[:2000],
-                prompt_tokens=_int(usage.get("prompt_tokens")),
-                completion_tokens=_int(usage.get("completion_tokens")),
-                total_tokens=_int(usage.get("total_tokens")),
-                cost=_float(usage.get("cost")),
-                latency_ms=outcome.latency_ms,
-                ttft_ms=outcome.ttft_ms,
-                generation_id=outcome.generation_id,
-                is_demo=call.is_demo,
-            )
+            {
+                "request_id": call.request_id,
+                "created_at": now,
+                "api_key_id": call.api_key_id,
+                "user_id": user_ids.get(external_id),
+                "identifier_id": identifier_ids.get(call.identifier),
+                "endpoint": "chat.completions",
+                "model": outcome.model or call.model,
+                "stream": call.stream,
+                "status": outcome.status,
+                "error_code": outcome.error_code,
+                "error_message": (outcome.error_message or None) and outcome.error_message[:2000],
+                "prompt_tokens": _int(usage.get("prompt_tokens")),
+                "completion_tokens": _int(usage.get("completion_tokens")),
+                "total_tokens": _int(usage.get("total_tokens")),
+                "cost": _float(usage.get("cost")),
+                "latency_ms": outcome.latency_ms,
+                "ttft_ms": outcome.ttft_ms,
+                "generation_id": outcome.generation_id,
+                "is_demo": call.is_demo,
+            }
         )
         if call.api_key_id is not None:
             last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
-    session.add_all(rows)
-    session.flush()  # one multi-row INSERT for the whole batch
-    for key_id, now in last_used.items():
-        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    conn.execute(sql.insert_rows, rows)
+    if last_used:
+        conn.execute(sql.touch_key, [{"key_id": k, "now": now} for k, now in last_used.items()])
     session.commit()
 
 
-def _upsert_end_users(session: Session, calls) -> dict[str, int]:
+class _Statements:
+    """The batch statements for one SQL dialect, built once."""
+
+    def __init__(self, dialect: str):
+        users, idents = EndUser.__table__, UpstreamIdentifier.__table__
+        keys, log_table = ApiKey.__table__, RequestLog.__table__
+        module = postgresql if dialect == "postgresql" else sqlite
+        upsert = module.insert(users)
+        self.upsert_users = upsert.on_conflict_do_update(
+            index_elements=[users.c.external_id], set_={"last_seen": upsert.excluded.last_seen}
+        )
+        self.user_ids = select(users.c.external_id, users.c.id).where(
+            users.c.external_id.in_(bindparam("names", expanding=True))
+        )
+        upsert = module.insert(idents)
+        self.upsert_identifiers = upsert.on_conflict_do_update(
+            index_elements=[idents.c.identifier],
+            set_={
+                "last_seen": upsert.excluded.last_seen,
+                "request_count": idents.c.request_count + upsert.excluded.request_count,
+            },
+        )
+        self.identifier_ids = select(idents.c.identifier, idents.c.id).where(
+            idents.c.identifier.in_(bindparam("names", expanding=True))
+        )
+        self.insert_rows = insert(log_table)
+        self.touch_key = (
+            update(keys)
+            .where(keys.c.id == bindparam("key_id"))
+            .values(last_used_at=bindparam("now"))
+        )
+        self.module = module
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
+
+def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
     seen: dict[str, list] = {}  # external_id -> [first_seen, last_seen, is_demo, fields]
     for call, _outcome, now in calls:
         if call.claim is None:
@@ -118,43 +163,49 @@ def _upsert_end_users(session: Session, calls) -> dict[str, int]:
         entry = seen.setdefault(call.claim.external_id, [now, now, call.is_demo, {}])
         entry[1] = max(entry[1], now)
         entry[3].update(fields)
-    ids = {}
+    if not seen:
+        return {}
+    plain = []
     for external_id, (first, last, is_demo, fields) in seen.items():
-        stmt = _insert(session, EndUser).values(
-            external_id=external_id, first_seen=first, last_seen=last, is_demo=is_demo, **fields
+        values = {"external_id": external_id, "first_seen": first, "last_seen": last}
+        values["is_demo"] = is_demo
+        if not fields:
+            plain.append(values)
+            continue
+        # a profile update names its own columns: one statement for this user
+        stmt = sql.module.insert(EndUser.__table__).values(**values, **fields)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["external_id"], set_={"last_seen": last, **fields}
+            )
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[EndUser.external_id], set_={"last_seen": last, **fields}
-        ).returning(EndUser.id)
-        ids[external_id] = session.execute(stmt).scalar_one()
-    return ids
+    if plain:
+        conn.execute(sql.upsert_users, plain)
+    return dict(conn.execute(sql.user_ids, {"names": list(seen)}).all())
 
 
-def _upsert_identifiers(session: Session, calls, user_ids: dict[str, int]) -> dict[str, int]:
-    seen: dict[str, list] = {}  # identifier -> [user_id, revision_id, first, last, count]
+def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
+    seen: dict[str, dict] = {}
     for call, _outcome, now in calls:
         if call.claim is None or call.identifier is None:
             continue
-        user_id = user_ids[call.claim.external_id]
-        entry = seen.setdefault(call.identifier, [user_id, call.revision_id, now, now, 0])
-        entry[3] = max(entry[3], now)
-        entry[4] += 1
-    ids = {}
-    for identifier, (user_id, revision_id, first, last, count) in seen.items():
-        stmt = _insert(session, UpstreamIdentifier).values(
-            identifier=identifier,
-            user_id=user_id,
-            revision_id=revision_id,
-            first_seen=first,
-            last_seen=last,
-            request_count=count,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[UpstreamIdentifier.identifier],
-            set_={"last_seen": last, "request_count": UpstreamIdentifier.request_count + count},
-        ).returning(UpstreamIdentifier.id)
-        ids[identifier] = session.execute(stmt).scalar_one()
-    return ids
+        entry = seen.get(call.identifier)
+        if entry is None:
+            seen[call.identifier] = {
+                "identifier": call.identifier,
+                "user_id": user_ids[call.claim.external_id],
+                "revision_id": call.revision_id,
+                "first_seen": now,
+                "last_seen": now,
+                "request_count": 1,
+            }
+        else:
+            entry["last_seen"] = max(entry["last_seen"], now)
+            entry["request_count"] += 1
+    if not seen:
+        return {}
+    conn.execute(sql.upsert_identifiers, list(seen.values()))
+    return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
 
 
 def record_call_safely(sessions: sessionmaker, call: CallRecord, outcome: Outcome) -> None:
