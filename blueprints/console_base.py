@@ -165,7 +165,11 @@ def when(value: datetime | None) -> str:
 def error_page(exc: HTTPException) -> Response:
     """Any HTTP error outside the JSON API, as a console page (never a stack trace).
     A stale CSRF token of a logged-out visitor means the session ended: log in again."""
-    if isinstance(exc, CSRFError) and not current_user.is_authenticated:
+    if (
+        isinstance(exc, CSRFError)
+        and not current_user.is_authenticated
+        and request.endpoint != "auth.login"
+    ):
         return login_redirect()
     code = exc.code or 500
     response = make_response(render_template("errors/error.html", error=exc, code=code), code)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
@@ -53,11 +55,15 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("LOGIN_LIMIT_PER_ACCOUNT", "5 per minute; 20 per hour")
     app.config.setdefault("LOGIN_LIMIT_PER_IP", "20 per minute; 100 per hour")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 12 * 3600)
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
+    # Flask's own defaults are looser: no SameSite, 31-day sessions.
     app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config["SESSION_COOKIE_SAMESITE"] or "Lax"
+    if (
+        app.config["PERMANENT_SESSION_LIFETIME"]
+        == Flask.default_config["PERMANENT_SESSION_LIFETIME"]
+    ):
+        app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
     app.session_interface = SessionInterface()
 
     login_manager.init_app(app)

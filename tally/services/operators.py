@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
@@ -44,9 +46,11 @@ def check_password(operator: Operator, password: str) -> bool:
     return check_password_hash(operator.password_hash, password)
 
 
-# A hash of a random password: a login for an unknown e-mail verifies against it, so it
-# takes as long as one for a known e-mail and does not reveal which accounts exist.
-_DUMMY_HASH = _hasher.hash("tally-no-such-operator")
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the e-mail is unknown, so such a login takes as long
+    as one for a known e-mail and does not reveal which accounts exist."""
+    return _hasher.hash("tally-no-such-operator")
 
 
 def authenticate_operator(session: Session, email: str, password: str) -> Operator | None:
@@ -56,7 +60,7 @@ def authenticate_operator(session: Session, email: str, password: str) -> Operat
         select(Operator).where(Operator.email == email.strip().lower())
     ).first()
     if operator is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return None
     if not check_password(operator, password) or not operator.is_active:
         return None
