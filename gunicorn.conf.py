@@ -1,18 +1,37 @@
 """gunicorn settings for Tally (``gunicorn --config gunicorn.conf.py wsgi:app``).
 
-Worker class: see docs/deployment.md for the measurements behind the choice.
-TALLY_BIND, TALLY_WORKERS, TALLY_THREADS and TALLY_WORKER_CLASS override the defaults.
+gevent workers: a stream costs a greenlet, not a thread, so one instance holds a
+thousand slow streams in a few hundred MB, and requests queue behind no thread pool.
+Measured against gthread in docs/benchmarks.md; the reasons are in docs/deployment.md.
+TALLY_BIND, TALLY_WORKERS, TALLY_WORKER_CLASS and TALLY_THREADS (gthread only) override.
+
+Shutdown: on SIGTERM a worker stops accepting, lets in-flight requests and streams run
+to their end for up to ``graceful_timeout`` seconds, then writes the usage rows still
+queued (``worker_exit``) before it exits.
 """
 
 import os
 
 bind = os.environ.get("TALLY_BIND", "127.0.0.1:8000")
-worker_class = os.environ.get("TALLY_WORKER_CLASS", "gthread")
-workers = int(os.environ.get("TALLY_WORKERS", "2"))
-threads = int(os.environ.get("TALLY_THREADS", "600"))  # gthread: one per open stream
-worker_connections = 2000  # gevent: open connections per worker
+workers = int(os.environ.get("TALLY_WORKERS", "2"))  # one per core
+worker_class = os.environ.get("TALLY_WORKER_CLASS", "gevent")
+worker_connections = 2000  # gevent: open connections (streams included) per worker
+threads = int(os.environ.get("TALLY_THREADS", "600"))  # gthread only: one per open stream
 backlog = 2048
-timeout = 120  # a worker silent this long is restarted; streams keep it alive
-graceful_timeout = 60  # on SIGTERM, in-flight streams get this long to finish
+timeout = 120  # a worker whose main loop is silent this long is restarted
+graceful_timeout = 120  # SIGTERM: streams get this long to finish (minute-long answers)
 keepalive = 5
 accesslog = None  # Tally writes its own JSON access log (tally.logs)
+
+
+def worker_exit(server, worker):
+    """Write the usage rows still queued before the worker process ends."""
+    app = getattr(worker, "wsgi", None)
+    gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
+    if gateway is None:
+        return
+    from tally.services.usage import usage_writer
+
+    writer = usage_writer(gateway.sessions)
+    if writer is not None:
+        writer.close()

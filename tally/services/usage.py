@@ -231,15 +231,18 @@ class UsageWriter:
     """Writes request rows on a background thread, batched into one transaction each.
 
     Nothing then stands between the upstream's last byte and the client's: the row is
-    queued when the answer ends and committed a moment later, with the time the call
-    ended. ``close`` (at exit: gunicorn's graceful shutdown ends in ``sys.exit``) writes
+    queued when the answer ends, with the time the call ended, and committed a moment
+    later. ``linger`` (50 ms at most) gathers a batch: one write per batch costs the
+    request threads less CPU, and less waiting for the GIL, than one write per row.
+    ``close`` (at exit: gunicorn's graceful shutdown ends in ``sys.exit``) writes
     whatever is still queued. A batch that fails is retried one row at a time, so one
     bad row cannot take others down with it.
     """
 
-    def __init__(self, sessions: sessionmaker, max_batch: int = 500):
+    def __init__(self, sessions: sessionmaker, max_batch: int = 500, linger: float = 0.05):
         self._sessions = sessions
         self._max_batch = max_batch
+        self._linger = linger
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -278,9 +281,15 @@ class UsageWriter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < self._max_batch:
+            deadline = time.monotonic() + self._linger
+            while len(batch) < self._max_batch and batch[-1] is not _STOP:
+                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
             stop = _STOP in batch

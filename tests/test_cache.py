@@ -1,0 +1,131 @@
+"""Key and config caches: served from memory, never stale after a change anywhere."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, update
+
+from tally.cache import Cache, FileVersion
+from tally.models import ApiKey
+from tally.services.keys import authenticate, revoke_api_key
+from tally.services.tracking import active_config
+from tests.support import configure
+
+
+class Counter:
+    def __init__(self):
+        self.value = 0
+
+    def read(self):
+        return self.value
+
+    def bump(self):
+        self.value += 1
+
+
+def test_an_entry_is_served_until_the_version_moves():
+    version, loads = Counter(), []
+    cache = Cache(version)
+    load = lambda: loads.append(1) or len(loads)  # noqa: E731
+    assert [cache.get("k", load), cache.get("k", load)] == [1, 1]
+    version.bump()
+    assert cache.get("k", load) == 2
+
+
+def test_an_entry_expires_after_max_age_even_without_a_bump():
+    now = [0.0]
+    cache = Cache(Counter(), max_age=1.0, clock=lambda: now[0])
+    loads = []
+    load = lambda: loads.append(1) or len(loads)  # noqa: E731
+    cache.get("k", load)
+    now[0] = 0.9
+    assert cache.get("k", load) == 1
+    now[0] = 1.1
+    assert cache.get("k", load) == 2
+
+
+def test_misses_are_not_cached_and_an_unreadable_version_bypasses_the_cache():
+    class Down(Counter):
+        def read(self):
+            return None
+
+    cache, loads = Cache(Counter()), []
+    assert cache.get("k", lambda: None) is None
+    assert cache.get("k", lambda: 7) == 7
+    down = Cache(Down())
+    load = lambda: loads.append(1) or len(loads)  # noqa: E731
+    assert [down.get("k", load), down.get("k", load)] == [1, 2]
+
+
+def test_the_file_counter_is_shared_by_every_mapping_of_it(tmp_path):
+    first, second = FileVersion(tmp_path / "v"), FileVersion(tmp_path / "v")
+    assert first.read() == second.read() == 0
+    first.bump()
+    second.bump()
+    assert first.read() == second.read() == 2
+
+
+def _queries(engine):
+    seen = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_key_and_config_lookups_do_not_query_the_database_twice(app, make_key):
+    gateway = app.extensions["tally"]
+    raw = make_key("web")
+    with gateway.sessions() as session:
+        first = authenticate(session, raw), active_config(session)
+    seen = _queries(gateway.engine)
+    with gateway.sessions() as session:
+        assert (authenticate(session, raw), active_config(session)) == first
+    assert seen == []
+
+
+@pytest.fixture
+def two_apps(make_app, tmp_path):
+    """Two apps (two 'workers') on one database and one instance folder."""
+    shared = str(tmp_path / "shared-instance")
+    return make_app(INSTANCE_PATH=shared), make_app(INSTANCE_PATH=shared)
+
+
+def test_a_key_revoked_in_one_process_is_refused_by_the_other_at_once(two_apps):
+    a, b = two_apps
+    with a.extensions["tally"].sessions() as session:
+        from tally.services.keys import create_api_key
+
+        _, raw = create_api_key(session, "shared", "test")
+    with b.extensions["tally"].sessions() as session:
+        assert authenticate(session, raw) is not None  # now cached in b
+    with a.extensions["tally"].sessions() as session:
+        revoke_api_key(session, "shared", "test")
+    with b.extensions["tally"].sessions() as session:
+        assert authenticate(session, raw) is None
+
+
+def test_a_config_saved_in_one_process_is_active_in_the_other_at_once(two_apps):
+    a, b = two_apps
+    with b.extensions["tally"].sessions() as session:
+        assert active_config(session).prefix == "tally"
+    revision = configure(a, prefix="acme")
+    with b.extensions["tally"].sessions() as session:
+        config = active_config(session)
+    assert (config.prefix, config.revision_id) == ("acme", revision)
+
+
+def test_a_bulk_update_of_keys_invalidates_but_last_used_does_not(app, make_key):
+    gateway = app.extensions["tally"]
+    version = gateway.sessions.kw["info"]["tally.cache"].version
+    raw = make_key("web")
+    before = version.read()
+    with gateway.sessions() as session:
+        session.execute(update(ApiKey).values(last_used_at=None))
+        session.commit()
+    assert version.read() == before
+    with gateway.sessions() as session:
+        assert authenticate(session, raw) is not None
+        session.execute(update(ApiKey).values(revoked_at=ApiKey.created_at))
+        session.commit()
+    assert version.read() == before + 1
+    with gateway.sessions() as session:
+        assert authenticate(session, raw) is None
