@@ -118,9 +118,8 @@ class Stack:
         flask = [python, "-m", "flask", "--app", "app"]
         run = {"cwd": ROOT, "env": self.env, "check": True}
         subprocess.run([*flask, "db", "upgrade"], capture_output=True, **run)
-        out = subprocess.run(
-            [*flask, "keys", "create", f"bench-{os.getpid()}"], capture_output=True, text=True, **run
-        )
+        create = [*flask, "keys", "create", f"bench-{os.getpid()}"]
+        out = subprocess.run(create, capture_output=True, text=True, **run)
         self.key = out.stdout.strip().splitlines()[-1]
         self.log = open(self.tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed in stop()
         self.gunicorn = subprocess.Popen(
@@ -357,8 +356,10 @@ def main() -> None:
     print()
     print(f"# Tally benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
-    print(f"worker class: {args.worker_class or 'as shipped'}; rounds: {rounds}; db: "
-          f"{'SQLite' if args.database_url is None else 'given URL'}")
+    print(
+        f"worker class: {args.worker_class or 'as shipped'}; rounds: {rounds}; db: "
+        f"{'SQLite' if args.database_url is None else 'given URL'}"
+    )
     print()
     print("| target | direct | Tally | added | ratio | goal |")
     print("|---|---|---|---|---|---|")
