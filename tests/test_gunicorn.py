@@ -1,0 +1,89 @@
+"""The shipped gunicorn config, run for real: SIGTERM lets in-flight streams finish and
+their usage rows are written before the workers exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import HASH_KEY
+from tests.fakes import chunks
+from tests.support import request_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = [f"w{i} " for i in range(10)]
+
+
+@pytest.fixture
+def gunicorn(database_url, upstream, app):
+    """Tally under gunicorn with gunicorn.conf.py (one worker), in front of the fake."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "TALLY_BIND": f"127.0.0.1:{port}",
+        "TALLY_WORKERS": "1",
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_UPSTREAM_URL": upstream.url,
+        "TALLY_HASH_KEY": HASH_KEY,
+        "TALLY_SECRET_KEY": "test-secret-key",
+    }
+    env.pop("TALLY_USAGE_WRITES", None)  # as in production: background writes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proc.url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(proc.url + "/healthz", timeout=5)
+            break
+        except requests.RequestException:  # not listening yet, or the worker still booting
+            assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_lets_a_stream_finish_and_writes_its_row(gunicorn, upstream, app, make_key):
+    upstream.reply(events=chunks(WORDS), delay=0.15)
+    response = requests.post(
+        gunicorn.url + "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {make_key()}", "X-Tally-User": "u-1"},
+        stream=True,
+        timeout=30,
+    )
+    assert response.status_code == 200
+    lines = response.iter_lines()
+    received = [next(line for line in lines if line.startswith(b"data:"))]
+    gunicorn.send_signal(signal.SIGTERM)  # mid-stream: nine words still to come
+    received += [line for line in lines if line.startswith(b"data:")]
+    assert received[-1] == b"data: [DONE]"
+    assert b"".join(received).count(b'"content": "w') == len(WORDS)
+    assert gunicorn.wait(timeout=60) == 0
+    [row] = request_rows(app)
+    assert (row.status, row.stream, row.completion_tokens) == (200, True, len(WORDS))
+    assert row.user.external_id == "u-1"
+
+
+def test_sigterm_when_idle_exits_at_once(gunicorn):
+    started = time.monotonic()
+    gunicorn.send_signal(signal.SIGTERM)
+    assert gunicorn.wait(timeout=30) == 0
+    assert time.monotonic() - started < 15
