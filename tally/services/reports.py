@@ -18,7 +18,7 @@ from tally.models import EndUser, RequestLog
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_USERS = 10
-REPORT_USERS = 100
+REPORT_USERS = 25
 METRICS = ("requests", "tokens", "cost")
 
 
@@ -216,7 +216,7 @@ def per_model(session: Session, since: datetime, until: datetime, *where) -> lis
     return [Row(row.model or "(unknown)", _totals(row[1:])) for row in session.execute(stmt)]
 
 
-def bar_chart(rows: list[Row], metric: str, width: int = 720, height: int = 200) -> Chart:
+def bar_chart(rows: list[Row], metric: str, width: int = 720, height: int = 160) -> Chart:
     """Lay out one bar per row for ``metric`` (requests, tokens or cost)."""
     if metric not in METRICS:
         raise ReportError(f"metric must be one of {', '.join(METRICS)}")
