@@ -148,3 +148,13 @@ def _hmac16(internal_id: str) -> str:
     from tests.conftest import HASH_KEY
 
     return hmac.new(HASH_KEY.encode(), internal_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def test_an_expired_session_sends_htmx_to_the_login_page(page, tally, operator_of, fast_passwords):
+    log_in(page, tally.url, operator_of("support"))
+    page.goto(tally.url + "/identities")
+    page.context.clear_cookies()  # the session ends while the page is open
+    page.fill("input[name=q]", "someone")
+    page.wait_for_url(tally.url + "/login?next=*")
+    expect(page.locator("h1")).to_have_text("Log in to the console")
+    expect(page.locator("#identity-results")).to_have_count(0)  # not inside a fragment
