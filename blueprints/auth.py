@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 
-from blueprints.console_base import gateway, get_db
+from blueprints.console_base import gateway, get_db, refuse_nul_characters
 from blueprints.extensions import limiter, login_manager
 from tally.services.operators import authenticate_operator, get_operator
 
@@ -73,6 +73,7 @@ def _safe_next(target: str | None) -> str:
 @limiter.limit(_per_account, key_func=_account_key, methods=["POST"], deduct_when=_login_failed)
 def login():
     """Show the login form; on POST, log the operator in with a fresh session."""
+    refuse_nul_characters()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_user.is_authenticated:

@@ -27,8 +27,9 @@ from flask import (
 from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from blueprints.extensions import limiter
 from tally.gateway import Gateway
@@ -94,11 +95,21 @@ def login_redirect() -> Response:
     return redirect(target)
 
 
+def refuse_nul_characters() -> None:
+    """No text field may hold a NUL character: PostgreSQL cannot store one, and no person
+    types one. Refused as a bad request before anything reaches the database."""
+    for source in (request.args, request.form):
+        for _name, values in source.lists():
+            if any("\x00" in value for value in values):
+                abort(400, "Text fields may not contain NUL characters.")
+
+
 @bp.before_request
 def require_operator():
     """Every console page needs a login; only admins change anything."""
     if not current_user.is_authenticated:
         return login_redirect()
+    refuse_nul_characters()
     if request.method not in SAFE_METHODS and not current_user.is_admin:
         abort(403, "Your role (support) can look, not change.")
     return None
@@ -133,6 +144,12 @@ def back_to(endpoint: str, **values: Any) -> Response:
 def page_number() -> int:
     """The ``page`` query parameter, 1 when missing or not a number."""
     return request.args.get("page", 1, type=int) or 1
+
+
+@bp.errorhandler(DataError)
+def database_refused(_exc: DataError) -> Response:
+    """A value the database will not store is the client's mistake, never a 500."""
+    return error_page(BadRequest("The database refused a value of this request."))
 
 
 @bp.app_context_processor

@@ -145,3 +145,28 @@ def test_a_failure_inside_a_view_is_a_500_page_without_a_trace(make_app):
     assert response.status_code == 500
     assert "secret detail" not in text(response)
     assert "Traceback" not in text(response)
+
+
+@pytest.mark.parametrize(
+    "method,path,data",
+    [
+        ("get", "/identities?q=a%00b", None),
+        ("get", "/audit?actor=a%00", None),
+        ("get", "/usage?start=2026-01-01%00", None),
+        ("post", "/keys", {"name": "a\x00b"}),
+        ("post", "/keys", {"name": "k", "user": "u\x00"}),
+        ("post", "/operators", {"email": "a\x00@example.com", "role": "admin", "password": "x"}),
+        ("post", "/config", {"prefix": "zz", "comment": "x\x00"}),
+    ],
+)
+def test_nul_characters_are_a_bad_request_not_a_500(admin, method, path, data):
+    """PostgreSQL cannot store NUL; a person never types one."""
+    response = admin.get(path) if method == "get" else admin.post(path, data)
+    assert response.status_code == 400
+    assert "NUL" in text(response)
+
+
+def test_nul_in_a_login_is_a_bad_request(app):
+    from tests.console_client import Console
+
+    assert Console(app).login("a\x00@example.com", "x").status_code == 400

@@ -16,6 +16,8 @@ from tally.services.audit import add_audit
 
 ROLES = ("admin", "support")
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+MAX_EMAIL_LENGTH = 320
 _hasher = PasswordHasher()
 
 
@@ -26,12 +28,14 @@ class OperatorError(ValueError):
 def create_operator(session: Session, email: str, role: str, password: str, actor: str) -> Operator:
     """Add an operator; the password is stored only as an argon2id hash."""
     email = email.strip().lower()
-    if not EMAIL_RE.fullmatch(email):
+    if len(email) > MAX_EMAIL_LENGTH or not EMAIL_RE.fullmatch(email):
         raise OperatorError(f"{email!r} is not a valid e-mail address")
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise OperatorError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise OperatorError(
+            f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
     if session.scalars(select(Operator.id).where(Operator.email == email)).first():
         raise OperatorError(f"an operator {email} already exists")
     operator = Operator(email=email, role=role, password_hash=_hasher.hash(password))
@@ -56,9 +60,10 @@ def _dummy_hash() -> str:
 def authenticate_operator(session: Session, email: str, password: str) -> Operator | None:
     """The active operator with this e-mail and password (and its login time recorded),
     or None. Unknown e-mail, wrong password and disabled account look the same."""
-    operator = session.scalars(
-        select(Operator).where(Operator.email == email.strip().lower())
-    ).first()
+    email = email.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        return None
+    operator = session.scalars(select(Operator).where(Operator.email == email)).first()
     if operator is None:
         check_password_hash(_dummy_hash(), password)
         return None
