@@ -40,7 +40,7 @@ def test_create_an_operator_who_can_log_in(admin, app, db, htmx):
         ({"email": "not-an-email", "role": "admin", "password": PASSWORD}, "valid e-mail"),
         ({"email": "a" * 400 + "@example.com", "role": "admin", "password": PASSWORD}, "valid"),
         ({"email": "a@example.com", "role": "root", "password": PASSWORD}, "role must be"),
-        ({"email": "a@example.com", "role": "admin", "password": "short"}, "8 to 1024 characters"),
+        ({"email": "a@example.com", "role": "admin", "password": "short"}, "at least 8"),
     ],
 )
 def test_bad_operator_form_is_a_422_message(admin, form, message):

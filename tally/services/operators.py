@@ -32,10 +32,10 @@ def create_operator(session: Session, email: str, role: str, password: str, acto
         raise OperatorError(f"{email!r} is not a valid e-mail address")
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise OperatorError(
-            f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
-        )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise OperatorError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise OperatorError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters")
     if session.scalars(select(Operator.id).where(Operator.email == email)).first():
         raise OperatorError(f"an operator {email} already exists")
     operator = Operator(email=email, role=role, password_hash=_hasher.hash(password))
