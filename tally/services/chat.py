@@ -208,13 +208,18 @@ def _relay(gateway, response, call, outcome, started, hide_usage) -> Iterator[by
     outcome.generation_id = response.headers.get("X-Generation-Id")
     try:
         for chunk in response.iter_content(chunk_size=None):
+            # Events that arrived in one read leave in one write: no added latency, and
+            # a relay that falls behind catches up with fewer syscalls, not more.
+            parts = []
             for event in splitter.feed(chunk):
                 out = _inspect(event, outcome, started, hide_usage)
                 if out is _DONE:
                     done = True
-                    yield event
+                    parts.append(event)
                 elif out is not None:
-                    yield out
+                    parts.append(out)
+            if parts:
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
         rest = splitter.rest()
         if rest.strip():
             yield rest + b"\n\n"
@@ -240,6 +245,17 @@ def _relay(gateway, response, call, outcome, started, hide_usage) -> Iterator[by
 
 def _inspect(event: bytes, outcome: Outcome, started: float, hide_usage: bool):
     """Look at one event: note usage, ids and errors; say whether to relay it."""
+    if (
+        outcome.ttft_ms is not None
+        and outcome.generation_id is not None
+        and outcome.model is not None
+        and b'"usage"' not in event
+        and b'"error"' not in event
+        and b"[DONE]" not in event
+    ):
+        # A content delta once the ids and the first token are known: nothing in it to
+        # note (usage and errors always spell their key), so it is relayed unparsed.
+        return event
     data = event_data(event)
     if data is None:
         return event  # a comment such as ": OPENROUTER PROCESSING": harmless, pass it on
