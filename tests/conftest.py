@@ -211,17 +211,27 @@ class LiveServer:
     def _counted(self, environ, start_response):
         with self._lock:
             self._in_flight += 1
+        finished = []
+
+        def done():
+            if not finished:  # once, whether the body ran out or the server closed it
+                finished.append(True)
+                with self._lock:
+                    self._in_flight -= 1
+                    self._lock.notify_all()
+
+        def body_then_done(body):
+            try:
+                yield from body
+            finally:
+                done()
+
         try:
             body = self.app(environ, start_response)
         except BaseException:
-            self._done()
+            done()
             raise
-        return ClosingIterator(body, [self._done])
-
-    def _done(self):
-        with self._lock:
-            self._in_flight -= 1
-            self._lock.notify_all()
+        return ClosingIterator(body_then_done(body), [getattr(body, "close", done), done])
 
     def close(self) -> None:
         """Stop serving, after the responses in flight have ended."""
