@@ -1,10 +1,20 @@
--- wrk script: a non-streaming chat completion with an end user, as a frontend sends it.
--- The bearer key comes from the environment (TALLY_BENCH_KEY); the direct run has none.
+-- wrk script: a non-streaming chat completion for one of 1,000 end users, as a
+-- frontend sends it. The bearer key comes from TALLY_BENCH_KEY (empty for the direct run).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("TALLY_BENCH_KEY")
 if key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
-wrk.body = '{"model":"bench/mock","user":"user-42",' ..
-  '"messages":[{"role":"user","content":"Say hello in five words."}]}'
+
+local bodies = {}
+for i = 1, 1000 do
+  bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' ..
+    '"messages":[{"role":"user","content":"Say hello in five words."}]}'
+end
+local n = 0
+
+request = function()
+  n = n % 1000 + 1
+  return wrk.format(nil, nil, nil, bodies[n])
+end

@@ -1,24 +1,28 @@
 """Tally's benchmark: the mock upstream called directly vs through Tally, side by side.
 
-    python bench/run.py            # full: 3 rounds per target, about 5 minutes
-    python bench/run.py --quick    # 1 round, short runs, fewer streams: about a minute
+    python bench/run.py                         # 3 rounds per target: about 6 minutes
+    python bench/run.py --quick                 # 1 round, short runs, 300 streams: ~1.5 min
+    python bench/run.py --worker-class both     # gevent and gthread, side by side
 
 It starts its own mock upstream (bench/mock_upstream.py) and Tally under gunicorn with the
-shipped gunicorn.conf.py, on a fresh SQLite database (or ``--database-url``), then:
+shipped gunicorn.conf.py, on a fresh SQLite database (or ``--database-url``), then, for
+the upstream alone and for Tally in front of it, in alternating rounds:
 
-1. latency: 1 client, non-streaming (wrk -c1), p50 and p99;
-2. throughput: 32 clients, non-streaming (wrk -c32), requests/s, p99, errors;
-3. streaming: sequential streams, time to first content byte and the time each event
-   spends between the upstream's write and the client's read (Python client,
-   bench/sse_client.py: the mock stamps each event with its send time);
+1. latency: 1 client, non-streaming (wrk -c1): p50 and p99;
+2. throughput: 32 clients, non-streaming (wrk -c32): requests/s, p99, errors, and the
+   CPU time Tally's processes spent per request;
+3. streaming: 20 streams one after another, time to the first content event, and how
+   long each event takes from the upstream's write to the client's read (the mock
+   stamps each event with its send time; the asyncio client, bench/sse_client.py,
+   notes when it lands);
 4. 1,000 concurrent slow streams (a token every 100 ms for 10 s) through one Tally,
-   with short requests sent meanwhile from another process; errors, Tally's total RSS
-   (master and workers), the short requests' latency;
-5. after each, the request rows in Tally's database against the requests answered.
+   with 10 short requests sent meanwhile from another process: errors, Tally's total
+   RSS (master and workers), the short requests' latency;
+5. at the end, the request rows in Tally's database against the requests answered.
 
-Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua) for
-non-streaming; the asyncio client for streams. Medians over the rounds are printed,
-with the added latency (Tally minus direct) and ratios. Only 127.0.0.1 is used.
+Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 1,000 end users
+in turn) for non-streaming; the asyncio client (on uvloop) for streams. The table has
+the median of the rounds, Tally minus direct, and Tally / direct. Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from bench.sse_client import stream_once  # noqa: E402
 
 HOST = "127.0.0.1"
 CHAT = "/v1/chat/completions"
+TICK = os.sysconf("SC_CLK_TCK")
 PROBE = """
 import http.client, json, sys, time
 port, key, n, gap = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -79,67 +84,100 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(url, timeout=2).read()
             return
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
 
 
-class Stack:
-    """The mock upstream and one Tally (gunicorn) in front of it."""
+class Target:
+    """Something to send chat requests to: the mock itself, or a Tally in front of it."""
 
-    def __init__(self, args):
-        self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="tally-bench-"))
-        self.mock_port, self.tally_port = free_port(), free_port()
-        self.database_url = args.database_url or f"sqlite:///{self.tmp / 'tally.db'}"
+    def __init__(self, name: str, port: int, key: str | None = None):
+        self.name, self.port, self.key = name, port, key
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Its chat completions URL."""
+        return f"http://{HOST}:{self.port}{CHAT}"
+
+    def pids(self) -> list[int]:
+        """The process and its children (gunicorn's workers)."""
+        if self.proc is None:
+            return []
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process and its children so far."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / TICK
+
+    def rss_mb(self) -> float:
+        """Resident memory of the process and its children, summed."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+
+class Tally(Target):
+    """Tally under gunicorn (gunicorn.conf.py) with its own database and API key."""
+
+    def __init__(self, name: str, upstream_port: int, workdir: Path, args, worker_class):
+        super().__init__(name, free_port())
+        self.database_url = args.database_url or f"sqlite:///{workdir / name}.db"
+        self.log = workdir / f"{name}.log"
         self.env = {
             **os.environ,
             "TALLY_DATABASE_URL": self.database_url,
-            "TALLY_UPSTREAM_URL": f"http://{HOST}:{self.mock_port}/v1",
+            "TALLY_UPSTREAM_URL": f"http://{HOST}:{upstream_port}/v1",
             "TALLY_UPSTREAM_API_KEY": "sk-bench-upstream",
-            "TALLY_BIND": f"{HOST}:{self.tally_port}",
+            "TALLY_BIND": f"{HOST}:{self.port}",
             "TALLY_LOG_FORMAT": "json",
         }
-        if args.worker_class:
-            self.env["TALLY_WORKER_CLASS"] = args.worker_class
-        self.procs: list[subprocess.Popen] = []
+        if worker_class:
+            self.env["TALLY_WORKER_CLASS"] = worker_class
 
     def start(self) -> None:
-        """Mock upstream, migrations, an API key, then gunicorn."""
-        python = sys.executable
-        self.procs.append(
-            subprocess.Popen(
-                [python, str(ROOT / "bench/mock_upstream.py"), "--port", str(self.mock_port)],
-                stdout=subprocess.DEVNULL,
+        """Migrate, mint a key, start gunicorn and wait for /healthz."""
+        flask = [sys.executable, "-m", "flask", "--app", "app"]
+        run = {"cwd": ROOT, "env": self.env, "check": True, "capture_output": True}
+        subprocess.run([*flask, "db", "upgrade"], **run)
+        create = [*flask, "keys", "create", f"{self.name}-{os.getpid()}-{time.time_ns()}"]
+        self.key = subprocess.run(create, text=True, **run).stdout.strip().splitlines()[-1]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        )
-        flask = [python, "-m", "flask", "--app", "app"]
-        run = {"cwd": ROOT, "env": self.env, "check": True}
-        subprocess.run([*flask, "db", "upgrade"], capture_output=True, **run)
-        create = [*flask, "keys", "create", f"bench-{os.getpid()}"]
-        out = subprocess.run(create, capture_output=True, text=True, **run)
-        self.key = out.stdout.strip().splitlines()[-1]
-        self.log = open(self.tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed in stop()
-        self.gunicorn = subprocess.Popen(
-            [python, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(self.gunicorn)
-        wait_http(f"http://{HOST}:{self.tally_port}/healthz")
-        wait_http(f"http://{HOST}:{self.mock_port}/v1/models")
-
-    def url(self, target: str) -> str:
-        """The chat URL of ``direct`` (the mock) or ``tally``."""
-        port = self.mock_port if target == "direct" else self.tally_port
-        return f"http://{HOST}:{port}{CHAT}"
+        wait_http(f"http://{HOST}:{self.port}/healthz")
 
     def rows(self) -> int:
-        """Request rows in Tally's database, once the background writers have caught up."""
+        """Request rows in its database, once the background writers have caught up."""
         from sqlalchemy import create_engine, func, select
 
         from tally.models import RequestLog
@@ -152,46 +190,23 @@ class Stack:
                     count = conn.execute(select(func.count()).select_from(RequestLog)).scalar()
                 if count != last:
                     last, stable_since = count, time.monotonic()
-                elif time.monotonic() - stable_since > 1.0:
+                elif time.monotonic() - stable_since > 1.5:
                     return count
-                time.sleep(0.2)
+                time.sleep(0.25)
         finally:
             engine.dispose()
 
-    def rss_mb(self) -> float:
-        """Resident memory of gunicorn's master and workers, summed."""
-        pids = [self.gunicorn.pid]
-        for status in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = status.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.gunicorn.pid:
-                pids.append(int(status.parent.name))
-        total = 0
-        for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
 
-    def stop(self) -> None:
-        """Stop everything this run started."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if getattr(self, "log", None):
-            self.log.close()
-        if self.args.database_url is None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+def stop(proc: subprocess.Popen | None) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --- load generators --------------------------------------------------------------
@@ -204,23 +219,36 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, connections: int, seconds: float, key: str | None) -> dict:
-    """One wrk run; latency percentiles in ms, requests/s, errors, requests answered."""
-    env = {**os.environ, "TALLY_BENCH_KEY": key or ""}
-    threads = min(2, connections)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    cmd += ["-s", str(ROOT / "bench/chat.lua"), url]
+def wrk(target: Target, connections: int, seconds: float) -> dict:
+    """One wrk run: latency percentiles (ms), requests/s, errors, answers, CPU/request."""
+    env = {**os.environ, "TALLY_BENCH_KEY": target.key or ""}
+    cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd += ["-s", str(ROOT / "bench/chat.lua"), target.url]
+    cpu = target.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    cpu = target.cpu_seconds() - cpu
     percent = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     errors += int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+    answered = int(re.search(r"(\d+) requests in", out)[1])
     return {
         "p50": _ms(percent["50"]),
         "p99": _ms(percent["99"]),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
-        "requests": int(re.search(r"(\d+) requests in", out)[1]),
+        "requests": answered,
         "errors": errors,
+        "cpu_ms": cpu * 1000 / answered if answered else float("nan"),
     }
+
+
+def run_async(coroutine):
+    """asyncio.run on uvloop when installed: the load generator must cost little CPU."""
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
 
 
 def stream_body(tokens: int, delay: float, user: str = "user-7") -> dict:
@@ -235,91 +263,71 @@ def stream_body(tokens: int, delay: float, user: str = "user-7") -> dict:
     }
 
 
-def run_async(coroutine):
-    """asyncio.run on uvloop when installed: the load generator must cost little CPU."""
-    try:
-        import uvloop
-
-        return uvloop.run(coroutine)
-    except ImportError:
-        return asyncio.run(coroutine)
+def _p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
 
 
-def sequential_streams(port: int, key: str | None, count: int, tokens: int, delay: float):
-    """``count`` streams one after another: TTFB p50 and per-event lag p50/p99/max."""
+def sequential_streams(target: Target, count: int = 20, tokens: int = 10, delay: float = 0.02):
+    """``count`` streams one after another: TTFB p50; per-event lag p99 and max."""
 
     async def go():
         results = []
         for index in range(count):
             body = stream_body(tokens, delay, user=f"user-{index % 50}")
-            results.append(await stream_once(HOST, port, CHAT, body, key))
+            results.append(await stream_once(HOST, target.port, CHAT, body, target.key))
         return results
 
     results = run_async(go())
-    lags = sorted(lag for r in results for lag in r.lags_ms)
+    lags = [lag for r in results for lag in r.lags_ms]
     return {
         "ttfb": statistics.median(r.ttfb_ms for r in results if r.ttfb_ms is not None),
-        "lag50": lags[len(lags) // 2],
-        "lag99": lags[int(len(lags) * 0.99)],
-        "lagmax": lags[-1],
+        "lag99": _p(lags, 0.99),
+        "lagmax": max(lags),
         "errors": sum(not r.ok for r in results),
         "requests": count,
     }
 
 
-def many_streams(stack: Stack, port: int, key, count: int, tokens: int, delay: float) -> dict:
-    """``count`` concurrent streams to ``port``, short requests probing meanwhile."""
+def many_streams(target: Target, count: int, tokens: int, delay: float = 0.1) -> dict:
+    """``count`` concurrent streams, and short requests from another process meanwhile."""
     peak = [0.0]
 
     async def go():
         async def watch():
             while True:
-                peak[0] = max(peak[0], stack.rss_mb())
+                peak[0] = max(peak[0], target.rss_mb())
                 await asyncio.sleep(0.5)
 
         watcher = asyncio.create_task(watch())
-        tasks = [
-            stream_once(HOST, port, CHAT, stream_body(tokens, delay, f"user-{i}"), key)
-            for i in range(count)
-        ]
-        gathered = asyncio.gather(*tasks)
+        bodies = [stream_body(tokens, delay, f"u-{i}") for i in range(count)]
+        streams = asyncio.gather(
+            *(stream_once(HOST, target.port, CHAT, body, target.key) for body in bodies)
+        )
         await asyncio.sleep(min(3.0, tokens * delay / 3))  # every stream under way
         probe = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            PROBE,
-            str(port),
-            key or "-",
-            "10",
-            "0.2",
+            *[sys.executable, "-c", PROBE, str(target.port), target.key or "-", "10", "0.2"],
             stdout=asyncio.subprocess.PIPE,
         )
         probe_out, _ = await probe.communicate()
-        results = await gathered
+        results = await streams
         watcher.cancel()
         return results, json.loads(probe_out)
 
     results, probes = run_async(go())
-    latencies = sorted(ms for status, ms in probes)
+    latencies = [ms for _status, ms in probes]
     return {
         "errors": sum(not r.ok for r in results),
-        "probe_errors": sum(status != 200 for status, ms in probes),
-        "probe50": latencies[len(latencies) // 2],
-        "probemax": latencies[-1],
+        "lag99": _p([lag for r in results for lag in r.lags_ms], 0.99),
+        "probe50": statistics.median(latencies),
+        "probemax": max(latencies),
+        "probe_errors": sum(status != 200 for status, _ms in probes),
         "rss": peak[0],
         "requests": count + len(probes),
-        "lag99": sorted(lag for r in results for lag in r.lags_ms)[
-            int(sum(len(r.lags_ms) for r in results) * 0.99)
-        ],
     }
 
 
 # --- the run ----------------------------------------------------------------------
-
-
-def median(runs: list[dict], field: str) -> float:
-    """The median of ``field`` over rounds."""
-    return statistics.median(run[field] for run in runs)
 
 
 def main() -> None:
@@ -328,82 +336,113 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round, short runs")
     parser.add_argument("--rounds", type=int, help="rounds per target (default 3, quick 1)")
     parser.add_argument("--database-url", help="Tally's database (default: fresh SQLite)")
-    parser.add_argument("--worker-class", choices=["gthread", "gevent"], help="override")
+    parser.add_argument(
+        "--worker-class",
+        choices=["gevent", "gthread", "both"],
+        help="default: as gunicorn.conf.py ships; both: one Tally of each, side by side",
+    )
     parser.add_argument("--streams", type=int, help="concurrent slow streams (default 1000)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
+    if args.worker_class == "both" and args.database_url:
+        raise SystemExit("--worker-class both needs its own SQLite databases")
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = 3 if args.quick else 5
     streams = args.streams or (300 if args.quick else 1000)
     slow_tokens = 30 if args.quick else 100
+    classes = ["gevent", "gthread"] if args.worker_class == "both" else [args.worker_class]
 
-    stack = Stack(args)
-    rows_expected = 0
+    workdir = Path(tempfile.mkdtemp(prefix="tally-bench-"))
+    mock = Target("direct", free_port())
+    mock.proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/mock_upstream.py"), "--port", str(mock.port)],
+        stdout=subprocess.DEVNULL,
+    )
+    tallies = [
+        Tally(f"tally-{wc}" if wc else "tally", mock.port, workdir, args, wc) for wc in classes
+    ]
+    targets = [mock, *tallies]
+    runs = {t.name: {"lat": [], "thr": [], "str": []} for t in targets}
+    slow, rows = {}, {}
     try:
-        stack.start()
-        results: dict[str, dict[str, list]] = {}
+        wait_http(f"http://{HOST}:{mock.port}/v1/models")
+        for tally in tallies:
+            tally.start()
         for _ in range(rounds):
-            for target in ("direct", "tally"):
-                key = stack.key if target == "tally" else None
-                port = stack.mock_port if target == "direct" else stack.tally_port
-                runs = results.setdefault(target, {"lat": [], "thr": [], "str": []})
-                runs["lat"].append(wrk(stack.url(target), 1, seconds, key))
-                runs["thr"].append(wrk(stack.url(target), 32, seconds, key))
-                runs["str"].append(sequential_streams(port, key, 20, 10, 0.02))
-                if target == "tally":
-                    rows_expected += sum(runs[k][-1]["requests"] for k in ("lat", "thr", "str"))
-        rows_after_fast = stack.rows()
-        slow_direct = many_streams(stack, stack.mock_port, None, streams, slow_tokens, 0.1)
-        slow = many_streams(stack, stack.tally_port, stack.key, streams, slow_tokens, 0.1)
-        rows_expected_slow = rows_after_fast + slow["requests"]
-        rows_final = stack.rows()
+            for target in targets:
+                runs[target.name]["lat"].append(wrk(target, 1, seconds))
+                runs[target.name]["thr"].append(wrk(target, 32, seconds))
+                runs[target.name]["str"].append(sequential_streams(target))
+        for target in targets:
+            slow[target.name] = many_streams(target, streams, slow_tokens)
+        for tally in tallies:
+            answered = sum(r["requests"] for kind in runs[tally.name].values() for r in kind)
+            rows[tally.name] = (tally.rows(), answered + slow[tally.name]["requests"])
     finally:
-        stack.stop()
+        for tally in tallies:
+            stop(tally.proc)
+        stop(mock.proc)
+        if args.database_url is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report(args, rounds, streams, slow_tokens, targets, runs, slow, rows)
 
-    d, t = results["direct"], results["tally"]
+
+def report(args, rounds, streams, slow_tokens, targets, runs, slow, rows) -> None:
+    """Print the markdown table."""
+    names = [t.name for t in targets]
+    tally_names = names[1:]
+
+    def med(name, kind, field):
+        return statistics.median(r[field] for r in runs[name][kind])
+
+    print(f"\n# Tally benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"- machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}")
+    database = "as given" if args.database_url else "SQLite"
+    print(f"- Python {platform.python_version()}; database: {database}")
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    print(f"- rounds: {rounds} (median shown); command: `{command}`")
     print()
-    print(f"# Tally benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
-    print(
-        f"worker class: {args.worker_class or 'as shipped'}; rounds: {rounds}; db: "
-        f"{'SQLite' if args.database_url is None else 'given URL'}"
-    )
-    print()
-    print("| target | direct | Tally | added | ratio | goal |")
-    print("|---|---|---|---|---|---|")
-    row("1 client p50 (ms)", median(d["lat"], "p50"), median(t["lat"], "p50"), "added ≤ 1.5")
-    row("1 client p99 (ms)", median(d["lat"], "p99"), median(t["lat"], "p99"), "added ≤ 4")
-    row("32 clients req/s", median(d["thr"], "rps"), median(t["thr"], "rps"), "≥ 1000", 0)
-    row("32 clients p99 (ms)", median(d["thr"], "p99"), median(t["thr"], "p99"), "≤ 100")
-    errs = sum(r["errors"] for r in t["thr"])
-    print(f"| 32 clients errors | {sum(r['errors'] for r in d['thr'])} | {errs} | | | 0 |")
-    row("stream TTFB p50 (ms)", median(d["str"], "ttfb"), median(t["str"], "ttfb"), "added ≤ 2")
-    row("event lag p99 (ms)", median(d["str"], "lag99"), median(t["str"], "lag99"), "≤ 5")
-    row("event lag max (ms)", median(d["str"], "lagmax"), median(t["str"], "lagmax"), "")
-    sd, s = slow_direct, slow
-    print(f"| {streams} slow streams: errors | {sd['errors']} | {s['errors']} | | | 0 |")
-    print(f"| {streams} slow streams: Tally RSS (MB) | | {s['rss']:.0f} | | | < 600 |")
-    row(f"{streams} slow streams: event lag p99 (ms)", sd["lag99"], s["lag99"], "")
-    row("short request meanwhile p50 (ms)", sd["probe50"], s["probe50"], "")
-    row("short request meanwhile max (ms)", sd["probemax"], s["probemax"], "< 100")
-    print(f"| short requests meanwhile: errors | {sd['probe_errors']} | {s['probe_errors']} |||0|")
-    print(
-        f"| request rows written | | {rows_final} | | | {rows_expected_slow} answered, "
-        f"+ up to 32 per wrk run cut at its deadline |"
-    )
-    print(f"\n(rows after the fast targets: {rows_after_fast} for {rows_expected} answered)")
+    head = " | ".join(f"{n} | added | ratio" for n in tally_names)
+    print(f"| target | direct | {head} | goal |")
+    print("|---" * (3 + 3 * len(tally_names)) + "|")
 
+    def line(label, kind, field, goal, digits=2, added=True):
+        direct = med("direct", kind, field) if kind else slow["direct"][field]
+        cells = [f"{direct:.{digits}f}"]
+        for name in tally_names:
+            value = med(name, kind, field) if kind else slow[name][field]
+            cells.append(f"{value:.{digits}f}")
+            cells.append(f"{value - direct:+.{digits}f}" if added else "")
+            cells.append(f"{value / direct:.2f}×" if direct else "")
+        print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
-def row(name: str, direct: float, tally: float, goal: str, digits: int = 2) -> None:
-    """One table line: direct, Tally, Tally minus direct, Tally / direct."""
-    added = tally - direct
-    ratio = tally / direct if direct else float("nan")
-    fmt = f"{{:.{digits}f}}"
-    print(
-        f"| {name} | {fmt.format(direct)} | {fmt.format(tally)} | {fmt.format(added)} | "
-        f"{ratio:.2f}× | {goal} |"
-    )
+    line("1 client: p50 (ms)", "lat", "p50", "added ≤ 1.5")
+    line("1 client: p99 (ms)", "lat", "p99", "added ≤ 4")
+    line("32 clients: requests/s", "thr", "rps", "≥ 1000", 0, added=False)
+    line("32 clients: p99 (ms)", "thr", "p99", "≤ 100")
+    errors = [sum(r["errors"] for r in runs[n]["thr"]) for n in names]
+    cells = [str(errors[0])] + [f"{e} | | " for e in errors[1:]]
+    print(f"| 32 clients: errors, all rounds | {' | '.join(cells)} | 0 |")
+    cells = [f"{med('direct', 'thr', 'cpu_ms'):.3f}"]
+    cells += [f"{med(n, 'thr', 'cpu_ms'):.2f} | | " for n in tally_names]
+    print(f"| 32 clients: CPU ms per request | {' | '.join(cells)} | |")
+    line("stream: first content p50 (ms)", "str", "ttfb", "added ≤ 2")
+    line("stream: event lag p99 (ms)", "str", "lag99", "≤ 5")
+    line("stream: event lag max (ms)", "str", "lagmax", "")
+    label = f"{streams} streams × {slow_tokens} tokens @100 ms"
+    line(f"{label}: failed streams", None, "errors", "0", 0, added=False)
+    line(f"{label}: RSS (MB)", None, "rss", "< 600", 0, added=False)
+    line(f"{label}: event lag p99 (ms)", None, "lag99", "")
+    line("short request meanwhile: p50 (ms)", None, "probe50", "")
+    line("short request meanwhile: max (ms)", None, "probemax", "< 100")
+    line("short request meanwhile: errors", None, "probe_errors", "0", 0, added=False)
+    for name, (written, answered) in rows.items():
+        print(
+            f"\n{name}: {written} request rows written for {answered} answers "
+            f"(wrk abandons up to its connection count in flight at its deadline; "
+            f"Tally still answers and records those)"
+        )
 
 
 def cpu_model() -> str:

@@ -25,6 +25,7 @@ _PATTERNS = [
     (re.compile(r"tly_[A-Za-z0-9_-]{8,}"), "tly_[redacted]"),
     (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1[redacted]"),
 ]
+_MARKERS = ("tly_", "bearer")
 
 
 class Redactor:
@@ -35,9 +36,12 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        for pattern, replacement in _PATTERNS:
-            text = pattern.sub(replacement, text)
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        lowered = text.lower()  # substring checks first: most lines hold nothing to mask
+        for (pattern, replacement), marker in zip(_PATTERNS, _MARKERS, strict=True):
+            if marker in lowered:
+                text = pattern.sub(replacement, text)
         return text
 
 
