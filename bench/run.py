@@ -62,9 +62,12 @@ out = []
 for _ in range(n):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     t = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", body,
-                  {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-    status = conn.getresponse().status
+    try:
+        conn.request("POST", "/v1/chat/completions", body,
+                      {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        status = conn.getresponse().status
+    except OSError:
+        status = 0
     out.append([status, (time.perf_counter() - t) * 1000])
     conn.close()
     time.sleep(gap)
@@ -144,8 +147,9 @@ class Target:
 class Tally(Target):
     """Tally under gunicorn (gunicorn.conf.py) with its own database and API key."""
 
-    def __init__(self, name: str, upstream_port: int, workdir: Path, args, worker_class):
+    def __init__(self, name, upstream_port, workdir: Path, args, worker_class, root=ROOT):
         super().__init__(name, free_port())
+        self.root = Path(root)
         self.database_url = args.database_url or f"sqlite:///{workdir / name}.db"
         self.log = workdir / f"{name}.log"
         self.env = {
@@ -162,14 +166,14 @@ class Tally(Target):
     def start(self) -> None:
         """Migrate, mint a key, start gunicorn and wait for /healthz."""
         flask = [sys.executable, "-m", "flask", "--app", "app"]
-        run = {"cwd": ROOT, "env": self.env, "check": True, "capture_output": True}
+        run = {"cwd": self.root, "env": self.env, "check": True, "capture_output": True}
         subprocess.run([*flask, "db", "upgrade"], **run)
         create = [*flask, "keys", "create", f"{self.name}-{os.getpid()}-{time.time_ns()}"]
         self.key = subprocess.run(create, text=True, **run).stdout.strip().splitlines()[-1]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -342,6 +346,11 @@ def main() -> None:
         help="default: as gunicorn.conf.py ships; both: one Tally of each, side by side",
     )
     parser.add_argument("--streams", type=int, help="concurrent slow streams (default 1000)")
+    parser.add_argument(
+        "--compare-tree",
+        metavar="PATH",
+        help="also run Tally from another checkout (e.g. a git worktree with a patch applied)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
@@ -362,6 +371,9 @@ def main() -> None:
     tallies = [
         Tally(f"tally-{wc}" if wc else "tally", mock.port, workdir, args, wc) for wc in classes
     ]
+    if args.compare_tree:
+        name = f"tally-{Path(args.compare_tree).name}"
+        tallies.append(Tally(name, mock.port, workdir, args, classes[0], args.compare_tree))
     targets = [mock, *tallies]
     runs = {t.name: {"lat": [], "thr": [], "str": []} for t in targets}
     slow, rows = {}, {}
