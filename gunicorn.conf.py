@@ -22,6 +22,9 @@ timeout = 120  # a worker whose main loop is silent this long is restarted
 graceful_timeout = 120  # SIGTERM: streams get this long to finish (minute-long answers)
 keepalive = 5
 accesslog = None  # Tally writes its own JSON access log (tally.logs)
+# gevent's default resolver hands every getaddrinfo to a thread pool; c-ares resolves
+# asynchronously on the event loop (measured: a burst of new upstream connections).
+os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
 
 def worker_exit(server, worker):

@@ -16,8 +16,9 @@ the upstream alone and for Tally in front of it, in alternating rounds:
    stamps each event with its send time; the asyncio client, bench/sse_client.py,
    notes when it lands);
 4. 1,000 concurrent slow streams (a token every 100 ms for 10 s) through one Tally,
-   with 10 short requests sent meanwhile from another process: errors, Tally's total
-   RSS (master and workers), the short requests' latency;
+   opened over 4 s (250 new streams a second), and once all are open, 10 short
+   requests sent from another process: errors, Tally's total RSS (master and
+   workers), the short requests' latency, each stream's time to its first token;
 5. at the end, the request rows in Tally's database against the requests answered.
 
 Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 1,000 end users
@@ -304,11 +305,15 @@ def many_streams(target: Target, count: int, tokens: int, delay: float = 0.1) ->
                 await asyncio.sleep(0.5)
 
         watcher = asyncio.create_task(watch())
-        bodies = [stream_body(tokens, delay, f"u-{i}") for i in range(count)]
-        streams = asyncio.gather(
-            *(stream_once(HOST, target.port, CHAT, body, target.key) for body in bodies)
-        )
-        await asyncio.sleep(min(3.0, tokens * delay / 3))  # every stream under way
+
+        async def one(index: int):
+            await asyncio.sleep(index * ramp / count)  # open them over ``ramp`` seconds
+            body = stream_body(tokens, delay, f"u-{index}")
+            return await stream_once(HOST, target.port, CHAT, body, target.key)
+
+        ramp = min(4.0, tokens * delay / 3)
+        streams = asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.sleep(ramp + 0.5)  # every stream under way
         probe = await asyncio.create_subprocess_exec(
             *[sys.executable, "-c", PROBE, str(target.port), target.key or "-", "10", "0.2"],
             stdout=asyncio.subprocess.PIPE,
@@ -322,6 +327,7 @@ def many_streams(target: Target, count: int, tokens: int, delay: float = 0.1) ->
     latencies = [ms for _status, ms in probes]
     return {
         "errors": sum(not r.ok for r in results),
+        "ttfb99": _p([r.ttfb_ms for r in results if r.ttfb_ms is not None], 0.99),
         "lag99": _p([lag for r in results for lag in r.lags_ms], 0.99),
         "probe50": statistics.median(latencies),
         "probemax": max(latencies),
@@ -445,6 +451,7 @@ def report(args, rounds, streams, slow_tokens, targets, runs, slow, rows) -> Non
     label = f"{streams} streams × {slow_tokens} tokens @100 ms"
     line(f"{label}: failed streams", None, "errors", "0", 0, added=False)
     line(f"{label}: RSS (MB)", None, "rss", "< 600", 0, added=False)
+    line(f"{label}: first token p99 (ms)", None, "ttfb99", "")
     line(f"{label}: event lag p99 (ms)", None, "lag99", "")
     line("short request meanwhile: p50 (ms)", None, "probe50", "")
     line("short request meanwhile: max (ms)", None, "probemax", "< 100")

@@ -30,6 +30,8 @@ from tally.errors import UpstreamError, UpstreamTimeout
 
 DEMO_BASE_URL = "http://demo-upstream.tally.invalid/v1"
 CONNECT_TIMEOUT = 10.0
+# What ``retries=False, redirect=False`` becomes inside urllib3, built once, not per call.
+NO_RETRIES = urllib3.Retry(False, redirect=False)
 
 
 class UpstreamClient:
@@ -123,7 +125,7 @@ class UpstreamClient:
                 body=data,
                 headers={**self._default_headers, **headers},
                 timeout=self._pool_timeout,
-                retries=False,
+                retries=NO_RETRIES,
                 redirect=False,
                 preload_content=False,
                 decode_content=False,
