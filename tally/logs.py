@@ -95,6 +95,8 @@ def configure_logging(
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    # alembic announces each of its plugins at INFO whenever a command imports it
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     return handler
 
 
