@@ -46,18 +46,21 @@ def gunicorn(database_url, upstream, app):
         stderr=subprocess.DEVNULL,
     )
     proc.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(proc.url + "/healthz", timeout=5)
-            break
-        except requests.RequestException:  # not listening yet, or the worker still booting
-            assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(proc.url + "/healthz", timeout=5)
+                break
+            except requests.RequestException:  # not listening yet, or the worker booting
+                assert proc.poll() is None, "gunicorn exited at start"
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_sigterm_lets_a_stream_finish_and_writes_its_row(gunicorn, upstream, app, make_key):
