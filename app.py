@@ -44,6 +44,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     extensions.init_app(app)
     extensions.csrf.exempt(api.bp)  # bearer keys, not cookies: no CSRF to check
     extensions.csrf.exempt(demo.bp)
+    extensions.limiter.exempt(api.bp)  # login throttling only; the API's hot path skips it
+    extensions.limiter.exempt(demo.bp)
+    extensions.limiter.exempt(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
     install_access_log(app)

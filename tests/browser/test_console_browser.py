@@ -153,6 +153,8 @@ def _hmac16(internal_id: str) -> str:
 def test_an_expired_session_sends_htmx_to_the_login_page(page, tally, operator_of, fast_passwords):
     log_in(page, tally.url, operator_of("support"))
     page.goto(tally.url + "/identities")
+    # no answer still on its way may set the session cookie again after it is cleared
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()  # the session ends while the page is open
     page.fill("input[name=q]", "someone")
     page.wait_for_url(tally.url + "/login?next=*")
