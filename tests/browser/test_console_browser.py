@@ -98,6 +98,7 @@ def test_support_traces_an_api_request_to_its_user(
     agent = operator_of("support")
     log_in(page, tally.url, agent)
     page.click("nav >> text=Identities")
+    page.wait_for_load_state("networkidle")  # htmx is listening before anything is typed
     page.fill("input[name=q]", sent)  # as pasted from the router's activity page
     hit = page.locator(".trace-hit")
     expect(hit).to_contain_text("customer-7")
