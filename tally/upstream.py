@@ -99,23 +99,8 @@ class UpstreamClient:
                 timeout=self.timeout,
                 allow_redirects=False,
             )
-        except requests.exceptions.Timeout:
-            raise UpstreamTimeout(
-                f"The upstream did not answer within {self.timeout[1]:g} seconds."
-            ) from None
         except requests.exceptions.RequestException as exc:
-            if is_read_timeout(exc):
-                raise UpstreamTimeout(
-                    f"The upstream did not answer within {self.timeout[1]:g} seconds."
-                ) from None
-            if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-                raise UpstreamError(
-                    "The upstream connection broke before the answer was complete.",
-                    code="upstream_disconnected",
-                ) from None
-            raise UpstreamError(
-                f"The upstream could not be reached ({type(exc).__name__})."
-            ) from None
+            raise self._failure(exc) from None
 
     def _send_pooled(self, method: str, url: str, headers: dict, data, stream: bool):
         try:
@@ -146,19 +131,21 @@ class UpstreamClient:
                 response.content  # noqa: B018 - read now, as Session.request(stream=False) does
             except requests.RequestException as exc:
                 response.close()
-                if is_read_timeout(exc):
-                    raise UpstreamTimeout(
-                        f"The upstream did not answer within {self.timeout[1]:g} seconds."
-                    ) from None
-                if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-                    raise UpstreamError(
-                        "The upstream connection broke before the answer was complete.",
-                        code="upstream_disconnected",
-                    ) from None
-                raise UpstreamError(
-                    f"The upstream could not be reached ({type(exc).__name__})."
-                ) from None
+                raise self._failure(exc) from None
         return response
+
+    def _failure(self, exc: requests.RequestException) -> UpstreamError:
+        """The UpstreamError (502) or UpstreamTimeout (504) a requests error stands for."""
+        if is_read_timeout(exc):
+            return UpstreamTimeout(
+                f"The upstream did not answer within {self.timeout[1]:g} seconds."
+            )
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return UpstreamError(
+                "The upstream connection broke before the answer was complete.",
+                code="upstream_disconnected",
+            )
+        return UpstreamError(f"The upstream could not be reached ({type(exc).__name__}).")
 
 
 def _requests_name(exc: BaseException) -> str:
