@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from tally.cache import install_cache
 from tally.gateway import build_gateway
 from tally.logs import configure_logging, install_access_log
-from tally.services.usage import install_writer
+from tally.services.writer import install_writer
 from tally.settings import load_settings
 
 

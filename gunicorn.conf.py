@@ -33,7 +33,7 @@ def worker_exit(server, worker):
     gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
     if gateway is None:
         return
-    from tally.services.usage import usage_writer
+    from tally.services.writer import usage_writer
 
     writer = usage_writer(gateway.sessions)
     if writer is not None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from tally.models import RequestLog, UpstreamIdentifier
 from tally.services.keys import create_api_key, revoke_api_key
-from tally.services.usage import usage_writer
+from tally.services.writer import usage_writer
 from tests.support import chat, configure
 
 pytestmark = pytest.mark.skipif(

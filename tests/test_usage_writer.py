@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
-from tally.services.usage import CallRecord, Outcome, UsageWriter, record_call
+from tally.services.usage import CallRecord, Outcome, record_call
+from tally.services.writer import UsageWriter
 
 
 def call(request_id: str, user: str | None, profile: dict | None = None, key_id=None):

@@ -1,0 +1,124 @@
+"""The background usage writer: request rows committed in batches after the answers
+have gone out, so nothing stands between the upstream's last byte and the client's."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+
+from sqlalchemy.orm import sessionmaker
+
+from tally.db import utcnow
+from tally.services.usage import WRITER_INFO_KEY, CallRecord, Outcome, record_calls
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class UsageWriter:
+    """Writes request rows on a background thread, batched into one transaction each.
+
+    Nothing then stands between the upstream's last byte and the client's: the row is
+    queued when the answer ends, with the time the call ended, and committed a moment
+    later. ``linger`` (50 ms at most) gathers a batch: one write per batch costs the
+    request threads less CPU, and less waiting for the GIL, than one write per row.
+    ``close`` (at exit: gunicorn's graceful shutdown ends in ``sys.exit``) writes
+    whatever is still queued. A batch that fails is retried one row at a time, so one
+    bad row cannot take others down with it.
+    """
+
+    def __init__(self, sessions: sessionmaker, max_batch: int = 500, linger: float = 0.05):
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._linger = linger
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: CallRecord, outcome: Outcome) -> None:
+        """Queue one call's row (the outcome is copied: the caller may keep its own)."""
+        self._queue.put((call, replace(outcome), utcnow()))
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row queued so far is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._run, name="tally-usage", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self._linger
+            while len(batch) < self._max_batch and batch[-1] is not _STOP:
+                remaining = deadline - time.monotonic()
+                try:
+                    batch.append(
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            calls = [item for item in batch if item is not _STOP]
+            try:
+                if calls:
+                    self._write(calls)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, calls) -> None:
+        with self._sessions() as session:
+            try:
+                record_calls(session, calls)
+                return
+            except Exception:
+                session.rollback()
+                log.warning("batch of %d request rows failed; writing one by one", len(calls))
+        for item in calls:
+            with self._sessions() as session:
+                try:
+                    record_calls(session, [item])
+                except Exception:
+                    session.rollback()
+                    log.exception("could not record request %s", item[0].request_id)
+
+
+def install_writer(sessions: sessionmaker) -> UsageWriter:
+    """Make ``record_call_safely`` hand rows from ``sessions`` to a background writer."""
+    writer = UsageWriter(sessions)
+    sessions.kw.setdefault("info", {})[WRITER_INFO_KEY] = writer
+    return writer
+
+
+def usage_writer(sessions: sessionmaker) -> UsageWriter | None:
+    """The background writer of ``sessions``, if it has one."""
+    return sessions.kw.get("info", {}).get(WRITER_INFO_KEY)
