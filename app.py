@@ -34,7 +34,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     gateway = app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
     install_cache(gateway)
     if settings.usage_writes == "background":
-        install_writer(gateway.sessions)
+        install_writer(gateway.sessions, settings.database_url)
 
     from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 

@@ -34,13 +34,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` with the settings each backend needs."""
+def make_engine(url: str, pool_size: int | None = None) -> Engine:
+    """Create the engine for ``url`` with the settings each backend needs (``pool_size``
+    overrides the default: 20 connections on SQLite, 10 plus 20 overflow on PostgreSQL)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=20,
+            pool_size=pool_size or 20,
             hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -48,7 +49,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
+        pool_size=pool_size or 10,
         max_overflow=20,
         hide_parameters=True,
         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
