@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from tally.cache import install_cache
@@ -13,10 +13,20 @@ from tally.logs import configure_logging, install_access_log
 from tally.services.writer import install_writer
 from tally.settings import load_settings
 
+# Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
+LEAN_PREFIXES = ("/v1/", "/demo/")
+LEAN_PATHS = frozenset({"/healthz", "/readyz"})
+
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app. ``overrides`` may hold TALLY_* settings (as the environment would),
-    ``INSTANCE_PATH``, and Flask config keys (tests use this)."""
+    ``INSTANCE_PATH``, and Flask config keys (tests use this).
+
+    Two Flask apps share one config and one gateway: the console (returned: CLI, login,
+    sessions, CSRF, login throttling, security headers) and a lean one for the API, the
+    demo upstream and the probes, which none of that machinery concerns. A request's
+    path picks the app; the console's extensions then cost the API nothing per request.
+    """
     overrides = dict(overrides or {})
     app = Flask(__name__, instance_path=overrides.pop("INSTANCE_PATH", None))
     tally_overrides = {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
@@ -38,24 +48,29 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 
-    app.register_blueprint(api.bp)
-    app.register_blueprint(demo.bp)
-    app.register_blueprint(health.bp)
+    lean = Flask("tally.api", instance_path=app.instance_path)
+    lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
+    lean.session_interface = extensions.NoSessions()
+    lean.register_blueprint(api.bp)
+    lean.register_blueprint(demo.bp)
+    lean.register_blueprint(health.bp)
+    lean.register_error_handler(HTTPException, api.http_error_response)
+    install_access_log(lean)
+
     extensions.init_app(app)
-    extensions.csrf.exempt(api.bp)  # bearer keys, not cookies: no CSRF to check
-    extensions.csrf.exempt(demo.bp)
-    extensions.limiter.exempt(api.bp)  # login throttling only; the API's hot path skips it
-    extensions.limiter.exempt(demo.bp)
-    extensions.limiter.exempt(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
+    app.register_error_handler(HTTPException, console_base.error_page)
     install_access_log(app)
     cli.register(app)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if request.path.startswith("/v1/"):
-            return api.http_error_response(exc)
-        return console_base.error_page(exc)
+    console_wsgi, lean_wsgi = app.wsgi_app, lean.wsgi_app
 
+    def dispatch(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(LEAN_PREFIXES) or path in LEAN_PATHS:
+            return lean_wsgi(environ, start_response)
+        return console_wsgi(environ, start_response)
+
+    app.wsgi_app = dispatch
     return app

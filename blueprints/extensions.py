@@ -1,8 +1,7 @@
 """Flask extensions of the console, created unbound and bound to an app by :func:`init_app`.
 
 - ``login_manager``: operator sessions (flask-login);
-- ``csrf``: CSRF checks on every state-changing request (Flask-WTF), the JSON API and the
-  demo upstream exempt — they authenticate by bearer key, not by cookie;
+- ``csrf``: CSRF checks on every state-changing request (Flask-WTF);
 - ``limiter``: login throttling (flask-limiter). Its storage is
   ``TALLY_RATELIMIT_STORAGE_URI``, ``memory://`` when unset: exact within one process
   only; a later issue makes the default exact across the workers of one instance.
@@ -14,6 +13,7 @@ from datetime import timedelta
 
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SessionInterface as BaseSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -35,8 +35,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-# Paths answered by bearer-key JSON endpoints: no cookies, no CSRF, no HTML headers.
-API_PREFIXES = ("/v1/", "/demo/")
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -46,6 +44,18 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure when configured so, or when this request is HTTPS."""
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+class NoSessions(BaseSessionInterface):
+    """For the lean app (the API, the demo upstream, the probes): the console's session
+    cookie is neither read nor refreshed there, so an API call never sets a cookie."""
+
+    def open_session(self, app: Flask, request):
+        """A null session: reading it is empty, writing to it is an error."""
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session, response: Response) -> None:
+        """Nothing to save."""
 
 
 def init_app(app: Flask) -> None:
@@ -73,9 +83,7 @@ def init_app(app: Flask) -> None:
 
 
 def add_security_headers(response: Response) -> Response:
-    """CSP and friends on every HTML answer (the JSON API is left as it is)."""
-    if request.path.startswith(API_PREFIXES):
-        return response
+    """CSP and friends on every console answer (the JSON API is another app: app.py)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if not request.path.startswith("/static/"):

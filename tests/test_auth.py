@@ -227,3 +227,17 @@ def test_api_is_left_to_its_bearer_keys(client, make_key):
     key = make_key()
     response = client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/nope", "/healthz"])
+def test_api_and_probes_carry_no_console_machinery(admin, make_key, path):
+    """The API, the demo upstream and the probes are served by the lean app (app.py):
+    even with an operator's session cookie they set no cookie, send no console headers,
+    and a path they do not know is a JSON 404, not the console's page."""
+    key = make_key()
+    response = admin.client.get(path, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code in (200, 404)
+    assert response.is_json
+    assert "Set-Cookie" not in response.headers
+    assert "Content-Security-Policy" not in response.headers
+    assert "Vary" not in response.headers  # a session touched would add Vary: Cookie
