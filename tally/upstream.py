@@ -51,9 +51,9 @@ class UpstreamClient:
         self._api_key = api_key
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self._pool_timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
-        self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=pool_size, block=False, ca_certs=DEFAULT_CA_BUNDLE_PATH
-        )
+        self._pool, self._base_path = None, ""
+        if not self.is_demo:
+            self._pool, self._base_path = _upstream_pool(self.base_url, pool_size)
         self._default_headers = dict(default_headers())  # what requests would send
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy or netrc surprises from the environment
@@ -88,7 +88,7 @@ class UpstreamClient:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         if not self.is_demo:
-            return self._send_pooled(method, self.base_url + path, headers, data, stream)
+            return self._send_pooled(method, path, headers, data, stream)
         try:
             return self._session.request(
                 method,
@@ -102,11 +102,11 @@ class UpstreamClient:
         except requests.exceptions.RequestException as exc:
             raise self._failure(exc) from None
 
-    def _send_pooled(self, method: str, url: str, headers: dict, data, stream: bool):
+    def _send_pooled(self, method: str, path: str, headers: dict, data, stream: bool):
         try:
             raw = self._pool.urlopen(
                 method,
-                url,
+                self._base_path + path,
                 body=data,
                 headers={**self._default_headers, **headers},
                 timeout=self._pool_timeout,
@@ -125,7 +125,7 @@ class UpstreamClient:
             raise UpstreamError(
                 f"The upstream could not be reached ({_requests_name(exc)})."
             ) from None
-        response = _wrap(raw, url)
+        response = _wrap(raw, self.base_url + path)
         if not stream:
             try:
                 response.content  # noqa: B018 - read now, as Session.request(stream=False) does
@@ -146,6 +146,16 @@ class UpstreamClient:
                 code="upstream_disconnected",
             )
         return UpstreamError(f"The upstream could not be reached ({type(exc).__name__}).")
+
+
+def _upstream_pool(base_url: str, size: int) -> tuple[urllib3.HTTPConnectionPool, str]:
+    """The upstream host's connection pool, and the base URL's path. No PoolManager: it
+    parses the URL and looks the pool up on every call (a tenth of urllib3's time here)."""
+    url = urllib3.util.parse_url(base_url)
+    https = url.scheme == "https"
+    tls = {"ca_certs": DEFAULT_CA_BUNDLE_PATH, "cert_reqs": "CERT_REQUIRED"} if https else {}
+    pool = urllib3.connection_from_url(base_url, maxsize=size, block=False, **tls)
+    return pool, (url.path or "").rstrip("/")
 
 
 def _requests_name(exc: BaseException) -> str:
