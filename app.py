@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from tally.cache import install_cache
 from tally.gateway import build_gateway
-from tally.logs import configure_logging, install_access_log
+from tally.logs import AccessLog, configure_logging
 from tally.services.writer import install_writer
 from tally.settings import load_settings
 
@@ -55,13 +55,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     lean.register_blueprint(demo.bp)
     lean.register_blueprint(health.bp)
     lean.register_error_handler(HTTPException, api.http_error_response)
-    install_access_log(lean)
 
     extensions.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
     app.register_error_handler(HTTPException, console_base.error_page)
-    install_access_log(app)
     cli.register(app)
 
     console_wsgi, lean_wsgi = app.wsgi_app, lean.wsgi_app
@@ -72,5 +70,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
             return lean_wsgi(environ, start_response)
         return console_wsgi(environ, start_response)
 
-    app.wsgi_app = dispatch
+    app.wsgi_app = AccessLog(dispatch)
     return app

@@ -28,6 +28,14 @@ accesslog = None  # Tally writes its own JSON access log (tally.logs)
 os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
 
+def on_starting(server):
+    """Before any worker forks: answers leave with their head and first body bytes in one
+    send (tally/serving.py)."""
+    from tally.serving import install
+
+    install()
+
+
 def post_worker_init(worker):
     """Move everything the app built at start-up out of the garbage collector's sight:
     a full collection then walks only what requests made, not the app itself."""

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO
 
+from werkzeug.wsgi import ClosingIterator
+
 _HANDLER_NAME = "tally.json"
 # LogRecord's own attributes: whatever else a record carries came in through ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -100,36 +102,57 @@ def configure_logging(
     return handler
 
 
-def install_access_log(app) -> None:
-    """Log one line per request: method, path, status, duration and request id.
+class AccessLog:
+    """WSGI middleware: one line per request (method, path, status, duration, request id),
+    written when the answer has been sent and its body closed, as a server's access log
+    is. Writing it is then not on the way to the client, and a stream's duration runs to
+    its last byte. Health probes are left out (they would drown everything else)."""
 
-    Health probes are left out (they would drown everything else). The duration ends
-    when the headers go out: a stream's own length is in its usage row.
-    """
-    from flask import g, request
+    SKIPPED = frozenset({"/healthz", "/readyz"})
 
-    access = logging.getLogger("tally.access")
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+        self.log = logging.getLogger("tally.access")
 
-    @app.before_request
-    def start_clock() -> None:
-        g.tally_started = time.perf_counter()
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path in self.SKIPPED or not self.log.isEnabledFor(logging.INFO):
+            return self.wsgi_app(environ, start_response)
+        started = time.perf_counter()
+        answer: dict = {}
 
-    @app.after_request
-    def log_request(response):
-        if request.path not in ("/healthz", "/readyz") and access.isEnabledFor(logging.INFO):
-            started = g.get("tally_started")
-            access.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)
-                    if started
-                    else None,
-                },
-            )
-        return response
+        def start(status, headers, exc_info=None):
+            answer["status"], answer["headers"] = status, headers
+            return start_response(status, headers, exc_info)
+
+        body = self.wsgi_app(environ, start)
+        close = getattr(body, "close", None)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and isinstance(body, wrapper):  # keep the server's sendfile
+            self._write(environ, answer, started)
+            return body
+
+        def closed() -> None:
+            try:
+                if close is not None:
+                    close()
+            finally:
+                self._write(environ, answer, started)
+
+        return ClosingIterator(body, closed)
+
+    def _write(self, environ, answer: dict, started: float) -> None:
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        status = int(answer.get("status", "0 ?").split(" ", 1)[0])
+        request_id = next(
+            (v for k, v in answer.get("headers", ()) if k.lower() == "x-request-id"), None
+        )
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if request_id:
+            fields["request_id"] = request_id
+        self.log.info("%s %s %s", method, path, status, extra=fields)

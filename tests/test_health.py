@@ -82,6 +82,8 @@ def test_every_request_is_logged_as_json_with_its_request_id(make_app, make_key,
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 200
+    assert not [entry for entry in log_lines() if entry["logger"] == "tally.access"]
+    response.close()  # as every WSGI server does once the body is sent: then the line
     [line] = [entry for entry in log_lines() if entry["logger"] == "tally.access"]
     assert line["request_id"] == response.headers["X-Request-Id"]
     assert (line["method"], line["path"], line["status"]) == ("POST", "/v1/chat/completions", 200)
@@ -110,3 +112,21 @@ def test_sql_errors_never_carry_the_internal_user_id(app):
     with pytest.raises(Exception) as failure, engine.connect() as conn:
         conn.execute(text("SELECT * FROM no_such_table WHERE x = :u"), {"u": "user-secret-42"})
     assert "user-secret-42" not in str(failure.value)
+
+
+def test_a_stream_is_logged_once_sent_with_its_whole_duration(make_app, make_key, log_lines):
+    app = make_app(DEMO_TOKEN_DELAY=0.05)
+    configure_logging("json", stream=log_lines.stream)
+    key = make_key()
+    response = app.test_client().post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200
+    assert not [entry for entry in log_lines() if entry["logger"] == "tally.access"]
+    assert b"[DONE]" in response.get_data()
+    response.close()
+    [line] = [entry for entry in log_lines() if entry["logger"] == "tally.access"]
+    assert line["request_id"] == response.headers["X-Request-Id"] and line["status"] == 200
+    assert line["duration_ms"] >= 100  # the demo's tokens, 50 ms apart: the whole stream
