@@ -82,15 +82,13 @@ class UsageWriter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self._linger
+            if batch[0] is not _STOP:
+                # One sleep per batch, then take what came meanwhile: a timed get per row
+                # cost the request loop a timer and a switch for every row.
+                time.sleep(self._linger)
             while len(batch) < self._max_batch and batch[-1] is not _STOP:
-                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(
-                        self._queue.get(timeout=remaining)
-                        if remaining > 0
-                        else self._queue.get_nowait()
-                    )
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             stop = _STOP in batch
