@@ -11,10 +11,13 @@ the upstream alone and for Tally in front of it, in alternating rounds:
 1. latency: 1 client, non-streaming (wrk -c1): p50 and p99;
 2. throughput: 32 clients, non-streaming (wrk -c32): requests/s, p99, errors, and the
    CPU time Tally's processes spent per request;
-3. streaming: 20 streams one after another, time to the first content event, and how
-   long each event takes from the upstream's write to the client's read (the mock
-   stamps each event with its send time; the asyncio client, bench/sse_client.py,
-   notes when it lands);
+3. streaming: 20 streams one after another (10 tokens 20 ms apart), time to the first
+   content event, and how long each event takes from the upstream's write to the
+   client's read (the mock stamps each event with its send time; the asyncio client,
+   bench/sse_client.py, notes when it lands); then 200 short streams back to back (3
+   tokens, no delay), time to the first content event: the same measure on a gateway
+   that has not just sat idle (on this VM a wake from idle costs each process in the
+   path, and Tally adds a process to it);
 4. 1,000 concurrent slow streams (a token every 100 ms for 10 s) through one Tally,
    opened over 4 s (250 new streams a second), and once all are open, 10 short
    requests sent from another process: errors, Tally's total RSS (master and
@@ -381,7 +384,7 @@ def main() -> None:
         name = f"tally-{Path(args.compare_tree).name}"
         tallies.append(Tally(name, mock.port, workdir, args, classes[0], args.compare_tree))
     targets = [mock, *tallies]
-    runs = {t.name: {"lat": [], "thr": [], "str": []} for t in targets}
+    runs = {t.name: {"lat": [], "thr": [], "str": [], "b2b": []} for t in targets}
     slow, rows = {}, {}
     try:
         wait_http(f"http://{HOST}:{mock.port}/v1/models")
@@ -392,6 +395,7 @@ def main() -> None:
                 runs[target.name]["lat"].append(wrk(target, 1, seconds))
                 runs[target.name]["thr"].append(wrk(target, 32, seconds))
                 runs[target.name]["str"].append(sequential_streams(target))
+                runs[target.name]["b2b"].append(sequential_streams(target, 200, 3, 0.0))
         for target in targets:
             slow[target.name] = many_streams(target, streams, slow_tokens)
         for tally in tallies:
@@ -446,6 +450,7 @@ def report(args, rounds, streams, slow_tokens, targets, runs, slow, rows) -> Non
     cells += [f"{med(n, 'thr', 'cpu_ms'):.2f} | | " for n in tally_names]
     print(f"| 32 clients: CPU ms per request | {' | '.join(cells)} | |")
     line("stream: first content p50 (ms)", "str", "ttfb", "added ≤ 2")
+    line("stream, back to back: first content p50 (ms)", "b2b", "ttfb", "added ≤ 2")
     line("stream: event lag p99 (ms)", "str", "lag99", "≤ 5")
     line("stream: event lag max (ms)", "str", "lagmax", "")
     label = f"{streams} streams × {slow_tokens} tokens @100 ms"
