@@ -1,8 +1,8 @@
 """Tally's benchmark: the mock upstream called directly vs through Tally, side by side.
 
-    python bench/run.py                         # 3 rounds per target: about 6 minutes
-    python bench/run.py --quick                 # 1 round, short runs, 300 streams: ~1.5 min
-    python bench/run.py --worker-class both     # gevent and gthread, side by side
+    python bench/run.py                         # 3 rounds per target: 2-3 minutes
+    python bench/run.py --quick                 # 1 round, short runs, 300 streams: ~40 s
+    python bench/run.py --worker-class both     # gevent and gthread, side by side: ~4 min
 
 It starts its own mock upstream (bench/mock_upstream.py) and Tally under gunicorn with the
 shipped gunicorn.conf.py, on a fresh SQLite database (or ``--database-url``), then, for
