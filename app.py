@@ -48,7 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 
-    lean = Flask("tally.api", instance_path=app.instance_path)
+    lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
     lean.session_interface = extensions.NoSessions()
     lean.register_blueprint(api.bp)
