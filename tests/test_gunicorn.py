@@ -1,5 +1,6 @@
 """The shipped gunicorn config, run for real: SIGTERM lets in-flight streams finish and
-their usage rows are written before the workers exit."""
+their usage rows are written before the workers exit; a database that makes the usage
+writer wait does not make the API wait."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine
 
 from tests.conftest import HASH_KEY
 from tests.fakes import chunks
@@ -90,3 +92,44 @@ def test_sigterm_when_idle_exits_at_once(gunicorn):
     gunicorn.send_signal(signal.SIGTERM)
     assert gunicorn.wait(timeout=30) == 0
     assert time.monotonic() - started < 15
+
+
+def test_a_locked_database_does_not_stall_the_api(gunicorn, upstream, app, make_key, database_url):
+    """The usage writer's batches run on a native thread: while one waits for a database
+    lock (SQLite's busy wait is a C sleep that would stop a gevent worker's whole event
+    loop), the worker goes on answering."""
+    key = make_key()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {key}", "X-Tally-User": "u-1"}
+
+    def chat() -> float:
+        started = time.monotonic()
+        response = requests.post(
+            gunicorn.url + "/v1/chat/completions", json=body, headers=headers, timeout=20
+        )
+        assert response.status_code == 200
+        return time.monotonic() - started
+
+    chat()  # key and config now cached: the API path reads nothing from the database
+    deadline = time.monotonic() + 10
+    while len(request_rows(app)) < 1:
+        assert time.monotonic() < deadline, "the first row was never written"
+        time.sleep(0.05)
+    locker = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with locker.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("LOCK TABLE request_log IN EXCLUSIVE MODE")
+        chat()  # its row's batch now waits for the lock
+        time.sleep(0.3)
+        durations = [chat() for _ in range(5)]
+        assert len(request_rows(app)) == 1  # the writer is indeed held up
+        conn.exec_driver_sql("COMMIT")
+    locker.dispose()
+    assert max(durations) < 1.0, durations
+    deadline = time.monotonic() + 10
+    while len(request_rows(app)) < 7:
+        assert time.monotonic() < deadline, "rows held up by the lock were not written"
+        time.sleep(0.05)
