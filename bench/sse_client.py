@@ -134,3 +134,56 @@ def _note(result: StreamResult, event: bytes, now_ns: int, started: float) -> No
     sent = _SENT.search(event)
     if sent:
         result.lags_ms.append((now_ns - int(sent.group(1))) / 1e6)
+
+
+async def streams_on_one_connection(
+    host: str, port: int, path: str, bodies: list[dict], key: str | None, timeout: float = 60.0
+) -> list[StreamResult]:
+    """Send streamed chat completions one after another on one keep-alive connection, as
+    the SDKs do (their HTTP clients pool connections), and read each to its end."""
+    results = []
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        for body in bodies:
+            result = StreamResult()
+            results.append(result)
+            started = time.perf_counter()
+            writer.write(request_bytes(host, port, path, body, key))
+            try:
+                await asyncio.wait_for(_read_one(reader, result, started), timeout)
+            except Exception as exc:  # counted, not raised: the connection is done for
+                result.error = result.error or type(exc).__name__
+                break
+    finally:
+        writer.close()
+    return results
+
+
+async def _read_one(reader: asyncio.StreamReader, result: StreamResult, started: float) -> None:
+    """Read one chunked SSE answer: up to ``[DONE]`` and the last chunk's ``0\\r\\n\\r\\n``."""
+    buffer, head = b"", None
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            result.error = result.error or "connection closed"
+            return
+        now_ns = time.time_ns()
+        buffer += data
+        if head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                continue
+            head, buffer = buffer[:end], buffer[end + 4 :]
+            result.status = int(head.split(b" ", 2)[1])
+            if result.status != 200:
+                result.error = "status"
+                return
+        cut = buffer.rfind(b"\n\n")
+        if cut >= 0:
+            complete, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+            for event in complete.split(b"\n\n"):
+                start = event.find(b"data:")
+                if start >= 0:
+                    _note(result, event[start:], now_ns, started)
+        if result.done and buffer.endswith(b"0\r\n\r\n"):
+            return
