@@ -44,7 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     gateway = app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
     install_cache(gateway)
     if settings.usage_writes == "background":
-        install_writer(gateway.sessions, settings.database_url)
+        install_writer(gateway.sessions, settings.database_url, settings.usage_socket)
 
     from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 

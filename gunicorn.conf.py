@@ -5,9 +5,12 @@ thousand slow streams in a few hundred MB, and requests queue behind no thread p
 Measured against gthread in docs/benchmarks.md; the reasons are in docs/deployment.md.
 TALLY_BIND, TALLY_WORKERS, TALLY_WORKER_CLASS and TALLY_THREADS (gthread only) override.
 
+Usage rows: the workers hand them to a usage writer process that the master starts
+before them and stops after them (tally/services/writer_process.py).
+
 Shutdown: on SIGTERM a worker stops accepting, lets in-flight requests and streams run
-to their end for up to ``graceful_timeout`` seconds, then writes the usage rows still
-queued (``worker_exit``) before it exits.
+to their end for up to ``graceful_timeout`` seconds, then hands over the usage rows still
+queued (``worker_exit``) before it exits; the writer process writes them and stops last.
 """
 
 import gc
@@ -34,6 +37,21 @@ def on_starting(server):
     from tally.serving import install
 
     install()
+
+
+def when_ready(server):
+    """Start the usage writer process before the first worker: the workers send it their
+    usage rows (tally/services/writer_process.py)."""
+    from tally.services.writer_process import start
+
+    server.tally_usage_writer = start(cwd=server.cfg.chdir)
+
+
+def on_exit(server):
+    """After the last worker: the usage writer process writes what it holds and stops."""
+    writer = getattr(server, "tally_usage_writer", None)
+    if writer is not None:
+        writer.stop()
 
 
 def post_worker_init(worker):

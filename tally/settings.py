@@ -36,6 +36,7 @@ class Settings:
     max_body_bytes: int
     usage_writes: str = "background"
     log_format: str = "json"
+    usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -69,6 +70,7 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         max_body_bytes=_number(env, "TALLY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
+        usage_socket=env.get("TALLY_USAGE_SOCKET") or None,
     )
 
 

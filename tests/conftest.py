@@ -1,16 +1,22 @@
 """Fixtures: a migrated database (SQLite, or PostgreSQL when TALLY_TEST_DATABASE_URL is
-set), the app, a capturing fake upstream, Tally served over real HTTP, and a guard that
-fails any test trying to reach beyond the loopback interface."""
+set), the app, a capturing fake upstream, Tally served over real HTTP (in-process, or
+under gunicorn with the shipped config), and a guard that fails any test trying to reach
+beyond the loopback interface."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
@@ -270,3 +276,48 @@ def tally(make_app, upstream, serve):
         _, server.key = create_api_key(session, "web", "test")
     server.flask_app = flask_app
     return server
+
+
+@pytest.fixture
+def gunicorn(database_url, upstream, app):
+    """Tally under gunicorn with gunicorn.conf.py (one worker), in front of the fake."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "TALLY_BIND": f"127.0.0.1:{port}",
+        "TALLY_WORKERS": "1",
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_UPSTREAM_URL": upstream.url,
+        "TALLY_HASH_KEY": HASH_KEY,
+        "TALLY_SECRET_KEY": "test-secret-key",
+    }
+    env.pop("TALLY_USAGE_WRITES", None)  # as in production: background writes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proc.url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(proc.url + "/healthz", timeout=5)
+                break
+            except requests.RequestException:  # not listening yet, or the worker booting
+                assert proc.poll() is None, "gunicorn exited at start"
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # a graceful stop: the usage writer process goes too
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -4,65 +4,18 @@ writer wait does not make the API wait."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from sqlalchemy import create_engine
 
-from tests.conftest import HASH_KEY
 from tests.fakes import chunks
 from tests.support import request_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i} " for i in range(10)]
-
-
-@pytest.fixture
-def gunicorn(database_url, upstream, app):
-    """Tally under gunicorn with gunicorn.conf.py (one worker), in front of the fake."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "TALLY_BIND": f"127.0.0.1:{port}",
-        "TALLY_WORKERS": "1",
-        "TALLY_DATABASE_URL": database_url,
-        "TALLY_UPSTREAM_URL": upstream.url,
-        "TALLY_HASH_KEY": HASH_KEY,
-        "TALLY_SECRET_KEY": "test-secret-key",
-    }
-    env.pop("TALLY_USAGE_WRITES", None)  # as in production: background writes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proc.url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(proc.url + "/healthz", timeout=5)
-                break
-            except requests.RequestException:  # not listening yet, or the worker booting
-                assert proc.poll() is None, "gunicorn exited at start"
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_sigterm_lets_a_stream_finish_and_writes_its_row(gunicorn, upstream, app, make_key):

@@ -11,12 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
 from tally.db import make_engine, make_session_factory, utcnow
 from tally.services.usage import WRITER_INFO_KEY, CallRecord, Outcome, record_calls
+from tally.services.writer_process import RemoteSink
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -40,17 +42,25 @@ class UsageWriter:
     and the batching stay on the loop.
     """
 
-    def __init__(self, sessions: sessionmaker, max_batch: int = 500, linger: float = 0.05):
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        max_batch: int = 500,
+        linger: float = 0.05,
+        remote: RemoteSink | None = None,
+    ):
         self._sessions = sessions
+        self._remote = remote
         self._max_batch = max_batch
         self._linger = linger
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, call: CallRecord, outcome: Outcome) -> None:
-        """Queue one call's row (the outcome is copied: the caller may keep its own)."""
-        self._queue.put((call, replace(outcome), utcnow()))
+    def submit(self, call: CallRecord, outcome: Outcome, ended: datetime | None = None) -> None:
+        """Queue one call's row, ended now or at ``ended`` (the outcome is copied: the
+        caller may keep its own)."""
+        self._queue.put((call, replace(outcome), ended or utcnow()))
         if self._thread is None or not self._thread.is_alive():
             self._start()
 
@@ -94,12 +104,14 @@ class UsageWriter:
             stop = _STOP in batch
             calls = [item for item in batch if item is not _STOP]
             try:
-                if calls:
+                if calls and (self._remote is None or not self._remote.send(calls)):
                     run_native(self._write, calls)
             finally:
                 for _ in batch:
                     self._queue.task_done()
             if stop:
+                if self._remote is not None:
+                    self._remote.close()
                 return
 
     def _write(self, calls) -> None:
@@ -130,14 +142,19 @@ def run_native(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
-def install_writer(sessions: sessionmaker, database_url: str | None = None) -> UsageWriter:
+def install_writer(
+    sessions: sessionmaker, database_url: str | None = None, socket_path: str | None = None
+) -> UsageWriter:
     """Make ``record_call_safely`` hand rows from ``sessions`` to a background writer.
 
-    With ``database_url`` the writer has an engine of its own: its native thread then
-    shares no connection pool (and no pool lock) with the request loop.
+    With ``socket_path`` (under gunicorn.conf.py) the batches go to the usage writer
+    process (tally/services/writer_process.py), and are written here only when it cannot
+    be reached. With ``database_url`` the writer has an engine of its own: its native
+    thread then shares no connection pool (and no pool lock) with the request loop.
     """
     own = make_session_factory(make_engine(database_url, pool_size=2)) if database_url else None
-    writer = UsageWriter(own or sessions)
+    remote = RemoteSink(socket_path) if socket_path else None
+    writer = UsageWriter(own or sessions, remote=remote)
     sessions.kw.setdefault("info", {})[WRITER_INFO_KEY] = writer
     return writer
 
