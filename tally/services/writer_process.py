@@ -158,12 +158,19 @@ class _Handler(socketserver.StreamRequestHandler):
             data = self.rfile.read(size)
             if len(data) < size:
                 return
-            for call, outcome, ended in decode_batch(data):
+            try:
+                items = decode_batch(data)
+            except (ValueError, TypeError):
+                log.exception("unreadable usage frame; the connection is closed")
+                return
+            for call, outcome, ended in items:
                 self.server.writer.submit(call, outcome, ended)
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
+    # Closing waits for every connection's thread: at shutdown the workers are gone, and
+    # their last frames must be queued before the writer writes its queue and stops.
+    daemon_threads = False
     block_on_close = True
 
 
