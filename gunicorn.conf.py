@@ -42,6 +42,8 @@ def on_starting(server):
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
     usage rows (tally/services/writer_process.py)."""
+    if os.environ.get("TALLY_USAGE_WRITES") == "inline":
+        return  # every row is written before its answer ends: nothing to hand over
     from tally.services.writer_process import start
 
     server.tally_usage_writer = start(cwd=server.cfg.chdir)
