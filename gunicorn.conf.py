@@ -64,7 +64,7 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Write the usage rows still queued before the worker process ends."""
+    """Hand over (or write) the usage rows still queued before the worker process ends."""
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
     if gateway is None:

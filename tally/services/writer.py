@@ -39,7 +39,9 @@ class UsageWriter:
     database calls would block that loop: a SQLite checkpoint's fsync or a slow commit
     stalled every request of the worker (a 1-client p99 of 300 ms in the benchmark).
     So each batch is written on a native thread (:func:`run_native`), while the queue
-    and the batching stay on the loop.
+    and the batching stay on the loop. With a ``remote`` (a worker under gunicorn.conf.py)
+    a batch is handed to the usage writer process instead, and written here only when
+    that process cannot be reached.
     """
 
     def __init__(
@@ -65,7 +67,8 @@ class UsageWriter:
             self._start()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every row queued so far is committed; False on timeout."""
+        """Wait until every row queued so far is committed (with a remote: handed over);
+        False on timeout."""
         deadline = time.monotonic() + timeout
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
