@@ -1,4 +1,6 @@
-"""The OpenAI-compatible API for frontends: ``/v1/chat/completions`` and ``/v1/models``.
+"""The OpenAI-compatible API for frontends: ``/v1/chat/completions``, ``/v1/responses``,
+``/v1/embeddings`` (each through the one pipeline in tally.services.pipeline) and
+``/v1/models``.
 
 Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI's shape.
 """
@@ -14,8 +16,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tally.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, TallyError
 from tally.gateway import Gateway
-from tally.services.chat import ChatResponse, list_models, proxy_chat
+from tally.services.chat import ChatCompletions
+from tally.services.embeddings import Embeddings
+from tally.services.endpoint import Endpoint
 from tally.services.keys import AuthenticatedKey, authenticate
+from tally.services.pipeline import ProxyResponse, list_models, proxy
+from tally.services.responses import Responses
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 log = logging.getLogger(__name__)
@@ -34,13 +40,25 @@ def add_request_id(response: Response) -> Response:
     return response
 
 
+CHAT, RESPONSES, EMBEDDINGS = ChatCompletions(), Responses(), Embeddings()
+
+
 @bp.post("/chat/completions")
 def chat_completions():
     """Proxy one chat completion (streaming or not) with the end user's identifier."""
-    key = _require_key()
-    body = _json_body()
-    result = proxy_chat(_gateway(), key, body, request.headers.get("X-Tally-User"), g.request_id)
-    return _send(result)
+    return _proxy(CHAT)
+
+
+@bp.post("/responses")
+def responses():
+    """Proxy one Responses API call (streaming or not) with the end user's identifier."""
+    return _proxy(RESPONSES)
+
+
+@bp.post("/embeddings")
+def embeddings():
+    """Proxy one embeddings call with the end user's identifier."""
+    return _proxy(EMBEDDINGS)
 
 
 @bp.get("/models")
@@ -87,6 +105,13 @@ def handle_unexpected(error: Exception):
     )
 
 
+def _proxy(endpoint: Endpoint) -> Response:
+    key = _require_key()
+    body = _json_body()
+    header_user = request.headers.get("X-Tally-User")
+    return _send(proxy(_gateway(), endpoint, key, body, header_user, g.request_id))
+
+
 def _require_key() -> AuthenticatedKey:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -111,7 +136,7 @@ def _json_body():
         ) from None
 
 
-def _send(result: ChatResponse) -> Response:
+def _send(result: ProxyResponse) -> Response:
     return Response(result.body, result.status, headers=result.headers, direct_passthrough=True)
 
 

@@ -1,5 +1,5 @@
-"""Who is the end user of a chat request: validation of the client's ``identity``,
-``user`` and ``X-Tally-User``, in PRODUCT.md's order of precedence."""
+"""Who is the end user of a request: validation of the client's ``identity``, ``user``,
+``safety_identifier`` and ``X-Tally-User``, in PRODUCT.md's order of precedence."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class EndUserClaim:
     """The end user a request is made for, and where the claim came from."""
 
     external_id: str
-    source: str  # "key", "identity", "user" or "header"
+    source: str  # "key", "identity", "user", "safety_identifier" or "header"
     profile: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -46,6 +46,10 @@ def resolve_end_user(
         claim = parse_identity(body["identity"])
     elif body.get("user") is not None:
         claim = EndUserClaim(_user_id(body["user"], "user"), "user")
+    elif body.get("safety_identifier") is not None:
+        claim = EndUserClaim(
+            _user_id(body["safety_identifier"], "safety_identifier"), "safety_identifier"
+        )
     elif header is not None and header.strip():
         claim = EndUserClaim(_user_id(header.strip(), "X-Tally-User"), "header")
     if bound_external_id is not None:

@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tally.db import Base, utcnow
@@ -42,6 +53,7 @@ class ConfigRevision(Base):
     hash_mode: Mapped[str] = mapped_column(String(16))
     hash_length: Mapped[int] = mapped_column(Integer)
     dialect: Mapped[str] = mapped_column(String(16))
+    cache_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     forward_profile: Mapped[bool] = mapped_column(Boolean)
     require_identity: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -99,7 +111,8 @@ class Operator(Base):
 
 
 class RequestLog(Base):
-    """One chat or models call that reached (or tried to reach) the upstream."""
+    """One API call that reached (or tried to reach) the upstream; ``endpoint`` says
+    which: ``chat.completions``, ``responses`` or ``embeddings``."""
 
     __tablename__ = "request_log"
     __table_args__ = (Index("ix_request_log_user_created", "user_id", "created_at"),)
@@ -119,6 +132,7 @@ class RequestLog(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)  # prompt tokens from a cache
     cost: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)

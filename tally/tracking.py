@@ -15,20 +15,25 @@ from typing import Any
 from tally.errors import InvalidRequest
 
 HASH_MODES = ("hmac-sha256", "sha256", "none")
-DIALECTS = ("openrouter", "openai", "orq")
-SWITCHES = ("enabled", "forward_profile", "require_identity")
+DIALECTS = ("openrouter", "openai", "orq", "compatible")
+SWITCHES = ("enabled", "cache_key", "forward_profile", "require_identity")
 FIELDS = (
     "enabled",
     "prefix",
     "hash_mode",
     "hash_length",
     "dialect",
+    "cache_key",
     "forward_profile",
     "require_identity",
 )
 PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{0,64}")
 MAX_IDENTIFIER_LENGTH = 255
+# OpenAI's safety_identifier (and the ``openai`` dialect's identifiers) hold at most 64.
+OPENAI_IDENTIFIER_LENGTH = 64
 PROFILE_FIELDS = ("display_name", "email", "metadata", "tags")
+# What a client may say about its end user: none of it reaches the upstream as sent.
+CLIENT_USER_FIELDS = frozenset({"user", "identity", "safety_identifier", "prompt_cache_key"})
 
 
 class ConfigFieldError(ValueError):
@@ -48,6 +53,7 @@ class TrackingConfig:
     hash_mode: str = "hmac-sha256"
     hash_length: int = 16
     dialect: str = "openrouter"
+    cache_key: bool = False
     forward_profile: bool = False
     require_identity: bool = False
     revision_id: int | None = None
@@ -63,7 +69,45 @@ class TrackingConfig:
     def with_fields(self, fields: dict[str, str]) -> TrackingConfig:
         """A copy with ``fields`` (strings, as typed by a person) applied and validated."""
         changes = {name: parse_field(name, value) for name, value in fields.items()}
-        return replace(self, revision_id=None, **changes)
+        config = replace(self, revision_id=None, **changes)
+        config.check()
+        return config
+
+    @property
+    def max_identifier_length(self) -> int:
+        """The longest identifier the dialect's upstream field takes."""
+        return OPENAI_IDENTIFIER_LENGTH if self.dialect == "openai" else MAX_IDENTIFIER_LENGTH
+
+    @property
+    def hashed_identifier_length(self) -> int | None:
+        """How long every identifier is in a hash mode; None in ``none`` mode (it is the
+        prefix plus however long the internal id is)."""
+        if self.hash_mode == "none":
+            return None
+        return len(self.prefix) + 1 + self.hash_length if self.prefix else self.hash_length
+
+    def check(self) -> None:
+        """Refuse a config whose identifiers would all be too long for its dialect."""
+        length = self.hashed_identifier_length
+        if length is not None and length > self.max_identifier_length:
+            raise ConfigFieldError(
+                "hash_length",
+                f"the {self.dialect} dialect takes identifiers of at most "
+                f"{self.max_identifier_length} characters; this prefix and hash_length give "
+                f"{length}: shorten the prefix or the hash_length",
+            )
+
+    def length_warning(self) -> str | None:
+        """What an operator should know before saving: in ``none`` mode, how long an
+        internal id may be before its requests are refused."""
+        if not self.enabled or self.hash_mode != "none":
+            return None
+        room = self.max_identifier_length - (len(self.prefix) + 1 if self.prefix else 0)
+        return (
+            f"The {self.dialect} dialect takes identifiers of at most "
+            f"{self.max_identifier_length} characters: requests whose end-user id is longer "
+            f"than {room} characters will be refused with 400. A hash mode avoids this."
+        )
 
     @property
     def sends_profile(self) -> bool:
@@ -122,12 +166,12 @@ def derive_identifier(config: TrackingConfig, internal_id: str, hash_key: bytes)
     return f"{config.prefix}_{core}" if config.prefix else core
 
 
-def check_identifier(identifier: str, param: str) -> None:
-    """Refuse an identifier the upstream would not take (too long)."""
-    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+def check_identifier(identifier: str, param: str, limit: int = MAX_IDENTIFIER_LENGTH) -> None:
+    """Refuse an identifier the upstream would not take (longer than ``limit``)."""
+    if len(identifier) > limit:
         raise InvalidRequest(
             f"The upstream identifier derived from {param} would be {len(identifier)} "
-            f"characters; the limit is {MAX_IDENTIFIER_LENGTH}. Send a shorter {param}, "
+            f"characters; the limit is {limit}. Send a shorter {param}, "
             "or ask the operator for a hash mode or a shorter prefix.",
             param=param,
             code="identifier_too_long",
@@ -139,13 +183,18 @@ def attach(
     config: TrackingConfig,
     identifier: str | None,
     profile: dict[str, Any] | None = None,
+    *,
+    embeddings: bool = False,
 ) -> dict[str, Any]:
-    """Return ``body`` without the client's ``user``/``identity``, stamped for the upstream.
+    """Return ``body`` without what the client said about its end user, stamped for the
+    upstream in ``config``'s dialect.
 
     ``profile`` holds the request's own identity fields; they are sent only when
-    :attr:`TrackingConfig.sends_profile` allows.
+    :attr:`TrackingConfig.sends_profile` allows. ``embeddings``: the request is an
+    embeddings call, which has neither ``safety_identifier`` nor ``prompt_cache_key``
+    (the ``openai`` dialect then sets ``user``).
     """
-    out = {k: v for k, v in body.items() if k not in ("user", "identity")}
+    out = {k: v for k, v in body.items() if k not in CLIENT_USER_FIELDS}
     if not config.enabled or identifier is None:
         return out
     if config.dialect == "orq":
@@ -153,6 +202,10 @@ def attach(
         if config.sends_profile and profile:
             identity.update({k: profile[k] for k in PROFILE_FIELDS if k in profile})
         out["identity"] = identity
+    elif config.dialect == "openai" and not embeddings:
+        out["safety_identifier"] = identifier
     else:
         out["user"] = identifier
+    if config.cache_key and not embeddings:
+        out["prompt_cache_key"] = identifier
     return out

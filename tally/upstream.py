@@ -270,3 +270,56 @@ def is_read_timeout(exc: BaseException) -> bool:
     if isinstance(exc, requests.exceptions.Timeout):
         return True
     return any(isinstance(arg, ReadTimeoutError) for arg in getattr(exc, "args", ()))
+
+
+class UpstreamResponse:
+    """An upstream answer as the pipeline reads it (status, headers, read, stream, close);
+    errors while reading are Tally's own UpstreamError / UpstreamTimeout."""
+
+    def __init__(self, response: requests.Response):
+        self._response = response
+        self.status = response.status_code
+        self.headers = response.headers
+
+    def read(self) -> bytes:
+        """The whole body."""
+        try:
+            return self._response.content
+        except requests.RequestException as exc:
+            raise _broken(exc) from None
+
+    def stream(self):
+        """Body pieces as they arrive."""
+        try:
+            yield from self._response.iter_content(chunk_size=None)
+        except requests.RequestException as exc:
+            raise _broken(exc) from None
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._response.close()
+
+
+def _broken(exc: requests.RequestException) -> UpstreamError:
+    if is_read_timeout(exc):
+        return UpstreamTimeout("The upstream stopped sending before the answer was complete.")
+    return UpstreamError(
+        "The upstream connection broke before the answer was complete.",
+        code="upstream_disconnected",
+    )
+
+
+def _post(self, path: str, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    return UpstreamResponse(self._send("POST", path, data=data, headers=headers, stream=stream))
+
+
+def _get(self, path: str) -> UpstreamResponse:
+    return UpstreamResponse(self._send("GET", path, headers={}, stream=False))
+
+
+UpstreamClient.post = _post  # temporary: replaced by the urllib3-only client
+UpstreamClient.get = _get

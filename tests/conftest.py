@@ -102,6 +102,7 @@ def reset_database(engine) -> None:
                 hash_mode="hmac-sha256",
                 hash_length=16,
                 dialect="openrouter",
+                cache_key=False,
                 forward_profile=False,
                 require_identity=False,
             )

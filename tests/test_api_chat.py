@@ -37,7 +37,9 @@ def expected_identifier(mode: str, internal_id: str = "user_2N4Z", prefix: str =
     ("mode", "dialect", "enabled"),
     list(
         itertools.product(
-            ["none", "sha256", "hmac-sha256"], ["openrouter", "openai", "orq"], ["on", "off"]
+            ["none", "sha256", "hmac-sha256"],
+            ["openrouter", "openai", "orq", "compatible"],
+            ["on", "off"],
         )
     ),
 )
@@ -60,6 +62,8 @@ def test_upstream_receives_exactly_the_stamped_body(tally, upstream, mode, diale
                     tags=["authenticated", "plan-pro"],
                 )
             expected["identity"] = identity
+        elif dialect == "openai":
+            expected["safety_identifier"] = identifier
         else:
             expected["user"] = identifier
     assert upstream.last.body == expected

@@ -73,6 +73,7 @@ def test_config_show_lists_every_field(runner):
         "hash_mode=hmac-sha256",
         "hash_length=16",
         "dialect=openrouter",
+        "cache_key=off",
         "forward_profile=off",
         "require_identity=off",
     ]

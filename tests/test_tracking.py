@@ -108,7 +108,8 @@ def test_different_users_get_different_identifiers(a, b):
         ("hash_length", "7", "hash_length must be a whole number from 8 to 64"),
         ("hash_length", "65", "hash_length must be a whole number from 8 to 64"),
         ("hash_length", "ten", "hash_length must be a whole number from 8 to 64"),
-        ("dialect", "anthropic", "dialect must be one of openrouter, openai, orq"),
+        ("dialect", "anthropic", "dialect must be one of openrouter, openai, orq, compatible"),
+        ("cache_key", "1", "cache_key must be on or off"),
         ("enabled", "yes", "enabled must be on or off"),
         ("forward_profile", "true", "forward_profile must be on or off"),
         ("color", "blue", "unknown field 'color'"),
@@ -129,6 +130,7 @@ def test_fields_round_trip_as_text():
             "hash_mode": "none",
             "hash_length": "20",
             "dialect": "orq",
+            "cache_key": "on",
             "forward_profile": "on",
             "require_identity": "on",
         }
@@ -139,16 +141,78 @@ def test_fields_round_trip_as_text():
         "hash_mode": "none",
         "hash_length": "20",
         "dialect": "orq",
+        "cache_key": "on",
         "forward_profile": "on",
         "require_identity": "on",
     }
 
 
-@pytest.mark.parametrize("dialect", ["openrouter", "openai"])
-def test_user_dialects_set_user_and_drop_identity(dialect):
+CLIENT_SAID = {
+    "user": "raw",
+    "identity": {"id": "raw"},
+    "safety_identifier": "raw-safety",
+    "prompt_cache_key": "client-bucket",
+}
+
+
+@pytest.mark.parametrize("dialect", ["openrouter", "compatible"])
+def test_user_dialects_set_user_and_drop_what_the_client_said(dialect):
     config = TrackingConfig(dialect=dialect)
-    body = {**BODY, "user": "raw", "identity": {"id": "raw"}}
+    body = {**BODY, **CLIENT_SAID}
     assert attach(body, config, "tally_x", PROFILE) == {**BODY, "user": "tally_x"}
+
+
+def test_openai_dialect_sets_safety_identifier():
+    config = TrackingConfig(dialect="openai")
+    body = {**BODY, **CLIENT_SAID}
+    assert attach(body, config, "tally_x") == {**BODY, "safety_identifier": "tally_x"}
+
+
+def test_openai_dialect_sets_user_on_embeddings_which_have_no_safety_identifier():
+    config = TrackingConfig(dialect="openai", cache_key=True)
+    body = {"model": "m", "input": "hi", **CLIENT_SAID}
+    assert attach(body, config, "tally_x", embeddings=True) == {
+        "model": "m",
+        "input": "hi",
+        "user": "tally_x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("dialect", "field", "value"),
+    [
+        ("openrouter", "user", "tally_x"),
+        ("openai", "safety_identifier", "tally_x"),
+        ("compatible", "user", "tally_x"),
+        ("orq", "identity", {"id": "tally_x"}),
+    ],
+)
+def test_cache_key_sends_the_identifier_as_prompt_cache_key(dialect, field, value):
+    config = TrackingConfig(dialect=dialect, cache_key=True)
+    body = {**BODY, **CLIENT_SAID}
+    assert attach(body, config, "tally_x") == {**BODY, field: value, "prompt_cache_key": "tally_x"}
+
+
+def test_cache_key_off_drops_the_clients_prompt_cache_key():
+    body = {**BODY, "prompt_cache_key": "client-bucket"}
+    assert attach(body, TrackingConfig(cache_key=False), None) == BODY
+
+
+def test_openai_dialect_refuses_a_config_whose_identifiers_exceed_64():
+    TrackingConfig().with_fields({"dialect": "openai", "prefix": "p" * 47, "hash_length": "16"})
+    with pytest.raises(ConfigFieldError) as info:
+        TrackingConfig().with_fields({"dialect": "openai", "prefix": "p" * 48})
+    assert info.value.field == "hash_length"
+    assert "at most 64 characters; this prefix and hash_length give 65" in str(info.value)
+    # Other dialects take 255: the same config is fine there.
+    TrackingConfig().with_fields({"dialect": "openrouter", "prefix": "p" * 64, "hash_length": "64"})
+
+
+def test_length_warning_in_none_mode_says_how_long_an_id_may_be():
+    config = TrackingConfig(dialect="openai", hash_mode="none", prefix="acme")
+    assert "longer than 59 characters will be refused" in config.length_warning()
+    assert TrackingConfig(dialect="openai").length_warning() is None
+    assert "longer than 249" in TrackingConfig(hash_mode="none").length_warning()
 
 
 def test_orq_sets_identity_id_only_by_default():
@@ -186,6 +250,13 @@ def test_attach_does_not_mutate_the_client_body():
     body = {**BODY, "user": "raw"}
     attach(body, TrackingConfig(), "tally_x")
     assert body == {**BODY, "user": "raw"}
+
+
+def test_identifiers_longer_than_the_dialect_allows_are_refused():
+    check_identifier("x" * 64, "safety_identifier", 64)
+    with pytest.raises(InvalidRequest) as info:
+        check_identifier("x" * 65, "safety_identifier", 64)
+    assert "65 characters; the limit is 64" in info.value.message
 
 
 def test_identifiers_longer_than_255_are_refused_naming_the_field():

@@ -52,6 +52,7 @@ class CallRecord:
     revision_id: int | None
     model: str | None
     stream: bool
+    endpoint: str = "chat.completions"
     is_demo: bool = False
 
 
@@ -85,7 +86,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
                 "api_key_id": call.api_key_id,
                 "user_id": user_ids.get(external_id),
                 "identifier_id": identifier_ids.get(call.identifier),
-                "endpoint": "chat.completions",
+                "endpoint": call.endpoint,
                 "model": outcome.model or call.model,
                 "stream": call.stream,
                 "status": outcome.status,
@@ -94,6 +95,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
                 "prompt_tokens": _int(usage.get("prompt_tokens")),
                 "completion_tokens": _int(usage.get("completion_tokens")),
                 "total_tokens": _int(usage.get("total_tokens")),
+                "cached_tokens": _int(usage.get("cached_tokens")),
                 "cost": _float(usage.get("cost")),
                 "latency_ms": outcome.latency_ms,
                 "ttft_ms": outcome.ttft_ms,

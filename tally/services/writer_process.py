@@ -55,6 +55,7 @@ def encode_batch(items: list[Item]) -> bytes:
                 call.model,
                 call.stream,
                 call.is_demo,
+                call.endpoint,
                 outcome.status,
                 outcome.error_code,
                 outcome.error_message,
@@ -75,7 +76,8 @@ def decode_batch(data: bytes) -> list[Item]:
     items = []
     for row in json.loads(data):
         (request_id, key_id, claim, identifier, revision_id, model, stream, is_demo) = row[:8]
-        (status, code, message, usage, generation_id, answered_by, latency, ttft) = row[8:16]
+        endpoint = row[8]
+        (status, code, message, usage, generation_id, answered_by, latency, ttft) = row[9:17]
         call = CallRecord(
             request_id=request_id,
             api_key_id=key_id,
@@ -85,6 +87,7 @@ def decode_batch(data: bytes) -> list[Item]:
             model=model,
             stream=stream,
             is_demo=is_demo,
+            endpoint=endpoint,
         )
         outcome = Outcome(
             status=status,
@@ -96,7 +99,7 @@ def decode_batch(data: bytes) -> list[Item]:
             latency_ms=latency,
             ttft_ms=ttft,
         )
-        items.append((call, outcome, datetime.fromisoformat(row[16])))
+        items.append((call, outcome, datetime.fromisoformat(row[17])))
     return items
 
 

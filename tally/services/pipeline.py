@@ -1,0 +1,249 @@
+"""One API call through the gateway, whatever its endpoint.
+
+Every endpoint goes through the same steps: validate the body (the endpoint's rules),
+resolve the end user, derive the upstream identifier and attach it in the configured
+dialect, forward, relay the answer (event by event when streaming) and record one
+request row when the answer ends, however it ends: done, upstream error, broken
+upstream, or a client that went away. What differs between endpoints (body rules, where
+usage is found, how a stream ends) is an :class:`~tally.services.endpoint.Endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tally.errors import InvalidRequest, UpstreamError
+from tally.gateway import Gateway
+from tally.identity import EndUserClaim, resolve_end_user
+from tally.services.endpoint import Endpoint, elapsed_ms
+from tally.services.keys import AuthenticatedKey
+from tally.services.tracking import active_config
+from tally.services.usage import CallRecord, Outcome, record_call_safely
+from tally.sse import EventSplitter
+from tally.tracking import TrackingConfig, attach, check_identifier, derive_identifier
+from tally.upstream import UpstreamResponse
+
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: relay each event as it comes
+}
+
+
+@dataclass
+class ProxyResponse:
+    """What the view sends back: a whole body, or an iterator of SSE bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | Iterator[bytes]
+
+
+@dataclass
+class _Call:
+    """One call in flight: what the pipeline carries from step to step."""
+
+    gateway: Gateway
+    endpoint: Endpoint
+    record: CallRecord
+    outcome: Outcome
+    started: float
+
+    def finish(self, error: UpstreamError | None = None) -> None:
+        """Record the call's row (once its answer has ended)."""
+        if error is not None:
+            self.outcome.fail(error.status, error.code, error.message)
+        self.outcome.latency_ms = elapsed_ms(self.started)
+        record_call_safely(self.gateway.sessions, self.record, self.outcome)
+
+
+def proxy(
+    gateway: Gateway,
+    endpoint: Endpoint,
+    key: AuthenticatedKey,
+    body: Any,
+    header_user: str | None,
+    request_id: str,
+) -> ProxyResponse:
+    """Forward one call to ``endpoint``; raise a TallyError for anything refused up front."""
+    started = time.perf_counter()
+    endpoint.validate(body)
+    claim = resolve_end_user(body, header_user, key.bound_external_id)
+    with gateway.sessions() as session:
+        config = active_config(session)
+    identifier = stamp(config, claim, gateway.hash_key)
+    upstream_body = attach(
+        body, config, identifier, _profile(claim), embeddings=endpoint.embeddings
+    )
+    stream = endpoint.streams and body.get("stream") is True
+    hide_usage = endpoint.prepare_stream(upstream_body) if stream else False
+    call = _Call(
+        gateway,
+        endpoint,
+        CallRecord(
+            request_id=request_id,
+            api_key_id=key.id,
+            claim=claim,
+            identifier=identifier,
+            revision_id=config.revision_id,
+            model=body.get("model"),
+            stream=stream,
+            endpoint=endpoint.name,
+            is_demo=gateway.upstream.is_demo,
+        ),
+        Outcome(),
+        started,
+    )
+    try:
+        response = gateway.upstream.post(endpoint.path, upstream_body, stream=stream)
+    except UpstreamError as exc:
+        call.finish(exc)
+        raise
+    content_type = response.headers.get("Content-Type", "")
+    if stream and response.status < 400 and content_type.startswith("text/event-stream"):
+        headers = dict(STREAM_HEADERS)
+        call.outcome.generation_id = response.headers.get("X-Generation-Id")
+        if call.outcome.generation_id:
+            headers["X-Generation-Id"] = call.outcome.generation_id
+        return ProxyResponse(200, headers, _relay(call, response, hide_usage))
+    return _whole(call, response)
+
+
+def stamp(config: TrackingConfig, claim: EndUserClaim | None, hash_key: bytes) -> str | None:
+    """The upstream identifier for the request's end user (None when nothing identifying
+    goes upstream); refuses a request without one when the config requires it, and an
+    identifier the dialect cannot carry."""
+    if claim is None:
+        if config.require_identity:
+            raise InvalidRequest(
+                "This gateway requires an end user: send identity.id, user, "
+                "safety_identifier, or the X-Tally-User header.",
+                param="user",
+                code="identity_required",
+            )
+        return None
+    if not config.enabled:
+        return None
+    identifier = derive_identifier(config, claim.external_id, hash_key)
+    check_identifier(identifier, claim.param, config.max_identifier_length)
+    return identifier
+
+
+def list_models(gateway: Gateway) -> ProxyResponse:
+    """The upstream's model list, passed through."""
+    response = gateway.upstream.get("/models")
+    try:
+        content = response.read()
+    finally:
+        response.close()
+    if response.status >= 400:
+        raise upstream_error(response.status, content, gateway)
+    try:
+        json.loads(content)
+    except ValueError:
+        raise UpstreamError(
+            "The upstream's model list is not JSON.", code="upstream_malformed"
+        ) from None
+    return ProxyResponse(200, {"Content-Type": "application/json"}, content)
+
+
+def upstream_error(status: int, content: bytes, gateway: Gateway) -> UpstreamError:
+    """The upstream's own error (status and message kept), in OpenAI's shape."""
+    message, kind, code, param = f"The upstream answered with status {status}.", None, None, None
+    try:
+        error = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        message = error.get("message") if isinstance(error.get("message"), str) else message
+        kind, code, param = error.get("type"), error.get("code"), error.get("param")
+    elif isinstance(error, str):
+        message = error
+    err = UpstreamError(
+        gateway.upstream.scrub(message),
+        status=status,
+        param=param,
+        code=str(code) if code is not None else f"upstream_{status}",
+    )
+    if isinstance(kind, str):
+        err.type = kind
+    return err
+
+
+def _whole(call: _Call, response: UpstreamResponse) -> ProxyResponse:
+    """A whole answer: read, checked, recorded, then sent."""
+    try:
+        content = response.read()
+    except UpstreamError as exc:
+        call.finish(exc)
+        raise
+    finally:
+        response.close()
+    if response.status >= 400:
+        err = upstream_error(response.status, content, call.gateway)
+        call.finish(err)
+        raise err
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        err = UpstreamError(
+            "The upstream's answer is not a JSON object.", code="upstream_malformed"
+        )
+        call.finish(err)
+        raise err
+    status = call.endpoint.read_answer(data, call.outcome)
+    if status is not None:
+        err = upstream_error(status, content, call.gateway)
+        call.finish(err)
+        raise err
+    outcome = call.outcome
+    outcome.generation_id = response.headers.get("X-Generation-Id") or outcome.generation_id
+    call.finish()
+    headers = {"Content-Type": "application/json"}
+    if outcome.generation_id:
+        headers["X-Generation-Id"] = outcome.generation_id
+    return ProxyResponse(200, headers, content)
+
+
+def _relay(call: _Call, response: UpstreamResponse, hide_usage: bool) -> Iterator[bytes]:
+    """Relay SSE events as they arrive; record the row when the stream ends."""
+    splitter = EventSplitter()
+    watcher = call.endpoint.watch(call.outcome, call.started, hide_usage)
+    try:
+        for chunk in response.stream():
+            # Events that arrived in one read leave in one write: no added latency, and
+            # a relay that falls behind catches up with fewer syscalls, not more.
+            parts = []
+            for event in splitter.feed(chunk):
+                out = watcher.see(event)
+                if out is not None:
+                    parts.append(out)
+            if parts:
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
+        rest = splitter.rest()
+        if rest.strip():
+            yield rest + b"\n\n"
+        if not watcher.done and call.outcome.error_code is None:
+            err = UpstreamError(call.endpoint.incomplete_message, code="stream_incomplete")
+            call.outcome.fail(err.status, err.code, err.message)
+            yield watcher.error_event(err)
+    except UpstreamError as err:
+        call.outcome.fail(err.status, err.code, err.message)
+        yield watcher.error_event(err)
+    except GeneratorExit:
+        if not watcher.done:
+            call.outcome.fail(499, "client_disconnected", "The client went away mid-stream.")
+        raise
+    finally:
+        response.close()
+        call.finish()
+
+
+def _profile(claim: EndUserClaim | None) -> dict[str, Any] | None:
+    return claim.profile if claim is not None and claim.source == "identity" else None
