@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from tests.fakes import chunks, completion
+from tests.fakes import chunks, completion, embedding_answer, response_events, response_object
 from tests.support import configure, request_rows, wait_for
 
 
@@ -81,3 +81,66 @@ def test_sdk_with_a_bad_key(tally):
 
 def test_sdk_models(sdk):
     assert [m.id for m in sdk.models.list()] == ["openai/gpt-4o-mini"]
+
+
+def test_sdk_responses_create(sdk, tally, upstream):
+    configure(tally.flask_app, hash_mode="sha256", dialect="openai", cache_key="on")
+    upstream.reply(json=response_object("Hello from upstream"))
+    result = sdk.responses.create(model="openai/gpt-4o-mini", input="Hi", user="user_2N4Z")
+    assert result.output_text == "Hello from upstream"
+    assert result.usage.input_tokens == 11 and result.usage.output_tokens == 2
+    assert upstream.last.body == {
+        "model": "openai/gpt-4o-mini",
+        "input": "Hi",
+        "safety_identifier": "tally_1d5c0679c4a70ef7",
+        "prompt_cache_key": "tally_1d5c0679c4a70ef7",
+    }
+    [row] = request_rows(tally.flask_app)
+    assert (row.endpoint, row.status, row.cached_tokens) == ("responses", 200, 4)
+
+
+def test_sdk_responses_streaming(sdk, tally, upstream):
+    upstream.reply(events=response_events(["Hel", "lo"]), done=False)
+    stream = sdk.responses.create(
+        model="openai/gpt-4o-mini", input="Hi", safety_identifier="user_2N4Z", stream=True
+    )
+    events = list(stream)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Hello"
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.total_tokens == 13
+    [row] = wait_for(lambda: request_rows(tally.flask_app))
+    assert (row.endpoint, row.stream, row.status, row.completion_tokens) == (
+        "responses",
+        True,
+        200,
+        2,
+    )
+    assert row.user.external_id == "user_2N4Z"
+
+
+def test_sdk_responses_stream_cut_raises_with_tallys_message(sdk, upstream):
+    upstream.reply(events=response_events(["Hel"], final=""), done=False)
+    stream = sdk.responses.create(model="openai/gpt-4o-mini", input="Hi", stream=True)
+    with pytest.raises(openai.APIError) as info:
+        list(stream)
+    assert "ended the stream before response.completed" in info.value.message
+
+
+def test_sdk_embeddings_create(sdk, tally, upstream):
+    configure(tally.flask_app, hash_mode="none", dialect="openai")
+    upstream.reply(json=embedding_answer(2))
+    result = sdk.embeddings.create(
+        model="openai/text-embedding-3-small", input=["a", "b"], user="user_2N4Z"
+    )
+    assert [d.embedding for d in result.data] == [[0.25, -0.5, 0.125]] * 2
+    assert result.usage.prompt_tokens == 5
+    assert upstream.last.body["user"] == "tally_user_2N4Z"
+    assert upstream.last.body == {
+        "model": "openai/text-embedding-3-small",
+        "input": ["a", "b"],
+        "encoding_format": "base64",  # the SDK's own default, passed through
+        "user": "tally_user_2N4Z",
+    }
+    [row] = request_rows(tally.flask_app)
+    assert (row.endpoint, row.prompt_tokens) == ("embeddings", 5)

@@ -93,25 +93,26 @@ class _ResponsesWatcher(StreamWatcher):
         elif kind in FINAL_EVENTS:
             self.done = True
         elif kind == "error":
-            code = payload.get("code")
+            # OpenAI's reference puts code and message on the event, its streams nest
+            # them in ``error``; read either.
+            error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
+            code = error.get("code")
             self.outcome.fail(
                 error_status(code),
                 str(code) if code is not None else "upstream_error",
-                text(payload.get("message")),
+                text(error.get("message")),
             )
             self.done = True
         return event
 
     def error_event(self, error: TallyError) -> bytes:
-        """An ``error`` event: the Responses API's own shape for a failed stream."""
+        """An ``error`` event for a failed stream, readable by every client: the fields
+        flat as OpenAI's reference has them, and nested in ``error`` as its streams send
+        them (the openai SDK raises on that, the Vercel AI SDK parses it)."""
+        fields = {"code": error.code, "message": error.message, "param": error.param}
         return _typed_event(
             "error",
-            {
-                "code": error.code,
-                "message": error.message,
-                "param": error.param,
-                "sequence_number": self.sequence,
-            },
+            {**fields, "sequence_number": self.sequence, "error": {"type": error.type, **fields}},
         )
 
 

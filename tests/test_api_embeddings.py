@@ -1,0 +1,82 @@
+"""POST /v1/embeddings over real HTTP: the end user attached (``user`` in every dialect
+but orq: embeddings have no safety_identifier nor prompt_cache_key) and the call
+recorded with its endpoint and tokens."""
+
+import pytest
+import requests
+
+from tests.fakes import embedding_answer
+from tests.support import configure, request_rows
+
+BODY = {"model": "openai/text-embedding-3-small", "input": ["first text", "second text"]}
+
+
+def embed(server, body=None, **extra):
+    """POST an embeddings call to Tally."""
+    return requests.post(
+        f"{server.url}/v1/embeddings",
+        json={**BODY, **extra} if body is None else body,
+        headers={"Authorization": f"Bearer {server.key}"},
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dialect", "stamped"),
+    [
+        ("openrouter", {"user": "tally_user_2N4Z"}),
+        ("openai", {"user": "tally_user_2N4Z"}),
+        ("compatible", {"user": "tally_user_2N4Z"}),
+        ("orq", {"identity": {"id": "tally_user_2N4Z"}}),
+    ],
+)
+def test_upstream_receives_exactly_the_stamped_body(tally, upstream, dialect, stamped):
+    configure(tally.flask_app, hash_mode="none", dialect=dialect, cache_key="on")
+    upstream.reply(json=embedding_answer(2))
+    response = embed(tally, user="user_2N4Z", prompt_cache_key="x", safety_identifier="y")
+    assert response.status_code == 200, response.text
+    assert upstream.last.path == "/api/v1/embeddings"
+    assert upstream.last.body == {**BODY, **stamped}
+
+
+def test_the_answer_is_relayed_and_the_call_recorded(tally, upstream):
+    configure(tally.flask_app, hash_mode="none")
+    upstream.reply(json=embedding_answer(2, {"prompt_tokens": 7, "total_tokens": 7}))
+    response = embed(tally, identity={"id": "u1"}, encoding_format="float")
+    assert response.json() == embedding_answer(2, {"prompt_tokens": 7, "total_tokens": 7})
+    assert upstream.last.body["encoding_format"] == "float"
+    [row] = request_rows(tally.flask_app)
+    assert row.request_id == response.headers["X-Request-Id"]
+    assert (row.endpoint, row.status, row.stream) == ("embeddings", 200, False)
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (7, None, 7)
+    assert row.model == "openai/text-embedding-3-small"
+    assert row.user.external_id == "u1" and row.identifier.identifier == "tally_u1"
+
+
+def test_stream_in_the_body_does_not_make_a_stream(tally, upstream):
+    upstream.reply(json=embedding_answer())
+    response = embed(tally, stream=True)
+    assert response.headers["Content-Type"] == "application/json"
+    [row] = request_rows(tally.flask_app)
+    assert row.stream is False
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", [], [""], [[]], [1.5], [True], {"text": "x"}, None, [["a"]]],
+)
+def test_bad_input_is_refused_naming_the_field_and_costs_nothing(tally, upstream, value):
+    body = {"model": BODY["model"]} if value is None else {**BODY, "input": value}
+    response = embed(tally, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "input"
+    assert error["message"].startswith("input must be a non-empty string")
+    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+
+
+@pytest.mark.parametrize("value", ["one text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
+def test_every_input_form_is_taken(tally, upstream, value):
+    upstream.reply(json=embedding_answer())
+    assert embed(tally, input=value).status_code == 200
+    assert upstream.last.body["input"] == value
