@@ -40,11 +40,11 @@ def respond(
             {"id": m, "object": "model", "created": CREATED, "owned_by": "tally-demo"}
             for m in MODELS
         ]
-        return _json(200, {"object": "list", "data": data})
+        return json_answer(200, {"object": "list", "data": data})
     if method == "POST" and path == "/chat/completions":
         problem = _check(body)
         if problem:
-            return _json(
+            return json_answer(
                 400,
                 {
                     "error": {
@@ -56,7 +56,11 @@ def respond(
                 },
             )
         return _chat(body, token_delay)
-    return _json(
+    if method == "POST" and path in ("/responses", "/embeddings"):
+        from tally import demo_endpoints  # the Responses API and embeddings
+
+        return demo_endpoints.respond(path, body, token_delay)
+    return json_answer(
         404,
         {
             "error": {
@@ -81,9 +85,9 @@ def _check(body: Any) -> str | None:
 
 def _chat(body: dict, token_delay: float):
     generation_id = "gen-demo-" + secrets.token_hex(12)
-    words = _answer(body).split(" ")
+    words = answer(text_of(body["messages"][-1]), body).split(" ")
     pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-    prompt_tokens = max(1, sum(len(_text(m).split()) + 3 for m in body["messages"]))
+    prompt_tokens = max(1, sum(len(text_of(m).split()) + 3 for m in body["messages"]))
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": len(pieces),
@@ -95,7 +99,7 @@ def _chat(body: dict, token_delay: float):
     if not body.get("stream"):
         message = {"role": "assistant", "content": "".join(pieces)}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return _json(
+        return json_answer(
             200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage}, headers
         )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -124,12 +128,17 @@ def _stream(base: dict, pieces: list[str], usage: dict | None, delay: float) -> 
     yield b"data: [DONE]\n\n"
 
 
-def _answer(body: dict) -> str:
-    said = " ".join(_text(body["messages"][-1]).split())
+def answer(said: str, body: dict) -> str:
+    """The demo's reply to ``said``: it names the upstream identifier Tally attached."""
+    said = " ".join(said.split())
     if len(said) > 200:
         said = said[:200] + "…"
     identity = body.get("identity")
-    upstream_id = identity.get("id") if isinstance(identity, dict) else body.get("user")
+    upstream_id = (
+        identity.get("id")
+        if isinstance(identity, dict)
+        else body.get("safety_identifier") or body.get("user")
+    )
     seen = (
         f"Tally attached the upstream identifier {upstream_id}."
         if upstream_id
@@ -141,7 +150,8 @@ def _answer(body: dict) -> str:
     )
 
 
-def _text(message: Any) -> str:
+def text_of(message: Any) -> str:
+    """The text of a chat message or a Responses API input item."""
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, str):
         return content
@@ -150,7 +160,8 @@ def _text(message: Any) -> str:
     return ""
 
 
-def _json(status: int, payload: dict, headers: dict | None = None):
+def json_answer(status: int, payload: dict, headers: dict | None = None):
+    """A whole JSON answer as :func:`respond` returns it."""
     data = json.dumps(payload).encode()
     return status, {**(headers or {}), "Content-Type": "application/json"}, iter([data])
 

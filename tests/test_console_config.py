@@ -21,6 +21,7 @@ FORM = {
     "hash_mode": "hmac-sha256",
     "hash_length": "16",
     "dialect": "openrouter",
+    "cache_key": "off",
     "forward_profile": "off",
     "require_identity": "off",
 }
@@ -118,6 +119,36 @@ def test_preview_of_a_bad_value_names_the_problem(admin):
     response = admin.get("/config/preview?prefix=no%20spaces&preview_id=a", htmx=True)
     assert response.status_code == 200
     assert "prefix must be" in text(response)
+
+
+def test_preview_warns_when_unhashed_ids_may_be_too_long_for_the_dialect(admin):
+    query = {**FORM, "dialect": "openai", "hash_mode": "none", "prefix": "acme", "preview_id": "a"}
+    body = text(admin.get("/config/preview", query_string=query, htmx=True))
+    assert (
+        "The openai dialect takes identifiers of at most 64 characters: requests whose "
+        "end-user id is longer than 59 characters will be refused with 400."
+    ) in body
+    long_id = {**query, "preview_id": "u" * 60}
+    body = text(admin.get("/config/preview", query_string=long_id, htmx=True))
+    assert "longer than the 64 characters the openai dialect allows" in body
+    hashed = {**query, "hash_mode": "sha256"}
+    assert 'data-preview="warning"' not in text(
+        admin.get("/config/preview", query_string=hashed, htmx=True)
+    )
+
+
+def test_a_config_whose_identifiers_exceed_the_dialect_is_refused(admin, db):
+    form = {**FORM, "dialect": "openai", "prefix": "p" * 48}
+    response = admin.post("/config", form, htmx=True)
+    assert response.status_code == 422
+    assert "at most 64 characters; this prefix and hash_length give 65" in text(response)
+    assert revisions(db) == 1
+
+
+def test_cache_key_and_the_compatible_dialect_are_saved(admin, db):
+    admin.post("/config", {**FORM, "dialect": "compatible", "cache_key": "on"})
+    config = active_config(db)
+    assert (config.dialect, config.cache_key) == ("compatible", True)
 
 
 def test_preview_with_tracking_off_sends_nothing(admin):

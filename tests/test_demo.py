@@ -52,3 +52,57 @@ def test_tally_uses_the_demo_when_no_upstream_is_set(client, make_key, app):
     assert "user_2N4Z" not in content  # the default hmac mode never sends the raw id
     [row] = request_rows(app)
     assert row.is_demo and row.prompt_tokens and row.cost > 0
+
+
+def test_tally_serves_the_responses_api_from_the_demo(client, make_key, app):
+    key = make_key()
+    response = client.post(
+        "/v1/responses",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "tally/demo-mini", "input": "hello there", "user": "user_2N4Z"},
+    )
+    assert response.status_code == 200
+    body = json.loads(response.data)
+    text = body["output"][0]["content"][0]["text"]
+    assert "no model was called" in text and "hello there" in text
+    [row] = request_rows(app)
+    assert (row.endpoint, row.status) == ("responses", 200)
+    assert row.prompt_tokens == body["usage"]["input_tokens"]
+    assert row.cost == body["usage"]["cost"] > 0
+    assert row.identifier.identifier in text  # the demo repeats what Tally attached
+
+
+def test_a_demo_responses_stream_is_typed_events_ending_completed(client, make_key, app):
+    app.config["DEMO_TOKEN_DELAY"] = 0
+    key = make_key()
+    response = client.post(
+        "/v1/responses",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": "tally/demo-mini",
+            "input": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+    )
+    events = [e for e in response.data.split(b"\n\n") if e]
+    kinds = [e.split(b"\n")[0].removeprefix(b"event: ").decode() for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    sequence = [json.loads(e.split(b"data: ", 1)[1])["sequence_number"] for e in events]
+    assert sequence == list(range(len(events)))
+    [row] = request_rows(app)
+    assert (row.endpoint, row.stream, row.status, row.error_code) == ("responses", True, 200, None)
+    assert row.completion_tokens == kinds.count("response.output_text.delta")
+
+
+def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
+    key = make_key()
+    response = client.post(
+        "/v1/embeddings",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "tally/demo-embed", "input": ["a b", "a b", "c"]},
+    )
+    data = json.loads(response.data)["data"]
+    assert len(data) == 3 and data[0]["embedding"] == data[1]["embedding"] != data[2]["embedding"]
+    [row] = request_rows(app)
+    assert (row.endpoint, row.prompt_tokens) == ("embeddings", 5)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tally.models import ConfigRevision
 from tally.services.tracking import config_history, config_of, save_config
-from tally.tracking import MAX_IDENTIFIER_LENGTH, TrackingConfig, derive_identifier
+from tally.tracking import ConfigFieldError, TrackingConfig, derive_identifier
 
 
 class RevisionError(ValueError):
@@ -23,6 +23,7 @@ class Preview:
 
     identifier: str | None
     note: str | None = None
+    warning: str | None = None  # what the config means for ids of other lengths
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,14 @@ def preview(config: TrackingConfig, internal_id: str, hash_key: bytes) -> Previe
     if not config.enabled:
         return Preview(None, "tracking is off: no identifier is sent")
     identifier = derive_identifier(config, internal_id, hash_key)
-    if len(identifier) > MAX_IDENTIFIER_LENGTH:
-        note = f"longer than {MAX_IDENTIFIER_LENGTH} characters: requests would be refused"
-        return Preview(identifier, note)
-    return Preview(identifier)
+    limit = config.max_identifier_length
+    note = None
+    if len(identifier) > limit:
+        note = (
+            f"longer than the {limit} characters the {config.dialect} dialect allows: "
+            "requests would be refused"
+        )
+    return Preview(identifier, note, config.length_warning())
 
 
 def history(session: Session, limit: int = 50) -> list[HistoryEntry]:
@@ -67,6 +72,9 @@ def rollback_config(session: Session, revision_id: int, actor: str) -> ConfigRev
     old = session.scalars(select(ConfigRevision).where(ConfigRevision.id == revision_id)).first()
     if old is None:
         raise RevisionError(f"no config revision {revision_id}")
-    return save_config(
-        session, config_of(old), actor, comment=f"rollback to revision {revision_id}"
-    )
+    config = config_of(old)
+    try:
+        config.check()  # made before a rule it breaks existed
+    except ConfigFieldError as exc:
+        raise RevisionError(f"revision {revision_id} cannot be made active: {exc}") from None
+    return save_config(session, config, actor, comment=f"rollback to revision {revision_id}")
