@@ -74,11 +74,6 @@ def trace_identifier(session: Session, identifier: str) -> UpstreamIdentifier | 
     ).first()
 
 
-def find_end_user(session: Session, external_id: str) -> EndUser | None:
-    """The end user with this internal id, if Tally has seen it."""
-    return session.scalars(select(EndUser).where(EndUser.external_id == external_id)).first()
-
-
 def _insert(session: Session, model):
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
