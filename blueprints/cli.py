@@ -10,13 +10,14 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from tally import schema
+from tally.errors import DomainError
 from tally.gateway import Gateway
 from tally.services import seed as seed_service
 from tally.services.identities import trace_identifier
-from tally.services.keys import ApiKeyError, create_api_key, revoke_api_key
-from tally.services.operators import ROLES, OperatorError, create_operator
+from tally.services.keys import create_api_key, revoke_api_key
+from tally.services.operators import ROLES, create_operator
 from tally.services.tracking import active_config, save_config
-from tally.tracking import FIELDS, ConfigFieldError
+from tally.tracking import FIELDS
 
 CLI_ACTOR = "cli"
 
@@ -42,10 +43,15 @@ def fail(message: str) -> None:
 
 @contextmanager
 def session_scope():
-    """A session for one command."""
+    """A session for one command; a refused use case (DomainError) is its one-line error
+    and exit status 2, with nothing of it kept."""
     gateway: Gateway = current_app.extensions["tally"]
     with gateway.sessions() as session:
-        yield session
+        try:
+            yield session
+        except DomainError as exc:
+            session.rollback()
+            fail(str(exc))
 
 
 @db_cli.command("upgrade")
@@ -64,10 +70,7 @@ def keys_create(name: str, user: str | None) -> None:
     if user is not None and not 1 <= len(user) <= 255:
         fail("--user must be 1 to 255 characters")
     with session_scope() as session:
-        try:
-            key, raw = create_api_key(session, name, CLI_ACTOR, bound_external_id=user)
-        except ApiKeyError as exc:
-            fail(str(exc))
+        key, raw = create_api_key(session, name, CLI_ACTOR, bound_external_id=user)
     bound = f", bound to end user {user}" if user else ""
     click.echo(f"Created key {key.name!r}{bound}. Copy it now: it is not shown again.")
     click.echo(raw)
@@ -78,10 +81,7 @@ def keys_create(name: str, user: str | None) -> None:
 def keys_revoke(name: str) -> None:
     """Revoke a key; it stops working at once."""
     with session_scope() as session:
-        try:
-            revoke_api_key(session, name, CLI_ACTOR)
-        except ApiKeyError as exc:
-            fail(str(exc))
+        revoke_api_key(session, name, CLI_ACTOR)
     click.echo(f"Revoked key {name!r}.")
 
 
@@ -92,10 +92,7 @@ def keys_revoke(name: str) -> None:
 def operators_create(email: str, role: str, password: str) -> None:
     """Create a console operator."""
     with session_scope() as session:
-        try:
-            operator = create_operator(session, email, role, password, CLI_ACTOR)
-        except OperatorError as exc:
-            fail(str(exc))
+        operator = create_operator(session, email, role, password, CLI_ACTOR)
     click.echo(f"Created {operator.role} {operator.email}.")
 
 
@@ -144,10 +141,7 @@ def config_set(assignments: tuple[str, ...]) -> None:
             fail(f"unknown field {name!r}; fields are {', '.join(FIELDS)}")
         fields[name] = value
     with session_scope() as session:
-        try:
-            config = active_config(session).with_fields(fields)
-        except ConfigFieldError as exc:
-            fail(str(exc))
+        config = active_config(session).with_fields(fields)
         revision = save_config(session, config, CLI_ACTOR)
     click.echo(f"Saved revision {revision.id}.")
     for name, value in config.as_fields().items():

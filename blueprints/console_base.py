@@ -7,7 +7,9 @@ The route modules (``console_*.py``) attach their views to :data:`bp`;
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from blueprints.extensions import limiter
+from tally.errors import DomainError
 from tally.gateway import Gateway
 
 bp = Blueprint("console", __name__)
@@ -134,6 +137,38 @@ def form_error(page: str, fragment: str | None, message: str, **context: Any) ->
     """The one way the console answers a bad form value: the form again, as typed, with
     ``message``, status 422."""
     return render(page, fragment, 422, error=message, **context)
+
+
+def on_domain_error(
+    page: str, fragment: str | None, context: Callable[[], dict[str, Any]]
+) -> Callable:
+    """Decorate a view whose use case may refuse (a :class:`DomainError`): the refusal is
+    answered by :func:`domain_error` with ``page`` (or ``fragment`` for HTMX) and what
+    ``context()`` returns, which reads the form as typed from the request."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            g.form_view = (page, fragment, context)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+@bp.errorhandler(DomainError)
+def domain_error(exc: DomainError) -> Response:
+    """The one place the console answers a refused use case: nothing of it is kept, and
+    the form comes back as typed with the message (422). A view that did not say which
+    form it is (:func:`on_domain_error`) answers a plain 400 page."""
+    get_db().rollback()
+    form_view = g.get("form_view")
+    if form_view is None:
+        return error_page(BadRequest(str(exc)))
+    page, fragment, context = form_view
+    extra = {"error_field": exc.field} if exc.field else {}
+    return form_error(page, fragment, str(exc), **extra, **context())
 
 
 def back_to(endpoint: str, **values: Any) -> Response:

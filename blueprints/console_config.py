@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from flask import flash, request
 
-from blueprints.console_base import actor, back_to, bp, form_error, gateway, get_db, is_htmx, render
-from tally.services.revisions import RevisionError, history, preview, rollback_config
+from blueprints.console_base import (
+    actor,
+    back_to,
+    bp,
+    gateway,
+    get_db,
+    is_htmx,
+    on_domain_error,
+    render,
+)
+from tally.services.revisions import history, preview, rollback_config
 from tally.services.tracking import active_config, save_config
 from tally.tracking import DIALECTS, FIELDS, HASH_MODES, ConfigFieldError, TrackingConfig
 
@@ -62,18 +71,19 @@ def config_preview():
     return render(PREVIEW, **context)
 
 
+def _form_again() -> dict:
+    form = request.form
+    return _panel_context(active_config(get_db()), _typed_fields(form), _preview_id(form))
+
+
 @bp.post("/config")
+@on_domain_error(PAGE, PANEL, _form_again)
 def config_save():
     """Save the edited config as a new revision (nothing is saved when nothing changed)."""
     db = get_db()
     current = active_config(db)
-    values = _typed_fields(request.form)
     preview_id = _preview_id(request.form)
-    try:
-        edited = current.with_fields(values)
-    except ConfigFieldError as exc:
-        context = _panel_context(current, values, preview_id, error_field=exc.field)
-        return form_error(PAGE, PANEL, str(exc), **context)
+    edited = current.with_fields(_typed_fields(request.form))
     if edited.as_fields() == current.as_fields():
         message = "Nothing changed: no new revision was saved."
     else:
@@ -88,14 +98,13 @@ def config_save():
 
 
 @bp.post("/config/revisions/<int:revision_id>/rollback")
+@on_domain_error(
+    PAGE, PANEL, lambda: _panel_context(active_config(get_db()), {}, DEFAULT_PREVIEW_ID)
+)
 def config_rollback(revision_id: int):
     """Make an earlier revision's config active again, as a new revision."""
     db = get_db()
-    try:
-        revision = rollback_config(db, revision_id, actor())
-    except RevisionError as exc:
-        current = active_config(db)
-        return form_error(PAGE, PANEL, str(exc), **_panel_context(current, {}, DEFAULT_PREVIEW_ID))
+    revision = rollback_config(db, revision_id, actor())
     message = f"Rolled back to revision {revision_id}: saved as revision {revision.id}."
     if not is_htmx():
         flash(message)

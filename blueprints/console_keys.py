@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from flask import abort, flash, request
 
-from blueprints.console_base import actor, back_to, bp, form_error, get_db, is_htmx, render
+from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
 from tally.services.keyring import get_api_key, list_api_keys, mint_api_key
-from tally.services.keys import ApiKeyError, revoke_api_key
+from tally.services.keys import revoke_api_key
 
 PAGE, PANEL = "keys/page.html", "keys/_panel.html"
+
+
+def _typed() -> dict[str, str]:
+    return {"name": request.form.get("name", ""), "user": request.form.get("user", "")}
+
+
+def _form_again() -> dict:
+    return {"keys": list_api_keys(get_db()), "form": _typed()}
 
 
 @bp.get("/keys")
@@ -18,29 +26,25 @@ def keys_list():
 
 
 @bp.post("/keys")
+@on_domain_error(PAGE, PANEL, _form_again)
 def keys_create():
     """Mint a key, optionally bound to an end user; its secret is shown this once."""
     db = get_db()
-    form = {"name": request.form.get("name", ""), "user": request.form.get("user", "")}
-    try:
-        key, secret = mint_api_key(db, form["name"], form["user"], actor())
-    except ApiKeyError as exc:
-        return form_error(PAGE, PANEL, str(exc), keys=list_api_keys(db), form=form)
+    form = _typed()
+    key, secret = mint_api_key(db, form["name"], form["user"], actor())
     # Rendered, not redirected: the secret must never sit in a cookie or a URL.
     return render(PAGE, PANEL, 201, keys=list_api_keys(db), form={}, created=key, secret=secret)
 
 
 @bp.post("/keys/<int:key_id>/revoke")
+@on_domain_error(PAGE, PANEL, lambda: {"keys": list_api_keys(get_db()), "form": {}})
 def keys_revoke(key_id: int):
     """Revoke a key: the API refuses it from the next request on."""
     db = get_db()
     key = get_api_key(db, key_id)
     if key is None:
         abort(404, "No such key.")
-    try:
-        revoke_api_key(db, key.name, actor())
-    except ApiKeyError as exc:
-        return form_error(PAGE, PANEL, str(exc), keys=list_api_keys(db), form={})
+    revoke_api_key(db, key.name, actor())
     message = f"Revoked key {key.name!r}."
     if not is_htmx():
         flash(message)

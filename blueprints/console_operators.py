@@ -8,9 +8,9 @@ from blueprints.console_base import (
     actor,
     back_to,
     bp,
-    form_error,
     get_db,
     is_htmx,
+    on_domain_error,
     render,
     require_admin,
 )
@@ -45,12 +45,9 @@ def _done(message: str):
     return _panel(message=message)
 
 
-def _failed(exc: OperatorError, form: dict | None = None):
-    db = get_db()
-    db.rollback()
-    return form_error(
-        PAGE, PANEL, str(exc), operators=list_operators(db), roles=ROLES, form=form or {}
-    )
+def _form_again() -> dict:
+    form = {"email": request.form.get("email", ""), "role": request.form.get("role", "")}
+    return {"operators": list_operators(get_db()), "roles": ROLES, "form": form}
 
 
 @bp.get("/operators")
@@ -61,37 +58,31 @@ def operators_list():
 
 
 @bp.post("/operators")
+@on_domain_error(PAGE, PANEL, _form_again)
 def operators_create():
     """Add an operator."""
-    form = {"email": request.form.get("email", ""), "role": request.form.get("role", "")}
-    try:
-        operator = create_operator(
-            get_db(), form["email"], form["role"], request.form.get("password", ""), actor()
-        )
-    except OperatorError as exc:
-        return _failed(exc, form)
+    form = request.form
+    operator = create_operator(
+        get_db(), form.get("email", ""), form.get("role", ""), form.get("password", ""), actor()
+    )
     return _done(f"Created {operator.role} {operator.email}.")
 
 
 @bp.post("/operators/<int:operator_id>/role")
+@on_domain_error(PAGE, PANEL, _form_again)
 def operators_role(operator_id: int):
     """Give an operator another role."""
-    try:
-        operator = change_role(get_db(), operator_id, request.form.get("role", ""), actor())
-    except OperatorError as exc:
-        return _failed(exc)
+    operator = change_role(get_db(), operator_id, request.form.get("role", ""), actor())
     return _done(f"{operator.email} is now {operator.role}.")
 
 
 @bp.post("/operators/<int:operator_id>/active")
+@on_domain_error(PAGE, PANEL, _form_again)
 def operators_active(operator_id: int):
     """Disable (``active=off``) or enable (``active=on``) an operator."""
     active = request.form.get("active")
     if active not in ("on", "off"):
-        return _failed(OperatorError("active must be on or off"))
-    try:
-        operator = set_operator_active(get_db(), operator_id, active == "on", actor())
-    except OperatorError as exc:
-        return _failed(exc)
+        raise OperatorError("active must be on or off", "active")
+    operator = set_operator_active(get_db(), operator_id, active == "on", actor())
     state = "enabled" if operator.is_active else "disabled"
     return _done(f"{operator.email} is {state}.")

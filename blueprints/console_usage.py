@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from flask import Response, request
 
-from blueprints.console_base import bp, form_error, get_db, render
+from blueprints.console_base import bp, get_db, on_domain_error, render
 from tally.db import utcnow
 from tally.services.reports import (
     METRICS,
-    ReportError,
     bar_chart,
     parse_range,
     usage_csv,
@@ -18,17 +17,22 @@ from tally.services.reports import (
 PAGE, REPORT = "usage/page.html", "usage/_report.html"
 
 
+def _form_again() -> dict:
+    args = request.args
+    form = {"start": args.get("start", ""), "end": args.get("end", "")}
+    form["metric"] = args.get("metric") if args.get("metric") in METRICS else "requests"
+    return {"form": form, "metrics": METRICS, "report": None}
+
+
 @bp.get("/usage")
+@on_domain_error(PAGE, REPORT, _form_again)
 def usage_page():
     """The usage report for ``start``..``end`` (the last 30 days by default)."""
     args = request.args
     form = {k: args.get(k, "") for k in ("start", "end")}
     metric = args.get("metric", "requests")
     form["metric"] = metric if metric in METRICS else "requests"
-    try:
-        start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-    except ReportError as exc:
-        return form_error(PAGE, REPORT, str(exc), form=form, metrics=METRICS, report=None)
+    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
     report = usage_report(get_db(), start, end)
     form.update(start=start.isoformat(), end=end.isoformat())
     chart = bar_chart(report.days, form["metric"])
@@ -36,16 +40,13 @@ def usage_page():
 
 
 @bp.get("/usage.csv")
+@on_domain_error(PAGE, None, _form_again)
 def usage_export():
     """The report as CSV, ``by`` day, user (all of them) or model."""
     args = request.args
     by = args.get("by", "day")
-    try:
-        start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-        text = usage_csv(usage_report(get_db(), start, end, user_limit=None), by)
-    except ReportError as exc:
-        form = {"start": args.get("start", ""), "end": args.get("end", ""), "metric": "requests"}
-        return form_error(PAGE, None, str(exc), form=form, metrics=METRICS, report=None)
+    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
+    text = usage_csv(usage_report(get_db(), start, end, user_limit=None), by)
     filename = f"tally-usage-by-{by}-{start.isoformat()}-{end.isoformat()}.csv"
     return Response(
         text,

@@ -1,7 +1,18 @@
-"""Domain errors. Each carries what OpenAI's error shape needs; the API blueprint turns
-them into ``{"error": {...}}`` responses in one place."""
+"""Errors. :class:`DomainError`: what the console and the CLI report to a person, in one
+place each. :class:`TallyError`: what the API reports, with what OpenAI's error shape
+needs; the API blueprint turns them into ``{"error": {...}}`` responses in one place."""
 
 from __future__ import annotations
+
+
+class DomainError(ValueError):
+    """A use case that cannot be done as asked: a duplicate key name, a bad config value,
+    an unknown revision. The message is for the person who asked (the console shows it
+    on the form, the CLI prints it); ``field`` names the form field at fault, if one is."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class TallyError(Exception):

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from tally.errors import InvalidRequest
+from tally.errors import DomainError, InvalidRequest
 
 HASH_MODES = ("hmac-sha256", "sha256", "none")
 DIALECTS = ("openrouter", "openai", "orq", "compatible")
@@ -36,12 +36,11 @@ PROFILE_FIELDS = ("display_name", "email", "metadata", "tags")
 CLIENT_USER_FIELDS = frozenset({"user", "identity", "safety_identifier", "prompt_cache_key"})
 
 
-class ConfigFieldError(ValueError):
+class ConfigFieldError(DomainError):
     """A tracking-config field or value that is not allowed. ``field`` names it."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tally.cache import cache_of
 from tally.db import utcnow
+from tally.errors import DomainError
 from tally.models import ApiKey, EndUser
 from tally.services.audit import add_audit
 from tally.services.identities import upsert_end_user
@@ -21,7 +22,7 @@ KEY_PREFIX = "tly_"
 MAX_NAME_LENGTH = 100
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(DomainError):
     """A key operation that cannot be done (duplicate name, unknown key, bad name)."""
 
 

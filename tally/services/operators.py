@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tally.db import utcnow
+from tally.errors import DomainError
 from tally.identity import EMAIL_RE
 from tally.models import Operator
 from tally.services.audit import add_audit
@@ -21,7 +22,7 @@ MAX_EMAIL_LENGTH = 320
 _hasher = PasswordHasher()
 
 
-class OperatorError(ValueError):
+class OperatorError(DomainError):
     """An operator change that cannot be made."""
 
 

@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from tally.errors import DomainError
 from tally.models import EndUser, RequestLog
 
 MAX_RANGE_DAYS = 366
@@ -22,7 +23,7 @@ REPORT_USERS = 25
 METRICS = ("requests", "tokens", "cost")
 
 
-class ReportError(ValueError):
+class ReportError(DomainError):
     """A report asked for with values that make no sense (bad date, reversed range)."""
 
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tally.errors import DomainError
 from tally.models import ConfigRevision
 from tally.services.tracking import config_history, config_of, save_config
 from tally.tracking import ConfigFieldError, TrackingConfig, derive_identifier
 
 
-class RevisionError(ValueError):
+class RevisionError(DomainError):
     """A rollback to a revision that does not exist."""
 
 
