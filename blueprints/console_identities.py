@@ -7,7 +7,7 @@ from flask import abort, request
 
 from blueprints.console_base import actor, bp, get_db, page_number, render
 from tally.db import utcnow
-from tally.services.directory import identity_detail, search_identities
+from tally.services.identities import identity_detail, search_identities
 
 
 @bp.get("/identities")

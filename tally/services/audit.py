@@ -1,12 +1,24 @@
-"""The audit trail: config changes, key and operator changes, identity lookups."""
+"""The audit trail: config changes, key and operator changes, identity lookups —
+written by every use case that changes something, read newest first by the console."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tally.models import AuditEntry
+
+PER_PAGE = 50
+# filter name -> action prefix
+KINDS = {
+    "config": "config.",
+    "key": "key.",
+    "operator": "operator.",
+    "identity": "identity.",
+}
 
 
 def add_audit(
@@ -21,3 +33,40 @@ def add_audit(
     entry = AuditEntry(actor=actor, action=action, target=target, before=before, after=after)
     session.add(entry)
     return entry
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of audit entries."""
+
+    entries: list[AuditEntry]
+    page: int
+    pages: int
+    total: int
+
+
+def list_audit(
+    session: Session, kind: str | None = None, actor: str | None = None, page: int = 1
+) -> AuditPage:
+    """Audit entries, newest first; ``kind`` one of KINDS (else all), ``actor`` a part of
+    the actor's name (any case)."""
+    conditions = []
+    if kind in KINDS:
+        conditions.append(AuditEntry.action.startswith(KINDS[kind]))
+    if actor and actor.strip():
+        conditions.append(
+            func.lower(AuditEntry.actor).contains(actor.strip().lower(), autoescape=True)
+        )
+    total = session.scalar(select(func.count(AuditEntry.id)).where(*conditions)) or 0
+    pages = max(1, -(-total // PER_PAGE))
+    page = min(max(page, 1), pages)
+    entries = list(
+        session.scalars(
+            select(AuditEntry)
+            .where(*conditions)
+            .order_by(AuditEntry.id.desc())
+            .offset((page - 1) * PER_PAGE)
+            .limit(PER_PAGE)
+        )
+    )
+    return AuditPage(entries, page, pages, total)

@@ -1,16 +1,29 @@
-"""End users and the upstream identifiers they have had."""
+"""End users and the upstream identifiers they have had: kept up to date as requests are
+recorded, found by upstream identifier, internal id, e-mail or display name, and shown
+one at a time with identifiers, usage and recent requests.
+
+Tracing a person is sensitive: every search and every profile view by an operator is
+written to the audit log (``identity.lookup``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tally.db import utcnow
-from tally.models import EndUser, UpstreamIdentifier
+from tally.models import EndUser, RequestLog, UpstreamIdentifier
+from tally.services.audit import add_audit
+from tally.services.reports import Row, Totals, per_model, totals_between
+
+PER_PAGE = 20
+MAX_QUERY_LENGTH = 255
+RECENT_REQUESTS = 25
 
 # identity field -> EndUser column
 PROFILE_COLUMNS = {
@@ -78,3 +91,142 @@ def _insert(session: Session, model):
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     return module.insert(model)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One end user found, with the identifiers of theirs the query matched."""
+
+    user: EndUser
+    identifiers: list[str]
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of search results."""
+
+    query: str
+    matches: list[Match]
+    page: int
+    pages: int
+    total: int
+    exact: Match | None  # the user whose upstream identifier is exactly the query
+
+
+@dataclass(frozen=True)
+class IdentityDetail:
+    """Everything the console shows about one end user."""
+
+    user: EndUser
+    identifiers: list[UpstreamIdentifier]
+    month: Totals
+    models: list[Row]
+    recent: list[RequestLog]
+
+
+def search_identities(
+    session: Session, query: str, page: int = 1, actor: str | None = None
+) -> SearchPage:
+    """End users matching ``query``: an upstream identifier (exact or prefix), an internal
+    id (exact or prefix), or part of an e-mail or display name (any case). Empty query:
+    the most recently seen users. A search by ``actor`` is recorded in the audit log."""
+    query = query.strip()[:MAX_QUERY_LENGTH]
+    condition = _matching(query) if query else None
+    count = select(func.count(EndUser.id))
+    listing = select(EndUser).order_by(EndUser.last_seen.desc(), EndUser.id.desc())
+    if condition is not None:
+        count, listing = count.where(condition), listing.where(condition)
+    total = session.scalar(count) or 0
+    pages = max(1, -(-total // PER_PAGE))
+    page = min(max(page, 1), pages)
+    users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
+    hits = _identifier_hits(session, query, [u.id for u in users]) if query else {}
+    matches = [Match(user, hits.get(user.id, [])) for user in users]
+    traced = trace_identifier(session, query) if query else None
+    exact = Match(traced.user, [traced.identifier]) if traced else None
+    if actor and query:
+        add_audit(
+            session,
+            actor,
+            "identity.lookup",
+            target=query,
+            after={"query": query, "results": total, "page": page},
+        )
+        session.commit()
+    return SearchPage(query, matches, page, pages, total, exact)
+
+
+def identity_detail(
+    session: Session, user_id: int, now: datetime, actor: str | None = None
+) -> IdentityDetail | None:
+    """The end user ``user_id`` with their identifiers, 30-day usage and recent requests,
+    or None. A view by ``actor`` is recorded in the audit log."""
+    user = session.get(EndUser, user_id)
+    if user is None:
+        return None
+    identifiers = list(
+        session.scalars(
+            select(UpstreamIdentifier)
+            .options(selectinload(UpstreamIdentifier.revision))
+            .where(UpstreamIdentifier.user_id == user_id)
+            .order_by(UpstreamIdentifier.last_seen.desc())
+        )
+    )
+    since, until = now - timedelta(days=30), now + timedelta(seconds=1)
+    mine = RequestLog.user_id == user_id
+    recent = list(
+        session.scalars(
+            select(RequestLog)
+            .options(selectinload(RequestLog.identifier))
+            .where(mine)
+            .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            .limit(RECENT_REQUESTS)
+        )
+    )
+    detail = IdentityDetail(
+        user=user,
+        identifiers=identifiers,
+        month=totals_between(session, since, until, mine),
+        models=per_model(session, since, until, mine),
+        recent=recent,
+    )
+    if actor:
+        add_audit(
+            session,
+            actor,
+            "identity.lookup",
+            target=user.external_id,
+            after={"viewed": user.external_id},
+        )
+        session.commit()
+    return detail
+
+
+def _matching(query: str):
+    lowered = query.lower()
+    identifier_hit = select(UpstreamIdentifier.user_id).where(
+        UpstreamIdentifier.identifier.startswith(query, autoescape=True)
+    )
+    return or_(
+        EndUser.external_id.startswith(query, autoescape=True),
+        func.lower(EndUser.email).contains(lowered, autoescape=True),
+        func.lower(EndUser.display_name).contains(lowered, autoescape=True),
+        EndUser.id.in_(identifier_hit),
+    )
+
+
+def _identifier_hits(session: Session, query: str, user_ids: list[int]) -> dict[int, list[str]]:
+    hits: dict[int, list[str]] = {}
+    if not user_ids:
+        return hits
+    rows = session.execute(
+        select(UpstreamIdentifier.user_id, UpstreamIdentifier.identifier)
+        .where(
+            UpstreamIdentifier.user_id.in_(user_ids),
+            UpstreamIdentifier.identifier.startswith(query, autoescape=True),
+        )
+        .order_by(UpstreamIdentifier.identifier)
+    )
+    for user_id, identifier in rows:
+        hits.setdefault(user_id, []).append(identifier)
+    return hits
