@@ -1,16 +1,23 @@
-"""Tally's benchmark: the mock upstream called directly vs through Tally, side by side.
+"""Tally's benchmark: the mock upstream called directly, through the floor, and through
+Tally, side by side.
 
-    python bench/run.py                         # 3 rounds per target: 2-3 minutes
-    python bench/run.py --quick                 # 1 round, short runs, 300 streams: ~40 s
-    python bench/run.py --worker-class both     # gevent and gthread, side by side: ~4 min
+    python bench/run.py                         # 3 rounds per target: 3-5 minutes
+    python bench/run.py --quick                 # 1 round, short runs, 300 streams: ~75 s
+    python bench/run.py --worker-class both     # gevent and gthread, side by side: ~7 min
+    python bench/run.py --endpoint responses    # /v1/responses instead of chat completions
 
-It starts its own mock upstream (bench/mock_upstream.py) and Tally under gunicorn with the
-shipped gunicorn.conf.py, on a fresh SQLite database (or ``--database-url``), then, for
-the upstream alone and for Tally in front of it, in alternating rounds:
+It starts its own mock upstream (bench/mock_upstream.py); the floor (bench/floor.py: a bare
+Flask + urllib3 gateway that checks the key, hashes ``user`` and forwards, with no
+database and no logging) under gunicorn with gunicorn.conf.py's settings but none of its
+hooks, so no usage writer process (bench/floor_gunicorn.conf.py); and Tally under
+gunicorn with the shipped gunicorn.conf.py, on a fresh SQLite database (or
+``--database-url``). Then, for the upstream alone, the floor and Tally in front of it,
+in alternating rounds (direct, floor, Tally, direct, ...):
 
 1. latency: 1 client, non-streaming (wrk -c1): p50 and p99;
 2. throughput: 32 clients, non-streaming (wrk -c32): requests/s, p99, errors, and the
-   CPU time Tally's processes spent per request;
+   CPU time the target's processes spent per request (all of them: gunicorn's master,
+   its workers and, for Tally, the usage writer process);
 3. streaming: 20 streams one after another (10 tokens 20 ms apart), time to the first
    content event, and how long each event takes from the upstream's write to the
    client's read (the mock stamps each event with its send time; the asyncio client,
@@ -20,15 +27,22 @@ the upstream alone and for Tally in front of it, in alternating rounds:
    same first-content time, without connection set-up, on a gateway that has not just
    sat idle (on this VM a wake from idle costs each process in the path, and Tally adds
    a process to it);
-4. 1,000 concurrent slow streams (a token every 100 ms for 10 s) through one Tally,
+4. 1,000 concurrent slow streams (a token every 100 ms for 10 s) through each target,
    opened over 4 s (250 new streams a second), and once all are open, 10 short
-   requests sent from another process: errors, Tally's total RSS (master and
-   workers), the short requests' latency, each stream's time to its first token;
+   requests sent from another process: errors, the target's total RSS (every process),
+   the short requests' latency, each stream's time to its first token;
 5. at the end, the request rows in Tally's database against the requests answered.
 
+``--endpoint`` picks what the non-streaming loads (wrk, the short requests) ask for, on
+every target: chat completions (default), ``/v1/responses`` or ``/v1/embeddings``. The
+streams go to ``/v1/responses`` with ``responses`` and to chat completions otherwise
+(embeddings do not stream). ``--worker-class both`` runs a floor and a Tally of each.
+
 Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 1,000 end users
-in turn) for non-streaming; the asyncio client (on uvloop) for streams. The table has
-the median of the rounds, Tally minus direct, and Tally / direct. Only 127.0.0.1.
+in turn) for non-streaming; the asyncio client (on uvloop) for streams. The table
+(bench/table.py) has the median of the rounds for each target, Tally minus direct,
+Tally / direct, and Tally / floor (its floor: the one with its worker class). Only
+127.0.0.1.
 """
 
 from __future__ import annotations
