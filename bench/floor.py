@@ -3,9 +3,10 @@
 It checks the bearer key (a dict lookup), reads the JSON body, replaces ``user`` with
 its HMAC-SHA256 (Tally's default hash), and forwards the body to the same path of the
 upstream through one urllib3 ``HTTPConnectionPool``; streams are relayed piece by piece
-as they arrive. No database, no logging, no usage rows. bench/run.py serves it with the
-settings of gunicorn.conf.py (bench/floor_gunicorn.conf.py), beside Tally, to show how
-much of Tally's cost is Flask, gunicorn and urllib3 themselves.
+as they arrive. No database, no logging, no usage rows. bench/run.py serves it beside
+Tally, as Tally is served (gunicorn.conf.py's settings and server hooks, no usage writer
+process: bench/floor_gunicorn.conf.py), to show how much of Tally's cost is Flask,
+gunicorn and urllib3 themselves.
 
     TALLY_BIND=127.0.0.1:9200 gunicorn --config bench/floor_gunicorn.conf.py \\
         "bench.floor:create_app(upstream_port=9100, key='sk-floor')"

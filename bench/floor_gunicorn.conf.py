@@ -1,22 +1,26 @@
-"""gunicorn settings for the floor (bench/floor.py): the values of Tally's
-gunicorn.conf.py (bind, workers, worker class, connections, keepalive, timeouts...),
-read from that file, without its hooks.
+"""gunicorn settings for the floor (bench/floor.py): those of Tally's gunicorn.conf.py,
+read from that file, with its server-level hooks and without Tally's own.
 
-So the floor runs no usage writer process (``when_ready``), keeps gunicorn's own way of
-sending answers (``on_starting`` installs Tally's, tally/serving.py) and does not freeze
-the garbage collector after start-up (``post_worker_init``): bare gunicorn, with the
-same settings. The environment overrides them as it does Tally's (TALLY_BIND, ...).
+Kept: every setting (bind, workers, worker class, connections, keepalive, timeouts...,
+and the c-ares resolver), ``on_starting`` (gunicorn sends a response's head with its
+first body bytes, tally/serving.py) and ``post_worker_init`` (``gc.freeze()``), so the
+floor is served exactly as Tally is. Left out: ``when_ready`` and ``on_exit`` (the usage
+writer process: the floor has none) and ``worker_exit`` (Tally's usage queue). The
+environment overrides the settings as it does Tally's (TALLY_BIND, TALLY_WORKERS, ...).
 """
 
 import runpy
 from pathlib import Path
-from types import FunctionType, ModuleType
+from types import ModuleType
 
+_SERVER_HOOKS = ("on_starting", "post_worker_init")
 _shipped = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
 globals().update(
     {
         name: value
         for name, value in _shipped.items()
-        if not name.startswith("_") and not isinstance(value, FunctionType | ModuleType)
+        if not name.startswith("_")
+        and not isinstance(value, ModuleType)
+        and (not callable(value) or name in _SERVER_HOOKS)
     }
 )

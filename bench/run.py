@@ -8,8 +8,8 @@ Tally, side by side.
 
 It starts its own mock upstream (bench/mock_upstream.py); the floor (bench/floor.py: a bare
 Flask + urllib3 gateway that checks the key, hashes ``user`` and forwards, with no
-database and no logging) under gunicorn with gunicorn.conf.py's settings but none of its
-hooks, so no usage writer process (bench/floor_gunicorn.conf.py); and Tally under
+database and no logging) under gunicorn with gunicorn.conf.py's settings and server
+hooks but no usage writer process (bench/floor_gunicorn.conf.py); and Tally under
 gunicorn with the shipped gunicorn.conf.py, on a fresh SQLite database (or
 ``--database-url``). Then, for the upstream alone, the floor and Tally in front of it,
 in alternating rounds (direct, floor, Tally, direct, ...):

@@ -97,8 +97,8 @@ class Target:
 
 
 class Floor(Target):
-    """The floor (bench/floor.py) under gunicorn with gunicorn.conf.py's settings and none
-    of its hooks (bench/floor_gunicorn.conf.py): no usage writer process."""
+    """The floor (bench/floor.py) under gunicorn with gunicorn.conf.py's settings and server
+    hooks, without the usage writer process (bench/floor_gunicorn.conf.py)."""
 
     def __init__(self, name: str, upstream_port: int, workdir: Path, worker_class: str | None):
         super().__init__(name, free_port(), key=f"sk-floor-{secrets.token_hex(8)}")
