@@ -1,5 +1,6 @@
--- wrk script: a non-streaming chat completion for one of 1,000 end users, as a
--- frontend sends it. The bearer key comes from TALLY_BENCH_KEY (empty for the direct run).
+-- wrk script: a non-streaming request for one of 1,000 end users, as a frontend sends it:
+-- a chat completion, or with TALLY_BENCH_ENDPOINT=responses / embeddings a Responses or
+-- embeddings request. The bearer key comes from TALLY_BENCH_KEY (empty for the direct run).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("TALLY_BENCH_KEY")
@@ -7,10 +8,15 @@ if key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
 
+local endpoint = os.getenv("TALLY_BENCH_ENDPOINT") or "chat"
+local payload = '"messages":[{"role":"user","content":"Say hello in five words."}]'
+if endpoint == "responses" or endpoint == "embeddings" then
+  payload = '"input":"Say hello in five words."'
+end
+
 local bodies = {}
 for i = 1, 1000 do
-  bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' ..
-    '"messages":[{"role":"user","content":"Say hello in five words."}]}'
+  bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' .. payload .. '}'
 end
 local n = 0
 

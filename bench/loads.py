@@ -1,5 +1,6 @@
 """The load generators: wrk for non-streaming requests, the asyncio SSE client for streams,
-and a short-request probe run from another process while many streams are open."""
+and a short-request probe run from another process while many streams are open. Each
+can aim at chat completions, the Responses API or (non-streaming only) embeddings."""
 
 from __future__ import annotations
 
@@ -12,19 +13,23 @@ import subprocess
 import sys
 
 from bench.sse_client import stream_once, streams_on_one_connection
-from bench.targets import CHAT, HOST, ROOT, Target
+from bench.targets import HOST, ROOT, Target
 
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "embeddings": "/v1/embeddings",
+}
 PROBE = """
 import http.client, json, sys, time
 port, key, n, gap = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-body = json.dumps({"model": "bench/mock", "user": "probe",
-                   "messages": [{"role": "user", "content": "hi"}]})
+path, body = sys.argv[5], sys.argv[6]
 out = []
 for _ in range(n):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     t = time.perf_counter()
     try:
-        conn.request("POST", "/v1/chat/completions", body,
+        conn.request("POST", path, body,
                       {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
         status = conn.getresponse().status
     except OSError:
@@ -44,11 +49,12 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(target: Target, connections: int, seconds: float) -> dict:
-    """One wrk run: latency percentiles (ms), requests/s, errors, answers, CPU/request."""
-    env = {**os.environ, "TALLY_BENCH_KEY": target.key or ""}
+def wrk(target: Target, connections: int, seconds: float, endpoint: str = "chat") -> dict:
+    """One wrk run on ``endpoint`` (chat, responses, embeddings): latency percentiles (ms),
+    requests/s, errors, answers, CPU per answer (every process of the target)."""
+    env = {**os.environ, "TALLY_BENCH_KEY": target.key or "", "TALLY_BENCH_ENDPOINT": endpoint}
     cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    cmd += ["-s", str(ROOT / "bench/chat.lua"), target.url]
+    cmd += ["-s", str(ROOT / "bench/chat.lua"), target.url(PATHS[endpoint])]
     cpu = target.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     cpu = target.cpu_seconds() - cpu
@@ -76,16 +82,21 @@ def run_async(coroutine):
         return asyncio.run(coroutine)
 
 
-def stream_body(tokens: int, delay: float, user: str = "user-7") -> dict:
-    """A streamed chat request; the mock reads bench_tokens and bench_delay."""
-    return {
-        "model": "bench/mock",
-        "user": user,
-        "stream": True,
-        "messages": [{"role": "user", "content": "Count slowly."}],
-        "bench_tokens": tokens,
-        "bench_delay": delay,
-    }
+def request_body(endpoint: str, user: str, text: str = "Say hello in five words.", **extra):
+    """A request body for ``endpoint`` (chat, responses, embeddings) for end user ``user``."""
+    body = {"model": "bench/mock", "user": user, **extra}
+    if endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["input"] = text
+    return body
+
+
+def stream_body(tokens: int, delay: float, user: str = "user-7", endpoint: str = "chat") -> dict:
+    """A streamed chat or Responses request; the mock reads bench_tokens and bench_delay."""
+    return request_body(
+        endpoint, user, "Count slowly.", stream=True, bench_tokens=tokens, bench_delay=delay
+    )
 
 
 def _p(values: list[float], q: float) -> float:
@@ -94,16 +105,22 @@ def _p(values: list[float], q: float) -> float:
 
 
 def sequential_streams(
-    target: Target, count: int = 20, tokens: int = 10, delay: float = 0.02, keep_alive=False
-):
+    target: Target,
+    count: int = 20,
+    tokens: int = 10,
+    delay: float = 0.02,
+    keep_alive: bool = False,
+    endpoint: str = "chat",
+) -> dict:
     """``count`` streams one after another: TTFB p50; per-event lag p99 and max. Each on a
     new connection, or (``keep_alive``) all on one, as an SDK's pooled client sends them."""
-    bodies = [stream_body(tokens, delay, user=f"user-{index % 50}") for index in range(count)]
+    path = PATHS[endpoint]
+    bodies = [stream_body(tokens, delay, f"user-{i % 50}", endpoint) for i in range(count)]
 
     async def go():
         if keep_alive:
-            return await streams_on_one_connection(HOST, target.port, CHAT, bodies, target.key)
-        return [await stream_once(HOST, target.port, CHAT, b, target.key) for b in bodies]
+            return await streams_on_one_connection(HOST, target.port, path, bodies, target.key)
+        return [await stream_once(HOST, target.port, path, b, target.key) for b in bodies]
 
     results = run_async(go())
     lags = [lag for r in results for lag in r.lags_ms]
@@ -116,8 +133,21 @@ def sequential_streams(
     }
 
 
-def many_streams(target: Target, count: int, tokens: int, delay: float = 0.1) -> dict:
-    """``count`` concurrent streams, and short requests from another process meanwhile."""
+def many_streams(
+    target: Target,
+    count: int,
+    tokens: int,
+    delay: float = 0.1,
+    endpoint: str = "chat",
+    probe_endpoint: str = "chat",
+) -> dict:
+    """``count`` concurrent streams on ``endpoint``, and short (non-streaming) requests on
+    ``probe_endpoint`` from another process meanwhile."""
+    path = PATHS[endpoint]
+    probe_path, probe_body = (
+        PATHS[probe_endpoint],
+        json.dumps(request_body(probe_endpoint, "probe", "hi")),
+    )
     peak = [0.0]
 
     async def go():
@@ -130,15 +160,15 @@ def many_streams(target: Target, count: int, tokens: int, delay: float = 0.1) ->
 
         async def one(index: int):
             await asyncio.sleep(index * ramp / count)  # open them over ``ramp`` seconds
-            body = stream_body(tokens, delay, f"u-{index}")
-            return await stream_once(HOST, target.port, CHAT, body, target.key)
+            body = stream_body(tokens, delay, f"u-{index}", endpoint)
+            return await stream_once(HOST, target.port, path, body, target.key)
 
         ramp = min(4.0, tokens * delay / 3)
         streams = asyncio.gather(*(one(i) for i in range(count)))
         await asyncio.sleep(ramp + 0.5)  # every stream under way
+        argv = [str(target.port), target.key or "-", "10", "0.2", probe_path, probe_body]
         probe = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-c", PROBE, str(target.port), target.key or "-", "10", "0.2"],
-            stdout=asyncio.subprocess.PIPE,
+            sys.executable, "-c", PROBE, *argv, stdout=asyncio.subprocess.PIPE
         )
         probe_out, _ = await probe.communicate()
         results = await streams

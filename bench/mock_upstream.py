@@ -2,8 +2,12 @@
 
 One asyncio process (uvloop when installed), HTTP/1.1 with keep-alive, no framework:
 it must cost far less than what it measures. ``POST /v1/chat/completions`` answers a
-fixed completion, or streams one when the body says ``"stream": true``. Every
-streamed event carries ``"sent_ns"`` (``time.time_ns()`` when it was written) so the
+fixed completion, or streams one when the body says ``"stream": true``;
+``POST /v1/responses`` answers a fixed response object, or streams typed events
+(``response.created`` … ``response.output_text.delta`` … ``response.completed``, no
+``[DONE]``; bench/mock_responses.py); ``POST /v1/embeddings`` answers one embedding
+(``--dims`` floats) per input. Every streamed content event, and the final one,
+carries ``"sent_ns"`` (``time.time_ns()`` when it was written) so the
 load generator can tell how long the gateway held it. Body fields ``bench_tokens`` and
 ``bench_delay`` (seconds between tokens) override the command-line defaults per request.
 
@@ -15,7 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.mock_responses import RESPONSE, embeddings, response_stream  # noqa: E402
 
 COMPLETION = json.dumps(
     {
@@ -66,8 +76,8 @@ def _event(data: dict) -> bytes:
 class Mock(asyncio.Protocol):
     """One client connection: parse requests as they come, answer in order."""
 
-    def __init__(self, tokens: int, delay: float):
-        self.tokens, self.delay = tokens, delay
+    def __init__(self, tokens: int, delay: float, dims: int = 1536):
+        self.tokens, self.delay, self.dims = tokens, delay, dims
         self.buffer = b""
         self.transport = None
         self.busy = False
@@ -100,13 +110,19 @@ class Mock(asyncio.Protocol):
         method, path = head[0].split(" ")[:2]
         if method == "GET" and path.endswith("/models"):
             self.transport.write(_head("200 OK", "application/json", len(MODELS)) + MODELS)
-        elif method == "POST" and path.endswith("/chat/completions"):
+        elif method == "POST" and path.endswith(("/chat/completions", "/responses")):
             request = json.loads(body) if body else {}
+            chat = path.endswith("/chat/completions")
             if request.get("stream"):
                 self.busy = True
-                asyncio.get_running_loop().create_task(self._stream(request))
+                stream = self._stream if chat else self._response_stream
+                asyncio.get_running_loop().create_task(stream(request))
                 return
-            self.transport.write(_head("200 OK", "application/json", len(COMPLETION)) + COMPLETION)
+            answer = COMPLETION if chat else RESPONSE
+            self.transport.write(_head("200 OK", "application/json", len(answer)) + answer)
+        elif method == "POST" and path.endswith("/embeddings"):
+            answer = embeddings(json.loads(body).get("input"), self.dims)
+            self.transport.write(_head("200 OK", "application/json", len(answer)) + answer)
         else:
             self.transport.write(_head("404 Not Found", "application/json", 2) + b"{}")
         if self.buffer:
@@ -133,6 +149,25 @@ class Mock(asyncio.Protocol):
             counts = {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens}
             write(_event({**base, "choices": [], "usage": {**counts, "cost": 1e-05}}))
         write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        self._done()
+
+    async def _response_stream(self, request: dict) -> None:
+        tokens = int(request.get("bench_tokens", self.tokens))
+        delay = float(request.get("bench_delay", self.delay))
+        self.transport.write(_head("200 OK", "text/event-stream", None))
+        for event, pause in response_stream(tokens):
+            if self.transport is None:
+                return
+            self.transport.write(_chunk(event))
+            if pause and delay:
+                await asyncio.sleep(delay)
+        if self.transport is None:
+            return
+        self.transport.write(b"0\r\n\r\n")
+        self._done()
+
+    def _done(self) -> None:
+        """A stream has ended: read the requests that came meanwhile."""
         self.busy = False
         if self.buffer:
             self._next()
@@ -145,6 +180,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--tokens", type=int, default=20, help="tokens per streamed answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between tokens")
+    parser.add_argument("--dims", type=int, default=1536, help="floats per embedding")
     args = parser.parse_args()
     try:
         import uvloop
@@ -156,7 +192,7 @@ def main() -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: Mock(args.tokens, args.delay), args.host, args.port, backlog=4096
+            lambda: Mock(args.tokens, args.delay, args.dims), args.host, args.port, backlog=4096
         )
         print(f"mock upstream on http://{args.host}:{args.port}/v1", flush=True)
         async with server:

@@ -1,7 +1,9 @@
-"""A small asyncio HTTP/1.1 client for streamed chat completions (benchmarks only).
+"""A small asyncio HTTP/1.1 client for streamed chat completions and Responses streams
+(benchmarks only).
 
 It writes the request by hand and reads the chunked SSE answer as it arrives, noting
-when each event lands. The mock upstream stamps every event with ``sent_ns``, so the
+when each event lands. A chat stream ends with ``[DONE]``, a Responses stream with its
+``response.completed`` event. The mock upstream stamps every event with ``sent_ns``, so the
 gap between the upstream writing an event and the client reading it is measured on one
 clock, whatever sits between them.
 """
@@ -30,7 +32,7 @@ class StreamResult:
 
     @property
     def ok(self) -> bool:
-        """A 200 that ended with [DONE]."""
+        """A 200 that reached its end ([DONE], or response.completed)."""
         return self.status == 200 and self.done and self.error is None
 
 
@@ -104,7 +106,7 @@ class _StreamProtocol(asyncio.Protocol):
 async def stream_once(
     host: str, port: int, path: str, body: dict, key: str | None, timeout: float = 60.0
 ) -> StreamResult:
-    """Send one streamed chat completion and read it to the end."""
+    """Send one streamed request and read it to the end."""
     result = StreamResult()
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
@@ -129,8 +131,11 @@ def _note(result: StreamResult, event: bytes, now_ns: int, started: float) -> No
     if b'"error"' in event:
         result.error = "error event"
     result.events += 1
-    if result.ttfb_ms is None and b'"content"' in event:
+    # content: a chat delta's; "delta":" a Responses text delta's
+    if result.ttfb_ms is None and (b'"content"' in event or b'"delta":"' in event):
         result.ttfb_ms = (time.perf_counter() - started) * 1000
+    if b'"type":"response.completed"' in event:
+        result.done = True
     sent = _SENT.search(event)
     if sent:
         result.lags_ms.append((now_ns - int(sent.group(1))) / 1e6)
@@ -139,7 +144,7 @@ def _note(result: StreamResult, event: bytes, now_ns: int, started: float) -> No
 async def streams_on_one_connection(
     host: str, port: int, path: str, bodies: list[dict], key: str | None, timeout: float = 60.0
 ) -> list[StreamResult]:
-    """Send streamed chat completions one after another on one keep-alive connection, as
+    """Send streamed requests one after another on one keep-alive connection, as
     the SDKs do (their HTTP clients pool connections), and read each to its end."""
     results = []
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -160,7 +165,8 @@ async def streams_on_one_connection(
 
 
 async def _read_one(reader: asyncio.StreamReader, result: StreamResult, started: float) -> None:
-    """Read one chunked SSE answer: up to ``[DONE]`` and the last chunk's ``0\\r\\n\\r\\n``."""
+    """Read one chunked SSE answer: up to its end (``[DONE]``, ``response.completed``) and
+    the last chunk's ``0\\r\\n\\r\\n``."""
     buffer, head = b"", None
     while True:
         data = await reader.read(65536)

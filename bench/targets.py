@@ -1,9 +1,12 @@
-"""What the benchmark measures: the mock upstream, and Tally under gunicorn in front of it
-(with its own database and API key), as processes whose CPU time and memory can be read."""
+"""What the benchmark measures: the mock upstream; the floor (bench/floor.py, a bare Flask
+gateway under gunicorn with Tally's settings) in front of it; and Tally under gunicorn in
+front of it (with its own database and API key): each as a process tree (a gunicorn
+master, its workers, Tally's usage writer process) whose CPU time and memory are read."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,33 +41,39 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 class Target:
-    """Something to send chat requests to: the mock itself, or a Tally in front of it."""
+    """Something to send requests to: the mock itself, or a gateway (the floor, Tally) in
+    front of it."""
 
     def __init__(self, name: str, port: int, key: str | None = None):
         self.name, self.port, self.key = name, port, key
         self.proc: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        """Its chat completions URL."""
-        return f"http://{HOST}:{self.port}{CHAT}"
+    def url(self, path: str = CHAT) -> str:
+        """The URL of ``path`` on it (chat completions by default)."""
+        return f"http://{HOST}:{self.port}{path}"
 
     def pids(self) -> list[int]:
-        """The process and its children (gunicorn's workers)."""
+        """The process and all its descendants: gunicorn's master, its workers and, for
+        Tally, the usage writer process the master starts."""
         if self.proc is None:
             return []
-        pids = [self.proc.pid]
+        children: dict[int, list[int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == self.proc.pid:
-                pids.append(int(stat.parent.name))
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, ()))
         return pids
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process and its children so far."""
+        """User + system CPU time of the process and its descendants so far (each one's
+        own time: a process that has ended is no longer counted)."""
         total = 0
         for pid in self.pids():
             try:
@@ -75,7 +84,7 @@ class Target:
         return total / TICK
 
     def rss_mb(self) -> float:
-        """Resident memory of the process and its children, summed."""
+        """Resident memory of the process and its descendants, summed."""
         total = 0
         for pid in self.pids():
             try:
@@ -87,11 +96,39 @@ class Target:
         return total / 1024
 
 
+class Floor(Target):
+    """The floor (bench/floor.py) under gunicorn with gunicorn.conf.py's settings and server
+    hooks, without the usage writer process (bench/floor_gunicorn.conf.py)."""
+
+    def __init__(self, name: str, upstream_port: int, workdir: Path, worker_class: str | None):
+        super().__init__(name, free_port(), key=f"sk-floor-{secrets.token_hex(8)}")
+        self.upstream_port = upstream_port
+        self.log = workdir / f"{name}.log"
+        self.env = {**os.environ, "TALLY_BIND": f"{HOST}:{self.port}"}
+        if worker_class:
+            self.env["TALLY_WORKER_CLASS"] = worker_class
+
+    def start(self) -> None:
+        """Start gunicorn and wait for /healthz."""
+        app = f"bench.floor:create_app(upstream_port={self.upstream_port}, key={self.key!r})"
+        config = str(ROOT / "bench/floor_gunicorn.conf.py")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", config, app],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_http(f"http://{HOST}:{self.port}/healthz")
+
+
 class Tally(Target):
     """Tally under gunicorn (gunicorn.conf.py) with its own database and API key."""
 
     def __init__(self, name, upstream_port, workdir: Path, args, worker_class, root=ROOT):
         super().__init__(name, free_port())
+        self.worker_class = worker_class
         self.root = Path(root)
         self.database_url = args.database_url or f"sqlite:///{workdir / name}.db"
         self.log = workdir / f"{name}.log"
