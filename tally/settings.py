@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_UPSTREAM_TIMEOUT = 300.0
+# gunicorn's master hands its usage writer process's socket to the workers it forks
+# through the environment (tally/services/writer_process.py).
+USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
@@ -70,8 +73,20 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         max_body_bytes=_number(env, "TALLY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
-        usage_socket=env.get("TALLY_USAGE_SOCKET") or None,
+        usage_socket=env.get(USAGE_SOCKET_ENV) or None,
     )
+
+
+def default_instance_path() -> str:
+    """The instance folder beside app.py (Flask's own default for the ``app`` module):
+    gunicorn's master and its usage writer process find the workers' folder with it."""
+    return str(Path(__file__).resolve().parent.parent / "instance")
+
+
+def export_usage_socket(path: str) -> None:
+    """Tell the workers forked after this call where the usage writer process listens
+    (read back by :func:`load_settings` as ``usage_socket``)."""
+    os.environ[USAGE_SOCKET_ENV] = path
 
 
 def _number(env: Mapping[str, str], name: str, default, kind):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,6 @@ class Outcome:
     model: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, status: int, code: str | None, message: str | None) -> None:
         """Mark the call failed; the first failure seen is the one recorded."""

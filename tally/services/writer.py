@@ -18,7 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from tally.db import make_engine, make_session_factory, utcnow
 from tally.services.usage import WRITER_INFO_KEY, CallRecord, Outcome, record_calls
-from tally.services.writer_process import RemoteSink
+from tally.services.writer_socket import RemoteSink
 
 log = logging.getLogger(__name__)
 _STOP = object()
