@@ -67,10 +67,5 @@ def worker_exit(server, worker):
     """Hand over (or write) the usage rows still queued before the worker process ends."""
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
-    if gateway is None:
-        return
-    from tally.services.writer import usage_writer
-
-    writer = usage_writer(gateway.sessions)
-    if writer is not None:
-        writer.close()
+    if gateway is not None and gateway.writer is not None:
+        gateway.writer.close()

@@ -48,14 +48,14 @@ def _panel_context(
 @bp.get("/config")
 def config_page():
     """The active config as a form, with the preview and the revision history."""
-    current = active_config(get_db())
+    current = active_config(get_db(), gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, _preview_id(request.args)))
 
 
 @bp.get("/config/preview")
 def config_preview():
     """The identifier an internal id would get under the current and the edited config."""
-    current = active_config(get_db())
+    current = active_config(get_db(), gateway().cache)
     context = _panel_context(current, _typed_fields(request.args), _preview_id(request.args))
     if not is_htmx():
         return render(PAGE, **context)
@@ -66,7 +66,7 @@ def config_preview():
 def config_save():
     """Save the edited config as a new revision (nothing is saved when nothing changed)."""
     db = get_db()
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     values = _typed_fields(request.form)
     preview_id = _preview_id(request.form)
     try:
@@ -83,7 +83,7 @@ def config_save():
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, preview_id, message=message))
 
 
@@ -94,11 +94,11 @@ def config_rollback(revision_id: int):
     try:
         revision = rollback_config(db, revision_id, actor())
     except RevisionError as exc:
-        current = active_config(db)
+        current = active_config(db, gateway().cache)
         return form_error(PAGE, PANEL, str(exc), **_panel_context(current, {}, DEFAULT_PREVIEW_ID))
     message = f"Rolled back to revision {revision_id}: saved as revision {revision.id}."
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, DEFAULT_PREVIEW_ID, message=message))

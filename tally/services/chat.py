@@ -50,7 +50,7 @@ def proxy_chat(
     validate_chat_body(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id)
     with gateway.sessions() as session:
-        config = active_config(session)
+        config = active_config(session, gateway.cache)
     if claim is None and config.require_identity:
         raise InvalidRequest(
             "This gateway requires an end user: send identity.id, user, or the "
@@ -240,7 +240,7 @@ def _relay(gateway, response, call, outcome, started, hide_usage) -> Iterator[by
     finally:
         response.close()
         outcome.latency_ms = _ms(started)
-        record_call_safely(gateway.sessions, call, outcome)
+        record_call_safely(gateway, call, outcome)
 
 
 def _inspect(event: bytes, outcome: Outcome, started: float, hide_usage: bool):
@@ -291,7 +291,7 @@ def _finish(gateway, call, outcome, started, status=None, code=None, message=Non
     if status is not None:
         outcome.fail(status, code, message)
     outcome.latency_ms = _ms(started)
-    record_call_safely(gateway.sessions, call, outcome)
+    record_call_safely(gateway, call, outcome)
 
 
 def _broken(exc: requests.RequestException) -> UpstreamError:
