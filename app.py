@@ -7,10 +7,8 @@ from typing import Any
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from tally.cache import install_cache
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
-from tally.services.writer import install_writer
 from tally.settings import load_settings
 
 # Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
@@ -41,10 +39,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         DEMO_TOKEN_DELAY=0.03,
     )
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
-    gateway = app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
-    install_cache(gateway)
-    if settings.usage_writes == "background":
-        install_writer(gateway.sessions, settings.database_url, settings.usage_socket)
+    app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
 
     from blueprints import api, auth, cli, console, console_base, demo, extensions, health
 

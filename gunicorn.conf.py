@@ -3,7 +3,8 @@
 gevent workers: a stream costs a greenlet, not a thread, so one instance holds a
 thousand slow streams in a few hundred MB, and requests queue behind no thread pool.
 Measured against gthread in docs/benchmarks.md; the reasons are in docs/deployment.md.
-TALLY_BIND, TALLY_WORKERS, TALLY_WORKER_CLASS and TALLY_THREADS (gthread only) override.
+TALLY_BIND, TALLY_WORKERS, TALLY_WORKER_CLASS and TALLY_THREADS (gthread only) override;
+they are read, and checked, by tally/settings.py (``load_server_settings``).
 
 Usage rows: the workers hand them to a usage writer process that the master starts
 before them and stops after them (tally/services/writer_process.py).
@@ -15,12 +16,19 @@ queued (``worker_exit``) before it exits; the writer process writes them and sto
 
 import gc
 import os
+import sys
 
-bind = os.environ.get("TALLY_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("TALLY_WORKERS", "2"))  # one per core
-worker_class = os.environ.get("TALLY_WORKER_CLASS", "gevent")
+from tally.settings import SettingsError, load_server_settings
+
+try:
+    tally_settings = load_server_settings()
+except SettingsError as exc:  # one line naming the variable, not a traceback
+    sys.exit(f"gunicorn.conf.py: {exc}")
+bind = tally_settings.bind
+workers = tally_settings.workers  # one per core
+worker_class = tally_settings.worker_class
 worker_connections = 2000  # gevent: open connections (streams included) per worker
-threads = int(os.environ.get("TALLY_THREADS", "600"))  # gthread only: one per open stream
+threads = tally_settings.threads  # gthread only: one per open stream
 backlog = 2048
 timeout = 120  # a worker whose main loop is silent this long is restarted
 graceful_timeout = 120  # SIGTERM: streams get this long to finish (minute-long answers)
@@ -28,6 +36,7 @@ keepalive = 5
 accesslog = None  # Tally writes its own JSON access log (tally.logs)
 # gevent's default resolver hands every getaddrinfo to a thread pool; c-ares resolves
 # asynchronously on the event loop (measured: a burst of new upstream connections).
+# gevent's own variable, not a Tally setting: an operator's GEVENT_RESOLVER wins.
 os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
 
@@ -42,7 +51,7 @@ def on_starting(server):
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
     usage rows (tally/services/writer_process.py)."""
-    if os.environ.get("TALLY_USAGE_WRITES") == "inline":
+    if tally_settings.usage_writes == "inline":
         return  # every row is written before its answer ends: nothing to hand over
     from tally.services.writer_process import start
 
@@ -67,10 +76,5 @@ def worker_exit(server, worker):
     """Hand over (or write) the usage rows still queued before the worker process ends."""
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
-    if gateway is None:
-        return
-    from tally.services.writer import usage_writer
-
-    writer = usage_writer(gateway.sessions)
-    if writer is not None:
-        writer.close()
+    if gateway is not None and gateway.writer is not None:
+        gateway.writer.close()

@@ -119,8 +119,9 @@ def _require_key() -> AuthenticatedKey:
         raise AuthenticationFailed(
             "Missing API key: send it as 'Authorization: Bearer <Tally API key>'."
         )
-    with _gateway().sessions() as session:
-        key = authenticate(session, token.strip())
+    gateway = _gateway()
+    with gateway.sessions() as session:
+        key = authenticate(session, token.strip(), gateway.cache)
     if key is None:
         raise AuthenticationFailed("Incorrect or revoked API key.")
     return key

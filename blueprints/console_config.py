@@ -57,14 +57,14 @@ def _panel_context(
 @bp.get("/config")
 def config_page():
     """The active config as a form, with the preview and the revision history."""
-    current = active_config(get_db())
+    current = active_config(get_db(), gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, _preview_id(request.args)))
 
 
 @bp.get("/config/preview")
 def config_preview():
     """The identifier an internal id would get under the current and the edited config."""
-    current = active_config(get_db())
+    current = active_config(get_db(), gateway().cache)
     context = _panel_context(current, _typed_fields(request.args), _preview_id(request.args))
     if not is_htmx():
         return render(PAGE, **context)
@@ -73,7 +73,9 @@ def config_preview():
 
 def _form_again() -> dict:
     form = request.form
-    return _panel_context(active_config(get_db()), _typed_fields(form), _preview_id(form))
+    return _panel_context(
+        active_config(get_db(), gateway().cache), _typed_fields(form), _preview_id(form)
+    )
 
 
 @bp.post("/config")
@@ -81,7 +83,7 @@ def _form_again() -> dict:
 def config_save():
     """Save the edited config as a new revision (nothing is saved when nothing changed)."""
     db = get_db()
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     preview_id = _preview_id(request.form)
     edited = current.with_fields(_typed_fields(request.form))
     if edited.as_fields() == current.as_fields():
@@ -93,13 +95,15 @@ def config_save():
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, preview_id, message=message))
 
 
 @bp.post("/config/revisions/<int:revision_id>/rollback")
 @on_domain_error(
-    PAGE, PANEL, lambda: _panel_context(active_config(get_db()), {}, DEFAULT_PREVIEW_ID)
+    PAGE,
+    PANEL,
+    lambda: _panel_context(active_config(get_db(), gateway().cache), {}, DEFAULT_PREVIEW_ID),
 )
 def config_rollback(revision_id: int):
     """Make an earlier revision's config active again, as a new revision."""
@@ -109,5 +113,5 @@ def config_rollback(revision_id: int):
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db)
+    current = active_config(db, gateway().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, DEFAULT_PREVIEW_ID, message=message))

@@ -30,19 +30,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from tally.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_AGE = 1.0  # seconds: the longest an entry lives without a version check to vouch for it
 MAX_ENTRIES = 10_000  # API keys cached per process; the oldest half goes when full
-SESSION_INFO_KEY = "tally.cache"
 _PENDING = "tally.cache.pending"
 _COUNTER = struct.Struct("<Q")
 # The tables whose rows the caches copy. A change to a row of one of them, committed
 # through a watched session, invalidates every cache everywhere.
 WATCHED_TABLES = frozenset({"api_keys", "config_revisions"})
-# Columns that change on every request and that no cache holds.
+# Columns that change on every request and that no cache holds (unit-of-work changes only).
 IGNORED_COLUMNS = frozenset({"last_used_at"})
 
 
@@ -163,24 +164,23 @@ def make_version(instance_path: str, redis_url: str | None) -> Version:
     return FileVersion(Path(instance_path, "cache-version"))
 
 
-def install_cache(gateway) -> Cache:
-    """Give ``gateway``'s sessions a cache versioned for its deployment."""
-    settings = gateway.settings
-    cache = Cache(make_version(settings.instance_path, settings.ratelimit_storage_uri))
-    watch_sessions(gateway.sessions, cache)
-    return cache
-
-
-def cache_of(session: Session) -> Cache | None:
-    """The cache a session was made with (see :func:`watch_sessions`), if any."""
-    return session.info.get(SESSION_INFO_KEY)
+def build_cache(settings: Settings) -> Cache:
+    """A cache versioned for ``settings``' deployment (see :func:`make_version`)."""
+    return Cache(make_version(settings.instance_path, settings.ratelimit_storage_uri))
 
 
 def watch_sessions(sessions: sessionmaker, cache: Cache) -> None:
-    """Hand ``cache`` to every session of ``sessions`` and bump the version after any
-    commit that changed an API key or a config revision, whoever made it (API, console,
-    CLI): they all use this session factory."""
-    sessions.kw.setdefault("info", {})[SESSION_INFO_KEY] = cache
+    """Bump ``cache``'s version after any commit of ``sessions`` that changed an API key
+    or a config revision, whoever made it (API, console, CLI): they all use this session
+    factory. Lookups are handed the cache explicitly (``authenticate``, ``active_config``).
+
+    Objects changed through the unit of work are looked at column by column: touching
+    only :data:`IGNORED_COLUMNS` does not count. An ORM bulk statement on a watched
+    table (``session.execute(update(ApiKey)…)``) always counts: SQLAlchemy has no public
+    way to tell which columns it sets, and a needless bump costs one reload per process.
+    Core statements on the session's connection (``session.connection().execute``) are
+    not seen at all; the usage writer touches ``last_used_at`` that way, on purpose.
+    """
 
     @event.listens_for(sessions, "before_flush")
     def note_changes(session: Session, _context, _instances) -> None:
@@ -194,17 +194,14 @@ def watch_sessions(sessions: sessionmaker, cache: Cache) -> None:
                 return
 
     @event.listens_for(sessions, "do_orm_execute")
-    def note_bulk_changes(state) -> None:
+    def note_bulk_changes(state: ORMExecuteState) -> None:
         if not (state.is_insert or state.is_update or state.is_delete):
             return
-        table = getattr(state.statement, "table", None)
-        if getattr(table, "name", None) not in WATCHED_TABLES:
-            return
-        values = getattr(state.statement, "_values", None) or {}
-        columns = {getattr(column, "key", str(column)) for column in values}
-        if state.is_update and columns and columns <= IGNORED_COLUMNS:
-            return
-        state.session.info[_PENDING] = True
+        tables = {mapper.local_table.name for mapper in state.all_mappers}
+        if not tables:  # a Core statement on a Table run through the session
+            tables = {getattr(state.statement.table, "name", None)}
+        if tables & WATCHED_TABLES:
+            state.session.info[_PENDING] = True
 
     @event.listens_for(sessions, "after_commit")
     def bump(session: Session) -> None:

@@ -1,4 +1,5 @@
-"""The per-process runtime: database engine, sessions, upstream client and the HMAC key.
+"""The per-process runtime: database engine, sessions, upstream client, caches, the
+usage writer and the HMAC key.
 
 Built once by the app factory and kept in ``app.extensions["tally"]``; services take it
 as an argument instead of reaching for globals.
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
+from tally.services.writer import UsageWriter, build_usage_writer
 from tally.settings import Settings
 from tally.upstream import UpstreamClient
 
@@ -24,6 +27,8 @@ class Gateway:
     engine: Engine
     sessions: sessionmaker
     upstream: UpstreamClient
+    cache: Cache  # API keys and the active config; pass it to authenticate/active_config
+    writer: UsageWriter | None = None  # background usage rows; None: written inline
 
     @property
     def hash_key(self) -> bytes:
@@ -35,16 +40,24 @@ class Gateway:
 
 
 def build_gateway(settings: Settings, demo_token_delay: float = 0.03) -> Gateway:
-    """Create the engine, session factory and upstream client for ``settings``."""
+    """Create the engine, session factory, upstream client, cache and usage writer for
+    ``settings``. Every session of the factory bumps the cache version when it commits
+    a change to an API key or the config, whoever uses it (API, console, CLI)."""
     engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    cache = build_cache(settings)
+    watch_sessions(sessions, cache)
+    background = settings.usage_writes == "background"
     return Gateway(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         upstream=UpstreamClient(
             settings.upstream_url,
             settings.upstream_api_key,
             settings.upstream_timeout,
             demo_token_delay=demo_token_delay,
         ),
+        cache=cache,
+        writer=build_usage_writer(settings) if background else None,
     )

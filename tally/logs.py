@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO
 
-from werkzeug.wsgi import ClosingIterator
-
 _HANDLER_NAME = "tally.json"
 # LogRecord's own attributes: whatever else a record carries came in through ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -111,6 +109,10 @@ class AccessLog:
     SKIPPED = frozenset({"/healthz", "/readyz"})
 
     def __init__(self, wsgi_app):
+        # imported here: processes that only log (the usage writer process) need no werkzeug
+        from werkzeug.wsgi import ClosingIterator
+
+        self._closing = ClosingIterator
         self.wsgi_app = wsgi_app
         self.log = logging.getLogger("tally.access")
 
@@ -139,7 +141,7 @@ class AccessLog:
             finally:
                 self._write(environ, answer, started)
 
-        return ClosingIterator(body, closed)
+        return self._closing(body, closed)
 
     def _write(self, environ, answer: dict, started: float) -> None:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")

@@ -1,8 +1,10 @@
 """Tally's configuration: the one module that reads the environment.
 
-Everything else receives a :class:`Settings` (or reads ``app.config["TALLY"]``).
-Secrets that are not given are generated once and kept in the instance folder,
-so every worker and every restart of one box agrees on them.
+Everything else receives a :class:`Settings` (or reads ``app.config["TALLY"]``);
+gunicorn.conf.py reads its own knobs through :func:`load_server_settings`, which needs
+no instance folder. Secrets that are not given are generated once and kept in the
+instance folder, so every worker and every restart of one box agrees on them. A value
+Tally cannot use is a :class:`SettingsError` naming the variable and what it takes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_UPSTREAM_TIMEOUT = 300.0
+# gunicorn's master hands its usage writer process's socket to the workers it forks
+# through the environment (tally/services/writer_process.py).
+USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+USAGE_WRITES = ("background", "inline")  # the first is the default
+WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
 
 
 class SettingsError(ValueError):
@@ -37,11 +44,6 @@ class Settings:
     usage_writes: str = "background"
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
-
-    @property
-    def uses_demo_upstream(self) -> bool:
-        """True when no upstream is configured and the built-in demo answers."""
-        return self.upstream_url is None
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -68,20 +70,76 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         ratelimit_storage_uri=env.get("TALLY_RATELIMIT_STORAGE_URI") or None,
         upstream_timeout=_number(env, "TALLY_UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT, float),
         max_body_bytes=_number(env, "TALLY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
-        usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
+        usage_writes=_choice(env, "TALLY_USAGE_WRITES", USAGE_WRITES),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
-        usage_socket=env.get("TALLY_USAGE_SOCKET") or None,
+        usage_socket=env.get(USAGE_SOCKET_ENV) or None,
     )
 
 
+def default_instance_path() -> str:
+    """The instance folder beside app.py (Flask's own default for the ``app`` module):
+    gunicorn's master and its usage writer process find the workers' folder with it."""
+    return str(Path(__file__).resolve().parent.parent / "instance")
+
+
+def export_usage_socket(path: str) -> None:
+    """Tell the workers forked after this call where the usage writer process listens
+    (read back by :func:`load_settings` as ``usage_socket``)."""
+    os.environ[USAGE_SOCKET_ENV] = path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py configures gunicorn's master with (docs/deployment.md)."""
+
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2  # one per core
+    worker_class: str = "gevent"
+    threads: int = 600  # gthread only: one per open stream
+    usage_writes: str = "background"  # inline: no usage writer process
+
+
+def load_server_settings(overrides: Mapping[str, str] | None = None) -> ServerSettings:
+    """Read ``TALLY_BIND``, ``TALLY_WORKERS``, ``TALLY_WORKER_CLASS``, ``TALLY_THREADS``
+    and ``TALLY_USAGE_WRITES``, ``overrides`` taking precedence over the environment."""
+    env = {**os.environ, **(overrides or {})}
+    defaults = ServerSettings()
+    return ServerSettings(
+        bind=_bind(env.get("TALLY_BIND") or defaults.bind),
+        workers=_number(env, "TALLY_WORKERS", defaults.workers, int),
+        worker_class=_choice(env, "TALLY_WORKER_CLASS", WORKER_CLASSES),
+        threads=_number(env, "TALLY_THREADS", defaults.threads, int),
+        usage_writes=_choice(env, "TALLY_USAGE_WRITES", USAGE_WRITES),
+    )
+
+
+def _bind(raw: str) -> str:
+    """gunicorn's address forms: ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH``."""
+    value = raw.strip()
+    if value.startswith("unix:"):
+        valid = len(value) > len("unix:")
+    elif value.endswith("]") or ":" not in value:  # a host alone: gunicorn's port 8000
+        valid = bool(value)
+    else:
+        host, _, port = value.rpartition(":")
+        valid = bool(host) and port.isdigit() and 0 < int(port) < 65536
+    if not valid or any(c.isspace() for c in value):
+        raise SettingsError(
+            f"TALLY_BIND must be HOST:PORT (e.g. 127.0.0.1:8000) or unix:PATH, got {raw!r}"
+        )
+    return value
+
+
 def _number(env: Mapping[str, str], name: str, default, kind):
+    """The variable as a positive ``kind`` (int or float), or ``default`` when unset."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
+    what = "a whole number" if kind is int else "a number"
     try:
         value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
     return value

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, select, update
 
 from tally.cache import Cache, FileVersion
+from tally.identity import EndUserClaim
 from tally.models import ApiKey
 from tally.services.keys import authenticate, revoke_api_key
 from tally.services.tracking import active_config
+from tally.services.usage import CallRecord, Outcome, record_call_safely
 from tests.support import configure
 
 
@@ -74,11 +76,12 @@ def _queries(engine):
 def test_key_and_config_lookups_do_not_query_the_database_twice(app, make_key):
     gateway = app.extensions["tally"]
     raw = make_key("web")
+    cache = gateway.cache
     with gateway.sessions() as session:
-        first = authenticate(session, raw), active_config(session)
+        first = authenticate(session, raw, cache), active_config(session, cache)
     seen = _queries(gateway.engine)
     with gateway.sessions() as session:
-        assert (authenticate(session, raw), active_config(session)) == first
+        assert (authenticate(session, raw, cache), active_config(session, cache)) == first
     assert seen == []
 
 
@@ -95,37 +98,58 @@ def test_a_key_revoked_in_one_process_is_refused_by_the_other_at_once(two_apps):
         from tally.services.keys import create_api_key
 
         _, raw = create_api_key(session, "shared", "test")
+    cache = b.extensions["tally"].cache
     with b.extensions["tally"].sessions() as session:
-        assert authenticate(session, raw) is not None  # now cached in b
+        assert authenticate(session, raw, cache) is not None  # now cached in b
     with a.extensions["tally"].sessions() as session:
         revoke_api_key(session, "shared", "test")
     with b.extensions["tally"].sessions() as session:
-        assert authenticate(session, raw) is None
+        assert authenticate(session, raw, cache) is None
 
 
 def test_a_config_saved_in_one_process_is_active_in_the_other_at_once(two_apps):
     a, b = two_apps
+    cache = b.extensions["tally"].cache
     with b.extensions["tally"].sessions() as session:
-        assert active_config(session).prefix == "tally"
+        assert active_config(session, cache).prefix == "tally"
     revision = configure(a, prefix="acme")
     with b.extensions["tally"].sessions() as session:
-        config = active_config(session)
+        config = active_config(session, cache)
     assert (config.prefix, config.revision_id) == ("acme", revision)
 
 
-def test_a_bulk_update_of_keys_invalidates_but_last_used_does_not(app, make_key):
+def test_recording_calls_does_not_invalidate_but_a_bulk_update_of_keys_does(app, make_key):
+    """Every request touches its key's ``last_used_at`` (usage.record_calls): that must not
+    bump the version, or every request would empty every cache. A bulk ORM update of the
+    keys table is a change whatever it sets."""
     gateway = app.extensions["tally"]
-    version = gateway.sessions.kw["info"]["tally.cache"].version
+    version, cache = gateway.cache.version, gateway.cache
     raw = make_key("web")
+    with gateway.sessions() as session:
+        key = authenticate(session, raw, cache)
     before = version.read()
+    call = CallRecord("r1", key.id, EndUserClaim("ada", "user"), "tally_ada", None, "m", False)
+    record_call_safely(gateway, call, Outcome())
     with gateway.sessions() as session:
-        session.execute(update(ApiKey).values(last_used_at=None))
-        session.commit()
-    assert version.read() == before
-    with gateway.sessions() as session:
-        assert authenticate(session, raw) is not None
+        assert session.get(ApiKey, key.id).last_used_at is not None
+        assert version.read() == before
         session.execute(update(ApiKey).values(revoked_at=ApiKey.created_at))
         session.commit()
     assert version.read() == before + 1
     with gateway.sessions() as session:
-        assert authenticate(session, raw) is None
+        assert authenticate(session, raw, cache) is None
+
+
+def test_a_unit_of_work_change_counts_unless_it_only_touches_last_used(app, make_key):
+    gateway = app.extensions["tally"]
+    version = gateway.cache.version
+    make_key("web")
+    before = version.read()
+    with gateway.sessions() as session:
+        key = session.scalars(select(ApiKey)).one()
+        key.last_used_at = key.created_at
+        session.commit()
+        assert version.read() == before
+        key.name = "renamed"
+        session.commit()
+    assert version.read() == before + 1

@@ -4,7 +4,10 @@ writer wait does not make the API wait."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +89,20 @@ def test_a_locked_database_does_not_stall_the_api(gunicorn, upstream, app, make_
     while len(request_rows(app)) < 7:
         assert time.monotonic() < deadline, "rows held up by the lock were not written"
         time.sleep(0.05)
+
+
+def test_a_bad_server_setting_stops_gunicorn_with_one_line_naming_it():
+    env = {**os.environ, "TALLY_WORKERS": "two"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "gunicorn.conf.py: TALLY_WORKERS must be a whole number, got 'two'"
+    )
+    assert "Traceback" not in result.stderr

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from tally.models import RequestLog, UpstreamIdentifier
 from tally.services.keys import create_api_key, revoke_api_key
-from tally.services.writer import usage_writer
 from tests.support import chat, configure
 
 pytestmark = pytest.mark.skipif(
@@ -44,14 +43,14 @@ def instances(make_app, serve, upstream, tmp_path):
     a.key = b.key = key
     yield a, b
     for server in servers:
-        writer = usage_writer(server.flask_app.extensions["tally"].sessions)
+        writer = server.flask_app.extensions["tally"].writer
         writer.flush()
 
 
 def flush(*servers) -> None:
     """Wait for both instances' background writers."""
     for server in servers:
-        assert usage_writer(server.flask_app.extensions["tally"].sessions).flush()
+        assert server.flask_app.extensions["tally"].writer.flush()
 
 
 def test_a_config_change_on_a_is_used_by_b_from_the_next_request(instances, upstream):

@@ -5,7 +5,13 @@ import stat
 
 import pytest
 
-from tally.settings import Settings, SettingsError, load_settings
+from tally.settings import (
+    ServerSettings,
+    Settings,
+    SettingsError,
+    load_server_settings,
+    load_settings,
+)
 
 
 def test_defaults(tmp_path, monkeypatch):
@@ -14,7 +20,7 @@ def test_defaults(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     settings = load_settings(str(tmp_path))
     assert settings.database_url == "sqlite:///" + str(tmp_path / "tally.db")
-    assert settings.upstream_url is None and settings.uses_demo_upstream
+    assert settings.upstream_url is None and settings.usage_writes == "background"
     assert settings.upstream_timeout == 300 and settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.ratelimit_storage_uri is None
 
@@ -62,3 +68,52 @@ def test_secrets_stay_out_of_reprs(tmp_path):
     text = repr(settings)
     assert isinstance(settings, Settings)
     assert "sk-or-secret" not in text and "hmac-secret" not in text and "pw@" not in text
+
+
+def test_server_defaults_need_no_instance_folder(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("TALLY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    assert load_server_settings() == ServerSettings(
+        bind="127.0.0.1:8000", workers=2, worker_class="gevent", threads=600
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TALLY_WORKERS", "4")
+    settings = load_server_settings(
+        {"TALLY_BIND": "0.0.0.0:9000", "TALLY_WORKER_CLASS": "gthread", "TALLY_THREADS": "64"}
+    )
+    assert (settings.bind, settings.workers) == ("0.0.0.0:9000", 4)
+    assert (settings.worker_class, settings.threads) == ("gthread", 64)
+    assert load_server_settings({"TALLY_USAGE_WRITES": "inline"}).usage_writes == "inline"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TALLY_WORKERS", "two", "TALLY_WORKERS must be a whole number, got 'two'"),
+        ("TALLY_WORKERS", "2.5", "TALLY_WORKERS must be a whole number"),
+        ("TALLY_WORKERS", "0", "TALLY_WORKERS must be positive"),
+        ("TALLY_THREADS", "-1", "TALLY_THREADS must be positive"),
+        ("TALLY_WORKER_CLASS", "eventlet", "TALLY_WORKER_CLASS must be one of gevent, gthread"),
+        ("TALLY_BIND", "localhost:http", "TALLY_BIND must be HOST:PORT"),
+        ("TALLY_BIND", "127.0.0.1:70000", "TALLY_BIND must be HOST:PORT"),
+        ("TALLY_USAGE_WRITES", "later", "TALLY_USAGE_WRITES must be one of background, inline"),
+    ],
+)
+def test_bad_server_settings_are_refused_by_name(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        load_server_settings({name: value})
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8000", "localhost", "[::1]:8000", "unix:/run/t.sock"])
+def test_gunicorn_bind_forms_are_accepted(value):
+    assert load_server_settings({"TALLY_BIND": value}).bind == value
+
+
+def test_bad_usage_writes_mode_is_refused_for_the_app_too(tmp_path):
+    with pytest.raises(SettingsError, match="TALLY_USAGE_WRITES"):
+        load_settings(str(tmp_path), {"TALLY_USAGE_WRITES": "sometimes"})

@@ -3,17 +3,22 @@ without it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
+import types
+import typing
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import requests
 
 from tally.identity import EndUserClaim
+from tally.services import writer_socket
 from tally.services.usage import CallRecord, Outcome
-from tally.services.writer_process import FRAME, decode_batch, encode_batch
+from tally.services.writer_socket import FRAME, decode_batch, encode_batch
 from tests.support import request_rows
 
 
@@ -48,10 +53,96 @@ def test_a_batch_crosses_the_socket_unchanged():
             datetime(2026, 11, 23, 16, 0, 1),
         ),
     ]
+    assert round_trip(items) == items
+
+
+def round_trip(items: list) -> list:
     frame = encode_batch(items)
     (size,) = FRAME.unpack(frame[: FRAME.size])
     assert size == len(frame) - FRAME.size
-    assert decode_batch(frame[FRAME.size :]) == items
+    return decode_batch(frame[FRAME.size :])
+
+
+def sample(hint, name: str):
+    """A value of type ``hint`` that is no field's default, built from the type alone: a
+    field added to CallRecord or Outcome is then covered with no change to this test."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return sample(next(a for a in typing.get_args(hint) if a is not type(None)), name)
+    origin = typing.get_origin(hint) or hint
+    if dataclasses.is_dataclass(origin):
+        return filled(origin)
+    samples = {
+        str: f"{name}-ä",
+        bool: True,
+        int: 41 + len(name),
+        float: 0.25 + len(name),
+        dict: {name: [1, 2.5, "x", None], "nested": {"k": True}},
+        list: [name, 3],
+        tuple: (name, 3),
+        datetime: datetime(2026, 11, 23, 16, 0, len(name), 123456),
+    }
+    if origin not in samples:
+        raise TypeError(f"no sample for {name}: {hint!r}; add one above")
+    return samples[origin]
+
+
+def filled(cls):
+    """An instance of ``cls`` with every field set to a value of its own."""
+    hints = typing.get_type_hints(cls)
+    instance = cls(**{f.name: sample(hints[f.name], f.name) for f in dataclasses.fields(cls)})
+    for field in dataclasses.fields(cls):
+        default = field.default_factory() if callable(field.default_factory) else field.default
+        assert getattr(instance, field.name) != default, field.name
+    return instance
+
+
+def test_every_field_of_a_call_and_its_outcome_crosses_the_socket():
+    items = [(filled(CallRecord), filled(Outcome), datetime(2026, 1, 2, 3, 4, 5, 6))]
+    assert items[0][0].claim.profile  # the nested EndUserClaim, whole
+    assert round_trip(items) == items
+
+
+@dataclasses.dataclass(frozen=True)
+class CallRecordWithMore(CallRecord):
+    """CallRecord as another change may grow it."""
+
+    endpoint: str = "chat.completions"
+    cached_at: datetime | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class OutcomeWithMore(Outcome):
+    """Outcome as another change may grow it."""
+
+    cached_tokens: int | None = None
+    cache: EndUserClaim | None = None
+
+
+def test_a_field_added_to_the_dataclasses_crosses_with_no_codec_change(monkeypatch):
+    monkeypatch.setattr(writer_socket, "CallRecord", CallRecordWithMore)
+    monkeypatch.setattr(writer_socket, "Outcome", OutcomeWithMore)
+    items = [(filled(CallRecordWithMore), filled(OutcomeWithMore), datetime(2026, 1, 2))]
+    assert items[0][0].endpoint != "chat.completions" and items[0][1].cached_tokens
+    assert round_trip(items) == items
+
+
+def test_fields_unknown_to_the_reader_are_dropped_and_missing_ones_defaulted(monkeypatch):
+    monkeypatch.setattr(writer_socket, "CallRecord", CallRecordWithMore)
+    frame = encode_batch(
+        [(CallRecord("r", None, None, None, None, "m", False), Outcome(), datetime(2026, 1, 2))]
+    )
+    [(call, _outcome, _ended)] = decode_batch(frame[FRAME.size :])
+    assert (call.request_id, call.endpoint) == ("r", "chat.completions")
+    monkeypatch.setattr(writer_socket, "CallRecord", CallRecord)
+    frame = encode_batch([(filled(CallRecordWithMore), Outcome(), datetime(2026, 1, 2))])
+    [(call, _outcome, _ended)] = decode_batch(frame[FRAME.size :])
+    assert type(call) is CallRecord
+
+
+def test_an_unreadable_frame_is_refused():
+    with pytest.raises((ValueError, TypeError)):
+        decode_batch(b'[[{"request_id": "r"}, {}, "2026-01-02T00:00:00"]]')
 
 
 def processes_of(parent: int) -> dict[int, str]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tally.cache import cache_of
+from tally.cache import Cache
 from tally.db import utcnow
 from tally.errors import DomainError
 from tally.models import ApiKey, EndUser
@@ -94,14 +94,13 @@ def revoke_api_key(session: Session, name: str, actor: str) -> ApiKey:
     return key
 
 
-def authenticate(session: Session, raw: str) -> AuthenticatedKey | None:
+def authenticate(session: Session, raw: str, cache: Cache | None = None) -> AuthenticatedKey | None:
     """The active key whose secret is ``raw``, or None.
 
-    Served from the process cache when the session has one (tally.cache): a revocation
-    bumps the cache version, so a revoked key is refused by the next request anywhere.
+    Served from ``cache`` (the gateway's, tally.cache) when given: a revocation bumps
+    the cache version, so a revoked key is refused by the next request anywhere.
     """
     digest = hash_secret(raw)
-    cache = cache_of(session)
     if cache is None:
         return _load_key(session, digest)
     return cache.get(("key", digest), lambda: _load_key(session, digest))

@@ -58,7 +58,7 @@ class _Call:
         if error is not None:
             self.outcome.fail(error.status, error.code, error.message)
         self.outcome.latency_ms = elapsed_ms(self.started)
-        record_call_safely(self.gateway.sessions, self.record, self.outcome)
+        record_call_safely(self.gateway, self.record, self.outcome)
 
 
 def proxy(
@@ -74,7 +74,7 @@ def proxy(
     endpoint.validate(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id)
     with gateway.sessions() as session:
-        config = active_config(session)
+        config = active_config(session, gateway.cache)
     identifier = stamp(config, claim, gateway.hash_key)
     upstream_body = attach(
         body, config, identifier, _profile(claim), embeddings=endpoint.embeddings

@@ -5,19 +5,19 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tally.cache import cache_of
+from tally.cache import Cache
 from tally.models import ConfigRevision
 from tally.services.audit import add_audit
 from tally.tracking import FIELDS, TrackingConfig
 
 
-def active_config(session: Session) -> TrackingConfig:
+def active_config(session: Session, cache: Cache | None = None) -> TrackingConfig:
     """The active tracking config (PRODUCT.md's defaults before any revision exists).
 
-    Served from the process cache when the session has one (tally.cache): a new
-    revision bumps the cache version, so every instance uses it from the next request.
+    Served from ``cache`` (the gateway's, tally.cache) when given: a new revision bumps
+    the cache version, so every instance uses it from the next request. Without it, read
+    from the session (as a transaction that is about to change the config must).
     """
-    cache = cache_of(session)
     if cache is None:
         return _load_active_config(session)
     return cache.get("config", lambda: _load_active_config(session))

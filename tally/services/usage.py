@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
 from tally.services.identities import PROFILE_COLUMNS
 
+if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
+    from tally.gateway import Gateway
+
 log = logging.getLogger(__name__)
-WRITER_INFO_KEY = "tally.usage_writer"
 
 
 @dataclass
@@ -33,7 +35,6 @@ class Outcome:
     model: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, status: int, code: str | None, message: str | None) -> None:
         """Mark the call failed; the first failure seen is the one recorded."""
@@ -205,18 +206,17 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
     return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
 
 
-def record_call_safely(sessions: sessionmaker, call: CallRecord, outcome: Outcome) -> None:
-    """record_call in its own session; a database failure is logged, never raised into
-    a response that is already on its way to the client.
+def record_call_safely(gateway: Gateway, call: CallRecord, outcome: Outcome) -> None:
+    """Record one finished call; a database failure is logged, never raised into a
+    response that is already on its way to the client.
 
-    When the session factory carries a ``UsageWriter`` (production), the row is
-    handed to it and written in the background, after the answer has gone out.
+    With a background writer (``gateway.writer``, production) the row is queued and
+    written after the answer has gone out; else it is written now, in its own session.
     """
-    writer = sessions.kw.get("info", {}).get(WRITER_INFO_KEY)  # see tally.services.writer
-    if writer is not None:
-        writer.submit(call, outcome)
+    if gateway.writer is not None:
+        gateway.writer.submit(call, outcome)
         return
-    with sessions() as session:
+    with gateway.sessions() as session:
         try:
             record_call(session, call, outcome)
         except Exception:

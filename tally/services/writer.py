@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy.orm import sessionmaker
 
 from tally.db import make_engine, make_session_factory, utcnow
-from tally.services.usage import WRITER_INFO_KEY, CallRecord, Outcome, record_calls
-from tally.services.writer_process import RemoteSink
+from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.services.writer_socket import RemoteSink
+from tally.settings import Settings
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -145,23 +146,14 @@ def run_native(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
-def install_writer(
-    sessions: sessionmaker, database_url: str | None = None, socket_path: str | None = None
-) -> UsageWriter:
-    """Make ``record_call_safely`` hand rows from ``sessions`` to a background writer.
+def build_usage_writer(settings: Settings) -> UsageWriter:
+    """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
 
-    With ``socket_path`` (under gunicorn.conf.py) the batches go to the usage writer
-    process (tally/services/writer_process.py), and are written here only when it cannot
-    be reached. With ``database_url`` the writer has an engine of its own: its native
-    thread then shares no connection pool (and no pool lock) with the request loop.
+    With ``settings.usage_socket`` (under gunicorn.conf.py) the batches go to the usage
+    writer process (tally/services/writer_process.py), and are written here only when it
+    cannot be reached. The writer has an engine of its own: its native thread then
+    shares no connection pool (and no pool lock) with the request loop.
     """
-    own = make_session_factory(make_engine(database_url, pool_size=2)) if database_url else None
-    remote = RemoteSink(socket_path) if socket_path else None
-    writer = UsageWriter(own or sessions, remote=remote)
-    sessions.kw.setdefault("info", {})[WRITER_INFO_KEY] = writer
-    return writer
-
-
-def usage_writer(sessions: sessionmaker) -> UsageWriter | None:
-    """The background writer of ``sessions``, if it has one."""
-    return sessions.kw.get("info", {}).get(WRITER_INFO_KEY)
+    sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
+    remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
+    return UsageWriter(sessions, remote=remote)

@@ -8,141 +8,32 @@ a thread inside a worker it shared the GIL with the request loop: requests that 
 during a batch were the slow one percent (docs/benchmarks.md). If the socket cannot be
 reached, a worker writes its batch itself, as it would without this process.
 
-Frames are a 4-byte length and a JSON array of calls; the socket lives in a private
+Frames are described in tally/services/writer_socket.py; the socket lives in a private
 directory (mode 0700) and is only ever spoken to by the workers of the same gunicorn.
+The process builds only what writing rows needs (settings, an engine, a
+:class:`UsageWriter`), not the web app: it imports no Flask, blueprint or upstream code.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import socketserver
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 
-from tally.identity import EndUserClaim
-from tally.services.usage import CallRecord, Outcome
+from tally.db import make_engine, make_session_factory
+from tally.logs import configure_logging
+from tally.services.writer import UsageWriter
+from tally.services.writer_socket import FRAME, MAX_FRAME, decode_batch
+from tally.settings import default_instance_path, export_usage_socket, load_settings
 
 log = logging.getLogger(__name__)
-FRAME = struct.Struct("!I")
-MAX_FRAME = 64 * 1024 * 1024
-SOCKET_ENV = "TALLY_USAGE_SOCKET"
-
-Item = tuple[CallRecord, Outcome, datetime]
-
-
-def encode_batch(items: list[Item]) -> bytes:
-    """A batch of finished calls as one frame."""
-    rows = []
-    for call, outcome, ended in items:
-        claim = call.claim
-        rows.append(
-            [
-                call.request_id,
-                call.api_key_id,
-                None if claim is None else [claim.external_id, claim.source, claim.profile],
-                call.identifier,
-                call.revision_id,
-                call.model,
-                call.stream,
-                call.is_demo,
-                call.endpoint,
-                outcome.status,
-                outcome.error_code,
-                outcome.error_message,
-                outcome.usage,
-                outcome.generation_id,
-                outcome.model,
-                outcome.latency_ms,
-                outcome.ttft_ms,
-                ended.isoformat(),
-            ]
-        )
-    data = json.dumps(rows, separators=(",", ":"), default=str).encode()
-    return FRAME.pack(len(data)) + data
-
-
-def decode_batch(data: bytes) -> list[Item]:
-    """The calls of one frame's payload (the length already taken off)."""
-    items = []
-    for row in json.loads(data):
-        (request_id, key_id, claim, identifier, revision_id, model, stream, is_demo) = row[:8]
-        endpoint = row[8]
-        (status, code, message, usage, generation_id, answered_by, latency, ttft) = row[9:17]
-        call = CallRecord(
-            request_id=request_id,
-            api_key_id=key_id,
-            claim=None if claim is None else EndUserClaim(*claim),
-            identifier=identifier,
-            revision_id=revision_id,
-            model=model,
-            stream=stream,
-            is_demo=is_demo,
-            endpoint=endpoint,
-        )
-        outcome = Outcome(
-            status=status,
-            error_code=code,
-            error_message=message,
-            usage=usage,
-            generation_id=generation_id,
-            model=answered_by,
-            latency_ms=latency,
-            ttft_ms=ttft,
-        )
-        items.append((call, outcome, datetime.fromisoformat(row[17])))
-    return items
-
-
-class RemoteSink:
-    """A worker's connection to the writer process (under gevent, a cooperative one)."""
-
-    RETRY_AFTER = 5.0  # seconds without trying again once the process could not be reached
-
-    def __init__(self, path: str):
-        self.path = path
-        self._sock: socket.socket | None = None
-        self._retry_at = 0.0
-
-    def send(self, items: list[Item]) -> bool:
-        """Hand ``items`` over; False when the writer process cannot take them (the
-        caller then writes them itself). A frame cut short is dropped by the reader."""
-        if self._sock is None and time.monotonic() < self._retry_at:
-            return False
-        try:
-            if self._sock is None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(10)
-                sock.connect(self.path)
-                self._sock = sock
-                if self._retry_at:
-                    log.warning("usage writer process reachable again")
-                    self._retry_at = 0.0
-            self._sock.sendall(encode_batch(items))
-            return True
-        except OSError as exc:
-            if not self._retry_at:
-                log.error(
-                    "usage writer process unreachable (%s); this worker writes its own rows", exc
-                )
-            self._retry_at = time.monotonic() + self.RETRY_AFTER
-            self.close()
-            return False
-
-    def close(self) -> None:
-        """Drop the connection."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -210,15 +101,14 @@ def serve(writer, path: str) -> None:
 
 
 def main() -> None:
-    """``python -m tally.services.writer_process SOCKET``: the app's own settings and
-    database (the same environment as the workers), its background usage writer."""
-    from app import create_app  # the composition root: settings, engine, writer
-    from tally.services.writer import usage_writer
-
-    os.environ.pop(SOCKET_ENV, None)
-    os.environ["TALLY_USAGE_WRITES"] = "background"
-    gateway = create_app().extensions["tally"]
-    serve(usage_writer(gateway.sessions), sys.argv[1])
+    """``python -m tally.services.writer_process SOCKET INSTANCE_PATH``: the deployment's
+    settings (the same environment and instance folder as the workers), an engine of its
+    own and a background usage writer; nothing of the web app."""
+    socket_path, instance_path = sys.argv[1], sys.argv[2]
+    settings = load_settings(instance_path)
+    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
+    engine = make_engine(settings.database_url, pool_size=2)
+    serve(UsageWriter(make_session_factory(engine)), socket_path)
 
 
 class WriterProcess:
@@ -241,15 +131,17 @@ class WriterProcess:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start(cwd: str | None = None, timeout: float = 30.0) -> WriterProcess | None:
+def start(
+    cwd: str | None = None, instance_path: str | None = None, timeout: float = 30.0
+) -> WriterProcess | None:
     """Start the writer process and export its socket to the workers forked after this
-    (``TALLY_USAGE_SOCKET``). None, with an error logged, when it does not come up:
-    the workers then write their own rows."""
+    (``TALLY_USAGE_SOCKET``, see :func:`tally.settings.export_usage_socket`). None, with
+    an error logged, when it does not come up: the workers then write their own rows."""
     directory = tempfile.mkdtemp(prefix="tally-usage-")  # mode 0700
     path = os.path.join(directory, "usage.sock")
-    env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+    instance_path = instance_path or default_instance_path()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.services.writer_process", path], cwd=cwd, env=env
+        [sys.executable, "-m", "tally.services.writer_process", path, instance_path], cwd=cwd
     )
     writer = WriterProcess(proc, directory)
     deadline = time.monotonic() + timeout
@@ -259,7 +151,7 @@ def start(cwd: str | None = None, timeout: float = 30.0) -> WriterProcess | None
             writer.stop(timeout=5)
             return None
         time.sleep(0.05)
-    os.environ[SOCKET_ENV] = path
+    export_usage_socket(path)
     return writer
 
 
