@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from tally.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from tally.errors import InvalidRequest, UpstreamError
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.keys import AuthenticatedKey
@@ -24,7 +22,6 @@ from tally.services.tracking import active_config
 from tally.services.usage import CallRecord, Outcome, record_call_safely
 from tally.sse import EventSplitter, encode_event, event_data
 from tally.tracking import attach, check_identifier, derive_identifier
-from tally.upstream import is_read_timeout
 
 _DONE = object()
 
@@ -83,12 +80,12 @@ def proxy_chat(
     )
     outcome = Outcome()
     try:
-        response = gateway.upstream.post_chat(upstream_body, stream=stream)
+        response = gateway.upstream.post("/chat/completions", upstream_body, stream=stream)
     except UpstreamError as exc:
         _finish(gateway, call, outcome, started, exc.status, exc.code, exc.message)
         raise
     content_type = response.headers.get("Content-Type", "")
-    if stream and response.status_code < 400 and content_type.startswith("text/event-stream"):
+    if stream and response.status < 400 and content_type.startswith("text/event-stream"):
         headers = {
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
@@ -127,16 +124,17 @@ def validate_chat_body(body: Any) -> None:
 
 def list_models(gateway: Gateway) -> ChatResponse:
     """The upstream's model list, passed through."""
-    response = gateway.upstream.get_models()
-    if response.status_code >= 400:
-        raise upstream_error(response.status_code, response.content, gateway)
+    response = gateway.upstream.get("/models")
+    content = response.read()
+    if response.status >= 400:
+        raise upstream_error(response.status, content, gateway)
     try:
-        json.loads(response.content)
+        json.loads(content)
     except ValueError:
         raise UpstreamError(
             "The upstream's model list is not JSON.", code="upstream_malformed"
         ) from None
-    return ChatResponse(200, {"Content-Type": "application/json"}, response.content)
+    return ChatResponse(200, {"Content-Type": "application/json"}, content)
 
 
 def upstream_error(status: int, content: bytes, gateway: Gateway) -> UpstreamError:
@@ -164,15 +162,14 @@ def upstream_error(status: int, content: bytes, gateway: Gateway) -> UpstreamErr
 
 def _whole(gateway, response, call, outcome, started) -> ChatResponse:
     try:
-        content = response.content
-    except requests.RequestException as exc:
-        err = _broken(exc)
+        content = response.read()
+    except UpstreamError as err:
         _finish(gateway, call, outcome, started, err.status, err.code, err.message)
-        raise err from None
+        raise
     finally:
         response.close()
-    if response.status_code >= 400:
-        err = upstream_error(response.status_code, content, gateway)
+    if response.status >= 400:
+        err = upstream_error(response.status, content, gateway)
         _finish(gateway, call, outcome, started, err.status, err.code, err.message)
         raise err
     try:
@@ -207,7 +204,7 @@ def _relay(gateway, response, call, outcome, started, hide_usage) -> Iterator[by
     done = False
     outcome.generation_id = response.headers.get("X-Generation-Id")
     try:
-        for chunk in response.iter_content(chunk_size=None):
+        for chunk in response.stream():
             # Events that arrived in one read leave in one write: no added latency, and
             # a relay that falls behind catches up with fewer syscalls, not more.
             parts = []
@@ -229,8 +226,7 @@ def _relay(gateway, response, call, outcome, started, hide_usage) -> Iterator[by
             )
             outcome.fail(err.status, err.code, err.message)
             yield encode_event(json.dumps(err.to_dict()))
-    except requests.RequestException as exc:
-        err = _broken(exc)
+    except UpstreamError as err:
         outcome.fail(err.status, err.code, err.message)
         yield encode_event(json.dumps(err.to_dict()))
     except GeneratorExit:
@@ -292,15 +288,6 @@ def _finish(gateway, call, outcome, started, status=None, code=None, message=Non
         outcome.fail(status, code, message)
     outcome.latency_ms = _ms(started)
     record_call_safely(gateway.sessions, call, outcome)
-
-
-def _broken(exc: requests.RequestException) -> UpstreamError:
-    if is_read_timeout(exc):
-        return UpstreamTimeout("The upstream stopped sending before the answer was complete.")
-    return UpstreamError(
-        "The upstream connection broke before the answer was complete.",
-        code="upstream_disconnected",
-    )
 
 
 def _profile(claim: EndUserClaim | None) -> dict[str, Any] | None:
