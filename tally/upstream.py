@@ -150,7 +150,7 @@ class UpstreamClient:
         """Remove the upstream API key from text that came back from the upstream."""
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
-    def _send(self, method: str, path: str, data: bytes | None, stream: bool):
+    def _send(self, method: str, path: str, data: bytes | None, stream: bool) -> UpstreamResponse:
         try:
             raw = self._pool.urlopen(
                 method,
