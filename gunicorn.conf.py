@@ -42,10 +42,10 @@ os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
 def on_starting(server):
     """Before any worker forks: answers leave with their head and first body bytes in one
-    send (tally/serving.py)."""
+    send (tally/serving.py; on a gunicorn it supports, else one log line)."""
     from tally.serving import install
 
-    install()
+    install(server.log)
 
 
 def when_ready(server):

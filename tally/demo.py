@@ -7,24 +7,26 @@ chunk when ``stream_options.include_usage`` is set. Its answers say plainly that
 come from the demo, and repeat the upstream identifier Tally attached, so a newcomer
 can see the tracking at work.
 
-Tally's upstream client reaches it in-process through :class:`DemoAdapter` (no
-loopback hop, no worker waiting on another worker); ``/demo/v1/...`` serves the same
-answers over HTTP for anyone who wants to call it directly.
+Tally's upstream client reaches it in-process through :class:`DemoPool` (no loopback
+hop, no worker waiting on another worker), whose answers are real urllib3 responses,
+so the client's reading and streaming code is the production one; ``/demo/v1/...``
+serves the same answers over HTTP for anyone who wants to call it directly.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
 
+BASE_URL = "http://demo-upstream.tally.invalid/v1"
+BASE_PATH = "/v1"
 MODELS = ("tally/demo-echo", "tally/demo-mini")
 PROMPT_PRICE = 0.5 / 1_000_000  # dollars per token, like a small hosted model
 COMPLETION_PRICE = 1.5 / 1_000_000
@@ -166,52 +168,78 @@ def json_answer(status: int, payload: dict, headers: dict | None = None):
     return status, {**(headers or {}), "Content-Type": "application/json"}, iter([data])
 
 
-class _ChunkStream:
-    """Just enough of urllib3's response for ``requests`` to stream from an iterator."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = chunks
-
-    def stream(self, chunk_size=None, decode_content=True):
-        yield from self._chunks
-
-    def read(self, amt=None, **_):
-        return b"".join(self._chunks)
-
-    def close(self):
-        close = getattr(self._chunks, "close", None)
-        if close:
-            close()
-
-    def release_conn(self):
-        self.close()
-
-
-class DemoAdapter(BaseAdapter):
-    """A requests transport that answers from :func:`respond` without a socket."""
+class DemoPool:
+    """Stands in for urllib3's connection pool when no upstream is configured: answers
+    from :func:`respond` with a real ``urllib3.HTTPResponse`` over the demo's pieces, so
+    Tally's upstream client reads the demo exactly as it reads a real upstream."""
 
     def __init__(self, token_delay: float = 0.03):
-        super().__init__()
         self.token_delay = token_delay
 
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        """Answer ``request`` from the demo."""
-        path = urlsplit(request.url).path.removeprefix("/v1")
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        **_: Any,
+    ) -> HTTPResponse:
+        """Answer one request; ``url`` is a path under :data:`BASE_URL`'s."""
         try:
-            body = json.loads(request.body) if request.body else None
+            payload = json.loads(body) if body else None
         except ValueError:
-            body = None
-        status, headers, chunks = respond(request.method, path, body, self.token_delay)
-        response = requests.Response()
-        response.status_code = status
-        response.reason = "OK" if status < 400 else "Error"
-        response.headers = CaseInsensitiveDict(headers)
-        response.raw = _ChunkStream(chunks)
-        response.url = request.url
-        response.request = request
-        response.encoding = "utf-8"
-        response.connection = self
-        return response
+            payload = None
+        path = url.removeprefix(BASE_PATH)
+        status, headers, pieces = respond(method, path, payload, self.token_delay)
+        return HTTPResponse(
+            body=_Pieces(pieces),
+            headers=headers,
+            status=status,
+            reason=HTTPStatus(status).phrase,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            request_method=method,
+            request_url=BASE_URL.removesuffix(BASE_PATH) + url,
+        )
 
-    def close(self):
-        """Nothing to release."""
+
+class _Pieces(io.RawIOBase):
+    """The demo's body as a file: ``read1`` hands over the next piece the moment the
+    demo makes it (after its token delay), ``read`` all of them."""
+
+    def __init__(self, pieces: Iterator[bytes]):
+        self._pieces = pieces
+        self._left = b""
+
+    def readable(self) -> bool:
+        """A body is read, never written."""
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        """The rest of the current piece, or the next one; b"" at the end."""
+        data = self._left or next(self._pieces, b"")
+        if 0 <= size < len(data):
+            data, self._left = data[:size], data[size:]
+        else:
+            self._left = b""
+        return data
+
+    def readinto(self, buffer) -> int:
+        """As :meth:`read1`, into ``buffer``."""
+        data = self.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        """Every piece left, joined."""
+        data = self._left + b"".join(self._pieces)
+        self._left = b""
+        return data
+
+    def close(self) -> None:
+        """Stop the demo's generator (a client that went away mid-stream)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        super().close()

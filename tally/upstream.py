@@ -1,37 +1,107 @@
-"""The upstream router client: the only module that uses ``requests``.
+"""The upstream router client: Tally's only outbound HTTP on the request path.
 
 One connection pool per process. Connection-level failures become
 :class:`UpstreamError` (502) or :class:`UpstreamTimeout` (504); an upstream answer of
-any status is handed back, as a :class:`requests.Response`, for the caller to relay.
+any status is handed back, as an :class:`UpstreamResponse`, for the caller to relay.
 
-Requests to a real upstream go straight to urllib3's pool and the answer is wrapped in a
-``requests.Response`` by hand: ``Session.request`` (settings merging, cookies, hooks,
-redirect logic Tally never uses) cost about 0.9 ms of CPU per call on the benchmark
-machine, more than the rest of the gateway's work. The wrapped response reads, streams,
-raises and closes exactly as one from ``Session.request`` (same headers on the wire,
-same CA bundle, no retries, no redirects). The built-in demo upstream, a requests
-adapter, keeps the Session.
+The hot path calls urllib3's ``HTTPConnectionPool.urlopen`` itself instead of going
+through ``requests.Session``: urllib3 is requests' own transport, and
+``Session.request`` (settings merging, cookies, hooks, redirect logic Tally never uses)
+costs more CPU per call than the rest of the gateway's own work (docs/benchmarks.md).
+Only urllib3's public API is used (``urlopen(preload_content=False)``,
+``HTTPResponse.read``, ``read1``, ``stream``, ``close``, ``release_conn``), and the
+request is the one requests would send: its default headers (User-Agent and all),
+certifi's CA bundle, no retries, no redirects, compressed answers decoded.
+
+The built-in demo upstream (:mod:`tally.demo`) plugs in as a pool of its own whose
+answers are real ``urllib3.HTTPResponse`` objects, so reading it runs this same code.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
-import requests
+import certifi
 import urllib3
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
-from requests.utils import DEFAULT_CA_BUNDLE_PATH, default_headers, get_encoding_from_headers
-from urllib3.exceptions import ReadTimeoutError
+from requests.utils import default_headers
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 
+from tally import demo
 from tally.errors import UpstreamError, UpstreamTimeout
 
-DEMO_BASE_URL = "http://demo-upstream.tally.invalid/v1"
 CONNECT_TIMEOUT = 10.0
 # What ``retries=False, redirect=False`` becomes inside urllib3, built once, not per call.
 NO_RETRIES = urllib3.Retry(False, redirect=False)
+# read1's ceiling for a body that is not chunked: larger than any SSE event.
+READ_SIZE = 65536
+
+
+class Pool(Protocol):
+    """What the client needs of a connection pool: urllib3's ``urlopen``."""
+
+    def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """Send one request; return the answer with its body still unread."""
+
+
+class UpstreamResponse:
+    """One upstream answer: its status and headers, and its body to read or stream."""
+
+    __slots__ = ("status", "headers", "_raw", "_body")
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse):
+        self.status: int = raw.status
+        # urllib3's HTTPHeaderDict: case-insensitive lookups
+        self.headers: Mapping[str, str] = raw.headers
+        self._raw = raw
+        self._body: bytes | None = None
+
+    def read(self) -> bytes:
+        """The whole body (decoded when it came compressed); read once, then kept."""
+        if self._body is None:
+            try:
+                self._body = self._raw.read()
+            except (HTTPError, OSError) as exc:
+                raise _broken(exc) from None
+        return self._body
+
+    def stream(self) -> Iterator[bytes]:
+        """The body's pieces the moment each arrives: a chunk of a chunked body as soon as
+        it is complete (urllib3's ``read_chunked``, which undoes the framing), otherwise
+        whatever one buffered read returns. Nothing waits for a buffer to fill."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        raw = self._raw
+        try:
+            if "chunked" in raw.headers.get("Transfer-Encoding", "").lower():
+                # Measured per piece, as cheap as the hand-written dechunker this replaced
+                # (read1 goes through http.client's chunk reader and costs twice as much).
+                # decode_content is spelled out: read_chunked does not decode on None.
+                # Chunks that arrived together leave one by one (no public API tells what
+                # is already buffered): same CPU per event, but a relay that fell behind
+                # catches up with one write per event instead of one per read.
+                yield from raw.stream(None, decode_content=True)
+            else:
+                while piece := raw.read1(READ_SIZE):
+                    yield piece
+        except (HTTPError, OSError) as exc:
+            raise _broken(exc) from None
+
+    def close(self) -> None:
+        """Release the connection: back to the pool for the next call when the body was
+        read to its end (urllib3 already put it back then), closed otherwise (what is
+        left of the body is not worth reading), its pool slot kept either way."""
+        self._raw.close()
+        self._raw.release_conn()
 
 
 class UpstreamClient:
@@ -47,279 +117,90 @@ class UpstreamClient:
         demo_token_delay: float = 0.03,
     ):
         self.is_demo = base_url is None
-        self.base_url = DEMO_BASE_URL if base_url is None else base_url.rstrip("/")
+        self.base_url = demo.BASE_URL if base_url is None else base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self._pool_timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
-        self._pool, self._base_path = None, ""
-        if not self.is_demo:
-            self._pool, self._base_path = _upstream_pool(self.base_url, pool_size)
-        self._default_headers = dict(default_headers())  # what requests would send
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy or netrc surprises from the environment
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._pool: Pool
         if self.is_demo:
-            from tally.demo import DemoAdapter
-
-            self._session.mount(DEMO_BASE_URL, DemoAdapter(token_delay=demo_token_delay))
+            self._pool = demo.DemoPool(token_delay=demo_token_delay)
+        else:
+            self._pool = _upstream_pool(self.base_url, pool_size)
+        self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
+        # Built once: the headers requests would send, then ours (urllib3 only reads them).
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        json_post = {**default_headers(), "Content-Type": "application/json"}
+        self._headers = {
+            ("GET", False): {**default_headers(), **auth},
+            ("POST", False): {**json_post, **auth},
+            ("POST", True): {**json_post, "Accept": "text/event-stream", **auth},
+        }
 
     def __repr__(self) -> str:  # the API key stays out of reprs and logs
         return f"UpstreamClient(base_url={self.base_url!r}, demo={self.is_demo})"
 
-    def post_chat(self, body: dict[str, Any], *, stream: bool) -> requests.Response:
-        """POST ``/chat/completions``; with ``stream`` the body is read as it arrives."""
+    def post(self, path: str, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+        """POST ``body`` as JSON to ``path`` (e.g. ``/chat/completions``). With ``stream``
+        the body is left for :meth:`UpstreamResponse.stream`; without, it is read here."""
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        return self._send("POST", "/chat/completions", data=data, headers=headers, stream=stream)
+        return self._send("POST", path, data, stream)
 
-    def get_models(self) -> requests.Response:
-        """GET ``/models``."""
-        return self._send("GET", "/models", headers={}, stream=False)
+    def get(self, path: str) -> UpstreamResponse:
+        """GET ``path`` (e.g. ``/models``), its body read."""
+        return self._send("GET", path, None, False)
 
     def scrub(self, text: str) -> str:
         """Remove the upstream API key from text that came back from the upstream."""
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
-    def _send(self, method: str, path: str, *, headers: dict, stream: bool, data=None):
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        if not self.is_demo:
-            return self._send_pooled(method, path, headers, data, stream)
-        try:
-            return self._session.request(
-                method,
-                self.base_url + path,
-                data=data,
-                headers=headers,
-                stream=stream,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.exceptions.RequestException as exc:
-            raise self._failure(exc) from None
-
-    def _send_pooled(self, method: str, path: str, headers: dict, data, stream: bool):
+    def _send(self, method: str, path: str, data: bytes | None, stream: bool) -> UpstreamResponse:
         try:
             raw = self._pool.urlopen(
                 method,
                 self._base_path + path,
                 body=data,
-                headers={**self._default_headers, **headers},
+                headers=self._headers[method, stream],
                 timeout=self._pool_timeout,
                 retries=NO_RETRIES,
                 redirect=False,
                 preload_content=False,
-                decode_content=False,
+                decode_content=True,
             )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # urllib3 makes NewConnectionError (refused) a ConnectTimeoutError: not a timeout
-            timed_out = isinstance(exc, urllib3.exceptions.TimeoutError)
-            if timed_out and not isinstance(exc, urllib3.exceptions.NewConnectionError):
-                raise UpstreamTimeout(
-                    f"The upstream did not answer within {self.timeout[1]:g} seconds."
-                ) from None
-            raise UpstreamError(
-                f"The upstream could not be reached ({_requests_name(exc)})."
-            ) from None
-        response = _wrap(raw, self.base_url + path)
+        except (HTTPError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        response = UpstreamResponse(raw)
         if not stream:
             try:
-                response.content  # noqa: B018 - read now, as Session.request(stream=False) does
-            except requests.RequestException as exc:
-                response.close()
-                raise self._failure(exc) from None
+                response.read()
+            finally:
+                response.close()  # read to the end: the connection is back in the pool
         return response
 
-    def _failure(self, exc: requests.RequestException) -> UpstreamError:
-        """The UpstreamError (502) or UpstreamTimeout (504) a requests error stands for."""
-        if is_read_timeout(exc):
-            return UpstreamTimeout(
-                f"The upstream did not answer within {self.timeout[1]:g} seconds."
-            )
-        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-            return UpstreamError(
-                "The upstream connection broke before the answer was complete.",
-                code="upstream_disconnected",
-            )
-        return UpstreamError(f"The upstream could not be reached ({type(exc).__name__}).")
+    def _unreachable(self, exc: BaseException) -> UpstreamError:
+        """The error for a request that got no answer. urllib3 makes a refused connection
+        (NewConnectionError) a ConnectTimeoutError: it is not a timeout."""
+        if isinstance(exc, NewConnectionError):
+            return UpstreamError("The upstream could not be reached (ConnectionError).")
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+            seconds = self.timeout[0] if isinstance(exc, ConnectTimeoutError) else self.timeout[1]
+            return UpstreamTimeout(f"The upstream did not answer within {seconds:g} seconds.")
+        name = "SSLError" if isinstance(exc, SSLError) else "ConnectionError"
+        return UpstreamError(f"The upstream could not be reached ({name}).")
 
 
-def _upstream_pool(base_url: str, size: int) -> tuple[urllib3.HTTPConnectionPool, str]:
-    """The upstream host's connection pool, and the base URL's path. No PoolManager: it
-    parses the URL and looks the pool up on every call (a tenth of urllib3's time here)."""
-    url = urllib3.util.parse_url(base_url)
-    https = url.scheme == "https"
-    tls = {"ca_certs": DEFAULT_CA_BUNDLE_PATH, "cert_reqs": "CERT_REQUIRED"} if https else {}
-    pool = urllib3.connection_from_url(base_url, maxsize=size, block=False, **tls)
-    return pool, (url.path or "").rstrip("/")
+def _upstream_pool(base_url: str, size: int) -> urllib3.HTTPConnectionPool:
+    """The upstream host's connection pool. No PoolManager: it parses the URL and looks
+    the pool up on every call (a tenth of urllib3's time here)."""
+    https = urllib3.util.parse_url(base_url).scheme == "https"
+    tls = {"ca_certs": certifi.where(), "cert_reqs": "CERT_REQUIRED"} if https else {}
+    return urllib3.connection_from_url(base_url, maxsize=size, block=False, **tls)
 
 
-def _requests_name(exc: BaseException) -> str:
-    """The name requests gives this urllib3 error, so messages stay as they were."""
-    return "SSLError" if isinstance(exc, urllib3.exceptions.SSLError) else "ConnectionError"
-
-
-class _Response(requests.Response):
-    """A requests.Response whose ``iter_content(chunk_size=None)`` hands over each piece
-    of the body the moment it arrives, with one buffered read per piece.
-
-    requests' own generator goes through urllib3's ``read_chunked`` and three wrapper
-    layers per chunk, and hands over one chunk per call; profiled with 300 concurrent
-    streams, that was a third of the relay's CPU. Here one buffered read (``read1``)
-    is taken per piece and chunked framing is undone by hand, so several chunks that
-    arrived together leave together (see ``_dechunked``). Errors are
-    raised as requests raises them (ChunkedEncodingError for a broken body,
-    ConnectionError wrapping ReadTimeoutError for a timeout), so callers see no
-    difference. Compressed bodies take requests' path, which decodes them.
-    """
-
-    def iter_content(self, chunk_size=1, decode_unicode=False):
-        """As requests' iter_content; the fast path for ``chunk_size=None``."""
-        plain = self.headers.get("Content-Encoding", "identity").lower() == "identity"
-        source = getattr(self.raw, "_fp", None)
-        if chunk_size is not None or decode_unicode or not plain or source is None:
-            return super().iter_content(chunk_size, decode_unicode)
-        if self._content_consumed:
-            raise requests.exceptions.StreamConsumedError()
-        return self._pieces(source)
-
-    def _pieces(self, source):
-        if source.chunked and getattr(source, "chunk_left", None) is None and source.fp:
-            yield from self._dechunked(source)
-            return
-        while True:
-            piece = self._read1(source.read1, 65536)
-            if not piece:
-                break
-            yield piece
-        source.close()  # the body is complete: the connection can serve the next call
-        self._content_consumed = True
-
-    def _dechunked(self, source):
-        """Undo chunked framing ourselves: one buffered read may hold several chunks (a
-        relay that fell behind), and they leave as one piece, so the caller relays them
-        in one write instead of one per chunk."""
-        buffer, pieces = b"", []
-        while True:
-            data = self._read1(source.fp.read1, 65536)
-            if not data:
-                error = urllib3.exceptions.ProtocolError(
-                    "Connection broken: the stream ended inside a chunk",
-                    http.client.IncompleteRead(buffer),
-                )
-                raise requests.exceptions.ChunkedEncodingError(error)
-            buffer += data
-            while True:
-                line_end = buffer.find(b"\r\n")
-                if line_end < 0:
-                    break
-                try:
-                    size = int(buffer[:line_end].split(b";", 1)[0], 16)
-                except ValueError:
-                    error = urllib3.exceptions.ProtocolError(
-                        f"Connection broken: invalid chunk length {buffer[:line_end][:20]!r}"
-                    )
-                    raise requests.exceptions.ChunkedEncodingError(error) from None
-                if size == 0:
-                    if b"\r\n\r\n" not in buffer[line_end:]:
-                        break  # the trailer is not all here yet
-                    if pieces:
-                        yield b"".join(pieces)
-                    source.chunk_left, source.chunked = 0, False
-                    source.close()  # the body is complete: the connection can be reused
-                    self._content_consumed = True
-                    return
-                if len(buffer) < line_end + 2 + size + 2:
-                    break  # the rest of this chunk is still on its way
-                pieces.append(buffer[line_end + 2 : line_end + 2 + size])
-                buffer = buffer[line_end + 2 + size + 2 :]
-            if pieces:
-                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                pieces = []
-
-    def _read1(self, read, size: int) -> bytes:
-        try:
-            return read(size)
-        except TimeoutError as exc:
-            error = ReadTimeoutError(None, self.url, f"Read timed out. ({exc})")
-            raise requests.exceptions.ConnectionError(error) from None
-        except (http.client.HTTPException, OSError) as exc:
-            error = urllib3.exceptions.ProtocolError(f"Connection broken: {exc!r}", exc)
-            raise requests.exceptions.ChunkedEncodingError(error) from None
-
-
-def _wrap(raw: urllib3.BaseHTTPResponse, url: str) -> requests.Response:
-    """A requests.Response around urllib3's, as requests' HTTPAdapter.build_response
-    makes it (cookies aside: Tally keeps none)."""
-    response = _Response()
-    response.status_code = raw.status
-    response.headers = CaseInsensitiveDict(raw.headers)
-    response.encoding = get_encoding_from_headers(response.headers)
-    response.raw = raw
-    response.reason = raw.reason
-    response.url = url
-    return response
-
-
-def is_read_timeout(exc: BaseException) -> bool:
-    """True when a requests error (raised while reading a body) is a read timeout."""
-    if isinstance(exc, requests.exceptions.Timeout):
-        return True
-    return any(isinstance(arg, ReadTimeoutError) for arg in getattr(exc, "args", ()))
-
-
-class UpstreamResponse:
-    """An upstream answer as the pipeline reads it (status, headers, read, stream, close);
-    errors while reading are Tally's own UpstreamError / UpstreamTimeout."""
-
-    def __init__(self, response: requests.Response):
-        self._response = response
-        self.status = response.status_code
-        self.headers = response.headers
-
-    def read(self) -> bytes:
-        """The whole body."""
-        try:
-            return self._response.content
-        except requests.RequestException as exc:
-            raise _broken(exc) from None
-
-    def stream(self):
-        """Body pieces as they arrive."""
-        try:
-            yield from self._response.iter_content(chunk_size=None)
-        except requests.RequestException as exc:
-            raise _broken(exc) from None
-
-    def close(self) -> None:
-        """Release the connection."""
-        self._response.close()
-
-
-def _broken(exc: requests.RequestException) -> UpstreamError:
-    if is_read_timeout(exc):
+def _broken(exc: BaseException) -> UpstreamError:
+    """The error for a body that stopped before its end."""
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
         return UpstreamTimeout("The upstream stopped sending before the answer was complete.")
     return UpstreamError(
         "The upstream connection broke before the answer was complete.",
         code="upstream_disconnected",
     )
-
-
-def _post(self, path: str, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    headers = {"Content-Type": "application/json"}
-    if stream:
-        headers["Accept"] = "text/event-stream"
-    return UpstreamResponse(self._send("POST", path, data=data, headers=headers, stream=stream))
-
-
-def _get(self, path: str) -> UpstreamResponse:
-    return UpstreamResponse(self._send("GET", path, headers={}, stream=False))
-
-
-UpstreamClient.post = _post  # temporary: replaced by the urllib3-only client
-UpstreamClient.get = _get

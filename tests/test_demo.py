@@ -1,7 +1,12 @@
 """The built-in demo upstream, over HTTP at /demo/v1 and as Tally's default upstream."""
 
 import json
+import time
 
+import urllib3
+
+from tally import demo
+from tally.upstream import UpstreamClient
 from tests.support import request_rows
 
 
@@ -106,3 +111,37 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
     assert len(data) == 3 and data[0]["embedding"] == data[1]["embedding"] != data[2]["embedding"]
     [row] = request_rows(app)
     assert (row.endpoint, row.prompt_tokens) == ("embeddings", 5)
+
+
+def test_the_demo_answers_through_urllib3_piece_by_piece():
+    client = UpstreamClient(None, None, 5, demo_token_delay=0.05)
+    messages = [{"role": "user", "content": "hi"}]
+    body = {"model": "tally/demo-echo", "stream": True, "messages": messages}
+    started = time.perf_counter()
+    response = client.post("/chat/completions", body, stream=True)
+    assert (response.status, response.headers["content-type"]) == (200, "text/event-stream")
+    pieces = response.stream()
+    assert next(pieces) == b": TALLY DEMO PROCESSING\n\n"
+    assert next(pieces).startswith(b'data: {"id": "gen-demo-')  # the role chunk, no delay
+    first_word = next(pieces)
+    assert 0.05 <= time.perf_counter() - started < 0.5  # one token delay, not the whole answer
+    rest = b"".join(pieces)
+    response.close()
+    assert b'"content": "Hello"' in first_word
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert time.perf_counter() - started > 0.5  # the other words came one by one
+
+
+def test_the_demo_answers_every_call_as_an_upstream_would():
+    client = UpstreamClient(None, None, 5, demo_token_delay=0)
+    models = client.get("/models")
+    assert [m["id"] for m in json.loads(models.read())["data"]] == list(demo.MODELS)
+    missing = client.post("/images/generations", {"model": "m", "prompt": "x"}, stream=False)
+    assert missing.status == 404
+    error = json.loads(missing.read())["error"]
+    assert error["message"] == "The demo upstream has no POST /images/generations."
+    answer = demo.DemoPool(0).urlopen(
+        "POST", "/v1/chat/completions", body=b'{"model": "m"}', preload_content=False
+    )
+    assert isinstance(answer, urllib3.HTTPResponse)  # urllib3's own reading code runs
+    assert (answer.status, answer.reason) == (400, "Bad Request")

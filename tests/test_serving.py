@@ -1,12 +1,14 @@
-"""tally.serving: gunicorn's answers, with the head and the first body bytes in one send."""
+"""tally.serving: gunicorn's answers, with the head and the first body bytes in one send,
+byte for byte gunicorn's otherwise; these fail when the gunicorn internals it uses move."""
 
 from __future__ import annotations
 
+import gunicorn
 import pytest
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
-from tally.serving import CoalescingResponse
+from tally.serving import CoalescingResponse, install, supported
 
 
 class FakeRequest:
@@ -65,3 +67,23 @@ def test_the_head_leaves_with_the_first_event():
 def test_a_json_answer_is_one_send():
     [send] = answer(CoalescingResponse, *CASES["json"])
     assert send.endswith(b'\r\n\r\n{"a":1}')
+
+
+def test_the_installed_gunicorn_is_one_it_supports(monkeypatch):
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
+    assert supported(), f"check tally/serving.py against gunicorn {gunicorn.__version__}"
+    assert install() is True
+    assert wsgi.Response is CoalescingResponse
+
+
+@pytest.mark.parametrize("version", [(22, 0, 0), (28, 0, 0), (30, 1, 2)])
+def test_outside_its_range_gunicorn_keeps_its_own_and_one_line_says_so(
+    monkeypatch, caplog, version
+):
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)
+    gunicorns = wsgi.Response
+    monkeypatch.setattr(gunicorn, "version_info", version)
+    assert install() is False
+    assert wsgi.Response is gunicorns
+    [record] = caplog.records
+    assert "tally.serving" in record.getMessage() and record.levelname == "WARNING"

@@ -38,7 +38,7 @@ class UsageWriter:
 
     Under gevent the writer's thread is a greenlet on the worker's event loop, and the
     database calls would block that loop: a SQLite checkpoint's fsync or a slow commit
-    stalled every request of the worker (a 1-client p99 of 300 ms in the benchmark).
+    stalled every request of the worker (docs/benchmarks.md).
     So each batch is written on a native thread (:func:`run_native`), while the queue
     and the batching stay on the loop. With a ``remote`` (a worker under gunicorn.conf.py)
     a batch is handed to the usage writer process instead, and written here only when
