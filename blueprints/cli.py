@@ -16,8 +16,7 @@ from tally.services import seed as seed_service
 from tally.services.identities import trace_identifier
 from tally.services.keys import create_api_key, revoke_api_key
 from tally.services.operators import ROLES, create_operator
-from tally.services.tracking import active_config, save_config
-from tally.tracking import FIELDS
+from tally.services.tracking import FIELDS, active_config, save_config
 
 CLI_ACTOR = "cli"
 

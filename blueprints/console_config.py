@@ -15,8 +15,15 @@ from blueprints.console_base import (
     render,
 )
 from tally.services.revisions import history, preview, rollback_config
-from tally.services.tracking import active_config, save_config
-from tally.tracking import DIALECTS, FIELDS, HASH_MODES, ConfigFieldError, TrackingConfig
+from tally.services.tracking import (
+    DIALECTS,
+    FIELDS,
+    HASH_MODES,
+    ConfigFieldError,
+    TrackingConfig,
+    active_config,
+    save_config,
+)
 
 PAGE, PANEL, PREVIEW = "config/page.html", "config/_panel.html", "config/_preview.html"
 DEFAULT_PREVIEW_ID = "user_123"

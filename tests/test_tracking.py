@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tally.errors import InvalidRequest
-from tally.tracking import (
+from tally.services.tracking import (
     ConfigFieldError,
     TrackingConfig,
     attach,

@@ -1,4 +1,5 @@
-"""Tally API keys: minted once, stored as SHA-256, revocable at once."""
+"""Tally API keys: minted once, stored as SHA-256, revocable at once; checked on every
+API call, listed and minted by the console."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tally.cache import Cache
 from tally.db import utcnow
 from tally.errors import DomainError
+from tally.identity import MAX_ID_LENGTH
 from tally.models import ApiKey, EndUser
 from tally.services.audit import add_audit
 from tally.services.identities import upsert_end_user
@@ -117,3 +119,30 @@ def _load_key(session: Session, digest: str) -> AuthenticatedKey | None:
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
         return None
     return AuthenticatedKey(row.id, row.name, row.external_id)
+
+
+def list_api_keys(session: Session) -> list[ApiKey]:
+    """Every key with its bound user: active ones first, newest first."""
+    return list(
+        session.scalars(
+            select(ApiKey)
+            .options(selectinload(ApiKey.bound_user))
+            .order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc(), ApiKey.id.desc())
+        )
+    )
+
+
+def get_api_key(session: Session, key_id: int) -> ApiKey | None:
+    """The key with this id, if any."""
+    return session.get(ApiKey, key_id)
+
+
+def mint_api_key(
+    session: Session, name: str, bound_external_id: str, actor: str
+) -> tuple[ApiKey, str]:
+    """create_api_key for a form: a blank user means an unbound key; a bound user's id is
+    held to the API's limits."""
+    bound = bound_external_id.strip() or None
+    if bound is not None and len(bound) > MAX_ID_LENGTH:
+        raise ApiKeyError(f"the end user id must be at most {MAX_ID_LENGTH} characters")
+    return create_api_key(session, name, actor, bound_external_id=bound)

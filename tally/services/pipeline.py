@@ -21,10 +21,15 @@ from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.endpoint import Endpoint, elapsed_ms
 from tally.services.keys import AuthenticatedKey
-from tally.services.tracking import active_config
+from tally.services.tracking import (
+    TrackingConfig,
+    active_config,
+    attach,
+    check_identifier,
+    derive_identifier,
+)
 from tally.services.usage import CallRecord, Outcome, record_call_safely
 from tally.sse import EventSplitter
-from tally.tracking import TrackingConfig, attach, check_identifier, derive_identifier
 from tally.upstream import UpstreamResponse
 
 STREAM_HEADERS = {

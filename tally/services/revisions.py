@@ -10,8 +10,14 @@ from sqlalchemy.orm import Session
 
 from tally.errors import DomainError
 from tally.models import ConfigRevision
-from tally.services.tracking import config_history, config_of, save_config
-from tally.tracking import ConfigFieldError, TrackingConfig, derive_identifier
+from tally.services.tracking import (
+    ConfigFieldError,
+    TrackingConfig,
+    config_history,
+    config_of,
+    derive_identifier,
+    save_config,
+)
 
 
 class RevisionError(DomainError):

@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from tally.db import utcnow
 from tally.models import RequestLog
 from tally.services.identities import upsert_end_user, upsert_identifier
-from tally.services.tracking import active_config
-from tally.tracking import derive_identifier
+from tally.services.tracking import active_config, derive_identifier
 
 # model -> (dollars per prompt token, dollars per completion token)
 MODELS = {
