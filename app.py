@@ -46,7 +46,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if settings.usage_writes == "background":
         install_writer(gateway.sessions, settings.database_url, settings.usage_socket)
 
-    from blueprints import api, auth, cli, console, console_base, demo, extensions, health
+    from blueprints import (
+        api,
+        api_users,
+        auth,
+        cli,
+        console,
+        console_base,
+        demo,
+        extensions,
+        health,
+    )
+
+    api_users.install(app)
 
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
