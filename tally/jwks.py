@@ -9,8 +9,9 @@ become a flood of fetches), and refuse symmetric keys outright.
 The rules, per :class:`KeySet`:
 
 - keys are fetched on first use and again once :data:`LIFESPAN` has passed;
-- a token whose ``kid`` is not in the set causes a refetch at most once every
-  :data:`REFETCH_INTERVAL` seconds; in between such tokens are refused at once;
+- a token whose ``kid`` is not in the set causes a refetch (the provider may have
+  rotated its keys), at most once every :data:`REFETCH_INTERVAL` seconds; in between
+  such tokens are refused at once, and an expired set is refetched at most as often;
 - when a fetch fails, the keys already held keep serving for :data:`STALE_FOR` seconds
   past their lifespan; without keys, a failed fetch is retried after
   :data:`RETRY_AFTER` seconds and :class:`JwksUnavailable` is raised meanwhile.
@@ -111,6 +112,7 @@ class KeySet:
         self._keys: dict[str | None, PyJWK] | None = None
         self._fetched_at = 0.0
         self._attempted_at: float | None = None
+        self._refetched_at: float | None = None  # the last fetch an unknown kid caused
         # Under gevent this is a cooperative lock: one greenlet fetches, the others wait
         # for its result instead of fetching too.
         self._lock = threading.Lock()
@@ -121,12 +123,14 @@ class KeySet:
         no keys can be had."""
         with self._lock:
             now = self.clock()
-            if self._keys is None or now - self._fetched_at >= LIFESPAN:
+            stale = self._keys is None or now - self._fetched_at >= LIFESPAN
+            if stale and self._may_fetch(now):
                 self._refresh(now)
             if not self._usable(now):
                 raise JwksUnavailable(f"no keys from {self.url}")
             key = self._find(kid)
-            if key is None and self._may_fetch(now):
+            if key is None and self._may_refetch(now):
+                self._refetched_at = now
                 self._refresh(now)
                 key = self._find(kid)
             return key
@@ -147,10 +151,12 @@ class KeySet:
         interval = REFETCH_INTERVAL if self._usable(now) else RETRY_AFTER
         return now - self._attempted_at >= interval
 
+    def _may_refetch(self, now: float) -> bool:
+        """An unknown kid may mean the provider rotated its keys: one refetch a minute."""
+        return self._refetched_at is None or now - self._refetched_at >= REFETCH_INTERVAL
+
     def _refresh(self, now: float) -> None:
-        """Fetch when the rules allow; a failure keeps what is held (and is logged)."""
-        if not self._may_fetch(now):
-            return
+        """Fetch; a failure keeps what is held (and is logged)."""
         self._attempted_at = now
         self.fetches += 1
         try:
