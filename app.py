@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tally.cache import install_cache
 from tally.gateway import build_gateway
@@ -82,5 +83,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
             return lean_wsgi(environ, start_response)
         return console_wsgi(environ, start_response)
 
+    if settings.trusted_proxies:  # client address and scheme from the proxies' headers
+        hops = settings.trusted_proxies
+        dispatch = ProxyFix(dispatch, x_for=hops, x_proto=hops)
     app.wsgi_app = AccessLog(dispatch)
     return app

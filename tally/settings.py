@@ -37,6 +37,7 @@ class Settings:
     usage_writes: str = "background"
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -71,7 +72,16 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
         usage_socket=env.get("TALLY_USAGE_SOCKET") or None,
+        trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
     )
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    """A whole number of 0 or more (0 when unset)."""
+    raw = (env.get(name) or "0").strip()
+    if not raw.isdigit() or int(raw) > 10:
+        raise SettingsError(f"{name} must be a whole number from 0 to 10, got {raw!r}")
+    return int(raw)
 
 
 def _number(env: Mapping[str, str], name: str, default, kind):
