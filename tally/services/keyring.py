@@ -27,11 +27,23 @@ def get_api_key(session: Session, key_id: int) -> ApiKey | None:
 
 
 def mint_api_key(
-    session: Session, name: str, bound_external_id: str, actor: str
+    session: Session,
+    name: str,
+    bound_external_id: str,
+    actor: str,
+    user_token: bool = False,
+    origins: str = "",
 ) -> tuple[ApiKey, str]:
     """create_api_key for a form: a blank user means an unbound key; a bound user's id is
-    held to the API's limits."""
+    held to the API's limits; ``origins`` is typed text, one origin per line or comma."""
     bound = bound_external_id.strip() or None
     if bound is not None and len(bound) > MAX_ID_LENGTH:
         raise ApiKeyError(f"the end user id must be at most {MAX_ID_LENGTH} characters")
-    return create_api_key(session, name, actor, bound_external_id=bound)
+    return create_api_key(
+        session,
+        name,
+        actor,
+        bound_external_id=bound,
+        user_token=user_token,
+        origins=origins.replace(",", " ").split(),
+    )
