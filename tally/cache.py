@@ -1,4 +1,5 @@
-"""Process-local caches for what every request reads: API keys and the tracking config.
+"""Process-local caches for what every request reads: API keys, the tracking config and
+the identity provider.
 
 Correctness comes from one shared *version* number, not from a timer: every commit that
 changes an API key or the tracking config bumps it (see :func:`watch_sessions`), and a
