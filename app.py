@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
@@ -41,7 +42,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
     app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
 
-    from blueprints import api, auth, cli, console, console_base, demo, extensions, health
+    from blueprints import (
+        api,
+        auth,
+        cli,
+        console,
+        console_base,
+        demo,
+        extensions,
+        health,
+    )
 
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
@@ -65,5 +75,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
             return lean_wsgi(environ, start_response)
         return console_wsgi(environ, start_response)
 
+    if settings.trusted_proxies:  # client address and scheme from the proxies' headers
+        hops = settings.trusted_proxies
+        dispatch = ProxyFix(dispatch, x_for=hops, x_proto=hops)
     app.wsgi_app = AccessLog(dispatch)
     return app

@@ -14,6 +14,7 @@ import uuid
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from blueprints.api_users import add_cors, verified_user
 from tally.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, TallyError
 from tally.gateway import Gateway
 from tally.services.chat import ChatCompletions
@@ -37,7 +38,7 @@ def assign_request_id() -> None:
 def add_request_id(response: Response) -> Response:
     """Echo the request id to the client."""
     response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
-    return response
+    return add_cors(response)
 
 
 CHAT, RESPONSES, EMBEDDINGS = ChatCompletions(), Responses(), Embeddings()
@@ -64,7 +65,7 @@ def embeddings():
 @bp.get("/models")
 def models():
     """The upstream's model list."""
-    _require_key()
+    verified_user(_require_key())
     return _send(list_models(_gateway()))
 
 
@@ -107,9 +108,10 @@ def handle_unexpected(error: Exception):
 
 def _proxy(endpoint: Endpoint) -> Response:
     key = _require_key()
+    verified = verified_user(key)
     body = _json_body()
     header_user = request.headers.get("X-Tally-User")
-    return _send(proxy(_gateway(), endpoint, key, body, header_user, g.request_id))
+    return _send(proxy(_gateway(), endpoint, key, body, header_user, g.request_id, verified))
 
 
 def _require_key() -> AuthenticatedKey:

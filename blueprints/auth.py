@@ -9,9 +9,16 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 
-from blueprints.console_base import gateway, get_db, refuse_nul_characters
+from blueprints.console_base import gateway, get_db, login_redirect, refuse_nul_characters
 from blueprints.extensions import limiter, login_manager
-from tally.services.operators import authenticate_operator, get_operator
+from tally.services.operators import (
+    OperatorError,
+    authenticate_operator,
+    change_password,
+    end_sessions,
+    get_operator,
+    session_is_current,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -26,23 +33,36 @@ class CurrentOperator(UserMixin):
     id: int
     email: str
     role: str
+    nonce: str = ""
 
     @property
     def is_admin(self) -> bool:
         """Admins may change things; support operators only look."""
         return self.role == "admin"
 
+    def get_id(self) -> str:
+        """What the session cookie holds: the id and the operator's session nonce, so a
+        new nonce (logout, password change, disable) ends every copy of the cookie."""
+        return f"{self.id}:{self.nonce}"
+
+    @classmethod
+    def of(cls, operator) -> CurrentOperator:
+        """The logged-in form of an Operator row."""
+        return cls(operator.id, operator.email, operator.role, operator.session_nonce)
+
 
 @login_manager.user_loader
-def load_operator(operator_id: str) -> CurrentOperator | None:
-    """The operator of a session cookie, or None when unknown or disabled."""
+def load_operator(session_id: str) -> CurrentOperator | None:
+    """The operator of a session cookie, or None when unknown, disabled, or the cookie's
+    session was ended (its nonce is not the operator's current one)."""
+    operator_id, _, nonce = session_id.partition(":")
     if not operator_id.isdigit():
         return None
     with gateway().sessions() as db:
         operator = get_operator(db, int(operator_id))
-        if operator is None or not operator.is_active:
+        if operator is None or not operator.is_active or not session_is_current(operator, nonce):
             return None
-        return CurrentOperator(operator.id, operator.email, operator.role)
+        return CurrentOperator.of(operator)
 
 
 def _login_failed(response) -> bool:
@@ -90,15 +110,46 @@ def login():
     # A new session at login: nothing from before (a planted cookie, an old CSRF token)
     # carries over.
     session.clear()
-    login_user(CurrentOperator(operator.id, operator.email, operator.role))
+    login_user(CurrentOperator.of(operator))
     session.permanent = True
     return redirect(next_url, 303)
 
 
 @bp.post("/logout")
 def logout():
-    """End the session."""
+    """End the session, server-side too: a copy of its cookie kept elsewhere is refused
+    from now on (so are the operator's other sessions: logout ends them all)."""
+    if current_user.is_authenticated:
+        end_sessions(get_db(), current_user.id)
     logout_user()
     session.clear()
     flash("You are logged out.")
     return redirect("/login", 303)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def password():
+    """Change one's own password (any role); every other session of the account ends,
+    this one continues under the new nonce."""
+    if not current_user.is_authenticated:
+        return login_redirect()
+    refuse_nul_characters()
+    if request.method == "GET":
+        return render_template("auth/password.html")
+    db = get_db()
+    try:
+        operator = change_password(
+            db,
+            current_user.id,
+            request.form.get("current_password", ""),
+            request.form.get("new_password", ""),
+            current_user.email,
+        )
+    except OperatorError as exc:
+        db.rollback()
+        return render_template("auth/password.html", error=str(exc)), 422
+    session.clear()
+    login_user(CurrentOperator.of(operator))
+    session.permanent = True
+    flash("Password changed. Your other sessions have ended.")
+    return redirect("/", 303)

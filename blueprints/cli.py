@@ -12,8 +12,10 @@ from flask.cli import AppGroup, with_appcontext
 from tally import schema
 from tally.errors import DomainError
 from tally.gateway import Gateway
+from tally.idp import FIELDS as IDP_FIELDS
 from tally.services import seed as seed_service
 from tally.services.identities import trace_identifier
+from tally.services.idp import active_idp, save_idp
 from tally.services.keys import create_api_key, revoke_api_key
 from tally.services.operators import ROLES, create_operator
 from tally.services.tracking import FIELDS, active_config, save_config
@@ -24,12 +26,13 @@ db_cli = AppGroup("db", help="Database schema (alembic migrations).")
 keys_cli = AppGroup("keys", help="Tally API keys.")
 operators_cli = AppGroup("operators", help="Console operators.")
 config_cli = AppGroup("config", help="The tracking config.")
+idp_cli = AppGroup("idp", help="The identity provider end-user tokens are verified against.")
 dev_cli = AppGroup("dev", help="Tools for trying Tally out.")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to ``app``."""
-    for group in (db_cli, keys_cli, operators_cli, config_cli, dev_cli):
+    for group in (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli):
         app.cli.add_command(group)
     app.cli.add_command(trace)
 
@@ -64,13 +67,28 @@ def db_upgrade(revision: str) -> None:
 @keys_cli.command("create")
 @click.argument("name")
 @click.option("--user", "user", default=None, help="Bind the key to this end user's id.")
-def keys_create(name: str, user: str | None) -> None:
+@click.option(
+    "--user-token",
+    is_flag=True,
+    help="Calls need a verified end-user token (X-Tally-User-Token); safe in a browser.",
+)
+@click.option(
+    "--origin", "origins", multiple=True, help="A browser origin that gets CORS (repeatable)."
+)
+def keys_create(name: str, user: str | None, user_token: bool, origins: tuple[str, ...]) -> None:
     """Create a key; the key itself is printed alone on the last line, once."""
     if user is not None and not 1 <= len(user) <= 255:
         fail("--user must be 1 to 255 characters")
+    if user is not None and user_token:
+        fail("--user and --user-token exclude each other")
     with session_scope() as session:
-        key, raw = create_api_key(session, name, CLI_ACTOR, bound_external_id=user)
+        key, raw = create_api_key(
+            session, name, CLI_ACTOR, bound_external_id=user, user_token=user_token, origins=origins
+        )
+        allowed = list(key.origins or ())
     bound = f", bound to end user {user}" if user else ""
+    bound += ", needs end-user tokens" if user_token else ""
+    bound += f", origins {' '.join(allowed)}" if allowed else ""
     click.echo(f"Created key {key.name!r}{bound}. Copy it now: it is not shown again.")
     click.echo(raw)
 
@@ -131,18 +149,47 @@ def config_show() -> None:
 @click.argument("assignments", nargs=-1, required=True)
 def config_set(assignments: tuple[str, ...]) -> None:
     """Save a new revision, e.g. ``config set hash_mode=sha256 prefix=acme``."""
+    fields = parse_assignments(assignments, FIELDS)
+    with session_scope() as session:
+        config = active_config(session).with_fields(fields)
+        revision = save_config(session, config, CLI_ACTOR)
+    click.echo(f"Saved revision {revision.id}.")
+    for name, value in config.as_fields().items():
+        click.echo(f"{name}={value}")
+
+
+def parse_assignments(assignments: tuple[str, ...], known: tuple[str, ...]) -> dict[str, str]:
+    """``FIELD=VALUE`` arguments as a dict; a malformed one or an unknown field fails."""
     fields: dict[str, str] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep:
             fail(f"expected FIELD=VALUE, got {item!r}")
-        if name not in FIELDS:
-            fail(f"unknown field {name!r}; fields are {', '.join(FIELDS)}")
+        if name not in known:
+            fail(f"unknown field {name!r}; fields are {', '.join(known)}")
         fields[name] = value
+    return fields
+
+
+@idp_cli.command("show")
+def idp_show() -> None:
+    """The identity provider, one field=value line per field (empty when not set)."""
     with session_scope() as session:
-        config = active_config(session).with_fields(fields)
-        revision = save_config(session, config, CLI_ACTOR)
-    click.echo(f"Saved revision {revision.id}.")
+        config = active_idp(session)
+    for name, value in config.as_fields().items():
+        click.echo(f"{name}={value}")
+
+
+@idp_cli.command("set")
+@click.argument("assignments", nargs=-1, required=True)
+def idp_set(assignments: tuple[str, ...]) -> None:
+    """Set the identity provider, e.g. ``idp set issuer=https://clerk.example.com
+    jwks_url=https://clerk.example.com/.well-known/jwks.json``; fields not given keep
+    their value (``audience=`` clears the audience)."""
+    fields = parse_assignments(assignments, IDP_FIELDS)
+    with session_scope() as session:
+        config = save_idp(session, fields, CLI_ACTOR)
+    click.echo("Saved the identity provider.")
     for name, value in config.as_fields().items():
         click.echo(f"{name}={value}")
 

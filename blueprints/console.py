@@ -9,6 +9,7 @@ from blueprints import (  # noqa: F401  (each module registers its views on bp)
     console_audit,
     console_config,
     console_identities,
+    console_idp,
     console_keys,
     console_operators,
     console_usage,

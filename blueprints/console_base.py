@@ -47,6 +47,7 @@ NAVIGATION = (
     ("console.identities_list", "Identities", False),
     ("console.usage_page", "Usage", False),
     ("console.keys_list", "API keys", False),
+    ("console.idp_page", "Identity provider", False),
     ("console.limits_page", "Limits", False),
     ("console.audit_list", "Audit log", False),
     ("console.operators_list", "Operators", True),

@@ -11,7 +11,13 @@ PAGE, PANEL = "keys/page.html", "keys/_panel.html"
 
 
 def _typed() -> dict[str, str]:
-    return {"name": request.form.get("name", ""), "user": request.form.get("user", "")}
+    form = request.form
+    return {
+        "name": form.get("name", ""),
+        "user": form.get("user", ""),
+        "user_token": "on" if form.get("user_token") else "",
+        "origins": form.get("origins", ""),
+    }
 
 
 def _form_again() -> dict:
@@ -27,10 +33,13 @@ def keys_list():
 @bp.post("/keys")
 @on_domain_error(PAGE, PANEL, _form_again)
 def keys_create():
-    """Mint a key, optionally bound to an end user; its secret is shown this once."""
+    """Mint a key, optionally bound to an end user or needing end-user tokens (with
+    browser origins for CORS); its secret is shown this once."""
     db = get_db()
     form = _typed()
-    key, secret = mint_api_key(db, form["name"], form["user"], actor())
+    key, secret = mint_api_key(
+        db, form["name"], form["user"], actor(), bool(form["user_token"]), form["origins"]
+    )
     # Rendered, not redirected: the secret must never sit in a cookie or a URL.
     return render(PAGE, PANEL, 201, keys=list_api_keys(db), form={}, created=key, secret=secret)
 

@@ -1,4 +1,5 @@
-"""Process-local caches for what every request reads: API keys and the tracking config.
+"""Process-local caches for what every request reads: API keys, the tracking config and
+the identity provider.
 
 Correctness comes from one shared *version* number, not from a timer: every commit that
 changes an API key or the tracking config bumps it (see :func:`watch_sessions`), and a
@@ -42,7 +43,7 @@ _PENDING = "tally.cache.pending"
 _COUNTER = struct.Struct("<Q")
 # The tables whose rows the caches copy. A change to a row of one of them, committed
 # through a watched session, invalidates every cache everywhere.
-WATCHED_TABLES = frozenset({"api_keys", "config_revisions"})
+WATCHED_TABLES = frozenset({"api_keys", "config_revisions", "identity_providers"})
 # Columns that change on every request and that no cache holds (unit-of-work changes only).
 IGNORED_COLUMNS = frozenset({"last_used_at"})
 

@@ -1,5 +1,5 @@
-"""The per-process runtime: database engine, sessions, upstream client, caches, the
-usage writer and the HMAC key.
+"""The per-process runtime: database engine, sessions, upstream client, caches (keys and
+config; the identity provider's signing keys), the usage writer and the HMAC key.
 
 Built once by the app factory and kept in ``app.extensions["tally"]``; services take it
 as an argument instead of reaching for globals.
@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
+from tally.jwks import KeySets
 from tally.services.writer import UsageWriter, build_usage_writer
 from tally.settings import Settings
 from tally.upstream import UpstreamClient
@@ -28,6 +29,7 @@ class Gateway:
     sessions: sessionmaker
     upstream: UpstreamClient
     cache: Cache  # API keys and the active config; pass it to authenticate/active_config
+    key_sets: KeySets  # the identity provider's signing keys (end-user tokens)
     writer: UsageWriter | None = None  # background usage rows; None: written inline
 
     @property
@@ -59,5 +61,6 @@ def build_gateway(settings: Settings, demo_token_delay: float = 0.03) -> Gateway
             demo_token_delay=demo_token_delay,
         ),
         cache=cache,
+        key_sets=KeySets(),
         writer=build_usage_writer(settings) if background else None,
     )

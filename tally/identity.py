@@ -23,23 +23,37 @@ class EndUserClaim:
     """The end user a request is made for, and where the claim came from."""
 
     external_id: str
-    source: str  # "key", "identity", "user", "safety_identifier" or "header"
+    # "key", "token" (verified), "identity", "user", "safety_identifier" or "header"
+    source: str
     profile: dict[str, Any] = field(default_factory=dict)
 
     @property
     def param(self) -> str:
         """The request field an error about this claim should name."""
-        return {"identity": "identity.id", "header": "X-Tally-User"}.get(self.source, self.source)
+        return PARAMS.get(self.source, self.source)
+
+    @property
+    def carries_profile(self) -> bool:
+        """True when the profile is the end user's own (``identity``, or a verified
+        token's claims) and may update the stored profile."""
+        return self.source in ("identity", "token")
+
+
+PARAMS = {"identity": "identity.id", "header": "X-Tally-User", "token": "X-Tally-User-Token"}
 
 
 def resolve_end_user(
-    body: dict[str, Any], header: str | None, bound_external_id: str | None
+    body: dict[str, Any],
+    header: str | None,
+    bound_external_id: str | None,
+    verified: EndUserClaim | None = None,
 ) -> EndUserClaim | None:
     """The request's end user, or None for an anonymous request.
 
     A key bound to a user wins over anything the client sends, so a client cannot
-    impersonate; the client's fields are still validated so bad input is refused the
-    same way whichever key is used.
+    impersonate; next a ``verified`` end-user token (tally.tokens) wins over what the
+    body or X-Tally-User claim. The client's fields are still validated so bad input is
+    refused the same way whichever key is used.
     """
     claim = None
     if body.get("identity") is not None:
@@ -54,7 +68,7 @@ def resolve_end_user(
         claim = EndUserClaim(_user_id(header.strip(), "X-Tally-User"), "header")
     if bound_external_id is not None:
         return EndUserClaim(bound_external_id, "key")
-    return claim
+    return verified if verified is not None else claim
 
 
 def parse_identity(value: Any) -> EndUserClaim:

@@ -38,6 +38,8 @@ class EndUser(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Seen with a verified end-user token at least once (tally.tokens).
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     identifiers: Mapped[list[UpstreamIdentifier]] = relationship(back_populates="user")
 
@@ -92,6 +94,9 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     bound_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_users.id"))
+    # Calls need a verified end-user token (X-Tally-User-Token); origins get CORS.
+    user_token: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    origins: Mapped[list[str] | None] = mapped_column(JSON)
 
     bound_user: Mapped[EndUser | None] = relationship()
 
@@ -108,6 +113,9 @@ class Operator(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Part of every session cookie's user id; a new one (logout, password change,
+    # disable) ends every copy of every session of this operator.
+    session_nonce: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class RequestLog(Base):
@@ -156,3 +164,19 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(512))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class IdentityProviderConfig(Base):
+    """The identity provider end-user tokens are verified against (one row, id 1)."""
+
+    __tablename__ = "identity_providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(2048))
+    jwks_url: Mapped[str] = mapped_column(String(2048))
+    audience: Mapped[str] = mapped_column(String(2048), default="")
+    user_claim: Mapped[str] = mapped_column(String(255), default="sub")
+    name_claim: Mapped[str] = mapped_column(String(255), default="")
+    email_claim: Mapped[str] = mapped_column(String(255), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(320))

@@ -44,6 +44,7 @@ class Settings:
     usage_writes: str = "background"
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -73,7 +74,16 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", USAGE_WRITES),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
         usage_socket=env.get(USAGE_SOCKET_ENV) or None,
+        trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
     )
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    """A whole number of 0 or more (0 when unset)."""
+    raw = (env.get(name) or "0").strip()
+    if not raw.isdigit() or int(raw) > 10:
+        raise SettingsError(f"{name} must be a whole number from 0 to 10, got {raw!r}")
+    return int(raw)
 
 
 def default_instance_path() -> str:

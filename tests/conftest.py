@@ -30,6 +30,7 @@ from tally.services.keys import create_api_key
 from tests.fakes import FakeUpstream
 
 HASH_KEY = "test-hash-key"
+pytest_plugins = ["tests.idp_support"]  # the test identity provider: jwks, idp, user_key
 
 
 # --- the outside world is off limits ------------------------------------------------

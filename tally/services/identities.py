@@ -32,6 +32,7 @@ PROFILE_COLUMNS = {
     "metadata": "profile_metadata",
     "tags": "tags",
     "logo_url": "logo_url",
+    "verified": "verified",  # set by a verified end-user token (tally.tokens), never cleared
 }
 
 

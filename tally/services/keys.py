@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tally.cache import Cache
+from tally.cors import normalize_origins
 from tally.db import utcnow
 from tally.errors import DomainError
 from tally.identity import MAX_ID_LENGTH
@@ -35,6 +37,8 @@ class AuthenticatedKey:
     id: int
     name: str
     bound_external_id: str | None
+    user_token: bool = False  # calls need a verified X-Tally-User-Token
+    origins: tuple[str, ...] = ()  # browser origins that get CORS answers
 
 
 def hash_secret(raw: str) -> str:
@@ -43,12 +47,21 @@ def hash_secret(raw: str) -> str:
 
 
 def create_api_key(
-    session: Session, name: str, actor: str, bound_external_id: str | None = None
+    session: Session,
+    name: str,
+    actor: str,
+    bound_external_id: str | None = None,
+    user_token: bool = False,
+    origins: Sequence[str] = (),
 ) -> tuple[ApiKey, str]:
-    """Mint a key named ``name``; return the row and the secret (shown once, never stored)."""
+    """Mint a key named ``name``; return the row and the secret (shown once, never stored).
+    ``user_token``: calls need a verified end-user token; ``origins`` get CORS."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ApiKeyError(f"a key name must be 1 to {MAX_NAME_LENGTH} characters")
+    if user_token and bound_external_id:
+        raise ApiKeyError("a key is bound to one end user or needs user tokens, not both")
+    origins = normalize_origins(origins)
     if session.scalars(select(ApiKey.id).where(ApiKey.name == name)).first():
         raise ApiKeyError(f"a key named {name!r} already exists")
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -59,6 +72,8 @@ def create_api_key(
         display_prefix=raw[:12],
         created_by=actor,
         bound_user_id=bound_user_id,
+        user_token=user_token,
+        origins=list(origins) or None,
     )
     session.add(key)
     try:
@@ -71,7 +86,13 @@ def create_api_key(
         actor,
         "key.create",
         target=name,
-        after={"name": name, "prefix": key.display_prefix, "bound_user": bound_external_id},
+        after={
+            "name": name,
+            "prefix": key.display_prefix,
+            "bound_user": bound_external_id,
+            "user_token": user_token,
+            "origins": list(origins),
+        },
     )
     session.commit()
     return key, raw
@@ -110,7 +131,15 @@ def authenticate(session: Session, raw: str, cache: Cache | None = None) -> Auth
 
 def _load_key(session: Session, digest: str) -> AuthenticatedKey | None:
     row = session.execute(
-        select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.revoked_at, EndUser.external_id)
+        select(
+            ApiKey.id,
+            ApiKey.name,
+            ApiKey.key_hash,
+            ApiKey.revoked_at,
+            EndUser.external_id,
+            ApiKey.user_token,
+            ApiKey.origins,
+        )
         .outerjoin(EndUser, EndUser.id == ApiKey.bound_user_id)
         .where(ApiKey.key_hash == digest)
     ).first()
@@ -118,7 +147,9 @@ def _load_key(session: Session, digest: str) -> AuthenticatedKey | None:
     # constant-time whatever the database does.
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
         return None
-    return AuthenticatedKey(row.id, row.name, row.external_id)
+    return AuthenticatedKey(
+        row.id, row.name, row.external_id, bool(row.user_token), tuple(row.origins or ())
+    )
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:
@@ -138,11 +169,23 @@ def get_api_key(session: Session, key_id: int) -> ApiKey | None:
 
 
 def mint_api_key(
-    session: Session, name: str, bound_external_id: str, actor: str
+    session: Session,
+    name: str,
+    bound_external_id: str,
+    actor: str,
+    user_token: bool = False,
+    origins: str = "",
 ) -> tuple[ApiKey, str]:
     """create_api_key for a form: a blank user means an unbound key; a bound user's id is
-    held to the API's limits."""
+    held to the API's limits; ``origins`` is typed text, one origin per line or comma."""
     bound = bound_external_id.strip() or None
     if bound is not None and len(bound) > MAX_ID_LENGTH:
         raise ApiKeyError(f"the end user id must be at most {MAX_ID_LENGTH} characters")
-    return create_api_key(session, name, actor, bound_external_id=bound)
+    return create_api_key(
+        session,
+        name,
+        actor,
+        bound_external_id=bound,
+        user_token=user_token,
+        origins=origins.replace(",", " ").split(),
+    )

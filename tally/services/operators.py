@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -33,15 +35,61 @@ def create_operator(session: Session, email: str, role: str, password: str, acto
         raise OperatorError(f"{email!r} is not a valid e-mail address")
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise OperatorError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise OperatorError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters")
+    _check_new_password(password)
     if session.scalars(select(Operator.id).where(Operator.email == email)).first():
         raise OperatorError(f"an operator {email} already exists")
-    operator = Operator(email=email, role=role, password_hash=_hasher.hash(password))
+    operator = Operator(
+        email=email, role=role, password_hash=_hasher.hash(password), session_nonce=new_nonce()
+    )
     session.add(operator)
     add_audit(session, actor, "operator.create", target=email, after={"role": role})
+    session.commit()
+    return operator
+
+
+def _check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise OperatorError(
+            f"the password must be at least {MIN_PASSWORD_LENGTH} characters", "password"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise OperatorError(
+            f"the password must be at most {MAX_PASSWORD_LENGTH} characters", "password"
+        )
+
+
+def new_nonce() -> str:
+    """A fresh session nonce: every session cookie made before it stops working."""
+    return secrets.token_hex(16)
+
+
+def session_is_current(operator: Operator, nonce: str) -> bool:
+    """True when a session cookie's ``nonce`` is the operator's current one (constant
+    time: the nonce is what makes a copied cookie useless after logout)."""
+    return hmac.compare_digest(operator.session_nonce.encode(), nonce.encode())
+
+
+def end_sessions(session: Session, operator_id: int) -> None:
+    """End every session of the operator, on every browser that holds a copy of its
+    cookie (logout): the cookie names a nonce that is no longer the operator's."""
+    operator = session.get(Operator, operator_id)
+    if operator is not None:
+        operator.session_nonce = new_nonce()
+        session.commit()
+
+
+def change_password(
+    session: Session, operator_id: int, current: str, new: str, actor: str
+) -> Operator:
+    """Set a new password after checking the current one; every existing session of the
+    operator ends (the caller logs the operator in again with the new nonce)."""
+    operator = _existing(session, operator_id)
+    if not check_password(operator, current):
+        raise OperatorError("the current password is wrong", "current_password")
+    _check_new_password(new)
+    operator.password_hash = _hasher.hash(new)
+    operator.session_nonce = new_nonce()
+    add_audit(session, actor, "operator.password", target=operator.email)
     session.commit()
     return operator
 
@@ -129,6 +177,7 @@ def set_operator_active(session: Session, operator_id: int, active: bool, actor:
     if not active and operator.role == "admin":
         _keep_an_admin(session, operator, "disable")
     operator.is_active = active
+    operator.session_nonce = new_nonce()  # a re-enabled account starts with no sessions
     add_audit(
         session,
         actor,

@@ -73,11 +73,13 @@ def proxy(
     body: Any,
     header_user: str | None,
     request_id: str,
+    verified: EndUserClaim | None = None,
 ) -> ProxyResponse:
-    """Forward one call to ``endpoint``; raise a TallyError for anything refused up front."""
+    """Forward one call to ``endpoint``; raise a TallyError for anything refused up front.
+    ``verified``: the end user of a verified end-user token (tally.tokens), if any."""
     started = time.perf_counter()
     endpoint.validate(body)
-    claim = resolve_end_user(body, header_user, key.bound_external_id)
+    claim = resolve_end_user(body, header_user, key.bound_external_id, verified)
     with gateway.sessions() as session:
         config = active_config(session, gateway.cache)
     identifier = stamp(config, claim, gateway.hash_key)
@@ -251,4 +253,4 @@ def _relay(call: _Call, response: UpstreamResponse, hide_usage: bool) -> Iterato
 
 
 def _profile(claim: EndUserClaim | None) -> dict[str, Any] | None:
-    return claim.profile if claim is not None and claim.source == "identity" else None
+    return claim.profile if claim is not None and claim.carries_profile else None

@@ -156,7 +156,7 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
     for call, _outcome, now in calls:
         if call.claim is None:
             continue
-        profile = call.claim.profile if call.claim.source == "identity" else None
+        profile = call.claim.profile if call.claim.carries_profile else None
         fields = {PROFILE_COLUMNS[k]: v for k, v in (profile or {}).items() if k in PROFILE_COLUMNS}
         entry = seen.setdefault(call.claim.external_id, [now, now, call.is_demo, {}])
         entry[1] = max(entry[1], now)

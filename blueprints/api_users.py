@@ -1,0 +1,53 @@
+"""The API's side of verified end users: the end-user token of a request (checked
+against the identity provider when sent, required by --user-token keys) and CORS for the
+browser origins of keys (preflights included)."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, g, request
+
+from tally.cors import answer_headers, preflight_headers
+from tally.gateway import Gateway
+from tally.identity import EndUserClaim
+from tally.services.idp import allows_origin, verify_end_user
+from tally.services.keys import AuthenticatedKey
+from tally.tokens import HEADER
+
+
+def verified_user(key: AuthenticatedKey) -> EndUserClaim | None:
+    """The request's verified end user (None when no token is needed nor sent);
+    a bad token is a 401, an unreachable identity provider a 503."""
+    g.api_key = key  # the answer's CORS headers are the key's
+    token = request.headers.get(HEADER)
+    if not key.user_token and token is None:
+        return None
+    gateway: Gateway = current_app.extensions["tally"]
+    with gateway.sessions() as session:
+        return verify_end_user(session, gateway.key_sets, key, token, gateway.cache)
+
+
+def add_cors(response: Response) -> Response:
+    """CORS headers for an allowed Origin: the presented key's origins (or, before a key
+    was read — a preflight, a missing key — the origins of any active key)."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return response
+    response.vary.add("Origin")
+    key: AuthenticatedKey | None = g.get("api_key")
+    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    if key is not None and not preflight:
+        allowed = origin in key.origins
+    else:
+        gateway: Gateway = current_app.extensions["tally"]
+        with gateway.sessions() as session:
+            allowed = allows_origin(session, origin, gateway.cache)
+    if not allowed:
+        return response
+    if preflight:
+        requested = request.headers.get("Access-Control-Request-Headers", "")
+        response.headers.update(preflight_headers(origin, requested))
+        response.status_code = 204
+        response.set_data(b"")
+    else:
+        response.headers.update(answer_headers(origin))
+    return response
