@@ -61,16 +61,6 @@ class ChatCompletions(Endpoint):
         upstream_body["stream_options"] = {**options, "include_usage": True}
         return True
 
-    def read_answer(self, data: dict[str, Any], outcome: Outcome) -> int | None:
-        """Usage, model and id of a whole completion; an ``error`` without ``choices`` is
-        an error whatever the HTTP status said."""
-        if isinstance(data.get("error"), dict) and "choices" not in data:
-            return error_status(data["error"].get("code"))
-        outcome.usage = usage_of(data.get("usage"))
-        outcome.generation_id = text(data.get("id"))
-        outcome.model = text(data.get("model"))
-        return None
-
     def watch(self, outcome: Outcome, started: float, hide_usage: bool) -> StreamWatcher:
         """A watcher for one chat stream."""
         return _ChatWatcher(outcome, started, hide_usage)

@@ -11,13 +11,9 @@ from typing import Any
 from tally.errors import InvalidRequest
 from tally.services.endpoint import (
     Endpoint,
-    error_status,
     require_model,
     require_object,
-    text,
-    usage_of,
 )
-from tally.services.usage import Outcome
 
 _INPUT = (
     "input must be a non-empty string, or a non-empty array of strings, of token ids, "
@@ -31,6 +27,7 @@ class Embeddings(Endpoint):
     name = "embeddings"
     path = "/embeddings"
     embeddings = True
+    content_field = "data"
 
     def validate(self, body: Any) -> None:
         """Refuse a body that is not an embeddings request, naming the field."""
@@ -45,15 +42,6 @@ class Embeddings(Endpoint):
             ok = False
         if not ok:
             raise InvalidRequest(_INPUT, param="input")
-
-    def read_answer(self, data: dict[str, Any], outcome: Outcome) -> int | None:
-        """Usage and model of an embeddings answer."""
-        if isinstance(data.get("error"), dict) and "data" not in data:
-            return error_status(data["error"].get("code"))
-        outcome.usage = usage_of(data.get("usage"))
-        outcome.generation_id = text(data.get("id"))
-        outcome.model = text(data.get("model"))
-        return None
 
 
 def _is_input_item(item: Any) -> bool:

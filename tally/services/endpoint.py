@@ -46,6 +46,7 @@ class Endpoint:
     name: str  # as request rows record it, e.g. "chat.completions"
     path: str  # the upstream path, e.g. "/chat/completions"
     streams = False  # whether ``"stream": true`` in the body asks for SSE
+    content_field = "choices"  # a whole answer without it but with ``error`` is an error
     embeddings = False  # embeddings have neither safety_identifier nor prompt_cache_key
     incomplete_message = "The upstream ended the stream before its end."
 
@@ -61,8 +62,14 @@ class Endpoint:
 
     def read_answer(self, data: dict[str, Any], outcome: Outcome) -> int | None:
         """Note a whole JSON answer's usage, model and id in ``outcome``; return the HTTP
-        status to answer with when the answer is really an error (None otherwise)."""
-        raise NotImplementedError
+        status to answer with when the answer is really an error (None otherwise): an
+        ``error`` object without the endpoint's content, whatever the HTTP status said."""
+        if isinstance(data.get("error"), dict) and self.content_field not in data:
+            return error_status(data["error"].get("code"))
+        outcome.usage = usage_of(data.get("usage"))
+        outcome.generation_id = text(data.get("id"))
+        outcome.model = text(data.get("model"))
+        return None
 
     def watch(self, outcome: Outcome, started: float, hide_usage: bool) -> StreamWatcher:
         """A watcher for one stream of this endpoint."""
