@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from tally.cache import install_cache
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
+from tally.services.limits import install_limits
 from tally.services.writer import install_writer
 from tally.settings import load_settings
 
@@ -43,6 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
     gateway = app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
     install_cache(gateway)
+    install_limits(gateway)
     if settings.usage_writes == "background":
         install_writer(gateway.sessions, settings.database_url, settings.usage_socket)
 

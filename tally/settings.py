@@ -37,6 +37,8 @@ class Settings:
     usage_writes: str = "background"
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
+    ratelimit_fail: str = "open"  # TALLY_RATELIMIT_FAIL: limit storage unreachable
+    limits_socket: str | None = None  # set by gunicorn.conf.py: its counter server
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -71,6 +73,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", ("background", "inline")),
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
         usage_socket=env.get("TALLY_USAGE_SOCKET") or None,
+        ratelimit_fail=_choice(env, "TALLY_RATELIMIT_FAIL", ("open", "closed")),
+        limits_socket=env.get("TALLY_LIMITS_SOCKET") or None,
     )
 
 

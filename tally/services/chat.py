@@ -16,10 +16,11 @@ from typing import Any
 
 import requests
 
-from tally.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from tally.errors import InvalidRequest, TallyError, UpstreamError, UpstreamTimeout
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.keys import AuthenticatedKey
+from tally.services.limits import Admission, admit
 from tally.services.tracking import active_config
 from tally.services.usage import CallRecord, Outcome, record_call_safely
 from tally.sse import EventSplitter, encode_event, event_data
@@ -45,7 +46,19 @@ def proxy_chat(
     header_user: str | None,
     request_id: str,
 ) -> ChatResponse:
-    """Forward one chat completion; raise a TallyError for anything refused up front."""
+    """Forward one chat completion; raise a TallyError for anything refused up front.
+    Answers and errors after the limits' admission carry its X-RateLimit-* headers."""
+    admission = Admission()
+    try:
+        result = _proxy_chat(gateway, key, body, header_user, request_id, admission)
+    except TallyError as exc:
+        exc.headers = {**admission.headers, **exc.headers}
+        raise
+    result.headers.update(admission.headers)
+    return result
+
+
+def _proxy_chat(gateway, key, body, header_user, request_id, admission) -> ChatResponse:
     started = time.perf_counter()
     validate_chat_body(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id)
@@ -82,6 +95,8 @@ def proxy_chat(
         is_demo=gateway.upstream.is_demo,
     )
     outcome = Outcome()
+    admit(gateway, key, claim, admission)  # a 429 here: nothing counted, nothing sent
+    outcome.extra["limits"] = admission
     try:
         response = gateway.upstream.post_chat(upstream_body, stream=stream)
     except UpstreamError as exc:

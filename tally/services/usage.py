@@ -16,6 +16,7 @@ from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
 from tally.services.identities import PROFILE_COLUMNS
+from tally.services.limits import count_usage
 
 log = logging.getLogger(__name__)
 WRITER_INFO_KEY = "tally.usage_writer"
@@ -210,6 +211,7 @@ def record_call_safely(sessions: sessionmaker, call: CallRecord, outcome: Outcom
     When the session factory carries a ``UsageWriter`` (production), the row is
     handed to it and written in the background, after the answer has gone out.
     """
+    count_usage(sessions, outcome.extra.get("limits"), outcome.usage)  # before the row
     writer = sessions.kw.get("info", {}).get(WRITER_INFO_KEY)  # see tally.services.writer
     if writer is not None:
         writer.submit(call, outcome)

@@ -1,0 +1,246 @@
+"""Limits on the request path: :func:`admit` before a call goes upstream, and
+:func:`count_usage` when its usage is known.
+
+``admit`` runs once the end user is known, so a request refused for any other reason
+(400, 401, 413) never reaches it and costs nothing; it raises :class:`RateLimited` /
+:class:`BudgetExceeded` (429) or fills the answer's ``X-RateLimit-*`` headers. The
+counters live in the deployment's limit storage (:func:`install_limits`), the policies
+in the database, read through the versioned cache like the tracking config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from limits.storage import Storage, storage_from_string
+from sqlalchemy.orm import sessionmaker
+
+from tally.errors import BudgetExceeded, LimitsUnavailable, RateLimited
+from tally.identity import EndUserClaim
+from tally.limits import engine
+from tally.limits.policy import Applicable, Policies, applicable, format_value
+from tally.limits.storage import LocalStorage, SocketStorage
+from tally.services.limit_checks import Check, build_checks, subject_keys
+from tally.services.limit_policies import load_policies, user_metadata
+from tally.services.limit_seed import seed_counters
+
+log = logging.getLogger(__name__)
+RUNTIME_INFO_KEY = "tally.limits"
+# A reset older than this clears nothing that still exists (the longest counter is a
+# month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
+RESET_HORIZON = 35 * 86400
+LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
+
+
+@dataclass
+class LimitsRuntime:
+    """This process's view of the limit storage."""
+
+    storage: Storage
+    fail: str = "open"
+    clock: Callable[[], float] = time.time
+    description: str = "memory"
+    unavailable_count: int = 0  # requests served (open) or refused (closed) unchecked
+    _logged_at: float = float("-inf")
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Use ``clock`` for windows and periods (tests move time instead of sleeping)."""
+        self.clock = clock
+        if isinstance(self.storage, LocalStorage):
+            self.storage.clock = clock
+
+    def run(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """Run an admission plan: on the server when the storage has one."""
+        remote = getattr(self.storage, "evaluate", None)
+        return remote(plan) if remote is not None else engine.evaluate(self.storage, plan)
+
+    def add(self, additions: list[list[Any]]) -> None:
+        """Add a call's usage to its counters."""
+        remote = getattr(self.storage, "add_usage", None)
+        if remote is not None:
+            remote(additions)
+        else:
+            engine.add_usage(self.storage, additions)
+
+    def storage_failed(self, exc: Exception, what: str) -> None:
+        """Count it, log it at most once a minute; raise 503 when failing closed."""
+        self.unavailable_count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            self._logged_at = now
+            log.error(
+                "limit storage %s unreachable while %s (%s: %s); failing %s (%d requests so far)",
+                self.description,
+                what,
+                type(exc).__name__,
+                exc,
+                self.fail,
+                self.unavailable_count,
+            )
+        if self.fail == "closed" and what == "admitting":
+            raise LimitsUnavailable(
+                "Rate limits cannot be checked right now, so the request was not served. "
+                "Try again shortly."
+            ) from None
+
+
+@dataclass
+class Admission:
+    """What the admission left for the rest of the call: headers, and the counters
+    that the call's tokens and cost go to."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    usage_counters: list[Check] = field(default_factory=list)
+
+
+def make_storage(uri: str | None, socket_path: str | None) -> tuple[Storage, str]:
+    """The storage for ``TALLY_RATELIMIT_STORAGE_URI`` (any ``limits`` URI, ours
+    included); unset: the instance's counter server, or this process's memory when the
+    process is the whole instance (no gunicorn)."""
+    if uri:
+        options: dict[str, Any] = {}
+        if uri.startswith(("redis://", "rediss://", "redis+sentinel://", "redis+cluster://")):
+            # an unreachable Redis must fail fast, not hold the request for the OS timeout
+            options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        return storage_from_string(uri, **options), uri.split("://", 1)[0] + "://"
+    if socket_path:
+        return SocketStorage(f"tally+unix://{socket_path}"), "tally+unix:// (counter server)"
+    return LocalStorage(), "tally+memory:// (this process)"
+
+
+def install_limits(gateway) -> LimitsRuntime:
+    """Give ``gateway``'s sessions the deployment's limit storage."""
+    settings = gateway.settings
+    storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_socket)
+    runtime = LimitsRuntime(storage, settings.ratelimit_fail, description=description)
+    gateway.sessions.kw.setdefault("info", {})[RUNTIME_INFO_KEY] = runtime
+    return runtime
+
+
+def runtime_of(sessions: sessionmaker) -> LimitsRuntime | None:
+    """The runtime installed on ``sessions``, if any."""
+    return sessions.kw.get("info", {}).get(RUNTIME_INFO_KEY)
+
+
+def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> None:
+    """Check and count one request about to go upstream; raise 429 when a limit is
+    used up (then nothing is counted), else fill ``admission``."""
+    runtime = runtime_of(gateway.sessions)
+    if runtime is None:
+        return
+    policies = load_policies(gateway.sessions)
+    external_id = claim.external_id if claim is not None else None
+    metadata = None
+    if external_id is not None and policies.has_named_tiers():
+        metadata = user_metadata(gateway.sessions, claim)
+    scope = applicable(policies, external_id, metadata, key.id, key.name)
+    now = runtime.clock()
+    checks = build_checks(scope, key.id, now)
+    if not checks:
+        return
+    plan = _plan(policies, scope, key.id, checks, now)
+    try:
+        result = runtime.run(plan)
+        if "unseeded" in result:
+            seed_counters(gateway.sessions, runtime.storage, checks, result["unseeded"], policies)
+            result = runtime.run({**plan, "markers": []})
+    except (LimitsUnavailable, RateLimited):
+        raise
+    except Exception as exc:  # any storage failure: redis errors, socket errors, …
+        runtime.storage_failed(exc, "admitting")
+        return
+    stats = result["stats"]
+    admission.usage_counters = [c for c in checks if c.kind == "counter"]
+    refused = result["refused"]
+    shown = refused if refused is not None else _shown(checks, stats)
+    admission.headers.update(_headers(checks[shown], stats[shown]))
+    if refused is not None:
+        raise _refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+def count_usage(sessions: sessionmaker, admission: Admission | None, usage: Any) -> None:
+    """Add a finished call's tokens and cost to the counters its admission named (a
+    storage failure is logged: the answer is already on its way)."""
+    if admission is None or not admission.usage_counters or not isinstance(usage, dict):
+        return
+    runtime = runtime_of(sessions)
+    tokens = _number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens"))
+    if not tokens:
+        tokens = _number(usage.get("total_tokens"))
+    nano = round(_number(usage.get("cost")) * 1e9)
+    additions = [
+        [c.key, c.expiry, nano if c.unit == "usd" else int(tokens)]
+        for c in admission.usage_counters
+    ]
+    try:
+        runtime.add(additions)
+    except Exception as exc:
+        runtime.storage_failed(exc, "counting usage")
+
+
+def _plan(policies: Policies, scope: Applicable, key_id: int, checks, now: float) -> dict:
+    resets = []
+    for subject in {c.subject for c in checks}:
+        at = policies.resets.get(subject)
+        if at is not None and now - at < RESET_HORIZON:
+            mark = f"tally/reset/{subject}"
+            keys = subject_keys(subject, now)
+            resets.append({"mark": mark, "at": int(at * 1000), "keys": keys})
+    return {
+        "checks": [c.as_plan() for c in checks],
+        "markers": [c.marker for c in checks],
+        "resets": resets,
+        "now": now,
+    }
+
+
+def _shown(checks: list[Check], stats: list[list[float]]) -> int:
+    """The user's message quota when it applies, else the tightest limit."""
+    for index, check in enumerate(checks):
+        if check.field == "messages" and not check.subject.startswith("key:"):
+            return index
+    return min(range(len(checks)), key=lambda i: stats[i][1] / max(checks[i].limit, 1))
+
+
+def _headers(check: Check, stats: list[float]) -> dict[str, str]:
+    reset, remaining = stats
+    return {
+        "X-RateLimit-Limit": check.display(check.limit),
+        "X-RateLimit-Remaining": check.display(remaining),
+        "X-RateLimit-Reset": str(int(reset + 1)),  # as flask-limiter writes it
+    }
+
+
+def _refusal(check: Check, stats: list[float], now: float, headers: dict[str, str]):
+    reset_at = int(stats[0] + 1)
+    retry = max(1, int(reset_at - now))
+    when = datetime.fromtimestamp(reset_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limit = check.display(check.limit)
+    message = (
+        f"{check.describe(limit)} is used up. It frees up in {_duration(retry)} "
+        f"(at {when}); retry after {retry} seconds."
+    )
+    kind = BudgetExceeded if check.field.endswith("_budget") else RateLimited
+    return kind(message, headers={**headers, "Retry-After": str(retry)})
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    parts.append(f"{secs} s" if secs or not (hours or minutes) else "")
+    return " ".join(p for p in parts if p)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+__all__ = ["Admission", "admit", "count_usage", "format_value", "install_limits"]
