@@ -103,7 +103,7 @@ def set_policy(session: Session, scope: str, fields: dict[str, Any], actor: str)
         base = {} if scope.startswith("user:") else {n: None for n in FIELDS}
         if scope == DEFAULT_TIER:
             base = dict(SHIPPED_DEFAULT)
-        before = None
+        before = dict(SHIPPED_DEFAULT) if scope == DEFAULT_TIER else None
         row = LimitPolicy(scope=scope, fields=base, updated_by=actor)
         session.add(row)
     else:
