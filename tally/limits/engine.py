@@ -17,9 +17,10 @@ a :class:`LocalStorage` (under its lock) the plan runs atomically; on Redis the 
 and hits are separate round trips (a race can overshoot by the calls admitted at the
 same instant, and a request refused by a later limit can keep an earlier hit).
 
-``markers`` claim the rebuilding of a counter from the request log (the first caller to
-see a counter missing since the storage started rebuilds it); ``resets`` apply a
-``limits reset`` recorded in the database exactly once.
+``markers`` claim the rebuilding of a counter from the request log: the first caller to
+see a counter not ready since the storage started rebuilds it, and the others wait for
+it (``pending``) rather than count on an empty counter; ``ready`` marks it rebuilt.
+``resets`` apply a ``limits reset`` recorded in the database exactly once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 MARKER_TTL = 40 * 86400  # seconds: longer than any counter they vouch for
+CLAIM_TTL = 5  # seconds a rebuild may take before another request may claim it
 
 
 class KeyedItem(RateLimitItemPerSecond):
@@ -57,9 +59,18 @@ def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
                 storage.clear(key)
             storage.clear(reset["mark"])
             storage.incr(reset["mark"], MARKER_TTL, reset["at"])
-    unseeded = [m for m in plan.get("markers", ()) if storage.incr(m, MARKER_TTL) == 1]
-    if unseeded:
-        return {"unseeded": unseeded}
+    for marker in plan.get("ready", ()):
+        storage.incr(f"{marker}/ready", MARKER_TTL)
+    unseeded, pending = [], False
+    for marker in plan.get("markers", ()):
+        if storage.get(f"{marker}/ready"):
+            continue
+        if storage.incr(marker, CLAIM_TTL) == 1:
+            unseeded.append(marker)
+        else:
+            pending = True  # another request is rebuilding it right now
+    if unseeded or pending:
+        return {"unseeded": unseeded, "pending": pending}
     moving, fixed = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage)
     stats, refused = [], []
     for index, check in enumerate(plan["checks"]):

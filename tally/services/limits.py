@@ -34,7 +34,11 @@ RUNTIME_INFO_KEY = "tally.limits"
 # A reset older than this clears nothing that still exists (the longest counter is a
 # month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
 RESET_HORIZON = 35 * 86400
-LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
+LOG_EVERY = 60.0
+WAIT_STEP, WAIT_STEPS = (
+    0.01,
+    100,
+)  # waiting for another request's rebuild of a counter  # seconds between two log lines about an unreachable storage
 
 
 @dataclass
@@ -145,10 +149,7 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> Non
         return
     plan = _plan(policies, scope, key.id, checks, now)
     try:
-        result = runtime.run(plan)
-        if "unseeded" in result:
-            seed_counters(gateway.sessions, runtime.storage, checks, result["unseeded"], policies)
-            result = runtime.run({**plan, "markers": []})
+        result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
         raise
     except Exception as exc:  # any storage failure: redis errors, socket errors, …
@@ -161,6 +162,20 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> Non
     admission.headers.update(_headers(checks[shown], stats[shown]))
     if refused is not None:
         raise _refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
+    """Run the plan; first rebuild the counters it claims, or wait (1 s at most) for
+    another request that is rebuilding them."""
+    for _ in range(WAIT_STEPS):
+        result = runtime.run(plan)
+        if "unseeded" not in result:
+            return result
+        if result["unseeded"]:
+            seed_counters(sessions, runtime.storage, checks, result["unseeded"], policies)
+            return runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
+        time.sleep(WAIT_STEP)  # a greenlet's sleep under gevent
+    return runtime.run({**plan, "markers": []})
 
 
 def count_usage(sessions: sessionmaker, admission: Admission | None, usage: Any) -> None:
