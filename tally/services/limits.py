@@ -34,11 +34,9 @@ RUNTIME_INFO_KEY = "tally.limits"
 # A reset older than this clears nothing that still exists (the longest counter is a
 # month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
 RESET_HORIZON = 35 * 86400
-LOG_EVERY = 60.0
-WAIT_STEP, WAIT_STEPS = (
-    0.01,
-    100,
-)  # waiting for another request's rebuild of a counter  # seconds between two log lines about an unreachable storage
+LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
+WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
+WAIT_STEPS = 100
 
 
 @dataclass
