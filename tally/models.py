@@ -162,7 +162,8 @@ class LimitSetting(Base):
 
     __tablename__ = "limit_settings"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
     value: Mapped[str] = mapped_column(String(255))
 
 
@@ -172,5 +173,6 @@ class LimitReset(Base):
 
     __tablename__ = "limit_resets"
 
-    subject: Mapped[str] = mapped_column(String(300), primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(String(300), unique=True)
     reset_at: Mapped[datetime] = mapped_column(DateTime)

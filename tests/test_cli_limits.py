@@ -60,7 +60,7 @@ def test_every_change_is_audited(runner, db):
         ("cli", "limits.unset", "tier:pro"),
     ]
     assert entries[0].before["messages"] == 1000 and entries[0].after["messages"] == 10
-    assert db.get(LimitReset, "user:u-1") is not None
+    assert db.scalars(select(LimitReset.subject)).all() == ["user:u-1"]
 
 
 @pytest.mark.parametrize(

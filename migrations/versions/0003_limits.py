@@ -28,15 +28,19 @@ def upgrade() -> None:
     )
     op.create_table(
         "limit_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("value", sa.String(length=255), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_limit_settings")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_limit_settings")),
+        sa.UniqueConstraint("name", name=op.f("uq_limit_settings_name")),
     )
     op.create_table(
         "limit_resets",
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("subject", sa.String(length=300), nullable=False),
         sa.Column("reset_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("subject", name=op.f("pk_limit_resets")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_limit_resets")),
+        sa.UniqueConstraint("subject", name=op.f("uq_limit_resets_subject")),
     )
 
 

@@ -35,7 +35,7 @@ POLICIES_CACHE_KEY = "limits.policies"
 def read_policies(session: Session) -> Policies:
     """Every policy, the tier key and the resets, from the database."""
     by_scope = {p.scope: dict(p.fields) for p in session.scalars(select(LimitPolicy))}
-    setting = session.get(LimitSetting, "tier_key")
+    setting = session.scalar(select(LimitSetting).where(LimitSetting.name == "tier_key"))
     resets = {
         r.subject: calendar.timegm(r.reset_at.timetuple()) + r.reset_at.microsecond / 1e6
         for r in session.scalars(select(LimitReset))
@@ -131,7 +131,7 @@ def unset_policy(session: Session, scope: str, actor: str) -> None:
 
 def set_tier_key(session: Session, value: str, actor: str) -> None:
     """The identity metadata key whose value names a user's tier."""
-    row = session.get(LimitSetting, "tier_key")
+    row = session.scalar(select(LimitSetting).where(LimitSetting.name == "tier_key"))
     before = row.value if row else DEFAULT_TIER_KEY
     if row is None:
         session.add(LimitSetting(name="tier_key", value=value))
@@ -149,7 +149,7 @@ def reset_user(session: Session, scope: str, actor: str) -> None:
     scope = parse_scope(scope)
     if not scope.startswith("user:"):
         raise PolicyError("only user:INTERNAL_ID counters can be reset")
-    row = session.get(LimitReset, scope)
+    row = session.scalar(select(LimitReset).where(LimitReset.subject == scope))
     if row is None:
         session.add(LimitReset(subject=scope, reset_at=utcnow()))
     else:
