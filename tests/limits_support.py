@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -99,10 +100,8 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(2)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Stop: refuse new connections, break the open ones."""
@@ -110,9 +109,7 @@ class TcpProxy:
         self._listener.close()
         with self._lock:
             for sock in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(2)
-                except OSError:
-                    pass
                 sock.close()
             self._conns.clear()
