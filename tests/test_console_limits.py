@@ -130,7 +130,9 @@ def test_identity_page_shows_quota_left_and_spend(tally_admin, tally, db):
     user_id = db.scalars(select(EndUser.id).where(EndUser.external_id == "u-1")).one()
     page = text(admin.get(f"/identities/{user_id}"))
     assert 'id="user-limits"' in page
-    assert '<tr data-field="messages"><td>messages</td><td class="num">3</td>' in page
-    assert '<td class="num">7</td><td class="num">10</td>' in page
+    assert '<tr data-field="messages"><td data-label="Limit">messages</td>' in page
+    assert (
+        '<td class="num" data-label="Used">3</td><td class="num" data-label="Left">7</td>' in page
+    )
     # the fake upstream's cost: $0.00042 a call
-    assert '<tr data-field="daily_budget"><td>daily_budget</td><td class="num">0.00126</td>' in page
+    assert '<td class="num" data-label="Used">0.00126</td>' in page

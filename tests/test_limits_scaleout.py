@@ -12,6 +12,7 @@ import pytest
 
 from tally.services.keys import create_api_key
 from tally.services.limits import runtime_of
+from tally.services.writer import usage_writer
 from tests.fakes import completion
 from tests.limits_support import set_limits
 from tests.support import chat
@@ -41,7 +42,9 @@ def pair(make_app, serve, upstream, tmp_path):
     with a.flask_app.extensions["tally"].sessions() as session:
         _, key = create_api_key(session, "shared", "test")
     a.key = b.key = key
-    return a, b
+    yield a, b
+    for server in servers:  # rows still queued must land before the tables are emptied
+        assert usage_writer(server.flask_app.extensions["tally"].sessions).flush()
 
 
 def test_a_limit_of_n_holds_for_the_pair(pair):

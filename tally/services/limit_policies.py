@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.cache import cache_of
+from tally.cache import SESSION_INFO_KEY, Cache
 from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.limits.policy import (
@@ -50,8 +50,7 @@ def load_policies(sessions: sessionmaker) -> Policies:
         with sessions() as session:
             return read_policies(session)
 
-    with sessions() as probe:  # a session only to reach the cache; no query runs
-        cache = cache_of(probe)
+    cache = _cache(sessions)
     return cache.get(POLICIES_CACHE_KEY, load) if cache is not None else load()
 
 
@@ -68,10 +67,15 @@ def user_metadata(sessions: sessionmaker, claim: EndUserClaim) -> Any:
             )
         return (stored,)  # a tuple: "no metadata" is cached too
 
-    with sessions() as probe:
-        cache = cache_of(probe)
+    cache = _cache(sessions)
     key = ("limits.metadata", claim.external_id)
     return (cache.get(key, load) if cache is not None else load())[0]
+
+
+def _cache(sessions: sessionmaker) -> Cache | None:
+    """The cache every session of ``sessions`` is made with (tally.cache.watch_sessions),
+    without making a session."""
+    return sessions.kw.get("info", {}).get(SESSION_INFO_KEY)
 
 
 def policy_lines(session: Session) -> list[str]:

@@ -37,6 +37,8 @@ RESET_HORIZON = 35 * 86400
 LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
 WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
 WAIT_STEPS = 100
+READY_TRUST = 60.0  # seconds; a storage restarted within them loses its counters' rebuild
+READY_MAX = 200_000
 
 
 @dataclass
@@ -49,6 +51,22 @@ class LimitsRuntime:
     description: str = "memory"
     unavailable_count: int = 0  # requests served (open) or refused (closed) unchecked
     _logged_at: float = float("-inf")
+    # Counters this process has seen rebuilt ("ready"), and until when it trusts that
+    # without asking the storage again: saves a lookup per check per request.
+    ready: dict[str, float] = field(default_factory=dict)
+
+    def unready(self, markers: list[str]) -> list[str]:
+        """The markers not recently seen ready."""
+        now = time.monotonic()
+        return [m for m in markers if self.ready.get(m, 0.0) <= now]
+
+    def note_ready(self, markers: list[str]) -> None:
+        """Trust these markers for READY_TRUST seconds."""
+        if len(self.ready) > READY_MAX:
+            self.ready.clear()
+        until = time.monotonic() + READY_TRUST
+        for marker in markers:
+            self.ready[marker] = until
 
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Use ``clock`` for windows and periods (tests move time instead of sleeping)."""
@@ -165,13 +183,17 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> Non
 def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
     """Run the plan; first rebuild the counters it claims, or wait (1 s at most) for
     another request that is rebuilding them."""
+    markers = plan["markers"] = runtime.unready(plan["markers"])
     for _ in range(WAIT_STEPS):
         result = runtime.run(plan)
         if "unseeded" not in result:
+            runtime.note_ready(markers)
             return result
         if result["unseeded"]:
             seed_counters(sessions, runtime.storage, checks, result["unseeded"], policies)
-            return runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
+            result = runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
+            runtime.note_ready(markers)
+            return result
         time.sleep(WAIT_STEP)  # a greenlet's sleep under gevent
     return runtime.run({**plan, "markers": []})
 
