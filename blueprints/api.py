@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tally.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, TallyError
 from tally.gateway import Gateway
-from tally.services.chat import ChatResponse, list_models, proxy_chat
+from tally.services.chat import ChatResponse, list_models, model_list_headers, proxy_chat
 from tally.services.keys import AuthenticatedKey, authenticate
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -46,8 +46,10 @@ def chat_completions():
 @bp.get("/models")
 def models():
     """The upstream's model list."""
-    _require_key()
-    return _send(list_models(_gateway()))
+    key = _require_key()
+    result = list_models(_gateway())
+    result.headers.update(model_list_headers(_gateway(), key, request.headers.get("X-Tally-User")))
+    return _send(result)
 
 
 def error_response(error: TallyError) -> Response:

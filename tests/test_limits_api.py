@@ -228,3 +228,22 @@ def test_counters_are_rebuilt_from_the_request_log(tally, clock, make_app):
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Remaining"] == "0"
     assert chat(tally, user="u-1").status_code == 429
+
+
+def test_answers_before_admission_carry_the_users_headers_and_cost_nothing(tally, clock):
+    set_limits(tally.flask_app, "tier:default", "messages=5")
+    assert chat(tally, user="u-1").status_code == 200
+    bad = chat(tally, body={"model": "m", "messages": [], "user": "u-1"})
+    assert bad.status_code == 400
+    assert bad.headers["X-RateLimit-Limit"] == "5"
+    assert bad.headers["X-RateLimit-Remaining"] == "4"
+    import requests
+
+    models = requests.get(
+        f"{tally.url}/v1/models",
+        headers={"Authorization": f"Bearer {tally.key}", "X-Tally-User": "u-1"},
+        timeout=10,
+    )
+    assert models.status_code == 200
+    assert models.headers["X-RateLimit-Remaining"] == "4"
+    assert chat(tally, user="u-1").headers["X-RateLimit-Remaining"] == "3"

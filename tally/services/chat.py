@@ -20,7 +20,7 @@ from tally.errors import InvalidRequest, TallyError, UpstreamError, UpstreamTime
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.keys import AuthenticatedKey
-from tally.services.limits import Admission, admit
+from tally.services.limits import Admission, admit, peek_headers
 from tally.services.tracking import active_config
 from tally.services.usage import CallRecord, Outcome, record_call_safely
 from tally.sse import EventSplitter, encode_event, event_data
@@ -52,6 +52,8 @@ def proxy_chat(
     try:
         result = _proxy_chat(gateway, key, body, header_user, request_id, admission)
     except TallyError as exc:
+        if not admission.headers and exc.status < 500:  # refused before the admission
+            admission.headers = _limit_headers(gateway, key, body, header_user)
         exc.headers = {**admission.headers, **exc.headers}
         raise
     result.headers.update(admission.headers)
@@ -116,6 +118,16 @@ def _proxy_chat(gateway, key, body, header_user, request_id, admission) -> ChatR
     return _whole(gateway, response, call, outcome, started)
 
 
+def _limit_headers(gateway, key, body, header_user) -> dict[str, str]:
+    """The end user's X-RateLimit-* headers for a request refused before admission,
+    when the user can be told from it at all."""
+    try:
+        claim = resolve_end_user(body, header_user, key.bound_external_id)
+    except (TallyError, AttributeError, TypeError):
+        return {}
+    return peek_headers(gateway, key, claim)
+
+
 def validate_chat_body(body: Any) -> None:
     """Refuse a body that is not a chat completion request, naming the field."""
     if not isinstance(body, dict):
@@ -152,6 +164,12 @@ def list_models(gateway: Gateway) -> ChatResponse:
             "The upstream's model list is not JSON.", code="upstream_malformed"
         ) from None
     return ChatResponse(200, {"Content-Type": "application/json"}, response.content)
+
+
+def model_list_headers(gateway: Gateway, key: AuthenticatedKey, header_user: str | None):
+    """X-RateLimit-* headers for the model list: the X-Tally-User's (or the key's bound
+    user's) quota, else the key's anonymous bucket; nothing is counted."""
+    return _limit_headers(gateway, key, {}, header_user)
 
 
 def upstream_error(status: int, content: bytes, gateway: Gateway) -> UpstreamError:

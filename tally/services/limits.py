@@ -147,9 +147,18 @@ def runtime_of(sessions: sessionmaker) -> LimitsRuntime | None:
     return sessions.kw.get("info", {}).get(RUNTIME_INFO_KEY)
 
 
-def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> None:
+def peek_headers(gateway, key, claim: EndUserClaim | None) -> dict[str, str]:
+    """The X-RateLimit-* headers for an answer that does not go upstream (an error
+    before admission, the model list): nothing counted, nothing refused."""
+    admission = Admission()
+    admit(gateway, key, claim, admission, hit=False)
+    return admission.headers
+
+
+def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: bool = True) -> None:
     """Check and count one request about to go upstream; raise 429 when a limit is
-    used up (then nothing is counted), else fill ``admission``."""
+    used up (then nothing is counted), else fill ``admission``. With ``hit`` false,
+    only fill the headers."""
     runtime = runtime_of(gateway.sessions)
     if runtime is None:
         return
@@ -164,19 +173,20 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission) -> Non
     if not checks:
         return
     plan = _plan(policies, scope, key.id, checks, now)
+    plan["hit"] = hit
     try:
         result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
         raise
     except Exception as exc:  # any storage failure: redis errors, socket errors, …
-        runtime.storage_failed(exc, "admitting")
+        runtime.storage_failed(exc, "admitting" if hit else "reading")
         return
     stats = result["stats"]
     admission.usage_counters = [c for c in checks if c.kind == "counter"]
     refused = result["refused"]
     shown = refused if refused is not None else _shown(checks, stats)
     admission.headers.update(_headers(checks[shown], stats[shown]))
-    if refused is not None:
+    if refused is not None and hit:
         raise _refusal(checks[refused], stats[refused], now, admission.headers)
 
 
@@ -278,4 +288,4 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-__all__ = ["Admission", "admit", "count_usage", "format_value", "install_limits"]
+__all__ = ["Admission", "admit", "count_usage", "format_value", "install_limits", "peek_headers"]
