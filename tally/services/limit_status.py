@@ -18,7 +18,7 @@ from tally.limits.policy import applicable
 from tally.models import EndUser, RequestLog
 from tally.services.limit_checks import Check, build_checks
 from tally.services.limit_policies import load_policies
-from tally.services.limits import runtime_of
+from tally.services.limits import admission_plan, runtime_of
 
 CANDIDATES = 50  # users looked at for the "limited and near" list, per criterion
 NEAR = 0.8  # a user past this fraction of a limit is "near"
@@ -69,7 +69,8 @@ def user_limits(sessions: sessionmaker, external_id: str, metadata, user_id=None
     checks = build_checks(scope, 0, now)
     if not checks:
         return UserLimits(external_id, user_id, scope.tier, [])
-    plan = {"checks": [c.as_plan() for c in checks], "hit": False, "now": now}
+    # A reset made since the user's last request is applied, as their next one would.
+    plan = {**admission_plan(policies, scope, 0, checks, now), "markers": [], "hit": False}
     try:
         result = runtime.run(plan)
     except Exception:  # the storage is down: say so, do not fail the page

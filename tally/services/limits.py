@@ -172,7 +172,7 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
     checks = build_checks(scope, key.id, now)
     if not checks:
         return
-    plan = _plan(policies, scope, key.id, checks, now)
+    plan = admission_plan(policies, scope, key.id, checks, now)
     plan["hit"] = hit
     try:
         result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
@@ -228,7 +228,8 @@ def count_usage(sessions: sessionmaker, admission: Admission | None, usage: Any)
         runtime.storage_failed(exc, "counting usage")
 
 
-def _plan(policies: Policies, scope: Applicable, key_id: int, checks, now: float) -> dict:
+def admission_plan(policies: Policies, scope: Applicable, key_id: int, checks, now: float) -> dict:
+    """The plan of ``checks``, with the resets of their subjects still to apply."""
     resets = []
     for subject in {c.subject for c in checks}:
         at = policies.resets.get(subject)
