@@ -113,3 +113,15 @@ class TcpProxy:
                     sock.shutdown(2)
                 sock.close()
             self._conns.clear()
+
+
+def forget_counters(flask_app) -> None:
+    """Drop this deployment's limit counters (only Tally's keys: on a shared Redis other
+    keys belong to others)."""
+    storage = runtime_of(flask_app.extensions["tally"].sessions).storage
+    client = getattr(storage, "storage", None)  # limits' RedisStorage keeps its client here
+    if client is None:
+        storage.reset()
+        return
+    for key in client.scan_iter(match="*tally/*", count=1000):
+        client.delete(key)

@@ -12,7 +12,7 @@ import pytest
 
 from tally.limits.storage import SocketStorage
 from tally.services.limits import runtime_of
-from tests.limits_support import TcpProxy, set_limits
+from tests.limits_support import TcpProxy, forget_counters, set_limits
 from tests.support import chat
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
@@ -31,7 +31,7 @@ def proxied(make_app, serve, upstream):
             TALLY_RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{proxy.port}{parsed.path or '/15'}",
             TALLY_RATELIMIT_FAIL=fail,
         )
-        runtime_of(flask_app.extensions["tally"].sessions).storage.reset()
+        forget_counters(flask_app)
         server = serve(flask_app)
         server.flask_app, server.proxy = flask_app, proxy
         from tally.services.keys import create_api_key

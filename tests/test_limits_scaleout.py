@@ -11,10 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tally.services.keys import create_api_key
-from tally.services.limits import runtime_of
 from tally.services.writer import usage_writer
 from tests.fakes import completion
-from tests.limits_support import set_limits
+from tests.limits_support import forget_counters, set_limits
 from tests.support import chat
 
 pytestmark = pytest.mark.skipif(
@@ -38,7 +37,7 @@ def pair(make_app, serve, upstream, tmp_path):
         server.flask_app = flask_app
         servers.append(server)
     a, b = servers
-    runtime_of(a.flask_app.extensions["tally"].sessions).storage.reset()
+    forget_counters(a.flask_app)
     with a.flask_app.extensions["tally"].sessions() as session:
         _, key = create_api_key(session, "shared", "test")
     a.key = b.key = key
