@@ -1,5 +1,6 @@
--- wrk script: a non-streaming chat completion for one of 1,000 end users, as a
--- frontend sends it. The bearer key comes from TALLY_BENCH_KEY (empty for the direct run).
+-- wrk script: a non-streaming chat completion for one of 1,000 end users (or
+-- TALLY_BENCH_USERS), as a frontend sends it. The bearer key comes from TALLY_BENCH_KEY
+-- (empty for the direct run).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("TALLY_BENCH_KEY")
@@ -7,14 +8,15 @@ if key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
 
+local users = tonumber(os.getenv("TALLY_BENCH_USERS") or "") or 1000
 local bodies = {}
-for i = 1, 1000 do
+for i = 1, users do
   bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' ..
     '"messages":[{"role":"user","content":"Say hello in five words."}]}'
 end
 local n = 0
 
 request = function()
-  n = n % 1000 + 1
+  n = n % users + 1
   return wrk.format(nil, nil, nil, bodies[n])
 end
