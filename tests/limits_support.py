@@ -115,6 +115,18 @@ class TcpProxy:
             self._conns.clear()
 
 
+def forget_redis_counters(url: str) -> None:
+    """Drop Tally's counter keys from the Redis at ``url`` (tests leave none behind)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match="*tally/*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def forget_counters(flask_app) -> None:
     """Drop this deployment's limit counters (only Tally's keys: on a shared Redis other
     keys belong to others)."""

@@ -12,7 +12,7 @@ import pytest
 
 from tally.limits.storage import SocketStorage
 from tally.services.limits import runtime_of
-from tests.limits_support import TcpProxy, forget_counters, set_limits
+from tests.limits_support import TcpProxy, forget_counters, forget_redis_counters, set_limits
 from tests.support import chat
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
@@ -44,6 +44,8 @@ def proxied(make_app, serve, upstream):
     yield factory
     for server in made:
         server.proxy.cut()
+    if made:
+        forget_redis_counters(REDIS_URL)
 
 
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_URL")

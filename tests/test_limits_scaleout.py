@@ -13,7 +13,7 @@ import pytest
 from tally.services.keys import create_api_key
 from tally.services.writer import usage_writer
 from tests.fakes import completion
-from tests.limits_support import forget_counters, set_limits
+from tests.limits_support import forget_counters, forget_redis_counters, set_limits
 from tests.support import chat
 
 pytestmark = pytest.mark.skipif(
@@ -44,6 +44,7 @@ def pair(make_app, serve, upstream, tmp_path):
     yield a, b
     for server in servers:  # rows still queued must land before the tables are emptied
         assert usage_writer(server.flask_app.extensions["tally"].sessions).flush()
+    forget_redis_counters(os.environ["TALLY_TEST_REDIS_URL"])
 
 
 def test_a_limit_of_n_holds_for_the_pair(pair):

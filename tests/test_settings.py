@@ -62,3 +62,16 @@ def test_secrets_stay_out_of_reprs(tmp_path):
     text = repr(settings)
     assert isinstance(settings, Settings)
     assert "sk-or-secret" not in text and "hmac-secret" not in text and "pw@" not in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, "open"), ("closed", "closed"), ("OPEN", "open")]
+)
+def test_ratelimit_fail(tmp_path, raw, expected):
+    overrides = {} if raw is None else {"TALLY_RATELIMIT_FAIL": raw}
+    assert load_settings(str(tmp_path), overrides).ratelimit_fail == expected
+
+
+def test_ratelimit_fail_refuses_anything_else(tmp_path):
+    with pytest.raises(SettingsError, match="TALLY_RATELIMIT_FAIL must be one of open, closed"):
+        load_settings(str(tmp_path), {"TALLY_RATELIMIT_FAIL": "maybe"})

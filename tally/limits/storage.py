@@ -34,15 +34,20 @@ MAX_FRAME = 16 * 1024 * 1024
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired keys
 
 
+def wall_clock() -> float:
+    """``time.time()``, looked up at each call (so a test that patches it is obeyed)."""
+    return time.time()
+
+
 class LocalStorage(Storage, MovingWindowSupport):
     """In-process counters (fixed windows) and moving windows; not thread-safe on its
     own: callers hold :attr:`lock` (the server is single-threaded)."""
 
     STORAGE_SCHEME = ["tally+memory"]
 
-    def __init__(self, uri: str | None = None, clock: Callable[[], float] = time.time, **_: Any):
+    def __init__(self, uri: str | None = None, clock: Callable[[], float] | None = None, **_: Any):
         super().__init__(uri, wrap_exceptions=False)
-        self.clock = clock
+        self.clock = clock or wall_clock
         self.lock = threading.RLock()
         self._counters: dict[str, list[float]] = {}  # key -> [value, expires_at]
         self._windows: dict[str, array] = {}  # key -> ascending hit timestamps

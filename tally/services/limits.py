@@ -24,7 +24,7 @@ from tally.errors import BudgetExceeded, LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
 from tally.limits.policy import Applicable, Policies, applicable, format_value
-from tally.limits.storage import LocalStorage, SocketStorage
+from tally.limits.storage import LocalStorage, SocketStorage, wall_clock
 from tally.services.limit_checks import Check, build_checks, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
 from tally.services.limit_seed import seed_counters
@@ -47,7 +47,7 @@ class LimitsRuntime:
 
     storage: Storage
     fail: str = "open"
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = wall_clock
     description: str = "memory"
     unavailable_count: int = 0  # requests served (open) or refused (closed) unchecked
     _logged_at: float = float("-inf")
