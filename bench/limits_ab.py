@@ -8,7 +8,8 @@ Targets: the default storage (the counter server) and, with --redis, Redis. A wa
 first sends every user a request with limits on, so each counter has been rebuilt from
 the request log once (that costs a database read per user the first time a storage
 sees them, measured apart by bench/limits_cost.py); the rounds show the steady state.
-Each round measures 1 client (p50, p99) and 32 clients (requests/s, p99) with wrk. The policy is
+Each round measures 1 client (p50, p99) and 32 clients (requests/s, p99, and the CPU
+time Tally's processes spent per request, the counter server included) with wrk. The policy is
 switched with the CLI (``flask limits set``), as an operator would; the workers use it
 from their next request.
 """
@@ -79,7 +80,10 @@ def main() -> None:
         stop(mock.proc)
     med = statistics.median
     print(f"limits off vs on, {args.rounds} rounds of {args.seconds:g} s, 5,000 users, medians")
-    print(f"{'storage':10} {'limits':6} {'p50 ms':>7} {'p99 ms':>7} {'32c rps':>8} {'32c p99':>8}")
+    header = (
+        f"{'storage':10} {'limits':6} {'p50 ms':>7} {'p99 ms':>7} {'32c rps':>8} {'32c p99':>8}"
+    )
+    print(header + f" {'CPU ms/req':>10}")
     for tally in tallies:
         base = None
         for mode in ("off", "on"):
@@ -88,8 +92,10 @@ def main() -> None:
             p99 = med(x["p99"] for x in r["lat"])
             rps = med(x["rps"] for x in r["thr"])
             tp99 = med(x["p99"] for x in r["thr"])
+            cpu = med(x["cpu_ms"] for x in r["thr"])
             errors = sum(x["errors"] for x in r["lat"] + r["thr"])
             line = f"{tally.name:10} {mode:6} {p50:7.2f} {p99:7.2f} {rps:8.0f} {tp99:8.2f}"
+            line += f" {cpu:10.2f}"
             if base:
                 line += f"   Δp50 {p50 - base[0]:+.2f} ms, rps {100 * (rps / base[1] - 1):+.1f} %"
             if errors:
