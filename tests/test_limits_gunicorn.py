@@ -112,3 +112,19 @@ def key_name(flask_app) -> str:
 
     with flask_app.extensions["tally"].sessions() as session:
         return session.scalars(select(ApiKey.name)).one()
+
+
+def test_a_restart_does_not_hand_out_a_fresh_quota(database_url, upstream, app, make_key):
+    """The counter server starts empty; counters are rebuilt from the request log."""
+    set_limits(app, "tier:default", "messages=3")
+    key = make_key()
+    proc = start_gunicorn(database_url, upstream.url, 2)
+    try:
+        assert fire(proc.url, key, ["u-1"], 2, threads=1) == [200, 200]
+    finally:
+        stop(proc)  # graceful: the usage writer writes the two rows before it stops
+    proc = start_gunicorn(database_url, upstream.url, 2)
+    try:
+        assert fire(proc.url, key, ["u-1"], 3, threads=1) == [200, 429, 429]
+    finally:
+        stop(proc)

@@ -65,3 +65,11 @@ def test_api_limits_and_login_throttling_count_in_the_server(server, make_app, s
     statuses = [console.login("x@example.com", "wrong").status_code for _ in range(6)]
     assert statuses[-1] == 429  # the per-account limit, counted in the server
     assert any("x@example.com" in key for key in held._counters)
+
+
+def test_readyz_checks_the_counter_server(server, make_app, tmp_path):
+    path, _held = server
+    ready = make_app(TALLY_LIMITS_SOCKET=path).test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.json["checks"]["limiter_storage"] == "ok"
+    gone = make_app(TALLY_LIMITS_SOCKET=str(tmp_path / "gone.sock")).test_client().get("/readyz")
+    assert gone.status_code == 503 and gone.json["checks"]["limiter_storage"] == "unreachable"
