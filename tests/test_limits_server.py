@@ -73,3 +73,21 @@ def test_readyz_checks_the_counter_server(server, make_app, tmp_path):
     assert ready.status_code == 200 and ready.json["checks"]["limiter_storage"] == "ok"
     gone = make_app(TALLY_LIMITS_SOCKET=str(tmp_path / "gone.sock")).test_client().get("/readyz")
     assert gone.status_code == 503 and gone.json["checks"]["limiter_storage"] == "unreachable"
+
+
+def test_usage_sent_without_waiting_counts_before_the_next_request(
+    server, make_app, serve, upstream
+):
+    path, held = server
+    flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_LIMITS_SOCKET=path)
+    live = serve(flask_app)
+    from tally.services.keys import create_api_key
+
+    with flask_app.extensions["tally"].sessions() as session:
+        _, live.key = create_api_key(session, "web", "test")
+    set_limits(flask_app, "tier:default", "messages=none", "daily_tokens=20")
+    # the fake upstream's usage: 12 + 3 tokens a call
+    statuses = [chat(live, user="u-1").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    tokens = [v for k, (v, _exp) in held._counters.items() if k.count("/") == 3]
+    assert tokens == [30]  # tally/tok/dYYYY-MM-DD/user:u-1 (markers have one more part)

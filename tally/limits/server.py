@@ -36,13 +36,15 @@ OPS = frozenset(
 
 
 def handle(storage: LocalStorage, frame: bytes) -> bytes:
-    """Run one request on ``storage``; its answer as JSON (errors as ``{"error": …}``)."""
+    """Run one request on ``storage``; its answer as JSON (errors as ``{"error": …}``),
+    or nothing for a request sent without waiting (``add_usage``)."""
     try:
         op, *args = json.loads(frame)
         if op == "evaluate":
             answer: Any = evaluate(storage, args[0])
         elif op == "add_usage":
-            answer = add_usage(storage, args[0])
+            add_usage(storage, args[0])
+            return b""  # the client did not wait: no answer
         elif op in OPS:
             answer = getattr(storage, op)(*args)
         else:
@@ -106,7 +108,9 @@ def _serve_ready(conn, buffer: bytearray, storage, selector) -> None:
                 del buffer[: FRAME.size + size]
                 # Clients wait for each answer before the next request: a small answer
                 # always fits the socket's buffer, so this never blocks.
-                conn.sendall(handle(storage, frame))
+                answer = handle(storage, frame)
+                if answer:
+                    conn.sendall(answer)
             return
         except (OSError, ValueError):
             pass

@@ -259,8 +259,17 @@ class SocketStorage(Storage, MovingWindowSupport):
         return self.call("evaluate", plan)
 
     def add_usage(self, additions: list[list[Any]]) -> None:
-        """Add a call's tokens and cost to their counters, in one round trip."""
-        self.call("add_usage", additions)
+        """Add a call's tokens and cost to their counters without waiting for the server
+        (it answers nothing): the answer to the client is not held up by a round trip.
+        The server runs it before any later request sent on the same connection."""
+        sock = self._idle.pop() if self._idle else self._connect()
+        try:
+            data = json.dumps(["add_usage", additions], separators=(",", ":")).encode()
+            sock.sendall(FRAME.pack(len(data)) + data)
+        except BaseException:
+            sock.close()
+            raise
+        self._idle.append(sock)
 
 
 def _read_frame(sock: socket.socket) -> bytes:
