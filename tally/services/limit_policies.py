@@ -30,6 +30,7 @@ from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, LimitSetting
 from tally.services.audit import add_audit
 
 POLICIES_CACHE_KEY = "limits.policies"
+METADATA_INFO_KEY = "tally.limits.metadata"
 
 
 def read_policies(session: Session) -> Policies:
@@ -67,9 +68,16 @@ def user_metadata(sessions: sessionmaker, claim: EndUserClaim) -> Any:
             )
         return (stored,)  # a tuple: "no metadata" is cached too
 
-    cache = _cache(sessions)
-    key = ("limits.metadata", claim.external_id)
-    return (cache.get(key, load) if cache is not None else load())[0]
+    # A cache of its own, on the same version: many users' entries must not push the
+    # API keys out of the shared one.
+    shared = _cache(sessions)
+    if shared is None:
+        return load()[0]
+    info = sessions.kw["info"]
+    cache = info.get(METADATA_INFO_KEY)
+    if cache is None:
+        cache = info[METADATA_INFO_KEY] = Cache(shared.version)
+    return cache.get(claim.external_id, load)[0]
 
 
 def _cache(sessions: sessionmaker) -> Cache | None:
