@@ -45,6 +45,8 @@ def test_the_nth_passes_the_next_is_refused_and_the_window_end_frees_it(tally, c
     assert len(tally_upstream_calls(tally)) == 3  # the refused one never went upstream
     clock.now = first + 86400 - 0.5  # the first hit is still inside the window
     assert chat(tally, user="u-1").status_code == 429
+    clock.now = first + 86400  # exactly 24 h old: still inside (as limits counts it)
+    assert chat(tally, user="u-1").status_code == 429
     clock.now = first + 86400 + 0.001  # it left the window: one more fits
     response = chat(tally, user="u-1")
     assert response.status_code == 200

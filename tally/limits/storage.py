@@ -22,7 +22,7 @@ import struct
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -32,6 +32,7 @@ FRAME = struct.Struct("!I")
 _LOCKED = ("incr", "get", "get_expiry", "reset", "clear", "acquire_entry", "get_moving_window")
 MAX_FRAME = 16 * 1024 * 1024
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired keys
+SWEEP_BATCH = 200  # keys looked at per write while a sweep is under way
 
 
 def wall_clock() -> float:
@@ -53,6 +54,7 @@ class LocalStorage(Storage, MovingWindowSupport):
         self._windows: dict[str, array] = {}  # key -> ascending hit timestamps
         self._window_expiry: dict[str, float] = {}
         self._next_sweep = 0.0
+        self._sweep: Iterator[str] | None = None
 
     @property
     def base_exceptions(self) -> type[Exception]:
@@ -117,7 +119,7 @@ class LocalStorage(Storage, MovingWindowSupport):
         """Put hits back at the times they were made (counters rebuilt after a restart)."""
         now = self._tick()
         hits = self._live(key, expiry, now)
-        merged = sorted([*hits, *(s for s in stamps if s > now - expiry)])
+        merged = sorted([*hits, *(s for s in stamps if s >= now - expiry)])
         self._windows[key] = array("d", merged)
         self._window_expiry[key] = expiry
 
@@ -130,22 +132,35 @@ class LocalStorage(Storage, MovingWindowSupport):
         if hits is None:
             hits = self._windows[key] = array("d")
             return hits
-        start = bisect.bisect_right(hits, now - expiry)
+        start = bisect.bisect_left(hits, now - expiry)  # a hit exactly one window old counts
         if start:
             del hits[:start]
         return hits
 
     def _tick(self) -> float:
-        """Now; and now and then drop expired keys, so idle users cost nothing."""
+        """Now; and drop a few expired keys, so idle users cost nothing. The sweep goes a
+        batch at a time over a snapshot of the keys taken once a minute: a single pass
+        over 100,000 users' keys would hold every worker's admissions for ~0.1 s."""
         now = self.clock()
-        if now >= self._next_sweep:
+        if self._sweep is None and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
-            for key in [k for k, (_, exp) in self._counters.items() if exp <= now]:
-                del self._counters[key]
-            for key, hits in list(self._windows.items()):
-                if not hits or hits[-1] <= now - self._window_expiry.get(key, 0):
-                    self.clear(key)
+            self._sweep = iter([*self._counters, *self._windows])
+        if self._sweep is not None:
+            for _ in range(SWEEP_BATCH):
+                key = next(self._sweep, None)
+                if key is None:
+                    self._sweep = None
+                    break
+                self._expire(key, now)
         return now
+
+    def _expire(self, key: str, now: float) -> None:
+        entry = self._counters.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._counters[key]
+        hits = self._windows.get(key)
+        if hits is not None and (not hits or hits[-1] < now - self._window_expiry.get(key, 0)):
+            self.clear(key)
 
 
 def _with_lock(method: Callable) -> Callable:
