@@ -60,9 +60,13 @@ def serve(path: str, storage: LocalStorage, stop: threading.Event | None = None)
     """Answer requests on ``path`` until ``stop`` is set."""
     stop = stop or threading.Event()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o600)
+    # Bound and listening under another name, then renamed: whoever sees ``path`` can
+    # connect (start() and the tests wait for it to appear).
+    pending = path + ".new"
+    listener.bind(pending)
+    os.chmod(pending, 0o600)
     listener.listen(1024)
+    os.rename(pending, path)
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)

@@ -36,7 +36,9 @@ RUNTIME_INFO_KEY = "tally.limits"
 RESET_HORIZON = 35 * 86400
 LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
 WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
-WAIT_STEPS = 100
+# Long enough for the rebuilder's claim to expire (engine.CLAIM_TTL): if it died, a
+# waiter claims the rebuild itself rather than count on an empty counter.
+WAIT_STEPS = 600
 READY_TRUST = 60.0  # seconds; a storage restarted within them loses its counters' rebuild
 READY_MAX = 200_000
 
@@ -191,8 +193,8 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
 
 
 def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
-    """Run the plan; first rebuild the counters it claims, or wait (1 s at most) for
-    another request that is rebuilding them."""
+    """Run the plan; first rebuild the counters it claims, or wait for another request
+    that is rebuilding them (6 s at most: then it goes on without)."""
     markers = plan["markers"] = runtime.unready(plan["markers"])
     for _ in range(WAIT_STEPS):
         result = runtime.run(plan)
