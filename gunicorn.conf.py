@@ -50,7 +50,12 @@ def on_starting(server):
 
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
-    usage rows (tally/services/writer_process.py)."""
+    usage rows (tally/services/writer_process.py). Without TALLY_RATELIMIT_STORAGE_URI,
+    also the counter server every worker counts limits in (tally/limits/server.py)."""
+    if not tally_settings.ratelimit_storage_uri:
+        from tally.limits.server import start as start_counters
+
+        server.tally_counters = start_counters(cwd=server.cfg.chdir)
     if tally_settings.usage_writes == "inline":
         return  # every row is written before its answer ends: nothing to hand over
     from tally.services.writer_process import start
@@ -63,6 +68,9 @@ def on_exit(server):
     writer = getattr(server, "tally_usage_writer", None)
     if writer is not None:
         writer.stop()
+    counters = getattr(server, "tally_counters", None)
+    if counters is not None:
+        counters.stop()
 
 
 def post_worker_init(worker):

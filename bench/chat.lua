@@ -1,6 +1,7 @@
--- wrk script: a non-streaming request for one of 1,000 end users, as a frontend sends it:
--- a chat completion, or with TALLY_BENCH_ENDPOINT=responses / embeddings a Responses or
--- embeddings request. The bearer key comes from TALLY_BENCH_KEY (empty for the direct run).
+-- wrk script: a non-streaming request for one of 1,000 end users (or TALLY_BENCH_USERS),
+-- as a frontend sends it: a chat completion, or with TALLY_BENCH_ENDPOINT=responses /
+-- embeddings a Responses or embeddings request. The bearer key comes from TALLY_BENCH_KEY
+-- (empty for the direct run).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("TALLY_BENCH_KEY")
@@ -14,13 +15,14 @@ if endpoint == "responses" or endpoint == "embeddings" then
   payload = '"input":"Say hello in five words."'
 end
 
+local users = tonumber(os.getenv("TALLY_BENCH_USERS") or "") or 1000
 local bodies = {}
-for i = 1, 1000 do
+for i = 1, users do
   bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' .. payload .. '}'
 end
 local n = 0
 
 request = function()
-  n = n % 1000 + 1
+  n = n % users + 1
   return wrk.format(nil, nil, nil, bodies[n])
 end

@@ -21,7 +21,7 @@ from tally.services.chat import ChatCompletions
 from tally.services.embeddings import Embeddings
 from tally.services.endpoint import Endpoint
 from tally.services.keys import AuthenticatedKey, authenticate
-from tally.services.pipeline import ProxyResponse, list_models, proxy
+from tally.services.pipeline import ProxyResponse, limit_headers, list_models, proxy
 from tally.services.responses import Responses
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -65,8 +65,11 @@ def embeddings():
 @bp.get("/models")
 def models():
     """The upstream's model list."""
-    verified_user(_require_key())
-    return _send(list_models(_gateway()))
+    key = _require_key()
+    verified_user(key)
+    result = list_models(_gateway())
+    result.headers.update(limit_headers(_gateway(), key, {}, request.headers.get("X-Tally-User")))
+    return _send(result)
 
 
 def error_response(error: TallyError) -> Response:

@@ -13,10 +13,19 @@ from tally import schema
 from tally.errors import DomainError
 from tally.gateway import Gateway
 from tally.idp import FIELDS as IDP_FIELDS
+from tally.limits.policy import parse_assignments as parse_limit_fields
+from tally.limits.policy import parse_tier_key
 from tally.services import seed as seed_service
 from tally.services.identities import trace_identifier
 from tally.services.idp import active_idp, save_idp
 from tally.services.keys import create_api_key, revoke_api_key
+from tally.services.limit_policies import (
+    policy_lines,
+    reset_user,
+    set_policy,
+    set_tier_key,
+    unset_policy,
+)
 from tally.services.operators import ROLES, create_operator
 from tally.services.tracking import FIELDS, active_config, save_config
 
@@ -28,11 +37,12 @@ operators_cli = AppGroup("operators", help="Console operators.")
 config_cli = AppGroup("config", help="The tracking config.")
 idp_cli = AppGroup("idp", help="The identity provider end-user tokens are verified against.")
 dev_cli = AppGroup("dev", help="Tools for trying Tally out.")
+limits_cli = AppGroup("limits", help="Message quotas, rate limits and budgets.")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to ``app``."""
-    for group in (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli):
+    for group in (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli, limits_cli):
         app.cli.add_command(group)
     app.cli.add_command(trace)
 
@@ -206,3 +216,48 @@ def dev_seed(requests_: int, users: int, days: int) -> None:
             session, gateway.hash_key, requests=requests_, users=users, days=days
         )
     click.echo(f"Seeded {made.requests} demo requests for {made.users} demo users.")
+
+
+@limits_cli.command("show")
+def limits_show() -> None:
+    """Every policy, one ``SCOPE FIELD=VALUE …`` line each, then ``tier_key=…``."""
+    with session_scope() as session:
+        for line in policy_lines(session):
+            click.echo(line)
+
+
+@limits_cli.command("set")
+@click.argument("scope")
+@click.argument("assignments", nargs=-1)
+def limits_set(scope: str, assignments: tuple[str, ...]) -> None:
+    """``limits set SCOPE FIELD=VALUE …`` or ``limits set tier_key=METADATA_KEY``."""
+    with session_scope() as session:
+        if scope.startswith("tier_key="):
+            if assignments:
+                fail("limits set tier_key=KEY takes nothing else")
+            key = parse_tier_key(scope.partition("=")[2])
+            set_tier_key(session, key, CLI_ACTOR)
+            click.echo(f"tier_key={key}")
+            return
+        fields = parse_limit_fields(assignments)
+        set_policy(session, scope, fields, CLI_ACTOR)
+        line = next(li for li in policy_lines(session) if li.split(" ", 1)[0] == scope)
+    click.echo(line)
+
+
+@limits_cli.command("unset")
+@click.argument("scope")
+def limits_unset(scope: str) -> None:
+    """Drop the policy of SCOPE (an override, a tier, a key's policy)."""
+    with session_scope() as session:
+        unset_policy(session, scope, CLI_ACTOR)
+    click.echo(f"Removed the policy of {scope}.")
+
+
+@limits_cli.command("reset")
+@click.argument("scope")
+def limits_reset(scope: str) -> None:
+    """Clear ``user:INTERNAL_ID``'s counters now."""
+    with session_scope() as session:
+        reset_user(session, scope, CLI_ACTOR)
+    click.echo(f"Reset the counters of {scope}.")

@@ -1,9 +1,7 @@
-"""The operator console (HTML, HTMX): the dashboard and the limits page live here; each
-other area has its own module, imported below so its views join :data:`bp`."""
+"""The operator console (HTML, HTMX): the dashboard lives here; each other area has its
+own module, imported below so its views join :data:`bp`."""
 
 from __future__ import annotations
-
-from flask import current_app
 
 from blueprints import (  # noqa: F401  (each module registers its views on bp)
     console_audit,
@@ -11,6 +9,7 @@ from blueprints import (  # noqa: F401  (each module registers its views on bp)
     console_identities,
     console_idp,
     console_keys,
+    console_limits,
     console_operators,
     console_usage,
 )
@@ -25,15 +24,3 @@ __all__ = ["bp"]
 def dashboard():
     """Today's and the last 30 days' requests, tokens, cost and errors; the top users."""
     return render("dashboard/page.html", report=dashboard_report(get_db(), utcnow()))
-
-
-@bp.get("/limits")
-def limits_page():
-    """The limits in force: login throttling (per-user quotas and budgets come later)."""
-    config = current_app.config
-    return render(
-        "limits/page.html",
-        per_account=config["LOGIN_LIMIT_PER_ACCOUNT"],
-        per_ip=config["LOGIN_LIMIT_PER_IP"],
-        storage=config["RATELIMIT_STORAGE_URI"].split("://", 1)[0],
-    )

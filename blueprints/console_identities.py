@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from flask import abort, request
 
-from blueprints.console_base import actor, bp, get_db, page_number, render
+from blueprints.console_base import actor, bp, gateway, get_db, page_number, render
 from tally.db import utcnow
 from tally.services.identities import identity_detail, search_identities
+from tally.services.limit_status import user_limits
 
 
 @bp.get("/identities")
@@ -19,8 +20,11 @@ def identities_list():
 
 @bp.get("/identities/<int:user_id>")
 def identity_show(user_id: int):
-    """One end user: profile, every identifier they have had, usage, recent requests."""
+    """One end user: profile, every identifier they have had, usage, recent requests,
+    and their quota left and spend against budget."""
     detail = identity_detail(get_db(), user_id, utcnow(), actor())
     if detail is None:
         abort(404, "No such end user.")
-    return render("identities/detail.html", detail=detail)
+    user = detail.user
+    limits = user_limits(gateway(), user.external_id, user.profile_metadata, user.id)
+    return render("identities/detail.html", detail=detail, limits=limits)

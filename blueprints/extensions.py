@@ -2,9 +2,9 @@
 
 - ``login_manager``: operator sessions (flask-login);
 - ``csrf``: CSRF checks on every state-changing request (Flask-WTF);
-- ``limiter``: login throttling (flask-limiter). Its storage is
-  ``TALLY_RATELIMIT_STORAGE_URI``, ``memory://`` when unset: exact within one process
-  only; a later issue makes the default exact across the workers of one instance.
+- ``limiter``: login throttling (flask-limiter), on the same storage as the API's limits
+  (tally/services/limits.py): ``TALLY_RATELIMIT_STORAGE_URI``, else the instance's
+  counter server under gunicorn, else this process's memory (then it is the instance).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+
+import tally.limits.storage  # noqa: F401  (registers tally+memory:// and tally+unix://)
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -58,10 +60,19 @@ class NoSessions(BaseSessionInterface):
         """Nothing to save."""
 
 
+def login_storage_uri(settings) -> str:
+    """The limits storage URI the API's limits use, for flask-limiter."""
+    if settings.ratelimit_storage_uri:
+        return settings.ratelimit_storage_uri
+    if settings.limits_socket:
+        return f"tally+unix://{settings.limits_socket}"
+    return "tally+memory://"
+
+
 def init_app(app: Flask) -> None:
     """Bind the extensions and the console's cookie and header policy to ``app``."""
     settings = app.config["TALLY"]
-    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.ratelimit_storage_uri or "memory://")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", login_storage_uri(settings))
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("LOGIN_LIMIT_PER_ACCOUNT", "5 per minute; 20 per hour")
     app.config.setdefault("LOGIN_LIMIT_PER_IP", "20 per minute; 100 per hour")

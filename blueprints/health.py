@@ -22,7 +22,9 @@ def readyz():
     gateway = current_app.extensions["tally"]
     checks = {
         "database": check_database(gateway.engine),
-        "limiter_storage": check_limiter_storage(gateway.settings.ratelimit_storage_uri),
+        "limiter_storage": check_limiter_storage(
+            gateway.settings.ratelimit_storage_uri, gateway.settings.limits_socket
+        ),
     }
     ready = all(result == "ok" for result in checks.values())
     response = jsonify(status="ready" if ready else "unavailable", checks=checks)

@@ -43,7 +43,16 @@ _PENDING = "tally.cache.pending"
 _COUNTER = struct.Struct("<Q")
 # The tables whose rows the caches copy. A change to a row of one of them, committed
 # through a watched session, invalidates every cache everywhere.
-WATCHED_TABLES = frozenset({"api_keys", "config_revisions", "identity_providers"})
+WATCHED_TABLES = frozenset(
+    {
+        "api_keys",
+        "config_revisions",
+        "identity_providers",
+        "limit_policies",
+        "limit_settings",
+        "limit_resets",
+    }
+)
 # Columns that change on every request and that no cache holds (unit-of-work changes only).
 IGNORED_COLUMNS = frozenset({"last_used_at"})
 

@@ -87,3 +87,26 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     default_code = "upstream_timeout"
+
+
+class RateLimited(TallyError):
+    """429: a message quota or rate limit is used up (``Retry-After`` in headers)."""
+
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    """429: a token limit or budget for the day or month is used up."""
+
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
+class LimitsUnavailable(TallyError):
+    """503: the limit storage cannot be reached and TALLY_RATELIMIT_FAIL is ``closed``."""
+
+    status = 503
+    type = "api_error"
+    default_code = "limits_unavailable"

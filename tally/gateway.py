@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
 from tally.jwks import KeySets
+from tally.services.limits import LimitsRuntime, build_limits
 from tally.services.writer import UsageWriter, build_usage_writer
 from tally.settings import Settings
 from tally.upstream import UpstreamClient
@@ -30,6 +31,7 @@ class Gateway:
     upstream: UpstreamClient
     cache: Cache  # API keys and the active config; pass it to authenticate/active_config
     key_sets: KeySets  # the identity provider's signing keys (end-user tokens)
+    limits: LimitsRuntime  # where this process counts limits, and the policies' caches
     writer: UsageWriter | None = None  # background usage rows; None: written inline
 
     @property
@@ -62,5 +64,6 @@ def build_gateway(settings: Settings, demo_token_delay: float = 0.03) -> Gateway
         ),
         cache=cache,
         key_sets=KeySets(),
+        limits=build_limits(settings, cache),
         writer=build_usage_writer(settings) if background else None,
     )

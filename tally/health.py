@@ -27,8 +27,21 @@ def check_database(engine: Engine) -> str:
     return "ok"
 
 
-def check_limiter_storage(uri: str | None) -> str:
-    """PING the Redis the rate limits use; the default in-process storage is always there."""
+def check_limiter_storage(uri: str | None, socket_path: str | None = None) -> str:
+    """PING the Redis the rate limits use, or the instance's counter server (its socket,
+    under gunicorn); the in-process storage is always there."""
+    if not uri and socket_path:
+        from tally.limits.storage import SocketStorage
+
+        storage = SocketStorage(f"tally+unix://{socket_path}", timeout=REDIS_TIMEOUT)
+        try:
+            reachable = storage.check()
+        finally:
+            storage.close()
+        if reachable:
+            return "ok"
+        log.warning("readiness: counter server unreachable")
+        return "unreachable"
     if not uri or not uri.startswith(("redis://", "rediss://")):
         return "ok"
     try:

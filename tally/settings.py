@@ -45,6 +45,8 @@ class Settings:
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
+    ratelimit_fail: str = "open"  # TALLY_RATELIMIT_FAIL: limit storage unreachable
+    limits_socket: str | None = None  # set by gunicorn.conf.py: its counter server
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -75,6 +77,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
         usage_socket=env.get(USAGE_SOCKET_ENV) or None,
         trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
+        ratelimit_fail=_choice(env, "TALLY_RATELIMIT_FAIL", ("open", "closed")),
+        limits_socket=env.get("TALLY_LIMITS_SOCKET") or None,
     )
 
 
@@ -107,11 +111,13 @@ class ServerSettings:
     worker_class: str = "gevent"
     threads: int = 600  # gthread only: one per open stream
     usage_writes: str = "background"  # inline: no usage writer process
+    ratelimit_storage_uri: str | None = None  # unset: the master starts a counter server
 
 
 def load_server_settings(overrides: Mapping[str, str] | None = None) -> ServerSettings:
-    """Read ``TALLY_BIND``, ``TALLY_WORKERS``, ``TALLY_WORKER_CLASS``, ``TALLY_THREADS``
-    and ``TALLY_USAGE_WRITES``, ``overrides`` taking precedence over the environment."""
+    """Read ``TALLY_BIND``, ``TALLY_WORKERS``, ``TALLY_WORKER_CLASS``, ``TALLY_THREADS``,
+    ``TALLY_USAGE_WRITES`` and ``TALLY_RATELIMIT_STORAGE_URI``, ``overrides`` taking
+    precedence over the environment."""
     env = {**os.environ, **(overrides or {})}
     defaults = ServerSettings()
     return ServerSettings(
@@ -120,6 +126,7 @@ def load_server_settings(overrides: Mapping[str, str] | None = None) -> ServerSe
         worker_class=_choice(env, "TALLY_WORKER_CLASS", WORKER_CLASSES),
         threads=_number(env, "TALLY_THREADS", defaults.threads, int),
         usage_writes=_choice(env, "TALLY_USAGE_WRITES", USAGE_WRITES),
+        ratelimit_storage_uri=env.get("TALLY_RATELIMIT_STORAGE_URI") or None,
     )
 
 

@@ -117,3 +117,16 @@ def test_gunicorn_bind_forms_are_accepted(value):
 def test_bad_usage_writes_mode_is_refused_for_the_app_too(tmp_path):
     with pytest.raises(SettingsError, match="TALLY_USAGE_WRITES"):
         load_settings(str(tmp_path), {"TALLY_USAGE_WRITES": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, "open"), ("closed", "closed"), ("OPEN", "open")]
+)
+def test_ratelimit_fail(tmp_path, raw, expected):
+    overrides = {} if raw is None else {"TALLY_RATELIMIT_FAIL": raw}
+    assert load_settings(str(tmp_path), overrides).ratelimit_fail == expected
+
+
+def test_ratelimit_fail_refuses_anything_else(tmp_path):
+    with pytest.raises(SettingsError, match="TALLY_RATELIMIT_FAIL must be one of open, closed"):
+        load_settings(str(tmp_path), {"TALLY_RATELIMIT_FAIL": "maybe"})

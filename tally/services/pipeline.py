@@ -2,7 +2,8 @@
 
 Every endpoint goes through the same steps: validate the body (the endpoint's rules),
 resolve the end user, derive the upstream identifier and attach it in the configured
-dialect, forward, relay the answer (event by event when streaming) and record one
+dialect, admit the call under the limits that apply (tally.services.limits: a 429 here
+costs nothing), forward, relay the answer (event by event when streaming) and record one
 request row when the answer ends, however it ends: done, upstream error, broken
 upstream, or a client that went away. What differs between endpoints (body rules, where
 usage is found, how a stream ends) is an :class:`~tally.services.endpoint.Endpoint`.
@@ -16,11 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tally.errors import InvalidRequest, UpstreamError
+from tally.errors import InvalidRequest, TallyError, UpstreamError
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.endpoint import Endpoint, elapsed_ms
 from tally.services.keys import AuthenticatedKey
+from tally.services.limits import Admission, admit, count_usage, peek_headers
 from tally.services.tracking import (
     TrackingConfig,
     active_config,
@@ -57,12 +59,15 @@ class _Call:
     record: CallRecord
     outcome: Outcome
     started: float
+    admission: Admission
 
     def finish(self, error: UpstreamError | None = None) -> None:
-        """Record the call's row (once its answer has ended)."""
+        """Record the call's row, and its tokens and cost in its limits' counters (once
+        its answer has ended)."""
         if error is not None:
             self.outcome.fail(error.status, error.code, error.message)
         self.outcome.latency_ms = elapsed_ms(self.started)
+        count_usage(self.gateway.limits, self.admission, self.outcome.usage)
         record_call_safely(self.gateway, self.record, self.outcome)
 
 
@@ -76,7 +81,40 @@ def proxy(
     verified: EndUserClaim | None = None,
 ) -> ProxyResponse:
     """Forward one call to ``endpoint``; raise a TallyError for anything refused up front.
-    ``verified``: the end user of a verified end-user token (tally.tokens), if any."""
+    ``verified``: the end user of a verified end-user token (tally.tokens), if any.
+    Answers and errors carry the end user's X-RateLimit-* headers."""
+    admission = Admission()
+    try:
+        result = _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admission)
+    except TallyError as exc:
+        if not admission.headers and exc.status < 500:  # refused before the admission
+            admission.headers = limit_headers(gateway, key, body, header_user, verified)
+        exc.headers = {**admission.headers, **exc.headers}
+        raise
+    result.headers.update(admission.headers)
+    return result
+
+
+def limit_headers(
+    gateway: Gateway,
+    key: AuthenticatedKey,
+    body: Any,
+    header_user: str | None,
+    verified: EndUserClaim | None = None,
+) -> dict[str, str]:
+    """The end user's X-RateLimit-* headers for an answer that does not go upstream (a
+    request refused before admission, the model list), when the user can be told from
+    the request at all; nothing is counted."""
+    try:
+        claim = resolve_end_user(
+            body if isinstance(body, dict) else {}, header_user, key.bound_external_id, verified
+        )
+    except TallyError:
+        return {}
+    return peek_headers(gateway, key, claim)
+
+
+def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admission):
     started = time.perf_counter()
     endpoint.validate(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id, verified)
@@ -104,7 +142,9 @@ def proxy(
         ),
         Outcome(),
         started,
+        admission,
     )
+    admit(gateway, key, claim, admission)  # a 429 here: nothing counted, nothing sent
     try:
         response = gateway.upstream.post(endpoint.path, upstream_body, stream=stream)
     except UpstreamError as exc:

@@ -1,0 +1,93 @@
+"""What limiting costs per request, storage by storage: ``admit`` (policy lookup, plan,
+one admission on the storage) for 5,000 end users in turn, so counters are not all hot.
+
+    python bench/limits_cost.py [--requests 20000] [--redis redis://127.0.0.1:6379/15]
+
+Storages: none (no policy applies: the cost of looking), tally+memory:// (in this
+process), tally+unix:// (the counter server in a process of its own, as under
+gunicorn), and Redis when given. Prints p50 / p99 / mean in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import create_app  # noqa: E402
+from tally import schema  # noqa: E402
+from tally.identity import EndUserClaim  # noqa: E402
+from tally.limits.storage import SocketStorage  # noqa: E402
+from tally.services.keys import AuthenticatedKey  # noqa: E402
+from tally.services.limit_policies import set_policy  # noqa: E402
+from tally.services.limits import Admission, admit, make_storage, runtime_of  # noqa: E402
+
+USERS = 5000
+
+
+def measure(flask_app, requests: int) -> list[float]:
+    """Microseconds per ``admit`` call, users in turn (a first pass warms every counter)."""
+    gateway = flask_app.extensions["tally"]
+    key = AuthenticatedKey(1, "bench", None)
+    claims = [EndUserClaim(f"user-{i}", "user") for i in range(USERS)]
+    for claim in claims:  # first sight: counters rebuilt from the (empty) request log
+        admit(gateway, key, claim, Admission())
+    took = []
+    for index in range(requests):
+        started = time.perf_counter()
+        admit(gateway, key, claims[index % USERS], Admission())
+        took.append((time.perf_counter() - started) * 1e6)
+    return took
+
+
+def main() -> None:
+    """Run each storage and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--redis", default=os.environ.get("TALLY_TEST_REDIS_URL"))
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="tally-limits-bench-")
+    flask_app = create_app({"INSTANCE_PATH": folder, "TALLY_LOG_FORMAT": "text"})
+    schema.upgrade(flask_app.extensions["tally"].engine)
+    runtime = runtime_of(flask_app.extensions["tally"])
+    rows = []
+
+    def run(name: str) -> None:
+        took = sorted(measure(flask_app, args.requests))
+        p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99)]
+        rows.append((name, p50, p99, statistics.fmean(took)))
+
+    with flask_app.extensions["tally"].sessions() as session:
+        set_policy(session, "tier:default", {"messages": None}, "bench")
+    run("no limit applies")
+    with flask_app.extensions["tally"].sessions() as session:
+        set_policy(session, "tier:default", {"messages": 10**9}, "bench")
+    run("tally+memory:// (in process)")
+    socket_dir = tempfile.mkdtemp(prefix="tally-limits-")
+    path = os.path.join(socket_dir, "limits.sock")
+    server = subprocess.Popen([sys.executable, "-m", "tally.limits.server", path])
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    runtime.storage = SocketStorage(f"tally+unix://{path}")
+    run("tally+unix:// (counter server)")
+    server.terminate()
+    if args.redis:
+        runtime.storage, _ = make_storage(args.redis, None)
+        for key in runtime.storage.storage.scan_iter(match="*tally/*", count=1000):
+            runtime.storage.storage.delete(key)  # only Tally's counters: Redis is shared
+        run("redis://")
+    print(f"admit() per request, {USERS} users in turn, {args.requests} requests, messages limit")
+    print(f"{'storage':34} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
+    for name, p50, p99, mean in rows:
+        print(f"{name:34} {p50:8.0f} {p99:8.0f} {mean:8.0f}")
+
+
+if __name__ == "__main__":
+    main()

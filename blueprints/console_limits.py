@@ -1,0 +1,124 @@
+"""Console: limits — tiers, user overrides and key policies (admins change them,
+support looks), who is limited now or near a limit, resetting a user, the changes'
+audit entries, and the login throttling that guards this console."""
+
+from __future__ import annotations
+
+from flask import current_app, flash, request
+from sqlalchemy import select
+
+from blueprints.console_base import (
+    actor,
+    back_to,
+    bp,
+    gateway,
+    get_db,
+    is_htmx,
+    on_domain_error,
+    render,
+)
+from tally.db import utcnow
+from tally.limits.policy import FIELDS, PolicyError, format_value, parse_tier_key, parse_value
+from tally.models import AuditEntry
+from tally.services.limit_policies import (
+    read_policies,
+    reset_user,
+    set_policy,
+    set_tier_key,
+    unset_policy,
+)
+from tally.services.limit_status import busiest_users
+
+PAGE, PANEL = "limits/page.html", "limits/_panel.html"
+AUDIT_ENTRIES = 20
+
+
+def _context(**extra):
+    db = get_db()
+    policies = read_policies(db)
+    config = current_app.config
+    runtime = gateway().limits
+    audit = db.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.action.like("limits.%"))
+        .order_by(AuditEntry.id.desc())
+        .limit(AUDIT_ENTRIES)
+    ).all()
+    return {
+        "policies": [(s, policies.tier(s) or policies.by_scope[s]) for s in policies.all_scopes()],
+        "tier_key": policies.tier_key,
+        "fields": FIELDS,
+        "users": busiest_users(db, gateway(), utcnow()),
+        "audit": audit,
+        "storage": runtime.description if runtime else "none",
+        "fail": runtime.fail if runtime else "open",
+        "per_account": config["LOGIN_LIMIT_PER_ACCOUNT"],
+        "per_ip": config["LOGIN_LIMIT_PER_IP"],
+        "form": {},
+        **extra,
+    }
+
+
+def _done(message: str):
+    if not is_htmx():
+        flash(message)
+        return back_to("console.limits_page")
+    return render(PAGE, PANEL, **_context(message=message))
+
+
+@bp.get("/limits")
+def limits_page():
+    """Every policy, the tier key, who is limited or near a limit, recent changes."""
+    return render(PAGE, PANEL, **_context())
+
+
+def _typed() -> dict[str, str]:
+    form = {"scope": request.form.get("scope", "").strip()}
+    form.update({name: request.form.get(name, "").strip() for name in FIELDS})
+    return form
+
+
+@bp.post("/limits/policies")
+@on_domain_error(PAGE, PANEL, lambda: _context(form=_typed()))
+def limits_set():
+    """Set the fields of one scope's policy (blank fields are left as they are)."""
+    form = _typed()
+    fields = {name: parse_value(name, form[name]) for name in FIELDS if form[name]}
+    if not fields:
+        raise PolicyError("set at least one field (a number, an amount, or none)")
+    set_policy(get_db(), form["scope"], fields, actor())
+    return _done(f"Saved the policy of {form['scope']}.")
+
+
+@bp.post("/limits/policies/unset")
+@on_domain_error(PAGE, PANEL, _context)
+def limits_unset():
+    """Drop one scope's policy (a user override, a tier, a key's policy)."""
+    scope = request.form.get("scope", "")
+    unset_policy(get_db(), scope, actor())
+    return _done(f"Removed the policy of {scope}.")
+
+
+@bp.post("/limits/tier-key")
+@on_domain_error(PAGE, PANEL, _context)
+def limits_tier_key():
+    """The identity metadata key whose value names a user's tier."""
+    value = parse_tier_key(request.form.get("tier_key", "").strip())
+    set_tier_key(get_db(), value, actor())
+    return _done(f"Tiers are now picked by the metadata key {value!r}.")
+
+
+@bp.post("/limits/reset")
+@on_domain_error(PAGE, PANEL, _context)
+def limits_reset():
+    """Clear one user's counters now (their limit is lifted until they use it again)."""
+    scope = request.form.get("scope", "")
+    reset_user(get_db(), scope, actor())
+    return _done(f"Reset the counters of {scope}.")
+
+
+@bp.app_template_filter("limit_value")
+def limit_value(value, name: str) -> str:
+    """A policy value as the CLI prints it (``$`` before budgets)."""
+    text = format_value(name, value)
+    return f"${text}" if name.endswith("_budget") and value is not None else text

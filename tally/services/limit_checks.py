@@ -1,0 +1,140 @@
+"""The counters behind each limit field, and the checks one request makes.
+
+Counter keys (the same in every storage):
+
+- ``tally/msg/<subject>``: moving window of the last 24 h (``messages``);
+- ``tally/rpm/<subject>``: moving window of the last 60 s (``rpm``);
+- ``tally/tok/<period>/<subject>`` and ``tally/usd/<period>/<subject>``: tokens and
+  cost (nano-dollars, so cost is an integer) of the UTC day (``d2026-11-30``) or the
+  calendar month (``m2026-11``), expiring an hour after their period ends.
+
+Subjects: ``user:<internal id>``, ``anon:<key id>`` (anonymous requests of one key),
+``key:<key id>`` (the key as a whole).
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tally.limits.policy import BUDGET_FIELDS, FIELDS, Applicable, format_value
+
+NANO = 1_000_000_000
+WINDOWS = {"messages": ("msg", 86400), "rpm": ("rpm", 60)}
+SLACK = 3600  # seconds a period's counter outlives the period
+
+
+@dataclass(frozen=True)
+class Check:
+    """One limit one request is held to."""
+
+    field: str
+    subject: str
+    kind: str  # "window" or "counter"
+    key: str
+    limit: int  # hits, tokens, or nano-dollars
+    expiry: int  # window length, or how long a counter lives from its first use
+    reset: float = 0.0  # counters: when the period ends (epoch seconds)
+    since: float = 0.0  # where the window or period starts (rebuilding from the log)
+    label: str = ""
+
+    @property
+    def unit(self) -> str:
+        """``usd`` for budgets, ``tokens`` or ``requests`` for the rest."""
+        if self.field in BUDGET_FIELDS:
+            return "usd"
+        return "tokens" if self.kind == "counter" else "requests"
+
+    @property
+    def marker(self) -> str:
+        """Set once the counter has been rebuilt since the storage started."""
+        return f"{self.key}/seeded"
+
+    def as_plan(self) -> dict[str, Any]:
+        """The check as the engine (maybe on the counter server) reads it."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "limit": self.limit,
+            "expiry": self.expiry,
+            "reset": self.reset,
+        }
+
+    def display(self, amount: float) -> str:
+        """An amount of this limit as a header shows it (dollars for budgets)."""
+        if self.unit == "usd":
+            return format_value(self.field, amount / NANO)
+        return str(int(amount))
+
+    def describe(self, limit: str) -> str:
+        """``The daily budget of $2 for this user``, for a refusal's message."""
+        what = {
+            "messages": f"The message quota of {limit} requests per rolling 24 hours",
+            "rpm": f"The rate limit of {limit} requests per minute",
+            "daily_tokens": f"The daily limit of {limit} tokens (UTC day)",
+            "monthly_tokens": f"The monthly limit of {limit} tokens (calendar month, UTC)",
+            "daily_budget": f"The daily budget of ${limit} (UTC day)",
+            "monthly_budget": f"The monthly budget of ${limit} (calendar month, UTC)",
+        }[self.field]
+        return f"{what} {self.label}"
+
+
+def periods(now: float) -> dict[str, tuple[str, float, float]]:
+    """``day``/``month`` -> (key part, start, end) in epoch seconds, UTC."""
+    moment = datetime.fromtimestamp(now, UTC)
+    day_start = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp()
+    month_start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    return {
+        "day": (f"d{moment:%Y-%m-%d}", day_start, day_start + 86400),
+        "month": (
+            f"m{moment:%Y-%m}",
+            month_start.timestamp(),
+            month_start.timestamp() + days * 86400,
+        ),
+    }
+
+
+def check_for(name: str, value: Any, subject: str, label: str, now: float, spans) -> Check:
+    """The check of field ``name`` limited to ``value`` for ``subject``."""
+    if name in WINDOWS:
+        part, length = WINDOWS[name]
+        key = f"tally/{part}/{subject}"
+        return Check(
+            name, subject, "window", key, int(value), length, since=now - length, label=label
+        )
+    part, start, end = spans["day" if name.startswith("daily") else "month"]
+    unit = "usd" if name in BUDGET_FIELDS else "tok"
+    limit = round(float(value) * NANO) if unit == "usd" else int(value)
+    key = f"tally/{unit}/{part}/{subject}"
+    return Check(name, subject, "counter", key, limit, int(end - now) + SLACK, end, start, label)
+
+
+def build_checks(scope: Applicable, key_id: int, now: float) -> list[Check]:
+    """Every limit of the end user (or anonymous bucket) and of the key that is set."""
+    spans = periods(now)
+    subject_label = (
+        "for this user"
+        if scope.subject.startswith("user:")
+        else ("for anonymous requests of this API key")
+    )
+    checks = []
+    for limits, subject, label in (
+        (scope.subject_limits, scope.subject, subject_label),
+        (scope.key_limits or {}, f"key:{key_id}", "for this API key as a whole"),
+    ):
+        for name in FIELDS:
+            if limits.get(name) is not None:
+                checks.append(check_for(name, limits[name], subject, label, now, spans))
+    return checks
+
+
+def subject_keys(subject: str, now: float) -> list[str]:
+    """Every counter ``subject`` may have now (what a reset clears)."""
+    spans = periods(now)
+    keys = [f"tally/msg/{subject}", f"tally/rpm/{subject}"]
+    for part, _start, _end in spans.values():
+        keys += [f"tally/tok/{part}/{subject}", f"tally/usd/{part}/{subject}"]
+    return keys

@@ -1,0 +1,296 @@
+"""Limits on the request path: :func:`admit` before a call goes upstream, and
+:func:`count_usage` when its usage is known.
+
+``admit`` runs once the end user is known, so a request refused for any other reason
+(400, 401, 413) never reaches it and costs nothing; it raises :class:`RateLimited` /
+:class:`BudgetExceeded` (429) or fills the answer's ``X-RateLimit-*`` headers. The
+counters live in the deployment's limit storage (:func:`install_limits`), the policies
+in the database, read through the versioned cache like the tracking config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from limits.storage import Storage, storage_from_string
+
+from tally.cache import Cache
+from tally.errors import BudgetExceeded, LimitsUnavailable, RateLimited
+from tally.identity import EndUserClaim
+from tally.limits import engine
+from tally.limits.policy import Applicable, Policies, applicable, format_value
+from tally.limits.storage import LocalStorage, SocketStorage, wall_clock
+from tally.services.limit_checks import Check, build_checks, subject_keys
+from tally.services.limit_policies import load_policies, user_metadata
+from tally.services.limit_seed import seed_counters
+
+log = logging.getLogger(__name__)
+# A reset older than this clears nothing that still exists (the longest counter is a
+# month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
+RESET_HORIZON = 35 * 86400
+LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
+WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
+# Long enough for the rebuilder's claim to expire (engine.CLAIM_TTL): if it died, a
+# waiter claims the rebuild itself rather than count on an empty counter.
+WAIT_STEPS = 600
+READY_TRUST = 60.0  # seconds; a storage restarted within them loses its counters' rebuild
+READY_MAX = 200_000
+
+
+@dataclass
+class LimitsRuntime:
+    """This process's view of the limit storage."""
+
+    storage: Storage
+    cache: Cache | None = None  # the gateway's: policies are read through it
+    metadata_cache: Cache | None = None  # users' stored metadata (tiers), same version
+    fail: str = "open"
+    clock: Callable[[], float] = wall_clock
+    description: str = "memory"
+    unavailable_count: int = 0  # requests served (open) or refused (closed) unchecked
+    _logged_at: float = float("-inf")
+    # Counters this process has seen rebuilt ("ready"), and until when it trusts that
+    # without asking the storage again: saves a lookup per check per request.
+    ready: dict[str, float] = field(default_factory=dict)
+
+    def unready(self, markers: list[str]) -> list[str]:
+        """The markers not recently seen ready."""
+        now = time.monotonic()
+        return [m for m in markers if self.ready.get(m, 0.0) <= now]
+
+    def note_ready(self, markers: list[str]) -> None:
+        """Trust these markers for READY_TRUST seconds."""
+        if len(self.ready) > READY_MAX:
+            self.ready.clear()
+        until = time.monotonic() + READY_TRUST
+        for marker in markers:
+            self.ready[marker] = until
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Use ``clock`` for windows and periods (tests move time instead of sleeping)."""
+        self.clock = clock
+        if isinstance(self.storage, LocalStorage):
+            self.storage.clock = clock
+
+    def run(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """Run an admission plan: on the server when the storage has one."""
+        remote = getattr(self.storage, "evaluate", None)
+        return remote(plan) if remote is not None else engine.evaluate(self.storage, plan)
+
+    def add(self, additions: list[list[Any]]) -> None:
+        """Add a call's usage to its counters."""
+        remote = getattr(self.storage, "add_usage", None)
+        if remote is not None:
+            remote(additions)
+        else:
+            engine.add_usage(self.storage, additions)
+
+    def storage_failed(self, exc: Exception, what: str) -> None:
+        """Count it, log it at most once a minute; raise 503 when failing closed."""
+        self.unavailable_count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            self._logged_at = now
+            log.error(
+                "limit storage %s unreachable while %s (%s: %s); failing %s (%d requests so far)",
+                self.description,
+                what,
+                type(exc).__name__,
+                exc,
+                self.fail,
+                self.unavailable_count,
+            )
+        if self.fail == "closed" and what == "admitting":
+            raise LimitsUnavailable(
+                "Rate limits cannot be checked right now, so the request was not served. "
+                "Try again shortly."
+            ) from None
+
+
+@dataclass
+class Admission:
+    """What the admission left for the rest of the call: headers, and the counters
+    that the call's tokens and cost go to."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    usage_counters: list[Check] = field(default_factory=list)
+
+
+def make_storage(uri: str | None, socket_path: str | None) -> tuple[Storage, str]:
+    """The storage for ``TALLY_RATELIMIT_STORAGE_URI`` (any ``limits`` URI, ours
+    included); unset: the instance's counter server, or this process's memory when the
+    process is the whole instance (no gunicorn)."""
+    if uri:
+        options: dict[str, Any] = {}
+        if uri.startswith(("redis://", "rediss://", "redis+sentinel://", "redis+cluster://")):
+            # an unreachable Redis must fail fast, not hold the request for the OS timeout
+            options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        return storage_from_string(uri, **options), uri.split("://", 1)[0] + "://"
+    if socket_path:
+        return SocketStorage(f"tally+unix://{socket_path}"), "tally+unix:// (counter server)"
+    return LocalStorage(), "tally+memory:// (this process)"
+
+
+def build_limits(settings, cache: Cache) -> LimitsRuntime:
+    """This process's limits: the deployment's storage, policies read through ``cache``
+    (a change to them bumps its version everywhere)."""
+    storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_socket)
+    return LimitsRuntime(
+        storage,
+        cache,
+        Cache(cache.version),  # a cache of its own: users' entries never push keys out
+        settings.ratelimit_fail,
+        description=description,
+    )
+
+
+def runtime_of(gateway) -> LimitsRuntime:
+    """The gateway's limits."""
+    return gateway.limits
+
+
+def peek_headers(gateway, key, claim: EndUserClaim | None) -> dict[str, str]:
+    """The X-RateLimit-* headers for an answer that does not go upstream (an error
+    before admission, the model list): nothing counted, nothing refused."""
+    admission = Admission()
+    admit(gateway, key, claim, admission, hit=False)
+    return admission.headers
+
+
+def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: bool = True) -> None:
+    """Check and count one request about to go upstream; raise 429 when a limit is
+    used up (then nothing is counted), else fill ``admission``. With ``hit`` false,
+    only fill the headers."""
+    runtime = gateway.limits
+    policies = load_policies(gateway.sessions, runtime.cache)
+    external_id = claim.external_id if claim is not None else None
+    metadata = None
+    if external_id is not None and policies.has_named_tiers():
+        metadata = user_metadata(gateway.sessions, claim, runtime.metadata_cache)
+    scope = applicable(policies, external_id, metadata, key.id, key.name)
+    now = runtime.clock()
+    checks = build_checks(scope, key.id, now)
+    if not checks:
+        return
+    plan = admission_plan(policies, scope, key.id, checks, now)
+    plan["hit"] = hit
+    try:
+        result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
+    except (LimitsUnavailable, RateLimited):
+        raise
+    except Exception as exc:  # any storage failure: redis errors, socket errors, …
+        runtime.storage_failed(exc, "admitting" if hit else "reading")
+        return
+    stats = result["stats"]
+    admission.usage_counters = [c for c in checks if c.kind == "counter"]
+    refused = result["refused"]
+    shown = refused if refused is not None else _shown(checks, stats)
+    admission.headers.update(_headers(checks[shown], stats[shown]))
+    if refused is not None and hit:
+        raise _refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
+    """Run the plan; first rebuild the counters it claims, or wait for another request
+    that is rebuilding them (6 s at most: then it goes on without)."""
+    markers = plan["markers"] = runtime.unready(plan["markers"])
+    for _ in range(WAIT_STEPS):
+        result = runtime.run(plan)
+        if "unseeded" not in result:
+            runtime.note_ready(markers)
+            return result
+        if result["unseeded"]:
+            seed_counters(sessions, runtime.storage, checks, result["unseeded"], policies)
+            result = runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
+            runtime.note_ready(markers)
+            return result
+        time.sleep(WAIT_STEP)  # a greenlet's sleep under gevent
+    return runtime.run({**plan, "markers": []})
+
+
+def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any) -> None:
+    """Add a finished call's tokens and cost to the counters its admission named (a
+    storage failure is logged: the answer is already on its way)."""
+    if admission is None or not admission.usage_counters or not isinstance(usage, dict):
+        return
+    tokens = _number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens"))
+    if not tokens:
+        tokens = _number(usage.get("total_tokens"))
+    nano = round(_number(usage.get("cost")) * 1e9)
+    additions = [
+        [c.key, c.expiry, nano if c.unit == "usd" else int(tokens)]
+        for c in admission.usage_counters
+    ]
+    try:
+        runtime.add(additions)
+    except Exception as exc:
+        runtime.storage_failed(exc, "counting usage")
+
+
+def admission_plan(policies: Policies, scope: Applicable, key_id: int, checks, now: float) -> dict:
+    """The plan of ``checks``, with the resets of their subjects still to apply."""
+    resets = []
+    for subject in {c.subject for c in checks}:
+        at = policies.resets.get(subject)
+        if at is not None and now - at < RESET_HORIZON:
+            mark = f"tally/reset/{subject}"
+            keys = subject_keys(subject, now)
+            resets.append({"mark": mark, "at": int(at * 1000), "keys": keys})
+    return {
+        "checks": [c.as_plan() for c in checks],
+        "markers": [c.marker for c in checks],
+        "resets": resets,
+        "now": now,
+    }
+
+
+def _shown(checks: list[Check], stats: list[list[float]]) -> int:
+    """The user's message quota when it applies, else the tightest limit."""
+    for index, check in enumerate(checks):
+        if check.field == "messages" and not check.subject.startswith("key:"):
+            return index
+    return min(range(len(checks)), key=lambda i: stats[i][1] / max(checks[i].limit, 1))
+
+
+def _headers(check: Check, stats: list[float]) -> dict[str, str]:
+    reset, remaining = stats
+    return {
+        "X-RateLimit-Limit": check.display(check.limit),
+        "X-RateLimit-Remaining": check.display(remaining),
+        "X-RateLimit-Reset": str(int(reset + 1)),  # as flask-limiter writes it
+    }
+
+
+def _refusal(check: Check, stats: list[float], now: float, headers: dict[str, str]):
+    reset_at = int(stats[0] + 1)
+    retry = max(1, int(reset_at - now))
+    when = datetime.fromtimestamp(reset_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limit = check.display(check.limit)
+    message = (
+        f"{check.describe(limit)} is used up. It frees up in {_duration(retry)} "
+        f"(at {when}); retry after {retry} seconds."
+    )
+    kind = BudgetExceeded if check.field.endswith("_budget") else RateLimited
+    return kind(message, headers={**headers, "Retry-After": str(retry)})
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    parts.append(f"{secs} s" if secs or not (hours or minutes) else "")
+    return " ".join(p for p in parts if p)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+__all__ = ["Admission", "admit", "count_usage", "format_value", "build_limits", "peek_headers"]
