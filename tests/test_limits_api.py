@@ -249,3 +249,35 @@ def test_answers_before_admission_carry_the_users_headers_and_cost_nothing(tally
     assert models.status_code == 200
     assert models.headers["X-RateLimit-Remaining"] == "4"
     assert chat(tally, user="u-1").headers["X-RateLimit-Remaining"] == "3"
+
+
+def test_every_endpoint_shares_the_users_quota_and_carries_the_headers(tally, clock):
+    from tests.fakes import embedding_answer, response_events, response_object
+    from tests.test_api_embeddings import embed
+    from tests.test_api_responses import body_of, respond
+
+    set_limits(tally.flask_app, "tier:default", "messages=3", "daily_tokens=1000")
+    tally.upstream.reply(json=response_object())
+    whole = respond(tally, user="u-1")
+    assert (whole.status_code, whole.headers["X-RateLimit-Remaining"]) == (200, "2")
+    tally.upstream.reply(events=response_events(["a"]), done=False)
+    streamed = respond(tally, user="u-1", stream=True)
+    assert streamed.headers["X-RateLimit-Remaining"] == "1"
+    body_of(streamed)
+    tally.upstream.reply(json=embedding_answer())
+    assert embed(tally, user="u-1").headers["X-RateLimit-Remaining"] == "0"
+    refused = respond(tally, user="u-1")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert len(tally.upstream.requests) == 3
+    # Tokens of every endpoint count: 13 + 13 (Responses usage) + 5 (embeddings).
+    set_limits(tally.flask_app, "tier:default", "messages=none", "daily_tokens=31")
+    tally.upstream.reply(json=embedding_answer())
+    refused = embed(tally, user="u-1")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "31 tokens" in refused.json()["error"]["message"]
+    # And their cost: 2 × $0.00031 from the Responses API's usage.cost.
+    set_limits(tally.flask_app, "tier:default", "daily_tokens=none", "daily_budget=0.0006")
+    refused = respond(tally, user="u-1")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "budget_exceeded")
