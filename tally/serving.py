@@ -9,8 +9,7 @@ It leans on gunicorn's internals (``Response.write`` sends the head through
 ``send_headers`` and ``self.sock.sendall`` and sets ``headers_sent``), so it is installed
 only on the gunicorn releases in :data:`SUPPORTED`; tests/test_serving.py checks the
 installed one byte for byte and fails when those internals move or the release leaves
-the range. Kept because it measurably helps: a stream's first event 0.4-0.8 ms sooner
-back to back on one connection (two A/B runs, on and off, 2026-11-30).
+the range. Kept because it measurably helps a stream's first event (docs/benchmarks.md).
 """
 
 from __future__ import annotations

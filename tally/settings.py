@@ -19,6 +19,7 @@ DEFAULT_UPSTREAM_TIMEOUT = 300.0
 # gunicorn's master hands its usage writer process's socket to the workers it forks
 # through the environment (tally/services/writer_process.py).
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
+LIMITS_SOCKET_ENV = "TALLY_LIMITS_SOCKET"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 USAGE_WRITES = ("background", "inline")  # the first is the default
 WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
@@ -78,7 +79,7 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         usage_socket=env.get(USAGE_SOCKET_ENV) or None,
         trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
         ratelimit_fail=_choice(env, "TALLY_RATELIMIT_FAIL", ("open", "closed")),
-        limits_socket=env.get("TALLY_LIMITS_SOCKET") or None,
+        limits_socket=env.get(LIMITS_SOCKET_ENV) or None,
     )
 
 
@@ -100,6 +101,17 @@ def export_usage_socket(path: str) -> None:
     """Tell the workers forked after this call where the usage writer process listens
     (read back by :func:`load_settings` as ``usage_socket``)."""
     os.environ[USAGE_SOCKET_ENV] = path
+
+
+def export_limits_socket(path: str) -> None:
+    """Tell the workers forked after this call where the counter server listens (read
+    back by :func:`load_settings` as ``limits_socket``)."""
+    os.environ[LIMITS_SOCKET_ENV] = path
+
+
+def child_environment(*drop: str) -> dict[str, str]:
+    """The environment for a helper process the master starts, without ``drop``."""
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from typing import Any
 
 from tally.limits.engine import add_usage, evaluate
 from tally.limits.storage import FRAME, MAX_FRAME, LocalStorage
+from tally.settings import LIMITS_SOCKET_ENV, child_environment, export_limits_socket
 
 log = logging.getLogger(__name__)
-SOCKET_ENV = "TALLY_LIMITS_SOCKET"
+SOCKET_ENV = LIMITS_SOCKET_ENV
 OPS = frozenset(
     {"incr", "get", "get_expiry", "check", "reset", "clear", "acquire_entry"}
     | {"get_moving_window", "seed_entries"}
@@ -166,7 +167,7 @@ def start(cwd: str | None = None, timeout: float = 30.0) -> ServerProcess | None
     its own memory (limits multiplied by the worker count) and says so in the log."""
     directory = tempfile.mkdtemp(prefix="tally-limits-")  # mode 0700
     path = os.path.join(directory, "limits.sock")
-    env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+    env = child_environment(SOCKET_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "tally.limits.server", path], cwd=cwd, env=env)
     server = ServerProcess(proc, directory)
     deadline = time.monotonic() + timeout
@@ -176,7 +177,7 @@ def start(cwd: str | None = None, timeout: float = 30.0) -> ServerProcess | None
             server.stop(timeout=5)
             return None
         time.sleep(0.02)
-    os.environ[SOCKET_ENV] = path
+    export_limits_socket(path)
     return server
 
 
