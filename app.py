@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from tally.errors import ServiceUnavailable
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
 from tally.settings import load_settings
@@ -15,6 +17,13 @@ from tally.settings import load_settings
 # Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
 LEAN_PREFIXES = ("/v1/", "/demo/")
 LEAN_PATHS = frozenset({"/healthz", "/readyz"})
+# What the console answers with its "database unavailable" page (tally.db.is_unavailable).
+DATABASE_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ServiceUnavailable,
+)
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -65,6 +74,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
     app.register_error_handler(HTTPException, console_base.error_page)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.register_error_handler(unavailable, console_base.database_unavailable)
     cli.register(app)
 
     console_wsgi, lean_wsgi = app.wsgi_app, lean.wsgi_app

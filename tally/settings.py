@@ -20,6 +20,8 @@ DEFAULT_UPSTREAM_TIMEOUT = 300.0
 # through the environment (tally/services/writer_process.py).
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the DB is away
+DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
 USAGE_WRITES = ("background", "inline")  # the first is the default
 WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
 
@@ -45,6 +47,8 @@ class Settings:
     log_format: str = "json"
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
+    max_staleness: float = DEFAULT_MAX_STALENESS  # then 503 (docs/operations.md)
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -75,6 +79,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         log_format=_choice(env, "TALLY_LOG_FORMAT", ("json", "text")),
         usage_socket=env.get(USAGE_SOCKET_ENV) or None,
         trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
+        max_staleness=_number(env, "TALLY_MAX_STALENESS", DEFAULT_MAX_STALENESS, float),
+        spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
     )
 
 
