@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tally.errors import ServiceUnavailable
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
-from tally.settings import load_settings
+from tally.settings import default_instance_path, load_settings
 
 # Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
 LEAN_PREFIXES = ("/v1/", "/demo/")
@@ -36,7 +36,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     path picks the app; the console's extensions then cost the API nothing per request.
     """
     overrides = dict(overrides or {})
-    app = Flask(__name__, instance_path=overrides.pop("INSTANCE_PATH", None))
+    instance_path = overrides.pop("INSTANCE_PATH", None) or default_instance_path()
+    app = Flask(__name__, instance_path=instance_path)
     tally_overrides = {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
     if overrides.get("TESTING"):  # tests read usage rows right after each response
         tally_overrides.setdefault("TALLY_USAGE_WRITES", "inline")

@@ -93,8 +93,12 @@ def _count(env: Mapping[str, str], name: str) -> int:
 
 
 def default_instance_path() -> str:
-    """The instance folder beside app.py (Flask's own default for the ``app`` module):
-    gunicorn's master and its usage writer process find the workers' folder with it."""
+    """``TALLY_INSTANCE_PATH``, else the instance folder beside app.py (Flask's own
+    default for the ``app`` module): gunicorn's master, its usage writer process and the
+    workers find the same folder (secrets, cache version, usage spool) with it."""
+    configured = os.environ.get("TALLY_INSTANCE_PATH")
+    if configured:
+        return str(Path(configured).resolve())
     return str(Path(__file__).resolve().parent.parent / "instance")
 
 
