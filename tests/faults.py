@@ -105,9 +105,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(env: dict[str, str], workers: int = 1) -> subprocess.Popen:
+def start_gunicorn(env: dict[str, str], workers: int = 1, stderr=None) -> subprocess.Popen:
     """gunicorn with gunicorn.conf.py and ``env`` (TALLY_DATABASE_URL, TALLY_UPSTREAM_URL,
-    TALLY_INSTANCE_PATH …) on a free port; ``proc.url`` once /healthz answers."""
+    TALLY_INSTANCE_PATH …) on a free port; ``proc.url`` once /healthz answers. Its log
+    goes to ``stderr`` (a file), else nowhere."""
     port = free_port()
     full = {**os.environ, **env, "TALLY_BIND": f"127.0.0.1:{port}"}
     full["TALLY_WORKERS"] = str(workers)
@@ -118,7 +119,7 @@ def start_gunicorn(env: dict[str, str], workers: int = 1) -> subprocess.Popen:
         cwd=ROOT,
         env=full,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE if env.get("FAULTS_KEEP_STDERR") else subprocess.DEVNULL,
+        stderr=stderr or subprocess.DEVNULL,
     )
     proc.url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -30,6 +30,8 @@ from tally.services.writer_socket import FRAME, Item, decode_batch, encode_batch
 
 log = logging.getLogger(__name__)
 SUFFIX = ".spool"
+SEGMENT_BYTES = 8 * 1024 * 1024  # a new segment after this: replays read one at a time
+REPLAY_ROWS = 500  # rows per replayed transaction: spooled frames are often a few rows
 
 
 class Spool:
@@ -42,6 +44,7 @@ class Spool:
         self._lock = threading.RLock()
         self._owned: dict[Path, int] = {}  # segment -> fd holding its flock
         self._current: Path | None = None  # the segment new batches go to
+        self._written = 0  # bytes in it
         self._full = False
 
     def append(self, items: list[Item]) -> bool:
@@ -59,11 +62,12 @@ class Spool:
                 self._full = True
                 return False
             self._full = False
-            if self._current is None:
-                self._current = self._new_segment()
+            if self._current is None or self._written > SEGMENT_BYTES:
+                self._current, self._written = self._new_segment(), 0
             fd = self._owned[self._current]
             os.write(fd, frame)
             os.fsync(fd)
+            self._written += len(frame)
             return True
 
     def holds_own(self) -> bool:
@@ -94,9 +98,15 @@ class Spool:
             self._current = None  # batches spooled from now on go to a newer segment
             owned = sorted(self._owned)  # names begin with their creation time
         for path in owned + self._orphans():
+            chunk: list[Item] = []
             for items in read_segment(path):
-                write(items)
-                rows += len(items)
+                chunk.extend(items)
+                if len(chunk) >= REPLAY_ROWS:
+                    write(chunk)
+                    rows, chunk = rows + len(chunk), []
+            if chunk:
+                write(chunk)
+                rows += len(chunk)
             with self._lock:
                 path.unlink(missing_ok=True)
                 os.close(self._owned.pop(path))

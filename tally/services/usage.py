@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,7 +112,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
         if call.api_key_id is not None:
             last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
     # --- idempotence (issue 12): insert what is new, count only that -----------------
-    inserted = set(conn.execute(sql.insert_rows, rows).scalars())
+    inserted = _insert_rows(conn, sql, rows)
     _count_requests(conn, sql, calls, identifier_ids, inserted)
     # ----------------------------------------------------------------------------------
     if last_used:
@@ -146,12 +146,19 @@ class _Statements:
         self.identifier_ids = select(idents.c.identifier, idents.c.id).where(
             idents.c.identifier.in_(bindparam("names", expanding=True))
         )
-        # ON CONFLICT DO NOTHING + RETURNING: a replayed row is skipped, and the ids
-        # returned are the rows really inserted (SQLite >= 3.35 and PostgreSQL alike).
-        self.insert_rows = (
-            module.insert(log_table)
-            .on_conflict_do_nothing(index_elements=[log_table.c.request_id])
-            .returning(log_table.c.request_id)
+        # ON CONFLICT DO NOTHING: a replayed row is skipped; RETURNING names the rows
+        # really inserted (SQLite >= 3.35 and PostgreSQL alike). See _insert_rows.
+        self.insert_rows = module.insert(log_table).on_conflict_do_nothing(
+            index_elements=[log_table.c.request_id]
+        )
+        self.insert_rows_returning = self.insert_rows.returning(log_table.c.request_id)
+        self.new_rows = (
+            text(
+                "SELECT request_id FROM request_log WHERE request_id = ANY(:ids) "
+                "AND xmin = pg_current_xact_id()::xid"
+            )
+            if dialect == "postgresql"
+            else None
         )
         self.count_requests = (
             update(idents)
@@ -223,6 +230,23 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
         return {}
     conn.execute(sql.upsert_identifiers, list(seen.values()))
     return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
+
+
+def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
+    """Insert the rows whose request id is new; return those ids.
+
+    ``INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` says it, and
+    SQLite runs it as cheaply as a plain insert. On PostgreSQL an executemany with
+    RETURNING becomes multi-row statements that psycopg parses anew every time: 3x the
+    CPU per row of the writer's plain executemany (0.19 against 0.06 ms a row, 200-row
+    batches). There the plain insert runs, then one indexed query asks which of the
+    batch's rows this transaction created (``xmin``, PostgreSQL >= 13): as exact, and a
+    row another transaction inserted concurrently is not among them.
+    """
+    if sql.new_rows is None:
+        return set(conn.execute(sql.insert_rows_returning, rows).scalars())
+    conn.execute(sql.insert_rows, rows)
+    return set(conn.execute(sql.new_rows, {"ids": [row["request_id"] for row in rows]}).scalars())
 
 
 def _count_requests(conn, sql: _Statements, calls, identifier_ids, inserted: set[str]) -> None:
