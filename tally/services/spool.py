@@ -70,11 +70,6 @@ class Spool:
             self._written += len(frame)
             return True
 
-    def holds_own(self) -> bool:
-        """Whether this process has rows waiting (new rows then queue behind them)."""
-        with self._lock:
-            return bool(self._owned)
-
     def pending(self) -> bool:
         """Whether anything, this process's or an orphan's, waits to be replayed."""
         return any(self.directory.glob("*" + SUFFIX))

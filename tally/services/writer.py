@@ -130,8 +130,12 @@ class UsageWriter:
 
     def write(self, calls) -> None:
         """Write ``calls`` now, on this thread: committed, or spooled when the database
-        cannot take them (rows already spooled go first: order is kept)."""
-        if self.spool is not None and self.spool.holds_own():
+        cannot take them. During an outage (from a failed write until the replayer
+        reaches the database again) batches go straight to the spool: none waits for a
+        connection attempt. The spool keeps its own order; rows that come after the
+        outage may be committed before the last spooled ones (each row carries the time
+        its call ended)."""
+        if self.replayer is not None and self.replayer.in_outage:
             self._keep(calls)
             return
         try:
@@ -172,10 +176,11 @@ class UsageWriter:
 
 class Replayer:
     """Replays a writer's spool once the database answers again: tries after 0.5 s, then
-    doubles the wait up to 30 s while it still fails; looks for orphaned segments every
-    5 s when idle. One log line when an outage begins, one when the spool is drained."""
+    doubles the wait up to 5 s while it still fails (an attempt costs one connection
+    try); looks for orphaned segments every 5 s when idle. One log line when an outage
+    begins, one when the spool is drained."""
 
-    FIRST, LONGEST, IDLE = 0.5, 30.0, 5.0
+    FIRST, LONGEST, IDLE = 0.5, 5.0, 5.0
 
     def __init__(self, writer: UsageWriter):
         self._writer = writer
@@ -195,6 +200,11 @@ class Replayer:
         self._stopped = True
         self._wake.set()
 
+    @property
+    def in_outage(self) -> bool:
+        """Whether a write failed and the database has not been reached since."""
+        return self._outage_since is not None
+
     def note_outage(self, error: BaseException) -> None:
         """A batch was spooled because of ``error``: log it once per outage, replay soon."""
         if self._outage_since is None:
@@ -207,7 +217,10 @@ class Replayer:
         while not self._stopped:
             self._wake.wait(delay if self._writer.spool.pending() else self.IDLE)
             self._wake.clear()
-            if self._stopped or not self._writer.spool.pending():
+            if self._stopped:
+                continue
+            if not self._writer.spool.pending():
+                self._outage_since = None  # nothing kept (a full spool): try the database
                 continue
             started = time.monotonic()
             try:
