@@ -239,6 +239,8 @@ def database_unavailable(exc: Exception) -> Response:
     error = exc if isinstance(exc, ServiceUnavailable) else ServiceUnavailable()
     if not isinstance(exc, ServiceUnavailable):
         current_app.extensions["tally"].cache.outage.failed(exc)
-    response = make_response(render_template("errors/unavailable.html"), 503)
+    # Rendered without the context processors: they ask who is logged in, from the database.
+    page = current_app.jinja_env.get_template("errors/unavailable.html").render()
+    response = make_response(page, 503)
     response.headers.update(error.headers)
     return response
