@@ -103,14 +103,20 @@ class RedisVersion:
         import redis  # only deployments with Redis need the client
 
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._failing = False  # one log line per Redis outage, not one per request
 
     def read(self) -> int | None:
         """The counter (0 before the first bump), or None when Redis does not answer."""
         try:
             value = self._redis.get(self.KEY)
-        except Exception:  # redis.RedisError and socket errors alike: fall back to the DB
-            log.warning("cache version unreadable; reading from the database", exc_info=True)
+        except Exception as exc:  # redis.RedisError and socket errors alike: use the DB
+            if not self._failing:
+                self._failing = True
+                log.warning("cache version unreadable (%s); reading from the database", exc)
             return None
+        if self._failing:
+            self._failing = False
+            log.warning("cache version readable again")
         return int(value or 0)
 
     def bump(self) -> None:

@@ -100,6 +100,31 @@ def test_database_cut_for_5s_under_load(app, make_key, database_url, tmp_path, s
         proxy.close()
 
 
+@pytest.mark.skipif(
+    not (ON_POSTGRES and os.environ.get("TALLY_TEST_REDIS_URL")), reason="needs Redis"
+)
+def test_redis_cut_for_5s_under_load(app, make_key, database_url, tmp_path):
+    """Redis holds the cache version of several instances: without it every lookup reads
+    the database, and nothing fails."""
+    redis_url = make_url(os.environ["TALLY_TEST_REDIS_URL"])
+    proxy = TcpProxy(redis_url.host or "127.0.0.1", redis_url.port or 6379)
+    env = gunicorn_env(database_url, tmp_path / "instance")
+    env["TALLY_RATELIMIT_STORAGE_URI"] = f"redis://127.0.0.1:{proxy.port}/{redis_url.database}"
+    proc = start_gunicorn(env)
+
+    def outage() -> None:
+        proxy.cut()
+        time.sleep(5)
+        proxy.restore()
+
+    try:
+        load = run_load(proc.url, make_key(), outage)
+        assert_all_recorded(app.extensions["tally"].engine, load, tmp_path / "instance")
+    finally:
+        stop(proc)
+        proxy.close()
+
+
 def test_sqlite_file_locked_for_5s_under_load(tmp_path):
     """Runs on SQLite whatever the suite's database: a file of its own."""
     path = tmp_path / "locked.db"
