@@ -100,6 +100,32 @@ def test_database_cut_for_5s_under_load(app, make_key, database_url, tmp_path, s
         proxy.close()
 
 
+@pytest.mark.skipif(not ON_POSTGRES, reason="cuts a TCP connection: needs PostgreSQL")
+def test_writer_killed_during_an_outage(app, make_key, database_url, tmp_path):
+    """The workers spool their own rows while the writer is away, and the restarted
+    writer adopts what the killed one had spooled."""
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    instance = tmp_path / "instance"
+    proc = start_gunicorn(gunicorn_env(proxied, instance), workers=2)
+
+    def outage() -> None:
+        proxy.cut()
+        time.sleep(2)  # the writer process spools meanwhile
+        [writer] = writer_pids(proc.pid)
+        os.kill(writer, signal.SIGKILL)
+        time.sleep(3)
+        proxy.restore()
+
+    try:
+        load = run_load(proc.url, make_key(), outage)
+        assert_all_recorded(app.extensions["tally"].engine, load, instance)
+    finally:
+        stop(proc)
+        proxy.close()
+
+
 @pytest.mark.skipif(
     not (ON_POSTGRES and os.environ.get("TALLY_TEST_REDIS_URL")), reason="needs Redis"
 )

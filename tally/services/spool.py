@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -41,7 +42,7 @@ class Spool:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self._lock = threading.RLock()
+        self._lock = _native_rlock()
         self._owned: dict[Path, int] = {}  # segment -> fd holding its flock
         self._current: Path | None = None  # the segment new batches go to
         self._written = 0  # bytes in it
@@ -160,3 +161,15 @@ def read_segment(path: Path) -> list[list[Item]]:
         batches.append(decode_batch(data[start : start + size]))
         offset = start + size
     return batches
+
+
+def _native_rlock():
+    """A lock of the operating system's threads even under gevent's monkey patching: in a
+    worker, spooling and replays both run on native threads (``run_native``), where a
+    gevent lock would try to switch greenlets of another thread's hub."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            return monkey.get_original("_thread", "RLock")()
+    return threading.RLock()
