@@ -191,7 +191,9 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
     if not seen:
         return {}
     plain = []
-    for external_id, (first, last, is_demo, fields) in seen.items():
+    # Rows are upserted in key order: two batches that share users (a spool replay beside
+    # live writes, two instances) then lock them in the same order and cannot deadlock.
+    for external_id, (first, last, is_demo, fields) in sorted(seen.items()):
         values = {"external_id": external_id, "first_seen": first, "last_seen": last}
         values["is_demo"] = is_demo
         if not fields:
@@ -228,7 +230,7 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
             entry["last_seen"] = max(entry["last_seen"], now)
     if not seen:
         return {}
-    conn.execute(sql.upsert_identifiers, list(seen.values()))
+    conn.execute(sql.upsert_identifiers, [seen[name] for name in sorted(seen)])  # key order
     return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
 
 
@@ -257,7 +259,8 @@ def _count_requests(conn, sql: _Statements, calls, identifier_ids, inserted: set
         if ident_id is not None and call.request_id in inserted:
             counts[ident_id] = counts.get(ident_id, 0) + 1
     if counts:
-        conn.execute(sql.count_requests, [{"ident_id": i, "n": n} for i, n in counts.items()])
+        ordered = sorted(counts.items())  # the identifiers' order, as locked above
+        conn.execute(sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
 
 
 def record_call_safely(gateway: Gateway, call: CallRecord, outcome: Outcome) -> None:

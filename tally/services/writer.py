@@ -176,11 +176,11 @@ class UsageWriter:
 
 class Replayer:
     """Replays a writer's spool once the database answers again: tries after 0.5 s, then
-    doubles the wait up to 5 s while it still fails (an attempt costs one connection
+    doubles the wait up to 2 s while it still fails (an attempt costs one connection
     try); looks for orphaned segments every 5 s when idle. One log line when an outage
     begins, one when the spool is drained."""
 
-    FIRST, LONGEST, IDLE = 0.5, 5.0, 5.0
+    FIRST, LONGEST, IDLE = 0.5, 2.0, 5.0
 
     def __init__(self, writer: UsageWriter):
         self._writer = writer
