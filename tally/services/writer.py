@@ -223,8 +223,9 @@ class Replayer:
                 self._outage_since = None  # nothing kept (a full spool): try the database
                 continue
             started = time.monotonic()
+            since = self._outage_since or started
             try:
-                rows = run_native(self._writer.spool.drain, self._writer.write_strict)
+                rows = run_native(self._writer.spool.drain, self._replay)
             except Exception as exc:
                 if not is_unavailable(exc):
                     log.exception("usage spool replay failed")
@@ -232,7 +233,6 @@ class Replayer:
                 continue
             delay = self.FIRST
             if rows:
-                since = self._outage_since or started
                 log.warning(
                     "usage spool replayed: %d rows in %.1f s (%.1f s after the outage began)",
                     rows,
@@ -240,6 +240,12 @@ class Replayer:
                     time.monotonic() - since,
                 )
             self._outage_since = None
+
+    def _replay(self, calls) -> None:
+        """Write replayed rows; once one batch went in, the database answers: new batches
+        go to it directly again instead of queueing behind the rest of the spool."""
+        self._writer.write_strict(calls)
+        self._outage_since = None
 
 
 def _brief(error: BaseException) -> str:
