@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from tally.errors import ServiceUnavailable
 from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
-from tally.settings import load_settings
+from tally.settings import default_instance_path, load_settings
 
 # Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
 LEAN_PREFIXES = ("/v1/", "/demo/")
 LEAN_PATHS = frozenset({"/healthz", "/readyz"})
+# What the console answers with its "database unavailable" page (tally.db.is_unavailable).
+DATABASE_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ServiceUnavailable,
+)
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -27,7 +36,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     path picks the app; the console's extensions then cost the API nothing per request.
     """
     overrides = dict(overrides or {})
-    app = Flask(__name__, instance_path=overrides.pop("INSTANCE_PATH", None))
+    instance_path = overrides.pop("INSTANCE_PATH", None) or default_instance_path()
+    app = Flask(__name__, instance_path=instance_path)
     tally_overrides = {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
     if overrides.get("TESTING"):  # tests read usage rows right after each response
         tally_overrides.setdefault("TALLY_USAGE_WRITES", "inline")
@@ -65,6 +75,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
     app.register_error_handler(HTTPException, console_base.error_page)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.register_error_handler(unavailable, console_base.database_unavailable)
     cli.register(app)
 
     console_wsgi, lean_wsgi = app.wsgi_app, lean.wsgi_app

@@ -15,7 +15,14 @@ from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints.api_users import add_cors, verified_user
-from tally.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, TallyError
+from tally.db import is_unavailable
+from tally.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InvalidRequest,
+    ServiceUnavailable,
+    TallyError,
+)
 from tally.gateway import Gateway
 from tally.services.chat import ChatCompletions
 from tally.services.embeddings import Embeddings
@@ -100,9 +107,13 @@ def handle_tally_error(error: TallyError):
 
 @bp.errorhandler(Exception)
 def handle_unexpected(error: Exception):
-    """A bug: log it with the request id, answer without a stack trace."""
+    """A bug: log it with the request id, answer without a stack trace. A database
+    outage is no bug: 503 with Retry-After."""
     if isinstance(error, HTTPException):
         return http_error_response(error)
+    if is_unavailable(error):  # an outage, not a bug: 503, logged once per outage
+        _gateway().cache.outage.failed(error)
+        return error_response(ServiceUnavailable())
     log.exception("unhandled error in request %s", g.get("request_id"))
     return error_response(
         TallyError(f"Internal error (request {g.get('request_id')}). It has been logged.")

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from blueprints.extensions import limiter
-from tally.errors import DomainError
+from tally.errors import DomainError, ServiceUnavailable
 from tally.gateway import Gateway
 
 bp = Blueprint("console", __name__)
@@ -230,4 +230,17 @@ def error_page(exc: HTTPException) -> Response:
         limit = limiter.current_limit
         retry = max(1, int(limit.reset_at - time.time())) if limit else 60
         response.headers["Retry-After"] = str(retry)
+    return response
+
+
+def database_unavailable(exc: Exception) -> Response:
+    """The database cannot be reached: a plain page (it needs no session, no user and
+    no database), status 503, logged once per outage by the gateway's outage tracker."""
+    error = exc if isinstance(exc, ServiceUnavailable) else ServiceUnavailable()
+    if not isinstance(exc, ServiceUnavailable):
+        current_app.extensions["tally"].cache.outage.failed(exc)
+    # Rendered without the context processors: they ask who is logged in, from the database.
+    page = current_app.jinja_env.get_template("errors/unavailable.html").render()
+    response = make_response(page, 503)
+    response.headers.update(error.headers)
     return response

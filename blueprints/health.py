@@ -18,7 +18,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 when the database and the limiter storage answer, else 503 naming the failure."""
+    """200 "ready" when the database and the limiter storage answer; 200 "degraded" when
+    only the database does not, but this process still serves what it knows (keys and
+    config loaded within TALLY_MAX_STALENESS): taking it out of a load balancer then
+    would turn a database blip into an outage. Else 503 "unavailable"."""
     gateway = current_app.extensions["tally"]
     checks = {
         "database": check_database(gateway.engine),
@@ -27,7 +30,13 @@ def readyz():
         ),
     }
     ready = all(result == "ok" for result in checks.values())
-    response = jsonify(status="ready" if ready else "unavailable", checks=checks)
-    response.status_code = 200 if ready else 503
+    status = "ready" if ready else _degraded_or_unavailable(gateway, checks)
+    response = jsonify(status=status, checks=checks)
+    response.status_code = 503 if status == "unavailable" else 200
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _degraded_or_unavailable(gateway, checks: dict[str, str]) -> str:
+    only_database = checks["limiter_storage"] == "ok"
+    return "degraded" if only_database and gateway.cache.serving() else "unavailable"

@@ -14,7 +14,8 @@ by the very next request, on every worker of every instance:
 Entries also expire after :data:`MAX_AGE` seconds, a safety net for changes made behind
 Tally's back (hand-written SQL) and for several instances run without Redis.
 If the version cannot be read (Redis down), the cache steps aside and every lookup goes
-to the database, as it would without a cache.
+to the database, as it would without a cache. If the database cannot be reached either,
+the last good values are served for a bounded time (:class:`Cache`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from typing import Any, Protocol
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-from tally.settings import Settings
+from tally.db import is_unavailable
+from tally.errors import ServiceUnavailable
+from tally.outage import Outage
+from tally.settings import DEFAULT_MAX_STALENESS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +112,20 @@ class RedisVersion:
         import redis  # only deployments with Redis need the client
 
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._failing = False  # one log line per Redis outage, not one per request
 
     def read(self) -> int | None:
         """The counter (0 before the first bump), or None when Redis does not answer."""
         try:
             value = self._redis.get(self.KEY)
-        except Exception:  # redis.RedisError and socket errors alike: fall back to the DB
-            log.warning("cache version unreadable; reading from the database", exc_info=True)
+        except Exception as exc:  # redis.RedisError and socket errors alike: use the DB
+            if not self._failing:
+                self._failing = True
+                log.warning("cache version unreadable (%s); reading from the database", exc)
             return None
+        if self._failing:
+            self._failing = False
+            log.warning("cache version readable again")
         return int(value or 0)
 
     def bump(self) -> None:
@@ -131,13 +141,28 @@ class RedisVersion:
 
 
 class Cache:
-    """A small map of loaded values, each tagged with the version it was loaded under."""
+    """A small map of loaded values, each tagged with the version it was loaded under.
 
-    def __init__(self, version: Version, max_age: float = MAX_AGE, clock=time.monotonic):
+    When a reload fails because the database is unavailable, the last good value is
+    served for up to ``max_staleness`` seconds after it was loaded (then, and for what
+    was never loaded, :class:`ServiceUnavailable`: a 503). A revocation made during an
+    outage is therefore honoured at most ``max_staleness`` late (docs/operations.md).
+    """
+
+    def __init__(
+        self,
+        version: Version,
+        max_age: float = MAX_AGE,
+        clock=time.monotonic,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
+    ):
         self.version = version
         self.max_age = max_age
+        self.max_staleness = max_staleness
         self._clock = clock
-        self._entries: dict[Any, tuple[int, float, Any]] = {}
+        self._entries: dict[Any, tuple[int | None, float, Any]] = {}
+        self.outage = Outage(clock=clock)
+        self.last_load: float | None = None  # when the database last answered a load
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
         """The cached value for ``key`` if still current, else ``load()`` (and keep it
@@ -145,16 +170,33 @@ class Cache:
 
         The version is read *before* loading: a change committed while loading bumps
         past it, so the value loaded is never kept as current for longer than it is.
+        Without a readable version (Redis down) every lookup loads, as without a cache.
         """
         current = self.version.read()
-        if current is None:
-            return load()
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == current and now - entry[1] < self.max_age:
+        if (
+            entry is not None
+            and current is not None
+            and entry[0] == current
+            and now - entry[1] < self.max_age
+        ):
             return entry[2]
-        value = load()
+        if entry is not None and not self.outage.should_try():
+            return self._stale(entry, now)
+        try:
+            value = load()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.outage.failed(exc)
+            if entry is None:
+                raise ServiceUnavailable() from None
+            return self._stale(entry, now)
+        self.outage.recovered()
+        self.last_load = now
         if value is None:
+            self._entries.pop(key, None)  # deleted or revoked: never served stale
             return None
         if len(self._entries) >= MAX_ENTRIES:
             for stale in list(self._entries)[: MAX_ENTRIES // 2]:
@@ -162,9 +204,20 @@ class Cache:
         self._entries[key] = (current, now, value)
         return value
 
+    def serving(self) -> bool:
+        """Whether this process can still serve what it knows (the database answered a
+        load within ``max_staleness``): /readyz's "degraded" rather than "unavailable"."""
+        return self.last_load is not None and self._clock() - self.last_load <= self.max_staleness
+
     def clear(self) -> None:
         """Forget everything (this process only)."""
         self._entries.clear()
+
+    def _stale(self, entry: tuple[int | None, float, Any], now: float) -> Any:
+        """The last good value during an outage, while it is recent enough."""
+        if now - entry[1] > self.max_staleness:
+            raise ServiceUnavailable()
+        return entry[2]
 
 
 def make_version(instance_path: str, redis_url: str | None) -> Version:
@@ -176,7 +229,10 @@ def make_version(instance_path: str, redis_url: str | None) -> Version:
 
 def build_cache(settings: Settings) -> Cache:
     """A cache versioned for ``settings``' deployment (see :func:`make_version`)."""
-    return Cache(make_version(settings.instance_path, settings.ratelimit_storage_uri))
+    return Cache(
+        make_version(settings.instance_path, settings.ratelimit_storage_uri),
+        max_staleness=settings.max_staleness,
+    )
 
 
 def watch_sessions(sessions: sessionmaker, cache: Cache) -> None:

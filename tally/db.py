@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 # Named constraints: alembic can then alter them the same way on SQLite and PostgreSQL.
@@ -54,6 +55,17 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
         hide_parameters=True,
         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
     )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached or used right now (down,
+    restarting, cut off, locked past the busy timeout), rather than that the statement
+    is wrong: the first is retried later, the second never would succeed."""
+    if isinstance(error, sa_exc.DBAPIError):
+        return error.connection_invalidated or isinstance(
+            error, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(error, sa_exc.DisconnectionError | sa_exc.TimeoutError | ConnectionError)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

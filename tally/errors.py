@@ -110,3 +110,17 @@ class LimitsUnavailable(TallyError):
     status = 503
     type = "api_error"
     default_code = "limits_unavailable"
+
+
+class ServiceUnavailable(TallyError):
+    """503: the database (or another store) is unavailable and what the request needs
+    is not known well enough without it; the client should retry after ``Retry-After``."""
+
+    status = 503
+    type = "api_error"
+    default_code = "database_unavailable"
+    RETRY_AFTER = 5  # seconds: a failover or a restart usually takes a few
+
+    def __init__(self, message: str = "The database is unavailable; retry shortly.", **kw):
+        kw.setdefault("headers", {"Retry-After": str(self.RETRY_AFTER)})
+        super().__init__(message, **kw)

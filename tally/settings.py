@@ -21,6 +21,8 @@ DEFAULT_UPSTREAM_TIMEOUT = 300.0
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
 LIMITS_SOCKET_ENV = "TALLY_LIMITS_SOCKET"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the DB is away
+DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
 USAGE_WRITES = ("background", "inline")  # the first is the default
 WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
 
@@ -48,6 +50,8 @@ class Settings:
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
     ratelimit_fail: str = "open"  # TALLY_RATELIMIT_FAIL: limit storage unreachable
     limits_socket: str | None = None  # set by gunicorn.conf.py: its counter server
+    max_staleness: float = DEFAULT_MAX_STALENESS  # then 503 (docs/operations.md)
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -80,6 +84,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
         ratelimit_fail=_choice(env, "TALLY_RATELIMIT_FAIL", ("open", "closed")),
         limits_socket=env.get(LIMITS_SOCKET_ENV) or None,
+        max_staleness=_number(env, "TALLY_MAX_STALENESS", DEFAULT_MAX_STALENESS, float),
+        spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
     )
 
 
@@ -92,8 +98,12 @@ def _count(env: Mapping[str, str], name: str) -> int:
 
 
 def default_instance_path() -> str:
-    """The instance folder beside app.py (Flask's own default for the ``app`` module):
-    gunicorn's master and its usage writer process find the workers' folder with it."""
+    """``TALLY_INSTANCE_PATH``, else the instance folder beside app.py (Flask's own
+    default for the ``app`` module): gunicorn's master, its usage writer process and the
+    workers find the same folder (secrets, cache version, usage spool) with it."""
+    configured = os.environ.get("TALLY_INSTANCE_PATH")
+    if configured:
+        return str(Path(configured).resolve())
     return str(Path(__file__).resolve().parent.parent / "instance")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -57,19 +57,24 @@ class CallRecord:
     is_demo: bool = False
 
 
-def record_call(session: Session, call: CallRecord, outcome: Outcome) -> None:
+def record_call(session: Session, call: CallRecord, outcome: Outcome) -> set[str]:
     """Write the end user, the identifier sent and the request row, in one transaction."""
-    record_calls(session, [(call, outcome, utcnow())])
+    return record_calls(session, [(call, outcome, utcnow())])
 
 
-def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, datetime]]) -> None:
-    """Write several calls, each with the time it ended, in one transaction.
+def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, datetime]]) -> set[str]:
+    """Write several calls, each with the time it ended, in one transaction; return the
+    request ids whose rows were new.
 
     The rows are exactly those that ``record_call`` one call at a time would leave:
     an end user or identifier seen several times is upserted once, with the first
     sighting's ``first_seen``, the last one's ``last_seen`` and the count added up.
     Statements are Core ``executemany`` calls, a handful per batch whatever its size:
     per-row ORM work cost more CPU than the rest of the request.
+
+    Idempotent: a call whose ``request_id`` already has a row (a spooled batch replayed,
+    a frame sent again after the writer process died before acknowledging it) is
+    skipped, and only the rows actually inserted count towards ``request_count``.
     """
     conn = session.connection()
     sql = _statements(conn.dialect.name)
@@ -106,10 +111,14 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
         )
         if call.api_key_id is not None:
             last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
-    conn.execute(sql.insert_rows, rows)
+    # --- idempotence (issue 12): insert what is new, count only that -----------------
+    inserted = _insert_rows(conn, sql, rows)
+    _count_requests(conn, sql, calls, identifier_ids, inserted)
+    # ----------------------------------------------------------------------------------
     if last_used:
         conn.execute(sql.touch_key, [{"key_id": k, "now": now} for k, now in last_used.items()])
     session.commit()
+    return inserted
 
 
 class _Statements:
@@ -137,7 +146,25 @@ class _Statements:
         self.identifier_ids = select(idents.c.identifier, idents.c.id).where(
             idents.c.identifier.in_(bindparam("names", expanding=True))
         )
-        self.insert_rows = insert(log_table)
+        # ON CONFLICT DO NOTHING: a replayed row is skipped; RETURNING names the rows
+        # really inserted (SQLite >= 3.35 and PostgreSQL alike). See _insert_rows.
+        self.insert_rows = module.insert(log_table).on_conflict_do_nothing(
+            index_elements=[log_table.c.request_id]
+        )
+        self.insert_rows_returning = self.insert_rows.returning(log_table.c.request_id)
+        self.new_rows = (
+            text(
+                "SELECT request_id FROM request_log WHERE request_id = ANY(:ids) "
+                "AND xmin = pg_current_xact_id()::xid"
+            )
+            if dialect == "postgresql"
+            else None
+        )
+        self.count_requests = (
+            update(idents)
+            .where(idents.c.id == bindparam("ident_id"))
+            .values(request_count=idents.c.request_count + bindparam("n"))
+        )
         self.touch_key = (
             update(keys)
             .where(keys.c.id == bindparam("key_id"))
@@ -164,7 +191,9 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
     if not seen:
         return {}
     plain = []
-    for external_id, (first, last, is_demo, fields) in seen.items():
+    # Rows are upserted in key order: two batches that share users (a spool replay beside
+    # live writes, two instances) then lock them in the same order and cannot deadlock.
+    for external_id, (first, last, is_demo, fields) in sorted(seen.items()):
         values = {"external_id": external_id, "first_seen": first, "last_seen": last}
         values["is_demo"] = is_demo
         if not fields:
@@ -195,15 +224,43 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
                 "revision_id": call.revision_id,
                 "first_seen": now,
                 "last_seen": now,
-                "request_count": 1,
+                "request_count": 0,  # counted by _count_requests, for new rows only
             }
         else:
             entry["last_seen"] = max(entry["last_seen"], now)
-            entry["request_count"] += 1
     if not seen:
         return {}
-    conn.execute(sql.upsert_identifiers, list(seen.values()))
+    conn.execute(sql.upsert_identifiers, [seen[name] for name in sorted(seen)])  # key order
     return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
+
+
+def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
+    """Insert the rows whose request id is new; return those ids.
+
+    ``INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` says it, and
+    SQLite runs it as cheaply as a plain insert. On PostgreSQL an executemany with
+    RETURNING becomes multi-row statements that psycopg parses anew every time: 3x the
+    CPU per row of the writer's plain executemany (0.19 against 0.06 ms a row, 200-row
+    batches). There the plain insert runs, then one indexed query asks which of the
+    batch's rows this transaction created (``xmin``, PostgreSQL >= 13): as exact, and a
+    row another transaction inserted concurrently is not among them.
+    """
+    if sql.new_rows is None:
+        return set(conn.execute(sql.insert_rows_returning, rows).scalars())
+    conn.execute(sql.insert_rows, rows)
+    return set(conn.execute(sql.new_rows, {"ids": [row["request_id"] for row in rows]}).scalars())
+
+
+def _count_requests(conn, sql: _Statements, calls, identifier_ids, inserted: set[str]) -> None:
+    """Add each identifier's newly inserted rows to its ``request_count``."""
+    counts: dict[int, int] = {}
+    for call, _outcome, _now in calls:
+        ident_id = identifier_ids.get(call.identifier)
+        if ident_id is not None and call.request_id in inserted:
+            counts[ident_id] = counts.get(ident_id, 0) + 1
+    if counts:
+        ordered = sorted(counts.items())  # the identifiers' order, as locked above
+        conn.execute(sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
 
 
 def record_call_safely(gateway: Gateway, call: CallRecord, outcome: Outcome) -> None:

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
-from tally.db import make_engine, make_session_factory, utcnow
+from tally.db import is_unavailable, make_engine, make_session_factory, utcnow
+from tally.services.spool import Spool
 from tally.services.usage import CallRecord, Outcome, record_calls
 from tally.services.writer_socket import RemoteSink
 from tally.settings import Settings
@@ -43,6 +45,11 @@ class UsageWriter:
     and the batching stay on the loop. With a ``remote`` (a worker under gunicorn.conf.py)
     a batch is handed to the usage writer process instead, and written here only when
     that process cannot be reached.
+
+    With a ``spool`` (tally/services/spool.py) a batch the database cannot take (down,
+    cut off, locked) is kept on disk, and so is every batch after it until the spool is
+    replayed: :class:`Replayer` retries with backoff, and also adopts what a process that
+    is gone had spooled.
     """
 
     def __init__(
@@ -51,9 +58,12 @@ class UsageWriter:
         max_batch: int = 500,
         linger: float = 0.05,
         remote: RemoteSink | None = None,
+        spool: Spool | None = None,
     ):
         self._sessions = sessions
         self._remote = remote
+        self.spool = spool
+        self.replayer = Replayer(self) if spool is not None else None
         self._max_batch = max_batch
         self._linger = linger
         self._queue: queue.Queue = queue.Queue()
@@ -109,7 +119,7 @@ class UsageWriter:
             calls = [item for item in batch if item is not _STOP]
             try:
                 if calls and (self._remote is None or not self._remote.send(calls)):
-                    run_native(self._write, calls)
+                    run_native(self.write, calls)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -118,21 +128,130 @@ class UsageWriter:
                     self._remote.close()
                 return
 
-    def _write(self, calls) -> None:
+    def write(self, calls) -> None:
+        """Write ``calls`` now, on this thread: committed, or spooled when the database
+        cannot take them. During an outage (from a failed write until the replayer
+        reaches the database again) batches go straight to the spool: none waits for a
+        connection attempt. The spool keeps its own order; rows that come after the
+        outage may be committed before the last spooled ones (each row carries the time
+        its call ended)."""
+        if self.replayer is not None and self.replayer.in_outage:
+            self._keep(calls)
+            return
+        try:
+            self.write_strict(calls)
+            return
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._keep(calls, exc)
+                return
+            log.warning("batch of %d request rows failed; writing one by one", len(calls))
+        for item in calls:
+            try:
+                self.write_strict([item])
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._keep([item], exc)
+                else:
+                    log.exception("could not record request %s", item[0].request_id)
+
+    def write_strict(self, calls) -> None:
+        """Commit ``calls`` in one transaction; raise whatever the database raises."""
         with self._sessions() as session:
             try:
                 record_calls(session, calls)
-                return
             except Exception:
                 session.rollback()
-                log.warning("batch of %d request rows failed; writing one by one", len(calls))
-        for item in calls:
-            with self._sessions() as session:
-                try:
-                    record_calls(session, [item])
-                except Exception:
-                    session.rollback()
-                    log.exception("could not record request %s", item[0].request_id)
+                raise
+
+    def _keep(self, calls, error: BaseException | None = None) -> None:
+        """Spool ``calls``; without a spool, or with a full one, they are lost: say so."""
+        if self.spool is not None and self.spool.append(calls):
+            if error is not None and self.replayer is not None:
+                self.replayer.note_outage(error)
+            return
+        for call, _outcome, _ended in calls:
+            log.error("could not record request %s (%s)", call.request_id, error)
+
+
+class Replayer:
+    """Replays a writer's spool once the database answers again: tries after 0.5 s, then
+    doubles the wait up to 2 s while it still fails (an attempt costs one connection
+    try); looks for orphaned segments every 5 s when idle. One log line when an outage
+    begins, one when the spool is drained."""
+
+    FIRST, LONGEST, IDLE = 0.5, 2.0, 5.0
+
+    def __init__(self, writer: UsageWriter):
+        self._writer = writer
+        self._wake = threading.Event()
+        self._stopped = False
+        self._outage_since: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run in the background (a greenlet under gevent; the writes go native)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tally-replay", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current attempt."""
+        self._stopped = True
+        self._wake.set()
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether a write failed and the database has not been reached since."""
+        return self._outage_since is not None
+
+    def note_outage(self, error: BaseException) -> None:
+        """A batch was spooled because of ``error``: log it once per outage, replay soon."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.error("database unavailable (%s); usage rows go to the spool", _brief(error))
+        self.start()
+
+    def _run(self) -> None:
+        delay = self.FIRST
+        while not self._stopped:
+            self._wake.wait(delay if self._writer.spool.pending() else self.IDLE)
+            self._wake.clear()
+            if self._stopped:
+                continue
+            if not self._writer.spool.pending():
+                self._outage_since = None  # nothing kept (a full spool): try the database
+                continue
+            started = time.monotonic()
+            since = self._outage_since or started
+            try:
+                rows = run_native(self._writer.spool.drain, self._replay)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("usage spool replay failed")
+                delay = min(delay * 2, self.LONGEST)
+                continue
+            delay = self.FIRST
+            if rows:
+                log.warning(
+                    "usage spool replayed: %d rows in %.1f s (%.1f s after the outage began)",
+                    rows,
+                    time.monotonic() - started,
+                    time.monotonic() - since,
+                )
+            self._outage_since = None
+
+    def _replay(self, calls) -> None:
+        """Write replayed rows; once one batch went in, the database answers: new batches
+        go to it directly again instead of queueing behind the rest of the spool."""
+        self._writer.write_strict(calls)
+        self._outage_since = None
+
+
+def _brief(error: BaseException) -> str:
+    """The error's class and first line: an outage's log line, not its stack trace."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def run_native(function: Callable[..., Any], *args: Any) -> Any:
@@ -146,6 +265,11 @@ def run_native(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
+def build_spool(settings: Settings) -> Spool:
+    """The instance folder's usage spool (shared by every process of one box)."""
+    return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
+
+
 def build_usage_writer(settings: Settings) -> UsageWriter:
     """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
 
@@ -156,4 +280,6 @@ def build_usage_writer(settings: Settings) -> UsageWriter:
     """
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
-    return UsageWriter(sessions, remote=remote)
+    writer = UsageWriter(sessions, remote=remote, spool=build_spool(settings))
+    writer.replayer.start()  # rows spooled by a process before this one
+    return writer

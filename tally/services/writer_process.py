@@ -29,8 +29,8 @@ import time
 
 from tally.db import make_engine, make_session_factory
 from tally.logs import configure_logging
-from tally.services.writer import UsageWriter
-from tally.services.writer_socket import FRAME, MAX_FRAME, decode_batch
+from tally.services.writer import UsageWriter, build_spool
+from tally.services.writer_socket import ACK, FRAME, MAX_FRAME, decode_batch
 from tally.settings import default_instance_path, export_usage_socket, load_settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,12 @@ class _Handler(socketserver.StreamRequestHandler):
             except (ValueError, TypeError):
                 log.exception("unreadable usage frame; the connection is closed")
                 return
-            for call, outcome, ended in items:
-                self.server.writer.submit(call, outcome, ended)
+            # Acknowledged once committed or spooled (fsync'd), never before: a frame
+            # the worker sees no ACK for is written again by the worker (replays are
+            # idempotent), so a writer killed mid-batch loses nothing.
+            self.server.writer.write(items)
+            self.wfile.write(ACK)
+            self.wfile.flush()
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -97,6 +101,8 @@ def serve(writer, path: str) -> None:
     finally:
         server.server_close()
         writer.close()
+        if writer.replayer is not None:
+            writer.replayer.stop()
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
@@ -107,19 +113,40 @@ def main() -> None:
     socket_path, instance_path = sys.argv[1], sys.argv[2]
     settings = load_settings(instance_path)
     configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
-    engine = make_engine(settings.database_url, pool_size=2)
-    serve(UsageWriter(make_session_factory(engine)), socket_path)
+    engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
+    writer = UsageWriter(make_session_factory(engine), spool=build_spool(settings))
+    writer.replayer.start()  # what a previous writer (or a dead worker) spooled
+    serve(writer, socket_path)
 
 
 class WriterProcess:
-    """The writer process as gunicorn's master sees it."""
+    """The writer process as gunicorn's master sees it: started, watched, started again
+    at the same socket path if it dies (the workers reconnect on their own), stopped."""
 
-    def __init__(self, proc: subprocess.Popen, directory: str):
-        self.proc, self.directory = proc, directory
+    RESTART_DELAY = 0.5  # seconds between a death and the next start: no busy loop
+
+    def __init__(self, directory: str, instance_path: str, cwd: str | None = None):
+        self.directory, self.instance_path, self.cwd = directory, instance_path, cwd
         self.path = os.path.join(directory, "usage.sock")
+        self._stopping = threading.Event()
+        self.proc = self._spawn()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the process listens on its socket within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def supervise(self) -> None:
+        """Watch the process from a thread of the master; start it again when it dies."""
+        threading.Thread(target=self._watch, name="tally-writer-watch", daemon=True).start()
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, wait for the queue to be written, then clean up."""
+        self._stopping.set()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -130,28 +157,41 @@ class WriterProcess:
                 self.proc.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def _spawn(self) -> subprocess.Popen:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):  # a killed process's socket: bind would fail
+            os.unlink(self.path)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tally.services.writer_process", self.path, self.instance_path],
+            cwd=self.cwd,
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            code = self.proc.wait()
+            if self._stopping.wait(self.RESTART_DELAY):
+                return
+            log.error("usage writer process exited (%s); starting it again", code)
+            self.proc = self._spawn()
+            if not self.wait_ready(30.0):
+                log.error("usage writer process did not come back; workers write their rows")
+
 
 def start(
     cwd: str | None = None, instance_path: str | None = None, timeout: float = 30.0
 ) -> WriterProcess | None:
-    """Start the writer process and export its socket to the workers forked after this
-    (``TALLY_USAGE_SOCKET``, see :func:`tally.settings.export_usage_socket`). None, with
-    an error logged, when it does not come up: the workers then write their own rows."""
+    """Start the writer process, watched and restarted when it dies, and export its
+    socket to the workers forked after this (``TALLY_USAGE_SOCKET``, see
+    :func:`tally.settings.export_usage_socket`). None, with an error logged, when it does
+    not come up: the workers then write their own rows."""
     directory = tempfile.mkdtemp(prefix="tally-usage-")  # mode 0700
-    path = os.path.join(directory, "usage.sock")
-    instance_path = instance_path or default_instance_path()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.services.writer_process", path, instance_path], cwd=cwd
-    )
-    writer = WriterProcess(proc, directory)
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.error("usage writer process did not start; workers write their own rows")
-            writer.stop(timeout=5)
-            return None
-        time.sleep(0.05)
-    export_usage_socket(path)
+    writer = WriterProcess(directory, instance_path or default_instance_path(), cwd)
+    if not writer.wait_ready(timeout):
+        log.error("usage writer process did not start; workers write their own rows")
+        writer.stop(timeout=5)
+        return None
+    writer.supervise()
+    export_usage_socket(writer.path)
     return writer
 
 

@@ -29,6 +29,7 @@ from tally.services.usage import CallRecord, Outcome
 
 log = logging.getLogger(__name__)
 FRAME = struct.Struct("!I")
+ACK = b"\x06"  # the writer process's answer to a frame: committed or spooled
 MAX_FRAME = 64 * 1024 * 1024
 
 Item = tuple[CallRecord, Outcome, datetime]
@@ -113,6 +114,7 @@ class RemoteSink:
     """A worker's connection to the writer process (under gevent, a cooperative one)."""
 
     RETRY_AFTER = 5.0  # seconds without trying again once the process could not be reached
+    ACK_TIMEOUT = 60.0  # a batch waiting for a locked database (SQLite's busy timeout: 30 s)
 
     def __init__(self, path: str):
         self.path = path
@@ -120,8 +122,9 @@ class RemoteSink:
         self._retry_at = 0.0
 
     def send(self, items: list[Item]) -> bool:
-        """Hand ``items`` over; False when the writer process cannot take them (the
-        caller then writes them itself). A frame cut short is dropped by the reader."""
+        """Hand ``items`` over and wait until they are committed or spooled; False when
+        the writer process cannot take them (the caller then writes them itself, and a
+        row the process did write meanwhile is skipped as a duplicate)."""
         if self._sock is None and time.monotonic() < self._retry_at:
             return False
         try:
@@ -129,11 +132,14 @@ class RemoteSink:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(10)
                 sock.connect(self.path)
+                sock.settimeout(self.ACK_TIMEOUT)
                 self._sock = sock
                 if self._retry_at:
                     log.warning("usage writer process reachable again")
                     self._retry_at = 0.0
             self._sock.sendall(encode_batch(items))
+            if self._sock.recv(1) != ACK:  # the process died before the batch was safe
+                raise ConnectionResetError("usage writer process closed the connection")
             return True
         except OSError as exc:
             if not self._retry_at:
