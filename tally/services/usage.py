@@ -16,6 +16,7 @@ from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
 from tally.services.identities import PROFILE_COLUMNS
+from tally.services.totals import add_to_totals
 
 if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
     from tally.gateway import Gateway
@@ -107,6 +108,9 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
         if call.api_key_id is not None:
             last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
     conn.execute(sql.insert_rows, rows)
+    # Daily totals, from the rows actually inserted (with an idempotent insert: only
+    # those it returned, so a replayed batch adds nothing), in this same transaction.
+    add_to_totals(conn, rows)
     if last_used:
         conn.execute(sql.touch_key, [{"key_id": k, "now": now} for k, now in last_used.items()])
     session.commit()
