@@ -40,15 +40,26 @@ TABLES: dict[Table, tuple[str, ...]] = {
 def group_key(row: dict[str, Any]) -> dict[str, Any]:
     """The totals' key columns for one request row. Absent ids and models become the
     sentinels 0 and '' (a unique key never conflicts on NULL); days are UTC days."""
-    day: date = row["created_at"].date()
+    day, user_id, api_key_id, model, endpoint = _daily_key(row)
     return {
         "day": day,
         "month": day.replace(day=1),
-        "user_id": row.get("user_id") or 0,
-        "api_key_id": row.get("api_key_id") or 0,
-        "model": row.get("model") or "",
-        "endpoint": row["endpoint"],
+        "user_id": user_id,
+        "api_key_id": api_key_id,
+        "model": model,
+        "endpoint": endpoint,
     }
+
+
+def _daily_key(row: dict[str, Any]) -> tuple[date, int, int, str, str]:
+    """The ``daily_totals`` key of a row (as ``group_key``, for the hot loop)."""
+    return (
+        row["created_at"].date(),
+        row.get("user_id") or 0,
+        row.get("api_key_id") or 0,
+        row.get("model") or "",
+        row["endpoint"],
+    )
 
 
 def row_sums(row: dict[str, Any]) -> tuple:
@@ -68,25 +79,42 @@ def add_to_totals(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """Add the request ``rows`` just inserted (the dicts given to the insert) to every
     totals table, in the caller's transaction.
 
-    Groups are added up in Python first, so a batch updates each total once, and
-    written in key order, so two writers upserting the same totals on PostgreSQL take
-    their row locks in one order and cannot deadlock.
+    Rows are added up in Python first (per ``daily_totals`` key, then those groups per
+    coarser key), so a batch updates each total once; groups are written in key order,
+    so two writers upserting the same totals on PostgreSQL take their row locks in one
+    order and cannot deadlock.
     """
-    grouped: dict[Table, dict[tuple, list]] = {table: {} for table in TABLES}
+    daily: dict[tuple, list] = {}
     for row in rows:
-        key, sums = group_key(row), row_sums(row)
-        for table, names in TABLES.items():
-            acc = grouped[table].setdefault(tuple(key[n] for n in names), [0] * len(SUMS))
-            for n, value in enumerate(sums):
+        acc = daily.get(key := _daily_key(row))
+        if acc is None:
+            daily[key] = list(row_sums(row))
+        else:
+            for n, value in enumerate(row_sums(row)):
                 acc[n] += value
-    for table, names in TABLES.items():
-        groups = grouped[table]
-        if groups:
-            params = [
-                dict(zip(names, key, strict=True)) | dict(zip(SUMS, groups[key], strict=True))
-                for key in sorted(groups)
-            ]
-            conn.execute(_upsert(conn.dialect.name, table), params)
+    if not daily:
+        return
+    by_model: dict[tuple, list] = {}
+    by_month: dict[tuple, list] = {}
+    for (day, user_id, api_key_id, model, endpoint), sums in daily.items():
+        _add(by_model, (day, api_key_id, model, endpoint), sums)
+        _add(by_month, (day.replace(day=1), user_id), sums)
+    for table, groups in zip(TABLES, (daily, by_model, by_month), strict=True):
+        names = TABLES[table]
+        params = [
+            dict(zip(names, key, strict=True)) | dict(zip(SUMS, groups[key], strict=True))
+            for key in sorted(groups)
+        ]
+        conn.execute(_upsert(conn.dialect.name, table), params)
+
+
+def _add(groups: dict[tuple, list], key: tuple, sums: list) -> None:
+    acc = groups.get(key)
+    if acc is None:
+        groups[key] = list(sums)
+    else:
+        for n, value in enumerate(sums):
+            acc[n] += value
 
 
 @functools.cache

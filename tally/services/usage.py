@@ -167,23 +167,30 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
         entry[3].update(fields)
     if not seen:
         return {}
-    plain = []
+    plain, profiled = [], {}
     for external_id, (first, last, is_demo, fields) in seen.items():
         values = {"external_id": external_id, "first_seen": first, "last_seen": last}
         values["is_demo"] = is_demo
-        if not fields:
+        if fields:
+            # one statement per set of profile columns a batch updates, not per user
+            profiled.setdefault(tuple(sorted(fields)), []).append(values | fields)
+        else:
             plain.append(values)
-            continue
-        # a profile update names its own columns: one statement for this user
-        stmt = sql.module.insert(EndUser.__table__).values(**values, **fields)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["external_id"], set_={"last_seen": last, **fields}
-            )
-        )
+    for columns, params in profiled.items():
+        conn.execute(_upsert_profiles(sql.module, columns), params)
     if plain:
         conn.execute(sql.upsert_users, plain)
     return dict(conn.execute(sql.user_ids, {"names": list(seen)}).all())
+
+
+@functools.cache
+def _upsert_profiles(module, columns: tuple[str, ...]):
+    """Upsert end users with these profile columns: a profile update names its own."""
+    stmt = module.insert(EndUser.__table__)
+    names = ("last_seen", *columns)
+    return stmt.on_conflict_do_update(
+        index_elements=["external_id"], set_={name: stmt.excluded[name] for name in names}
+    )
 
 
 def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
