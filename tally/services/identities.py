@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, selectinload
 from tally.db import utcnow
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
 from tally.services.audit import add_audit
-from tally.services.reports import Row, Totals, per_model, totals_between
+from tally.services.reports import (
+    DEFAULT_RANGE_DAYS,
+    Row,
+    Totals,
+    per_model,
+    totals_between,
+)
 
 PER_PAGE = 20
 MAX_QUERY_LENGTH = 255
@@ -173,13 +179,14 @@ def identity_detail(
             .order_by(UpstreamIdentifier.last_seen.desc())
         )
     )
-    since, until = now - timedelta(days=30), now + timedelta(seconds=1)
-    mine = RequestLog.user_id == user_id
+    # the last 30 UTC days, from the daily totals; the recent requests off the log's
+    # (user_id, created_at, id) index, newest first
+    start = now.date() - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     recent = list(
         session.scalars(
             select(RequestLog)
             .options(selectinload(RequestLog.identifier))
-            .where(mine)
+            .where(RequestLog.user_id == user_id)
             .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
             .limit(RECENT_REQUESTS)
         )
@@ -187,8 +194,8 @@ def identity_detail(
     detail = IdentityDetail(
         user=user,
         identifiers=identifiers,
-        month=totals_between(session, since, until, mine),
-        models=per_model(session, since, until, mine),
+        month=totals_between(session, start, now.date(), user_id),
+        models=per_model(session, start, now.date(), user_id),
         recent=recent,
     )
     if actor:
