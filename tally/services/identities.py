@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -138,15 +138,20 @@ def search_identities(
     id (exact or prefix), or part of an e-mail or display name (any case). Empty query:
     the most recently seen users. A search by ``actor`` is recorded in the audit log."""
     query = query.strip()[:MAX_QUERY_LENGTH]
-    condition = _matching(query) if query else None
-    count = select(func.count(EndUser.id))
-    listing = select(EndUser).order_by(EndUser.last_seen.desc(), EndUser.id.desc())
-    if condition is not None:
-        count, listing = count.where(condition), listing.where(condition)
-    total = session.scalar(count) or 0
-    pages = max(1, -(-total // PER_PAGE))
-    page = min(max(page, 1), pages)
-    users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
+    if query:
+        found = _matching_ids(session, query)
+        total = len(found)
+        pages = max(1, -(-total // PER_PAGE))
+        page = min(max(page, 1), pages)
+        shown = found[(page - 1) * PER_PAGE : page * PER_PAGE]
+        by_id = {u.id: u for u in session.scalars(select(EndUser).where(EndUser.id.in_(shown)))}
+        users = [by_id[user_id] for user_id in shown]
+    else:
+        total = session.scalar(select(func.count(EndUser.id))) or 0
+        pages = max(1, -(-total // PER_PAGE))
+        page = min(max(page, 1), pages)
+        listing = select(EndUser).order_by(EndUser.last_seen.desc(), EndUser.id.desc())
+        users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
     hits = _identifier_hits(session, query, [u.id for u in users]) if query else {}
     matches = [Match(user, hits.get(user.id, [])) for user in users]
     traced = trace_identifier(session, query) if query else None
@@ -210,17 +215,52 @@ def identity_detail(
     return detail
 
 
-def _matching(query: str):
-    lowered = query.lower()
+def _matching_ids(session: Session, query: str) -> list[int]:
+    """The ids of every end user matching ``query``, most recently seen first: one pass
+    over ``end_users``, whose length is the count.
+
+    The sort key is an expression on purpose: sorted by the ``last_seen`` index, the
+    database would read every user's row in index order, one random read each (three
+    times slower than reading the table through and sorting the matches).
+    """
+    newest_first = func.coalesce(EndUser.last_seen, EndUser.last_seen).desc()
+    stmt = (
+        select(EndUser.id)
+        .where(_matching(session.get_bind().dialect.name, query))
+        .order_by(newest_first, EndUser.id.desc())
+    )
+    return list(session.scalars(stmt))
+
+
+def _matching(dialect: str, query: str):
     identifier_hit = select(UpstreamIdentifier.user_id).where(
-        UpstreamIdentifier.identifier.startswith(query, autoescape=True)
+        _prefix(UpstreamIdentifier.identifier, query)
     )
     return or_(
-        EndUser.external_id.startswith(query, autoescape=True),
-        func.lower(EndUser.email).contains(lowered, autoescape=True),
-        func.lower(EndUser.display_name).contains(lowered, autoescape=True),
+        _prefix(EndUser.external_id, query),
+        _contains(dialect, EndUser.email, query),
+        _contains(dialect, EndUser.display_name, query),
         EndUser.id.in_(identifier_hit),
     )
+
+
+def _prefix(column, query: str):
+    """``column`` starts with ``query`` (case-sensitive, as ids are): a range on the
+    column's unique index (an SQL LIKE cannot use it on SQLite, where LIKE ignores case),
+    with the LIKE kept to stay exact whatever the collation."""
+    return and_(
+        column >= query,
+        column < query + "\U0010ffff",
+        column.startswith(query, autoescape=True),
+    )
+
+
+def _contains(dialect: str, column, query: str):
+    """``column`` contains ``query``, any case. SQLite's LIKE already ignores ASCII case
+    and its lower() folds nothing more, so lower() there only tripled the scan's cost."""
+    if dialect == "sqlite":
+        return column.contains(query, autoescape=True)
+    return func.lower(column).contains(query.lower(), autoescape=True)
 
 
 def _identifier_hits(session: Session, query: str, user_ids: list[int]) -> dict[int, list[str]]:
