@@ -11,14 +11,17 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
+from tally import schema
+from tally.db import make_engine
 from tally.identity import EndUserClaim
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
 from tally.services.keys import create_api_key
 from tally.services.totals import SUMS, TABLES, group_key, row_sums
 from tally.services.usage import CallRecord, Outcome, record_calls
-from tests.conftest import reset_database
+from tests.conftest import empty_database, reset_database
 
 START = datetime(2026, 1, 30, 20, 0)  # the workload crosses a day and a month
 
@@ -121,3 +124,39 @@ def test_anonymous_and_unknown_calls_add_up_in_one_row(app, db):
     record_calls(db, calls)
     row = db.execute(select(DailyTotal)).scalar_one()
     assert (row.user_id, row.api_key_id, row.model, row.requests, row.errors) == (0, 0, "", 3, 3)
+
+
+def test_the_migration_adds_up_the_rows_already_logged(tmp_path):
+    with empty_database(tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            schema.upgrade(engine, "0004")
+            log = RequestLog.__table__
+            rows = [
+                {
+                    "request_id": "a",
+                    "created_at": START,
+                    "endpoint": "responses",
+                    "status": 200,
+                    "total_tokens": 7,
+                    "cost": 0.5,
+                },
+                {
+                    "request_id": "b",
+                    "created_at": START + timedelta(hours=30),
+                    "endpoint": "x",
+                    "status": 502,
+                    "total_tokens": None,
+                    "cost": None,
+                },
+            ]
+            with engine.begin() as conn:
+                conn.execute(insert(log), rows)
+            schema.upgrade(engine)
+            with Session(engine) as session:
+                for model in (DailyTotal, DailyModelTotal, MonthlyUserTotal):
+                    table = model.__table__
+                    assert_same(fresh_aggregate(session, table), stored(session, table))
+                assert len(stored(session, MonthlyUserTotal.__table__)) == 2  # Jan and Feb
+        finally:
+            engine.dispose()
