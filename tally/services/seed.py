@@ -53,9 +53,9 @@ class Seeded:
 
 @dataclass(frozen=True)
 class _DemoUser:
-    external_id: str
     identifier: str | None
-    profile: dict
+    first_claim: EndUserClaim  # with the profile, as an ``identity`` sends it
+    claim: EndUserClaim  # the id alone, as ``user`` sends it
 
 
 def seed_demo_traffic(
@@ -76,7 +76,8 @@ def seed_demo_traffic(
     for n in range(min(users, requests)):
         external_id = f"demo_user_{n:05d}"
         identifier = derive_identifier(config, external_id, hash_key) if config.enabled else None
-        people.append(_DemoUser(external_id, identifier, _profile(rng, n)))
+        first = EndUserClaim(external_id, "identity", _profile(rng, n))
+        people.append(_DemoUser(identifier, first, EndUserClaim(external_id, "user")))
     _prepare_bulk(session)
     for batch in _batches(_calls(rng, people, requests, days, config.revision_id), BATCH):
         record_calls(session, batch)
@@ -115,13 +116,10 @@ def _calls(rng, people, requests, days, revision_id) -> Iterator[tuple]:
         person = people[pick]
         first = pick not in seen
         seen.add(pick)
-        claim = EndUserClaim(
-            person.external_id, "identity" if first else "user", person.profile if first else {}
-        )
         call = CallRecord(
             request_id=f"{rng.getrandbits(128):032x}",
             api_key_id=None,
-            claim=claim,
+            claim=person.first_claim if first else person.claim,
             identifier=person.identifier,
             revision_id=revision_id,
             model=model,
