@@ -18,6 +18,7 @@ from tally import schema
 from tally.db import make_engine
 from tally.identity import EndUserClaim
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
+from tally.services import usage
 from tally.services.keys import create_api_key
 from tally.services.totals import SUMS, TABLES, group_key, row_sums
 from tally.services.usage import CallRecord, Outcome, record_calls
@@ -160,3 +161,18 @@ def test_the_migration_adds_up_the_rows_already_logged(tmp_path):
                 assert len(stored(session, MonthlyUserTotal.__table__)) == 2  # Jan and Feb
         finally:
             engine.dispose()
+
+
+def test_a_batch_naming_more_users_than_a_lookup_takes(app, db, monkeypatch):
+    monkeypatch.setattr(usage, "LOOKUP_CHUNK", 3)  # stands for the databases' limits
+    calls = []
+    for n in range(10):
+        claim = EndUserClaim(f"u{n}", "user")
+        call = CallRecord(uuid.uuid4().hex, None, claim, f"tally_u{n}", 1, "m", False)
+        calls.append((call, Outcome(), START))
+    record_calls(db, calls)
+    logged = db.scalars(select(RequestLog)).all()
+    assert len({row.user_id for row in logged}) == 10
+    assert len({row.identifier_id for row in logged}) == 10 and None not in {
+        row.identifier_id for row in logged
+    }

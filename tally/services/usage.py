@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
     from tally.gateway import Gateway
 
 log = logging.getLogger(__name__)
+LOOKUP_CHUNK = 10_000  # names per id lookup statement
 
 
 @dataclass
@@ -180,7 +181,7 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
         conn.execute(_upsert_profiles(sql.module, columns), params)
     if plain:
         conn.execute(sql.upsert_users, plain)
-    return dict(conn.execute(sql.user_ids, {"names": list(seen)}).all())
+    return _ids(conn, sql.user_ids, list(seen))
 
 
 @functools.cache
@@ -214,7 +215,17 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
     if not seen:
         return {}
     conn.execute(sql.upsert_identifiers, list(seen.values()))
-    return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
+    return _ids(conn, sql.identifier_ids, list(seen))
+
+
+def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
+    """``lookup``'s ids of ``names``, in chunks: a statement may carry at most 32,766
+    parameters on SQLite and 65,535 on PostgreSQL, and a batch can name more."""
+    found: dict[str, int] = {}
+    for start in range(0, len(names), LOOKUP_CHUNK):
+        chunk = names[start : start + LOOKUP_CHUNK]
+        found.update(conn.execute(lookup, {"names": chunk}).all())
+    return found
 
 
 def record_call_safely(gateway: Gateway, call: CallRecord, outcome: Outcome) -> None:
