@@ -1,6 +1,7 @@
 """daily totals: the request log added up per day x user x key x model x endpoint, per day
 x key x model x endpoint and per month x user, kept in the transaction that inserts the
-rows; the recent-requests index ends with the id (its order's tie-break)
+rows; the recent-requests index ends with the id (its order's tie-break); on PostgreSQL,
+trigram indexes for the identity search (pg_trgm)
 
 The totals of rows already in the log are added up here once, so an upgraded database
 starts exact.
@@ -71,6 +72,18 @@ def upgrade() -> None:
         batch_op.drop_index("ix_request_log_user_created")
         batch_op.create_index("ix_request_log_user_created", ["user_id", "created_at", "id"])
     _backfill()
+    if op.get_bind().dialect.name == "postgresql":
+        _trigram_indexes()
+
+
+def _trigram_indexes() -> None:
+    """The identity search's contains-matches on e-mail and name, by trigram index."""
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for column in ("email", "display_name"):
+        op.execute(
+            f"CREATE INDEX ix_end_users_{column}_trgm ON end_users "
+            f"USING gin (lower({column}) gin_trgm_ops)"
+        )
 
 
 def _backfill() -> None:
@@ -106,6 +119,9 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":  # pg_trgm stays: others may use it
+        for column in ("email", "display_name"):
+            op.execute(f"DROP INDEX ix_end_users_{column}_trgm")
     with op.batch_alter_table("request_log", schema=None) as batch_op:
         batch_op.drop_index("ix_request_log_user_created")
         batch_op.create_index("ix_request_log_user_created", ["user_id", "created_at"])
