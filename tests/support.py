@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import requests
 from sqlalchemy import select
 
+from tally.identity import EndUserClaim
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
 from tally.services.tracking import active_config, save_config
+from tally.services.usage import CallRecord, Outcome, record_calls
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 BASE = {"model": "openai/gpt-4o-mini", "messages": MESSAGES}
@@ -66,3 +69,25 @@ def wait_for(predicate, timeout: float = 5.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+def record_traffic(session, calls: list[dict]) -> None:
+    """Record calls as the API does (``record_calls``: rows and daily totals), each a dict
+    of ``when`` and optionally ``user`` (an external id), ``model``, ``status``,
+    ``tokens`` (total), ``cost``, ``request_id``."""
+    batch = []
+    for n, spec in enumerate(calls):
+        user = spec.get("user")
+        call = CallRecord(
+            request_id=spec.get("request_id") or f"req-{uuid.uuid4().hex[:12]}-{n}",
+            api_key_id=None,
+            claim=EndUserClaim(user, "user") if user else None,
+            identifier=None,
+            revision_id=None,
+            model=spec.get("model"),
+            stream=False,
+        )
+        usage = {"total_tokens": spec.get("tokens"), "cost": spec.get("cost")}
+        outcome = Outcome(status=spec.get("status", 200), usage=usage)
+        batch.append((call, outcome, spec["when"]))
+    record_calls(session, batch)

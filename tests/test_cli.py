@@ -1,5 +1,7 @@
 """PRODUCT.md's CLI: keys, operators, trace, config; bad input exits 2 with one line."""
 
+from collections import Counter
+
 import pytest
 from sqlalchemy import select
 
@@ -130,9 +132,15 @@ def test_dev_seed_writes_demo_traffic(runner, client):
     app = client.application
     rows = request_rows(app)
     assert len(rows) == 300 and all(r.is_demo for r in rows)
-    assert len(end_users(app)) == 12 and len(identifiers(app)) == 12
-    traced = runner.invoke(args=["trace", identifiers(app)[0].identifier])
-    assert "internal_id=demo_user_00000" in traced.output
+    users, sent = end_users(app), identifiers(app)
+    assert len(users) == 12 and len(sent) == 12
+    # recorded as the API records calls: an identifier counts every request of its user
+    per_user = Counter(r.user_id for r in rows)
+    assert {i.user_id: i.request_count for i in sent} == per_user
+    first = next(i for i in sent if i.user_id == users[0].id)
+    traced = runner.invoke(args=["trace", first.identifier])
+    assert f"internal_id={users[0].external_id}" in traced.output
+    assert f"requests={per_user[users[0].id]}" in traced.output
 
 
 def test_unknown_command_exits_2(runner):

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from tally.db import utcnow
-from tally.models import AuditEntry, RequestLog
+from tally.models import AuditEntry
 from tally.services.identities import upsert_end_user, upsert_identifier
 from tests.console_client import text
+from tests.support import record_traffic
 
 pytest_plugins = ["tests.console_support"]
 
@@ -30,19 +31,12 @@ def people(app):
             session, "user-grace", {"display_name": "Grace Hopper", "email": "g@navy.example"}
         )
         upsert_identifier(session, "tally_cccc3333dddd4444", grace, 1)
-        for n, user in enumerate((ada, grace)):
-            session.add(
-                RequestLog(
-                    request_id=f"req{n}",
-                    created_at=now - timedelta(minutes=n),
-                    user_id=user,
-                    model="openai/gpt-4o-mini",
-                    status=200,
-                    total_tokens=100,
-                    cost=0.25,
-                )
-            )
         session.commit()
+        calls = [
+            {"when": now - timedelta(minutes=n), "user": user, "model": "openai/gpt-4o-mini"}
+            for n, user in enumerate(("user-ada", "user-grace"))
+        ]
+        record_traffic(session, [call | {"tokens": 100, "cost": 0.25} for call in calls])
     return {"ada": ada, "grace": grace}
 
 

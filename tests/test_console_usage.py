@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from tally.db import utcnow
-from tally.models import RequestLog
 from tally.services.identities import upsert_end_user
 from tests.console_client import text
+from tests.support import record_traffic
 
 pytest_plugins = ["tests.console_support"]
 
@@ -22,28 +22,18 @@ def traffic(app):
     today = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     with app.extensions["tally"].sessions() as session:
-        ada = upsert_end_user(session, "ada", {"display_name": '=HYPERLINK("x")'})
-        bob = upsert_end_user(session, "bob")
-        rows = [
-            (yesterday, ada, "m-a", 200, 100, 1.0),
-            (today, ada, "m-a", 200, 50, 0.5),
-            (today, bob, "m-b", 200, 10, 0.01),
-            (today, None, "m-b", 502, None, None),
-            (today - timedelta(days=60), bob, "m-b", 200, 999, 9.0),  # out of range
-        ]
-        for n, (when, user, model, status, tokens, cost) in enumerate(rows):
-            session.add(
-                RequestLog(
-                    request_id=f"r{n}",
-                    created_at=when,
-                    user_id=user,
-                    model=model,
-                    status=status,
-                    total_tokens=tokens,
-                    cost=cost,
-                )
-            )
+        upsert_end_user(session, "ada", {"display_name": '=HYPERLINK("x")'})
+        upsert_end_user(session, "bob")
         session.commit()
+        rows = [
+            (yesterday, "ada", "m-a", 200, 100, 1.0),
+            (today, "ada", "m-a", 200, 50, 0.5),
+            (today, "bob", "m-b", 200, 10, 0.01),
+            (today, None, "m-b", 502, None, None),
+            (today - timedelta(days=60), "bob", "m-b", 200, 999, 9.0),  # out of range
+        ]
+        fields = ("when", "user", "model", "status", "tokens", "cost")
+        record_traffic(session, [dict(zip(fields, row, strict=True)) for row in rows])
     return today
 
 
@@ -120,13 +110,10 @@ def test_csv_export_refuses_a_bad_grouping(admin):
 
 def test_days_are_utc_calendar_days(app, admin):
     with app.extensions["tally"].sessions() as session:
-        session.add(
-            RequestLog(request_id="late", created_at=datetime(2026, 1, 1, 23, 59, 59), status=200)
+        record_traffic(
+            session,
+            [{"when": datetime(2026, 1, 1, 23, 59, 59)}, {"when": datetime(2026, 1, 2, 0, 0, 0)}],
         )
-        session.add(
-            RequestLog(request_id="early", created_at=datetime(2026, 1, 2, 0, 0, 0), status=200)
-        )
-        session.commit()
     response = admin.get("/usage.csv?start=2026-01-01&end=2026-01-02&by=day")
     rows = list(csv.DictReader(io.StringIO(text(response))))
     assert [(r["day"], r["requests"]) for r in rows] == [("2026-01-01", "1"), ("2026-01-02", "1")]

@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from tally.db import utcnow
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
 from tally.services.audit import add_audit
-from tally.services.reports import Row, Totals, per_model, totals_between
+from tally.services.reports import (
+    DEFAULT_RANGE_DAYS,
+    Row,
+    Totals,
+    per_model,
+    totals_between,
+)
 
 PER_PAGE = 20
 MAX_QUERY_LENGTH = 255
@@ -132,15 +138,20 @@ def search_identities(
     id (exact or prefix), or part of an e-mail or display name (any case). Empty query:
     the most recently seen users. A search by ``actor`` is recorded in the audit log."""
     query = query.strip()[:MAX_QUERY_LENGTH]
-    condition = _matching(query) if query else None
-    count = select(func.count(EndUser.id))
-    listing = select(EndUser).order_by(EndUser.last_seen.desc(), EndUser.id.desc())
-    if condition is not None:
-        count, listing = count.where(condition), listing.where(condition)
-    total = session.scalar(count) or 0
-    pages = max(1, -(-total // PER_PAGE))
-    page = min(max(page, 1), pages)
-    users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
+    if query:
+        found = _matching_ids(session, query)
+        total = len(found)
+        pages = max(1, -(-total // PER_PAGE))
+        page = min(max(page, 1), pages)
+        shown = found[(page - 1) * PER_PAGE : page * PER_PAGE]
+        by_id = {u.id: u for u in session.scalars(select(EndUser).where(EndUser.id.in_(shown)))}
+        users = [by_id[user_id] for user_id in shown]
+    else:
+        total = session.scalar(select(func.count(EndUser.id))) or 0
+        pages = max(1, -(-total // PER_PAGE))
+        page = min(max(page, 1), pages)
+        listing = select(EndUser).order_by(EndUser.last_seen.desc(), EndUser.id.desc())
+        users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
     hits = _identifier_hits(session, query, [u.id for u in users]) if query else {}
     matches = [Match(user, hits.get(user.id, [])) for user in users]
     traced = trace_identifier(session, query) if query else None
@@ -173,13 +184,14 @@ def identity_detail(
             .order_by(UpstreamIdentifier.last_seen.desc())
         )
     )
-    since, until = now - timedelta(days=30), now + timedelta(seconds=1)
-    mine = RequestLog.user_id == user_id
+    # the last 30 UTC days, from the daily totals; the recent requests off the log's
+    # (user_id, created_at, id) index, newest first
+    start = now.date() - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     recent = list(
         session.scalars(
             select(RequestLog)
             .options(selectinload(RequestLog.identifier))
-            .where(mine)
+            .where(RequestLog.user_id == user_id)
             .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
             .limit(RECENT_REQUESTS)
         )
@@ -187,8 +199,8 @@ def identity_detail(
     detail = IdentityDetail(
         user=user,
         identifiers=identifiers,
-        month=totals_between(session, since, until, mine),
-        models=per_model(session, since, until, mine),
+        month=totals_between(session, start, now.date(), user_id),
+        models=per_model(session, start, now.date(), user_id),
         recent=recent,
     )
     if actor:
@@ -203,17 +215,51 @@ def identity_detail(
     return detail
 
 
-def _matching(query: str):
-    lowered = query.lower()
-    identifier_hit = select(UpstreamIdentifier.user_id).where(
-        UpstreamIdentifier.identifier.startswith(query, autoescape=True)
+def _matching_ids(session: Session, query: str) -> list[int]:
+    """The ids of every end user matching ``query``, most recently seen first; their
+    number is the count.
+
+    Each way to match is its own branch of a UNION, so each can use its index (the id
+    and identifier ranges; PostgreSQL's trigram indexes for e-mail and name): an OR of
+    them, one holding a subquery, made PostgreSQL read every user, and SQLite, sorting
+    by the ``last_seen`` index, read every user's row in that order, one random read
+    each. Each branch brings ``last_seen`` along, so the matches are sorted as found.
+    """
+    dialect = session.get_bind().dialect.name
+    found = (EndUser.id.label("id"), EndUser.last_seen.label("last_seen"))
+    matches = union(
+        select(*found).where(_prefix(EndUser.external_id, query)),
+        select(*found).where(
+            or_(
+                _contains(dialect, EndUser.email, query),
+                _contains(dialect, EndUser.display_name, query),
+            )
+        ),
+        select(*found)
+        .join(UpstreamIdentifier, UpstreamIdentifier.user_id == EndUser.id)
+        .where(_prefix(UpstreamIdentifier.identifier, query)),
+    ).subquery()
+    stmt = select(matches.c.id).order_by(matches.c.last_seen.desc(), matches.c.id.desc())
+    return list(session.scalars(stmt))
+
+
+def _prefix(column, query: str):
+    """``column`` starts with ``query`` (case-sensitive, as ids are): a range on the
+    column's unique index (an SQL LIKE cannot use it on SQLite, where LIKE ignores case),
+    with the LIKE kept to stay exact whatever the collation."""
+    return and_(
+        column >= query,
+        column < query + "\U0010ffff",
+        column.startswith(query, autoescape=True),
     )
-    return or_(
-        EndUser.external_id.startswith(query, autoescape=True),
-        func.lower(EndUser.email).contains(lowered, autoescape=True),
-        func.lower(EndUser.display_name).contains(lowered, autoescape=True),
-        EndUser.id.in_(identifier_hit),
-    )
+
+
+def _contains(dialect: str, column, query: str):
+    """``column`` contains ``query``, any case. SQLite's LIKE already ignores ASCII case
+    and its lower() folds nothing more, so lower() there only tripled the scan's cost."""
+    if dialect == "sqlite":
+        return column.contains(query, autoescape=True)
+    return func.lower(column).contains(query.lower(), autoescape=True)
 
 
 def _identifier_hits(session: Session, query: str, user_ids: list[int]) -> dict[int, list[str]]:

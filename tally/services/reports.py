@@ -1,6 +1,8 @@
 """Usage aggregates for the console: the dashboard, the usage report, its chart and CSV.
 
-All times are naive UTC (as stored); a day is a UTC calendar day.
+Every figure is read from the daily totals (tally.services.totals), never from the
+request log: a page costs the same with a million rows as with ten. A day is a UTC
+calendar day.
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tally.errors import DomainError
-from tally.models import EndUser, RequestLog
+from tally.models import DailyModelTotal, DailyTotal, EndUser
+from tally.services import ranking
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
@@ -93,12 +96,13 @@ class UsageReport:
     models: list[Row]
 
 
-def _aggregates():
+def _aggregates(table):
+    """requests, tokens, cost, errors of the totals rows selected from ``table``."""
     return (
-        func.count(RequestLog.id),
-        func.coalesce(func.sum(RequestLog.total_tokens), 0),
-        func.coalesce(func.sum(RequestLog.cost), 0.0),
-        func.coalesce(func.sum(case((RequestLog.status >= 400, 1), else_=0)), 0),
+        func.coalesce(func.sum(table.requests), 0),
+        func.coalesce(func.sum(table.total_tokens), 0),
+        func.coalesce(func.sum(table.cost), 0.0),
+        func.coalesce(func.sum(table.errors), 0),
     )
 
 
@@ -107,12 +111,18 @@ def _totals(values) -> Totals:
     return Totals(int(requests or 0), int(tokens or 0), float(cost or 0.0), int(errors or 0))
 
 
-def totals_between(session: Session, start: datetime, end: datetime, *where) -> Totals:
-    """Totals of the requests made in [start, end) (and matching ``where``)."""
+def _source(user_id: int | None):
+    """The totals table to read and its filter: per user, or all users folded."""
+    if user_id is None:
+        return DailyModelTotal, ()
+    return DailyTotal, (DailyTotal.user_id == user_id,)
+
+
+def totals_between(session: Session, start: date, end: date, user_id: int | None = None) -> Totals:
+    """Totals of the days ``start``..``end`` (inclusive), of one end user when given."""
+    table, where = _source(user_id)
     row = session.execute(
-        select(*_aggregates()).where(
-            RequestLog.created_at >= start, RequestLog.created_at < end, *where
-        )
+        select(*_aggregates(table)).where(table.day >= start, table.day <= end, *where)
     ).one()
     return _totals(row)
 
@@ -121,12 +131,11 @@ def dashboard(session: Session, now: datetime) -> Dashboard:
     """Today's and the last 30 days' totals, the top users of those 30 days, a daily chart."""
     today = now.date()
     start = today - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-    since, until = _bounds(start, today)
     days = per_day(session, start, today)
     return Dashboard(
-        today=totals_between(session, *_bounds(today, today)),
-        month=totals_between(session, since, until),
-        top_users=per_user(session, since, until, TOP_USERS),
+        today=days[-1].totals,
+        month=_sum_rows(days),
+        top_users=top_users(session, start, today, TOP_USERS),
         chart=bar_chart(days, "requests"),
     )
 
@@ -156,27 +165,26 @@ def usage_report(
 ) -> UsageReport:
     """Usage per day (every day of the range, zeros included), per user (the top
     ``user_limit``, or all when None) and per model."""
-    since, until = _bounds(start, end)
+    days = per_day(session, start, end)
     return UsageReport(
         start=start,
         end=end,
-        totals=totals_between(session, since, until),
-        days=per_day(session, start, end),
-        users=per_user(session, since, until, user_limit),
-        models=per_model(session, since, until),
+        totals=_sum_rows(days),
+        days=days,
+        users=top_users(session, start, end, user_limit),
+        models=per_model(session, start, end),
     )
 
 
 def per_day(session: Session, start: date, end: date) -> list[Row]:
     """One row per UTC day from ``start`` to ``end``, days without traffic included."""
-    since, until = _bounds(start, end)
-    day = func.date(RequestLog.created_at)
+    table = DailyModelTotal
     found = {
-        str(row[0])[:10]: _totals(row[1:])
+        _day_key(row[0]): _totals(row[1:])
         for row in session.execute(
-            select(day, *_aggregates())
-            .where(RequestLog.created_at >= since, RequestLog.created_at < until)
-            .group_by(day)
+            select(table.day, *_aggregates(table))
+            .where(table.day >= start, table.day <= end)
+            .group_by(table.day)
         )
     }
     count = (end - start).days + 1
@@ -184,37 +192,30 @@ def per_day(session: Session, start: date, end: date) -> list[Row]:
     return [Row(key, found.get(key, Totals())) for key in keys]
 
 
-def per_user(session: Session, since: datetime, until: datetime, limit: int | None) -> list[Row]:
-    """End users by cost, then requests, highest first (anonymous traffic as one row)."""
+def per_model(session: Session, start: date, end: date, user_id: int | None = None) -> list[Row]:
+    """Models by cost, highest first, over the days ``start``..``end`` (of one user)."""
+    table, where = _source(user_id)
+    aggregates = _aggregates(table)
     stmt = (
-        select(RequestLog.user_id, EndUser.external_id, EndUser.display_name, *_aggregates())
-        .outerjoin(EndUser, EndUser.id == RequestLog.user_id)
-        .where(RequestLog.created_at >= since, RequestLog.created_at < until)
-        .group_by(RequestLog.user_id, EndUser.external_id, EndUser.display_name)
-        .order_by(func.coalesce(func.sum(RequestLog.cost), 0.0).desc(), func.count().desc())
-    )
-    if limit:
-        stmt = stmt.limit(limit)
-    return [
-        Row(
-            row.external_id if row.user_id is not None else "(anonymous)",
-            _totals(row[3:]),
-            label=row.display_name,
-            user_id=row.user_id,
-        )
-        for row in session.execute(stmt)
-    ]
-
-
-def per_model(session: Session, since: datetime, until: datetime, *where) -> list[Row]:
-    """Models by cost, highest first (of the requests matching ``where``)."""
-    stmt = (
-        select(RequestLog.model, *_aggregates())
-        .where(RequestLog.created_at >= since, RequestLog.created_at < until, *where)
-        .group_by(RequestLog.model)
-        .order_by(func.coalesce(func.sum(RequestLog.cost), 0.0).desc(), func.count().desc())
+        select(table.model, *aggregates)
+        .where(table.day >= start, table.day <= end, *where)
+        .group_by(table.model)
+        .order_by(aggregates[2].desc(), aggregates[0].desc(), table.model)
     )
     return [Row(row.model or "(unknown)", _totals(row[1:])) for row in session.execute(stmt)]
+
+
+def _sum_rows(rows: list[Row]) -> Totals:
+    return Totals(
+        requests=sum(r.totals.requests for r in rows),
+        tokens=sum(r.totals.tokens for r in rows),
+        cost=sum(r.totals.cost for r in rows),
+        errors=sum(r.totals.errors for r in rows),
+    )
+
+
+def _day_key(value: date | str) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)[:10]
 
 
 def bar_chart(rows: list[Row], metric: str, width: int = 720, height: int = 160) -> Chart:
@@ -268,5 +269,25 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    return datetime.combine(start, time.min), datetime.combine(end + timedelta(days=1), time.min)
+def top_users(session: Session, start: date, end: date, limit: int | None) -> list[Row]:
+    """End users of ``start``..``end`` by cost, then requests, highest first (anonymous
+    traffic as one row): the top ``limit``, or all of them when None."""
+    ranked = ranking.top_users(session, start, end, limit)
+    ids = [user_id for user_id, _sums in ranked if user_id]
+    people = {}
+    if ids:
+        people = {
+            row.id: row
+            for row in session.execute(
+                select(EndUser.id, EndUser.external_id, EndUser.display_name).where(
+                    EndUser.id.in_(ids)
+                )
+            )
+        }
+    rows = []
+    for user_id, sums in ranked:
+        person = people.get(user_id)
+        key = person.external_id if person else "(anonymous)"
+        label = person.display_name if person else None
+        rows.append(Row(key, _totals(sums), label=label, user_id=person.id if person else None))
+    return rows

@@ -16,11 +16,13 @@ from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
 from tally.services.identities import PROFILE_COLUMNS
+from tally.services.totals import add_to_totals
 
 if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
     from tally.gateway import Gateway
 
 log = logging.getLogger(__name__)
+LOOKUP_CHUNK = 10_000  # names per id lookup statement
 
 
 @dataclass
@@ -114,6 +116,9 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     # --- idempotence (issue 12): insert what is new, count only that -----------------
     inserted = _insert_rows(conn, sql, rows)
     _count_requests(conn, sql, calls, identifier_ids, inserted)
+    # Daily totals, from the rows actually inserted (a replayed batch adds nothing), in
+    # this same transaction.
+    add_to_totals(conn, [row for row in rows if row["request_id"] in inserted])
     # ----------------------------------------------------------------------------------
     if last_used:
         conn.execute(sql.touch_key, [{"key_id": k, "now": now} for k, now in last_used.items()])
@@ -190,25 +195,32 @@ def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
         entry[3].update(fields)
     if not seen:
         return {}
-    plain = []
+    plain, profiled = [], {}
     # Rows are upserted in key order: two batches that share users (a spool replay beside
     # live writes, two instances) then lock them in the same order and cannot deadlock.
     for external_id, (first, last, is_demo, fields) in sorted(seen.items()):
         values = {"external_id": external_id, "first_seen": first, "last_seen": last}
         values["is_demo"] = is_demo
-        if not fields:
+        if fields:
+            # one statement per set of profile columns a batch updates, not per user
+            profiled.setdefault(tuple(sorted(fields)), []).append(values | fields)
+        else:
             plain.append(values)
-            continue
-        # a profile update names its own columns: one statement for this user
-        stmt = sql.module.insert(EndUser.__table__).values(**values, **fields)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["external_id"], set_={"last_seen": last, **fields}
-            )
-        )
+    for columns, params in profiled.items():
+        conn.execute(_upsert_profiles(sql.module, columns), params)
     if plain:
         conn.execute(sql.upsert_users, plain)
-    return dict(conn.execute(sql.user_ids, {"names": list(seen)}).all())
+    return _ids(conn, sql.user_ids, list(seen))
+
+
+@functools.cache
+def _upsert_profiles(module, columns: tuple[str, ...]):
+    """Upsert end users with these profile columns: a profile update names its own."""
+    stmt = module.insert(EndUser.__table__)
+    names = ("last_seen", *columns)
+    return stmt.on_conflict_do_update(
+        index_elements=["external_id"], set_={name: stmt.excluded[name] for name in names}
+    )
 
 
 def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
@@ -231,7 +243,17 @@ def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int])
     if not seen:
         return {}
     conn.execute(sql.upsert_identifiers, [seen[name] for name in sorted(seen)])  # key order
-    return dict(conn.execute(sql.identifier_ids, {"names": list(seen)}).all())
+    return _ids(conn, sql.identifier_ids, list(seen))
+
+
+def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
+    """``lookup``'s ids of ``names``, in chunks: a statement may carry at most 32,766
+    parameters on SQLite and 65,535 on PostgreSQL, and a batch can name more."""
+    found: dict[str, int] = {}
+    for start in range(0, len(names), LOOKUP_CHUNK):
+        chunk = names[start : start + LOOKUP_CHUNK]
+        found.update(conn.execute(lookup, {"names": chunk}).all())
+    return found
 
 
 def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
@@ -248,7 +270,12 @@ def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
     if sql.new_rows is None:
         return set(conn.execute(sql.insert_rows_returning, rows).scalars())
     conn.execute(sql.insert_rows, rows)
-    return set(conn.execute(sql.new_rows, {"ids": [row["request_id"] for row in rows]}).scalars())
+    ids = [row["request_id"] for row in rows]
+    inserted: set[str] = set()
+    for start in range(0, len(ids), LOOKUP_CHUNK):  # a statement's parameters are bounded
+        chunk = {"ids": ids[start : start + LOOKUP_CHUNK]}
+        inserted.update(conn.execute(sql.new_rows, chunk).scalars())
+    return inserted
 
 
 def _count_requests(conn, sql: _Statements, calls, identifier_ids, inserted: set[str]) -> None:

@@ -1,0 +1,171 @@
+"""The console's pages at a year of traffic: p50/p95 of the dashboard, the usage page, a
+user's page and the identity search, after seeding through ``dev seed``'s code path.
+
+    python bench/pages.py                                  # SQLite, 1,000,000 / 100,000
+    python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python bench/pages.py --requests 100000 --users 10000  # a quick look
+    python bench/pages.py --reuse /tmp/seeded.db           # time an already seeded SQLite file
+
+With ``--database-url`` (PostgreSQL), a scratch database is created next to the one named
+and dropped at the end. The seed goes through ``seed_demo_traffic`` (``record_calls`` in
+batches), and its wall and CPU time are printed. The pages are served in-process by
+Flask's test client with a logged-in admin: the figures are the server's work (routing,
+session, queries, template), without the HTTP hop. Each page is asked for once to warm
+up, then ``--rounds`` times; the table gives p50 and p95 in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from app import create_app  # noqa: E402
+from tally import schema  # noqa: E402
+from tally.db import make_engine  # noqa: E402
+from tally.models import EndUser, MonthlyUserTotal  # noqa: E402
+from tally.services.operators import create_operator  # noqa: E402
+from tally.services.seed import seed_demo_traffic  # noqa: E402
+
+PASSWORD = "bench password 123"
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+GOAL_MS = 150
+
+
+def main() -> None:
+    args = parse_args()
+    with database(args) as url:
+        engine = make_engine(url)
+        schema.upgrade(engine)
+        engine.dispose()
+        app = create_app(
+            {
+                "TALLY_DATABASE_URL": url,
+                "INSTANCE_PATH": tempfile.mkdtemp(prefix="tally-bench-pages-"),
+                "TALLY_HASH_KEY": "bench-hash-key",
+                "TALLY_SECRET_KEY": "bench-secret-key",
+            }
+        )
+        gateway = app.extensions["tally"]
+        if not args.reuse:
+            seed(gateway, args.requests, args.users)
+        client = login(app, gateway)
+        paths = pages(gateway)
+        print(f"\n{make_url(url).get_backend_name()}: {args.rounds} rounds per page\n")
+        print("| page | p50 (ms) | p95 (ms) | goal p95 |")
+        print("|---|---|---|---|")
+        for label, path in paths:
+            p50, p95 = timed(client, path, args.rounds)
+            print(f"| {label} `{path}` | {p50:.1f} | {p95:.1f} | < {GOAL_MS} |")
+        gateway.engine.dispose()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--database-url", help="a PostgreSQL URL: a scratch database beside it")
+    parser.add_argument("--reuse", help="an already seeded SQLite file: time the pages only")
+    return parser.parse_args()
+
+
+@contextmanager
+def database(args: argparse.Namespace):
+    """The database URL to seed: a scratch PostgreSQL database (dropped afterwards), the
+    reused SQLite file, or a new SQLite file in a temporary folder."""
+    if args.reuse:
+        yield f"sqlite:///{os.path.abspath(args.reuse)}"
+        return
+    if not args.database_url:
+        folder = tempfile.mkdtemp(prefix="tally-bench-pages-")
+        yield f"sqlite:///{folder}/tally.db"
+        return
+    name = f"tally_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(args.database_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(gateway, requests: int, users: int) -> None:
+    """Seed through dev seed's code path; print its wall and CPU time."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    with gateway.sessions() as session:
+        made = seed_demo_traffic(session, gateway.hash_key, requests=requests, users=users)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"seeded {made.requests:,} requests, {made.users:,} users: {wall:.1f} s wall, ", end="")
+    print(f"{cpu:.1f} s CPU in this process (the database server's own time not counted)")
+    # What autovacuum does after a bulk load on PostgreSQL: planner statistics, and the
+    # trigram indexes' pending lists merged (every batch touched its users' last_seen;
+    # unmerged, they made the name search 2-3 times slower). SQLite: statistics only.
+    with gateway.engine.connect() as conn:
+        is_pg = conn.dialect.name == "postgresql"
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("VACUUM ANALYZE" if is_pg else "ANALYZE"))
+
+
+def login(app, gateway):
+    """A test client logged in as a new admin."""
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    with gateway.sessions() as session:
+        create_operator(session, email, "admin", PASSWORD, "bench")
+    client = app.test_client()
+    token = CSRF_META.search(client.get("/login").get_data(as_text=True)).group(1)
+    form = {"email": email, "password": PASSWORD, "csrf_token": token}
+    assert client.post("/login", data=form).status_code == 303, "login failed"
+    return client
+
+
+def pages(gateway) -> list[tuple[str, str]]:
+    """The pages to time: the heaviest user's page and a typical one, searches by name
+    (a contains match), by internal id prefix, and the directory without a query."""
+    with gateway.sessions() as session:
+        heavy = session.scalar(
+            select(MonthlyUserTotal.user_id).order_by(MonthlyUserTotal.cost.desc()).limit(1)
+        )
+        count = session.scalar(select(func.count(EndUser.id))) or 1
+        typical = session.scalar(select(EndUser.id).order_by(EndUser.id).offset(count // 2))
+    return [
+        ("dashboard", "/"),
+        ("usage, last 30 days", "/usage"),
+        ("heaviest user's page", f"/identities/{heavy}"),
+        ("a typical user's page", f"/identities/{typical}"),
+        ("search by name", "/identities?q=lovelace"),
+        ("search by id prefix", "/identities?q=demo_user_0420"),
+        ("directory", "/identities"),
+    ]
+
+
+def timed(client, path: str, rounds: int) -> tuple[float, float]:
+    """p50 and p95 (ms) of ``rounds`` GETs of ``path``, after one to warm up."""
+    assert client.get(path).status_code == 200, path
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        response = client.get(path)
+        times.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, path
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The top end users of a day range by cost, found without adding up every user's days.
+
+Adding up ``daily_totals`` per user over a month reads a row per user and day: with
+100,000 users, hundreds of thousands of rows for one dashboard. Instead, the threshold
+algorithm (Fagin et al.): ``monthly_user_totals`` holds each user's cost per calendar
+month, indexed by cost; read the top ``depth`` users of every month the range touches,
+add up those candidates' exact range totals from ``daily_totals``, and stop once the
+last of the top ``limit`` costs more than any user not read could: the sum, over the
+months, of the last cost read (a user's range cost is at most their months' costs).
+Real traffic is skewed, so a few dozen rows per month settle it; when costs are flat
+(all zero, say) the depth grows until the months are read through, or the candidates
+are many and every user of the range is added up instead.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tally.models import DailyTotal, MonthlyUserTotal
+
+# (user_id, (requests, tokens, cost, errors)); user_id 0: anonymous traffic
+Ranked = list[tuple[int, tuple[int, int, float, int]]]
+FIRST_DEPTH = 4  # rows per month first read, times the limit
+MAX_CANDIDATES = 5000  # beyond this, adding up every user of the range is cheaper
+
+
+def top_users(session: Session, start: date, end: date, limit: int | None) -> Ranked:
+    """The users of ``start``..``end`` by cost, then requests, highest first: the top
+    ``limit`` (every user when None)."""
+    if limit is None:
+        return _rank(_range_totals(session, start, end, None), None)
+    months = _months(start, end)
+    depth = limit * FIRST_DEPTH
+    while True:
+        candidates: set[int] = set()
+        bound, exhausted = 0.0, True
+        for month in months:
+            costs = session.execute(
+                select(MonthlyUserTotal.user_id, MonthlyUserTotal.cost)
+                .where(MonthlyUserTotal.month == month)
+                .order_by(MonthlyUserTotal.cost.desc())
+                .limit(depth)
+            ).all()
+            candidates.update(user_id for user_id, _cost in costs)
+            if len(costs) == depth:  # users not read may still cost up to the last one
+                exhausted = False
+                bound += costs[-1].cost
+        if not exhausted and len(candidates) > MAX_CANDIDATES:
+            return _rank(_range_totals(session, start, end, None), limit)
+        ranked = _rank(_range_totals(session, start, end, candidates), limit)
+        if exhausted or (len(ranked) == limit and ranked[-1][1][2] > bound):
+            return ranked
+        depth *= 4
+
+
+def _range_totals(session: Session, start: date, end: date, user_ids: set[int] | None) -> Ranked:
+    table = DailyTotal
+    stmt = (
+        select(
+            table.user_id,
+            func.sum(table.requests),
+            func.sum(table.total_tokens),
+            func.sum(table.cost),
+            func.sum(table.errors),
+        )
+        .where(table.day >= start, table.day <= end)
+        .group_by(table.user_id)
+    )
+    if user_ids is not None:
+        if not user_ids:
+            return []
+        stmt = stmt.where(table.user_id.in_(sorted(user_ids)))
+    return [
+        (user_id, (int(req or 0), int(tok or 0), float(cost or 0.0), int(err or 0)))
+        for user_id, req, tok, cost, err in session.execute(stmt)
+    ]
+
+
+def _rank(rows: Ranked, limit: int | None) -> Ranked:
+    rows.sort(key=lambda row: (-row[1][2], -row[1][0], row[0]))
+    return rows if limit is None else rows[:limit]
+
+
+def _months(start: date, end: date) -> list[date]:
+    """The first day of every calendar month that ``start``..``end`` touches."""
+    months, month = [], start.replace(day=1)
+    while month <= end:
+        months.append(month)
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return months

@@ -1,0 +1,61 @@
+"""The top users of a range, found by the threshold algorithm over monthly totals, are
+exactly those a plain sum of every user's days would rank first."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tally.identity import EndUserClaim
+from tally.services import ranking
+from tally.services.usage import CallRecord, Outcome, record_calls
+from tests.conftest import reset_database
+
+FIRST_DAY = datetime(2026, 1, 20, 12, 0)
+
+calls = st.lists(
+    st.tuples(
+        st.integers(0, 14),  # user (0: anonymous)
+        st.integers(0, 40),  # day after FIRST_DAY: across a month's end
+        st.sampled_from([0.0, 0.0, 0.01, 0.5, 1.0, 3.0]),  # ties and zero costs on purpose
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # emptied per example
+)
+@given(
+    workload=calls,
+    limit=st.integers(1, 6),
+    span=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+def test_top_users_equal_a_full_ranking(app, workload, limit, span):
+    gateway = app.extensions["tally"]
+    reset_database(gateway.engine)
+    batch = []
+    for user, day, cost in workload:
+        claim = EndUserClaim(f"u{user}", "user") if user else None
+        call = CallRecord(uuid.uuid4().hex, None, claim, None, None, "m", False)
+        batch.append((call, Outcome(usage={"cost": cost}), FIRST_DAY + timedelta(days=day)))
+    start, end = (FIRST_DAY.date() + timedelta(days=d) for d in sorted(span))
+    with gateway.sessions() as session:
+        record_calls(session, batch)
+        everyone = ranking.top_users(session, start, end, None)
+        assert ranking.top_users(session, start, end, limit) == everyone[:limit]
+
+
+def test_months_of_a_range():
+    assert ranking._months(date(2026, 11, 15), date(2027, 2, 1)) == [
+        date(2026, 11, 1),
+        date(2026, 12, 1),
+        date(2027, 1, 1),
+        date(2027, 2, 1),
+    ]
