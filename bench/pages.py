@@ -46,14 +46,14 @@ GOAL_MS = 150
 
 def main() -> None:
     args = parse_args()
-    with database(args) as url:
+    with database(args) as url, tempfile.TemporaryDirectory(prefix="tally-bench-") as instance:
         engine = make_engine(url)
         schema.upgrade(engine)
         engine.dispose()
         app = create_app(
             {
                 "TALLY_DATABASE_URL": url,
-                "INSTANCE_PATH": tempfile.mkdtemp(prefix="tally-bench-pages-"),
+                "INSTANCE_PATH": instance,
                 "TALLY_HASH_KEY": "bench-hash-key",
                 "TALLY_SECRET_KEY": "bench-secret-key",
             }
@@ -90,8 +90,8 @@ def database(args: argparse.Namespace):
         yield f"sqlite:///{os.path.abspath(args.reuse)}"
         return
     if not args.database_url:
-        folder = tempfile.mkdtemp(prefix="tally-bench-pages-")
-        yield f"sqlite:///{folder}/tally.db"
+        with tempfile.TemporaryDirectory(prefix="tally-bench-pages-") as folder:
+            yield f"sqlite:///{folder}/tally.db"  # some 450 MB: removed afterwards
         return
     name = f"tally_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
