@@ -4,12 +4,14 @@ worker (multiprocess mode)."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 import requests
 
 from tally import metrics
+from tally.logs import configure_logging
 from tests.fakes import completion
 from tests.limits_support import set_limits
 from tests.support import chat
@@ -123,6 +125,22 @@ def test_the_token_gate(make_app, upstream, serve):
     allowed = scrape(server, "scrape-me-123")
     assert allowed.status_code == 200
     assert "# TYPE tally_requests_total counter" in allowed.text
+
+
+def test_the_token_never_reaches_the_logs(make_app, upstream, serve, capfd):
+    token = "scrape-me-very-secret"
+    flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_METRICS_TOKEN=token)
+    try:
+        server = serve(flask_app)
+        assert scrape(server, token).status_code == 200
+        assert scrape(server, token + "x").status_code == 401
+        logging.getLogger("tally").warning("a message that quotes %s", token)
+        logged = capfd.readouterr().err
+        assert "a message that quotes [redacted]" in logged
+        assert token not in logged
+        assert token not in repr(flask_app.config["TALLY"])
+    finally:
+        configure_logging("json")
 
 
 def test_open_without_a_token(tally):
