@@ -103,6 +103,23 @@ def test_upstream_errors_are_counted_by_code(tally, upstream):
     )
 
 
+def test_a_database_outage_503_is_counted(app, make_key, monkeypatch):
+    from tests.test_degraded import _dead
+
+    key = make_key()
+    before = metrics.DATABASE_UNAVAILABLE._value.get()
+    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
+    response = app.test_client().post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 503
+    assert metrics.DATABASE_UNAVAILABLE._value.get() == before + 1
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert f"tally_database_unavailable_total {before + 1}" in text.splitlines()
+
+
 def test_the_model_label_is_bounded():
     label = metrics.BoundedLabel(2)
     assert [label("a"), label("b"), label("c"), label("a"), label(None)] == [
