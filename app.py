@@ -16,7 +16,7 @@ from tally.settings import default_instance_path, load_settings
 
 # Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
 LEAN_PREFIXES = ("/v1/", "/demo/")
-LEAN_PATHS = frozenset({"/healthz", "/readyz"})
+LEAN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # What the console answers with its "database unavailable" page (tally.db.is_unavailable).
 DATABASE_UNAVAILABLE = (
     sa_exc.OperationalError,
@@ -42,7 +42,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if overrides.get("TESTING"):  # tests read usage rows right after each response
         tally_overrides.setdefault("TALLY_USAGE_WRITES", "inline")
     settings = load_settings(app.instance_path, tally_overrides)
-    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
+    configure_logging(
+        settings.log_format,
+        [settings.upstream_api_key, settings.hash_key, settings.metrics_token],
+    )
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -9,6 +9,11 @@ they are read, and checked, by tally/settings.py (``load_server_settings``).
 Usage rows: the workers hand them to a usage writer process that the master starts
 before them and stops after them (tally/services/writer_process.py).
 
+Metrics: every worker writes its Prometheus values to files in a fresh private directory
+(``PROMETHEUS_MULTIPROC_DIR``, made here in the master before any worker forks and
+before prometheus_client is imported anywhere); ``GET /metrics`` adds them up. A worker
+that exits is marked dead (``child_exit``); the directory goes at ``on_exit``.
+
 Shutdown: on SIGTERM a worker stops accepting, lets in-flight requests and streams run
 to their end for up to ``graceful_timeout`` seconds, then hands over the usage rows still
 queued (``worker_exit``) before it exits; the writer process writes them and stops last.
@@ -16,14 +21,18 @@ queued (``worker_exit``) before it exits; the writer process writes them and sto
 
 import gc
 import os
+import shutil
 import sys
 
-from tally.settings import SettingsError, load_server_settings
+from tally.settings import SettingsError, export_metrics_dir, load_server_settings
 
 try:
     tally_settings = load_server_settings()
 except SettingsError as exc:  # one line naming the variable, not a traceback
     sys.exit(f"gunicorn.conf.py: {exc}")
+# Before prometheus_client is imported (it reads the variable at import): nothing above
+# imports it, and the workers inherit the variable when they fork.
+tally_metrics_dir = export_metrics_dir()
 bind = tally_settings.bind
 workers = tally_settings.workers  # one per core
 worker_class = tally_settings.worker_class
@@ -71,6 +80,15 @@ def on_exit(server):
     counters = getattr(server, "tally_counters", None)
     if counters is not None:
         counters.stop()
+    shutil.rmtree(tally_metrics_dir, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A worker has exited: its live-gauge files go (counters and histograms stay summed,
+    so nothing counted is lost when a worker is restarted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, tally_metrics_dir)
 
 
 def post_worker_init(worker):

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints.api_users import add_cors, verified_user
+from tally import metrics
 from tally.db import is_unavailable
 from tally.errors import (
     AuthenticationFailed,
@@ -81,6 +82,8 @@ def models():
 
 def error_response(error: TallyError) -> Response:
     """The one place a domain error becomes an HTTP answer in OpenAI's shape."""
+    if isinstance(error, ServiceUnavailable):  # a database outage (tally.cache, below)
+        metrics.record_database_unavailable()
     response = Response(json.dumps(error.to_dict()), error.status, mimetype="application/json")
     for name, value in error.headers.items():
         response.headers[name] = value

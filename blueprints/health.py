@@ -1,10 +1,15 @@
 """Probes for load balancers and orchestrators: ``/healthz`` (alive) and ``/readyz``
-(the database and the rate-limit storage answer). No auth, no secrets in the answer."""
+(the database and the rate-limit storage answer). No auth, no secrets in the answer.
+And ``/metrics`` for Prometheus (tally.metrics): open, or behind TALLY_METRICS_TOKEN."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import hmac
 
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from tally import metrics
+from tally.errors import AuthenticationFailed
 from tally.health import check_database, check_limiter_storage
 
 bp = Blueprint("health", __name__)
@@ -40,3 +45,24 @@ def readyz():
 def _degraded_or_unavailable(gateway, checks: dict[str, str]) -> str:
     only_database = checks["limiter_storage"] == "ok"
     return "degraded" if only_database and gateway.cache.serving() else "unavailable"
+
+
+@bp.get("/metrics")
+def metrics_text():
+    """Prometheus text exposition: every worker's counters under gunicorn. No label names
+    a user. With TALLY_METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
+    from blueprints.api import error_response  # the API's 401, in OpenAI's shape
+
+    settings = current_app.extensions["tally"].settings
+    if settings.metrics_token and not _bearer_matches(settings.metrics_token):
+        return error_response(AuthenticationFailed("A valid metrics token is required."))
+    body, content_type = metrics.exposition(settings.metrics_dir)
+    return Response(body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+def _bearer_matches(token: str) -> bool:
+    """The request's Bearer token is ``token`` (compared in constant time)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ DEFAULT_UPSTREAM_TIMEOUT = 300.0
 # through the environment (tally/services/writer_process.py).
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
 LIMITS_SOCKET_ENV = "TALLY_LIMITS_SOCKET"
+# prometheus_client's own variable: where every worker's metric files go under gunicorn
+# (gunicorn.conf.py makes the directory); unset, each process reports only itself.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the DB is away
 DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
@@ -52,6 +56,8 @@ class Settings:
     limits_socket: str | None = None  # set by gunicorn.conf.py: its counter server
     max_staleness: float = DEFAULT_MAX_STALENESS  # then 503 (docs/operations.md)
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
+    metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by gunicorn.conf.py
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -86,6 +92,8 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         limits_socket=env.get(LIMITS_SOCKET_ENV) or None,
         max_staleness=_number(env, "TALLY_MAX_STALENESS", DEFAULT_MAX_STALENESS, float),
         spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
+        metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
+        metrics_dir=env.get(METRICS_DIR_ENV) or None,
     )
 
 
@@ -117,6 +125,15 @@ def export_limits_socket(path: str) -> None:
     """Tell the workers forked after this call where the counter server listens (read
     back by :func:`load_settings` as ``limits_socket``)."""
     os.environ[LIMITS_SOCKET_ENV] = path
+
+
+def export_metrics_dir() -> str:
+    """Make a fresh, private, empty directory for the workers' metric files and tell
+    prometheus_client (imported after this call, in the workers forked after it) to use
+    it; return its path. Called by gunicorn.conf.py in the master before any fork."""
+    path = tempfile.mkdtemp(prefix="tally-metrics-")  # mode 0700, empty
+    os.environ[METRICS_DIR_ENV] = path
+    return path
 
 
 def child_environment(*drop: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tally import metrics
 from tally.errors import InvalidRequest, TallyError, UpstreamError
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
@@ -69,6 +70,16 @@ class _Call:
         self.outcome.latency_ms = elapsed_ms(self.started)
         count_usage(self.gateway.limits, self.admission, self.outcome.usage)
         record_call_safely(self.gateway, self.record, self.outcome)
+        out = self.outcome
+        metrics.record_call(
+            self.endpoint.name,
+            out.model or self.record.model,
+            out.status,
+            out.latency_ms,
+            out.ttft_ms,
+            out.usage,
+            out.error_code,
+        )
 
 
 def proxy(
@@ -87,6 +98,8 @@ def proxy(
     try:
         result = _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admission)
     except TallyError as exc:
+        if exc.status == 429:  # a limit or budget refused it
+            metrics.record_refusal(exc.code)
         if not admission.headers and exc.status < 500:  # refused before the admission
             admission.headers = limit_headers(gateway, key, body, header_user, verified)
         exc.headers = {**admission.headers, **exc.headers}

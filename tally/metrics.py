@@ -1,0 +1,172 @@
+"""Prometheus metrics: what ``GET /metrics`` shows (blueprints/health.py).
+
+Recorded in one place on the request path (tally.services.pipeline: each call when its
+row is recorded, each limit refusal) plus the API's 503 for database outages
+(blueprints/api.py). No label names a user, a key or an identifier: only the endpoint,
+the status, the model, the error code and the token kind.
+
+Under gunicorn every worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
+(made by gunicorn.conf.py before any worker forks, and before prometheus_client is
+imported: the client reads the variable at import) and a scrape adds them up
+(:func:`exposition`). Without it (tests, ``flask run``) the one process's default
+registry is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+MAX_MODELS = 100  # distinct model labels per process; the rest are "other"
+MAX_CODES = 100  # distinct upstream error codes per process; the rest are "other"
+MAX_LABEL_CHARS = 200
+OTHER = "other"
+UNKNOWN = "unknown"
+# LLM calls run from a fraction of a second to minutes (long streamed answers).
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+TOKEN_KINDS = (("prompt", "prompt_tokens"), ("completion", "completion_tokens"))
+
+REQUESTS = Counter(
+    "tally_requests_total",
+    "API calls that went upstream, by endpoint, final status and model.",
+    ["endpoint", "status", "model"],
+)
+LATENCY = Histogram(
+    "tally_request_latency_seconds",
+    "Time from the request to the end of its answer.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "tally_time_to_first_token_seconds",
+    "Time from the request to the first generated token (streamed answers).",
+    ["endpoint"],
+    buckets=TTFT_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "tally_upstream_errors_total",
+    "Calls that ended in an upstream error (or a broken or incomplete stream).",
+    ["endpoint", "code"],
+)
+TOKENS = Counter(
+    "tally_tokens_total",
+    "Tokens the upstream reported, by model and kind (prompt, completion, cached).",
+    ["model", "kind"],
+)
+COST = Counter("tally_cost_usd_total", "Cost in USD the upstream reported.", ["model"])
+LIMIT_REFUSALS = Counter(
+    "tally_limit_refusals_total",
+    "Calls refused with a 429 by a rate limit or a budget, by error code.",
+    ["code"],
+)
+DATABASE_UNAVAILABLE = Counter(
+    "tally_database_unavailable_total",
+    "API calls answered 503 because the database was unavailable.",
+)
+
+
+class BoundedLabel:
+    """A label value kept to the first ``limit`` distinct values seen by this process;
+    later ones become ``other`` (a time series per value costs memory in every scrape)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: Any) -> str:
+        """The label for ``value``: itself (shortened), ``unknown`` or ``other``."""
+        if not isinstance(value, str) or not value:
+            return UNKNOWN
+        value = value[:MAX_LABEL_CHARS]
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self.limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+model_label = BoundedLabel(MAX_MODELS)
+code_label = BoundedLabel(MAX_CODES)
+
+
+def record_call(
+    endpoint: str,
+    model: str | None,
+    status: int,
+    latency_ms: float | None,
+    ttft_ms: float | None,
+    usage: Any,
+    error_code: str | None,
+) -> None:
+    """Count one finished call. Never raises: the answer is already on its way."""
+    try:
+        model = model_label(model)
+        REQUESTS.labels(endpoint, str(status), model).inc()
+        if latency_ms is not None:
+            LATENCY.labels(endpoint).observe(latency_ms / 1000)
+        if ttft_ms is not None:
+            TTFT.labels(endpoint).observe(ttft_ms / 1000)
+        if error_code is not None and error_code != "client_disconnected":
+            UPSTREAM_ERRORS.labels(endpoint, code_label(error_code)).inc()
+        if isinstance(usage, dict):
+            _count_usage(model, usage)
+    except Exception:  # a metric must never fail a call
+        log.exception("recording metrics failed")
+
+
+def _count_usage(model: str, usage: dict[str, Any]) -> None:
+    for kind, field in (*TOKEN_KINDS, ("cached", "cached_tokens")):
+        tokens = _amount(usage.get(field))
+        if tokens:
+            TOKENS.labels(model, kind).inc(tokens)
+    cost = _amount(usage.get("cost"))
+    if cost:
+        COST.labels(model).inc(cost)
+
+
+def record_refusal(code: str) -> None:
+    """Count one 429 refusal (``rate_limit_exceeded`` or ``budget_exceeded``)."""
+    LIMIT_REFUSALS.labels(code_label(code)).inc()
+
+
+def record_database_unavailable() -> None:
+    """Count one API call answered 503 for a database outage."""
+    DATABASE_UNAVAILABLE.inc()
+
+
+def exposition(metrics_dir: str | None) -> tuple[bytes, str]:
+    """The Prometheus text and its content type: every worker's values added up when
+    ``metrics_dir`` (``PROMETHEUS_MULTIPROC_DIR``) is set, else this process's."""
+    if metrics_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def _amount(value: Any) -> float:
+    """A non-negative number from a usage field (0 for anything else)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        return 0.0
+    return number if number > 0 and number != float("inf") else 0.0

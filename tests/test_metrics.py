@@ -1,0 +1,210 @@
+"""``GET /metrics``: exact counter lines after real calls, the TALLY_METRICS_TOKEN gate,
+no per-user label, the bounded model label, and one scrape adding up every gunicorn
+worker (multiprocess mode)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+import requests
+
+from tally import metrics
+from tally.logs import configure_logging
+from tests.fakes import completion
+from tests.limits_support import set_limits
+from tests.support import chat
+from tests.test_limits_gunicorn import fire, start_gunicorn, stop
+
+USAGE = {
+    "prompt_tokens": 12,
+    "completion_tokens": 3,
+    "total_tokens": 15,
+    "prompt_tokens_details": {"cached_tokens": 4},
+    "cost": 0.25,
+}
+END_USER = "user_2N4Z-secret-person"
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics():
+    """Every labelled series of this process starts from nothing (the registry is the
+    process's own, shared by every test)."""
+    for metric in (
+        metrics.REQUESTS,
+        metrics.LATENCY,
+        metrics.TTFT,
+        metrics.UPSTREAM_ERRORS,
+        metrics.TOKENS,
+        metrics.COST,
+        metrics.LIMIT_REFUSALS,
+    ):
+        metric.clear()
+    metrics.model_label._seen.clear()
+    metrics.code_label._seen.clear()
+
+
+def scrape(server, token: str | None = None) -> requests.Response:
+    """GET /metrics, with ``token`` as its Bearer token when given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(server.url + "/metrics", headers=headers, timeout=10)
+
+
+def test_a_call_and_a_refusal_are_counted_with_exact_labels(tally, upstream):
+    set_limits(tally.flask_app, "tier:default", "messages=1")
+    upstream.reply(json=completion(usage=USAGE))
+    assert chat(tally, user=END_USER).status_code == 200
+    refused = chat(tally, user=END_USER)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+
+    response = scrape(tally)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    lines = response.text.splitlines()
+    model = 'model="openai/gpt-4o-mini"'
+    for expected in (
+        f'tally_requests_total{{endpoint="chat.completions",{model},status="200"}} 1.0',
+        f'tally_tokens_total{{kind="prompt",{model}}} 12.0',
+        f'tally_tokens_total{{kind="completion",{model}}} 3.0',
+        f'tally_tokens_total{{kind="cached",{model}}} 4.0',
+        f"tally_cost_usd_total{{{model}}} 0.25",
+        'tally_limit_refusals_total{code="rate_limit_exceeded"} 1.0',
+        'tally_request_latency_seconds_count{endpoint="chat.completions"} 1.0',
+    ):
+        assert expected in lines, expected  # (labels sorted by name)
+    assert not any(line.startswith("tally_upstream_errors_total{") for line in lines)
+    # The refused call went nowhere: one request counted, not two.
+    assert sum(line.startswith("tally_requests_total{") for line in lines) == 1
+
+
+def test_no_label_names_a_user(tally, upstream):
+    upstream.reply(json=completion(usage=USAGE))
+    assert chat(tally, user=END_USER, headers={"X-Tally-User": END_USER}).status_code == 200
+    text = scrape(tally).text
+    assert END_USER not in text
+    ours = "\n".join(line for line in text.splitlines() if line.startswith("tally_"))
+    label_names = set(re.findall(r'[{,]([a-z_]+)="', ours))
+    assert label_names <= {"endpoint", "status", "model", "code", "kind", "le"}, label_names
+    assert "user" not in label_names
+
+
+def test_upstream_errors_are_counted_by_code(tally, upstream):
+    upstream.reply(status=503, json={"error": {"message": "overloaded", "code": "overloaded"}})
+    assert chat(tally, user=END_USER).status_code == 503
+    lines = scrape(tally).text.splitlines()
+    assert 'tally_upstream_errors_total{code="overloaded",endpoint="chat.completions"} 1.0' in (
+        lines
+    )
+    model = 'model="openai/gpt-4o-mini"'
+    assert f'tally_requests_total{{endpoint="chat.completions",{model},status="503"}} 1.0' in (
+        lines
+    )
+
+
+def test_a_database_outage_503_is_counted(app, make_key, monkeypatch):
+    from tests.test_degraded import _dead
+
+    key = make_key()
+    before = metrics.DATABASE_UNAVAILABLE._value.get()
+    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
+    response = app.test_client().post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 503
+    assert metrics.DATABASE_UNAVAILABLE._value.get() == before + 1
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert f"tally_database_unavailable_total {before + 1}" in text.splitlines()
+
+
+def test_the_model_label_is_bounded():
+    label = metrics.BoundedLabel(2)
+    assert [label("a"), label("b"), label("c"), label("a"), label(None)] == [
+        "a",
+        "b",
+        "other",
+        "a",
+        "unknown",
+    ]
+
+
+def test_the_token_gate(make_app, upstream, serve):
+    flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_METRICS_TOKEN="scrape-me-123")
+    server = serve(flask_app)
+    refused = scrape(server)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.json()["error"]["type"] == "invalid_request_error"
+    assert scrape(server, "wrong-token").status_code == 401
+    allowed = scrape(server, "scrape-me-123")
+    assert allowed.status_code == 200
+    assert "# TYPE tally_requests_total counter" in allowed.text
+
+
+def test_the_token_never_reaches_the_logs(make_app, upstream, serve, capfd):
+    token = "scrape-me-very-secret"
+    flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_METRICS_TOKEN=token)
+    try:
+        server = serve(flask_app)
+        assert scrape(server, token).status_code == 200
+        assert scrape(server, token + "x").status_code == 401
+        logging.getLogger("tally").warning("a message that quotes %s", token)
+        logged = capfd.readouterr().err
+        assert "a message that quotes [redacted]" in logged
+        assert token not in logged
+        assert token not in repr(flask_app.config["TALLY"])
+    finally:
+        configure_logging("json")
+
+
+def test_open_without_a_token(tally):
+    assert scrape(tally).status_code == 200
+
+
+def test_one_scrape_counts_every_gunicorn_worker(database_url, upstream, app, make_key, tmp_path):
+    """Two workers, concurrent requests (spread over both: each worker's own metric file
+    holds some of them), one scrape, whichever worker answers it, counts them all."""
+    env = {"TALLY_METRICS_TOKEN": "scrape-me-123", "TMPDIR": str(tmp_path)}
+    proc = start_gunicorn(database_url, upstream.url, 2, **env)
+    try:
+        [metrics_dir] = tmp_path.glob("tally-metrics-*")
+        key = make_key()
+        total = 120
+        statuses = fire(proc.url, key, [END_USER], total)
+        assert statuses == [200] * total
+        assert requests.get(proc.url + "/metrics", timeout=10).status_code == 401
+        model = 'model="openai/gpt-4o-mini"'
+        line = f'tally_requests_total{{endpoint="chat.completions",{model},status="200"}}'
+        for _ in range(6):  # whichever worker answers, the same totals
+            text = requests.get(
+                proc.url + "/metrics",
+                headers={"Authorization": "Bearer scrape-me-123"},
+                timeout=10,
+            ).text
+            assert f"{line} {float(total)}" in text.splitlines()
+            assert END_USER not in text
+        per_worker = _requests_per_file(metrics_dir)
+        assert sum(per_worker.values()) == total
+        assert len([n for n in per_worker.values() if n]) == 2, per_worker
+    finally:
+        stop(proc)
+    assert not metrics_dir.exists(), "the master removes its metrics directory at exit"
+
+
+def _requests_per_file(metrics_dir) -> dict[str, float]:
+    """tally_requests_total as each process's own counter file holds it."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counted = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        samples = [
+            sample.value
+            for metric in MultiProcessCollector.merge([str(path)], accumulate=True)
+            for sample in metric.samples
+            if sample.name == "tally_requests_total"
+        ]
+        counted[path.name] = sum(samples)
+    return counted
