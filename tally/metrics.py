@@ -22,6 +22,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -72,6 +73,19 @@ LIMIT_REFUSALS = Counter(
     "tally_limit_refusals_total",
     "Calls refused with a 429 by a rate limit or a budget, by error code.",
     ["code"],
+)
+USAGE_ROWS_SPOOLED = Counter(
+    "tally_usage_rows_spooled_total",
+    "Request rows the database could not take, kept in the usage spool for replay.",
+)
+USAGE_ROWS_LOST = Counter(
+    "tally_usage_rows_lost_total",
+    "Request rows lost: the database could not take them and the spool was full or off.",
+)
+USAGE_QUEUE_DEPTH = Gauge(
+    "tally_usage_queue_depth",
+    "Request rows queued in the workers' usage writers, not yet handed over or written.",
+    multiprocess_mode="livesum",
 )
 DATABASE_UNAVAILABLE = Counter(
     "tally_database_unavailable_total",
@@ -128,6 +142,25 @@ def record_call(
         if isinstance(usage, dict):
             _count_usage(model, usage)
     except Exception:  # a metric must never fail a call
+        log.exception("recording metrics failed")
+
+
+def count_usage_rows(spooled: int = 0, lost: int = 0) -> None:
+    """Count request rows the usage writer spooled or lost. Never raises."""
+    try:
+        if spooled:
+            USAGE_ROWS_SPOOLED.inc(spooled)
+        if lost:
+            USAGE_ROWS_LOST.inc(lost)
+    except Exception:
+        log.exception("recording metrics failed")
+
+
+def set_queue_depth(rows: int) -> None:
+    """This process's usage queue length (left after the batch just taken)."""
+    try:
+        USAGE_QUEUE_DEPTH.set(rows)
+    except Exception:
         log.exception("recording metrics failed")
 
 

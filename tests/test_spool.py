@@ -141,3 +141,27 @@ def test_spool_segments_are_private_to_the_instance(tmp_path):
     assert os.stat(tmp_path / "usage-spool").st_mode & 0o777 == 0o700
     with open(segment, "rb") as fh, pytest.raises(BlockingIOError):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by its process
+
+
+def test_spooled_and_lost_rows_are_counted_in_the_metrics(app, tmp_path):
+    from prometheus_client import REGISTRY
+
+    def value(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    gateway = app.extensions["tally"]
+    writer = UsageWriter(gateway.sessions, spool=Spool(tmp_path, 1 << 20))
+
+    def down(_calls):
+        raise OperationalError("INSERT", {}, ConnectionRefusedError("refused"))
+
+    writer.write_strict = down
+    spooled = value("tally_usage_rows_spooled_total")
+    lost = value("tally_usage_rows_lost_total")
+    writer.write([item("m1"), item("m2")])
+    assert value("tally_usage_rows_spooled_total") == spooled + 2
+    writer.replayer.stop()
+    writer.spool = Spool(tmp_path / "tiny", max_bytes=1)  # full: the next rows are lost
+    writer.write([item("m3")])
+    assert value("tally_usage_rows_lost_total") == lost + 1
+    assert value("tally_usage_rows_spooled_total") == spooled + 2

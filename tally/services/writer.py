@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import sessionmaker
 
 from tally.db import is_unavailable, make_engine, make_session_factory, utcnow
+from tally.metrics import count_usage_rows, set_queue_depth
 from tally.services.spool import Spool
 from tally.services.usage import CallRecord, Outcome, record_calls
 from tally.services.writer_socket import RemoteSink
@@ -117,6 +118,7 @@ class UsageWriter:
                     break
             stop = _STOP in batch
             calls = [item for item in batch if item is not _STOP]
+            set_queue_depth(self._queue.qsize())
             try:
                 if calls and (self._remote is None or not self._remote.send(calls)):
                     run_native(self.write, calls)
@@ -167,9 +169,11 @@ class UsageWriter:
     def _keep(self, calls, error: BaseException | None = None) -> None:
         """Spool ``calls``; without a spool, or with a full one, they are lost: say so."""
         if self.spool is not None and self.spool.append(calls):
+            count_usage_rows(spooled=len(calls))
             if error is not None and self.replayer is not None:
                 self.replayer.note_outage(error)
             return
+        count_usage_rows(lost=len(calls))
         for call, _outcome, _ended in calls:
             log.error("could not record request %s (%s)", call.request_id, error)
 
