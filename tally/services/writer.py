@@ -118,7 +118,8 @@ class UsageWriter:
                     break
             stop = _STOP in batch
             calls = [item for item in batch if item is not _STOP]
-            set_queue_depth(self._queue.qsize())
+            if self._remote is not None:  # a worker (gunicorn marks it dead when it exits)
+                set_queue_depth(self._queue.qsize())
             try:
                 if calls and (self._remote is None or not self._remote.send(calls)):
                     run_native(self.write, calls)
