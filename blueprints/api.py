@@ -25,11 +25,12 @@ from tally.errors import (
     TallyError,
 )
 from tally.gateway import Gateway
+from tally.services.answers import ProxyResponse, list_models
 from tally.services.chat import ChatCompletions
 from tally.services.embeddings import Embeddings
 from tally.services.endpoint import Endpoint
 from tally.services.keys import AuthenticatedKey, authenticate
-from tally.services.pipeline import ProxyResponse, limit_headers, list_models, proxy
+from tally.services.pipeline import limit_headers, proxy
 from tally.services.responses import Responses
 
 bp = Blueprint("api", __name__, url_prefix="/v1")

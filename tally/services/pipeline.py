@@ -21,6 +21,7 @@ from tally import metrics
 from tally.errors import InvalidRequest, TallyError, UpstreamError
 from tally.gateway import Gateway
 from tally.identity import EndUserClaim, resolve_end_user
+from tally.services.answers import ProxyResponse, upstream_error
 from tally.services.endpoint import Endpoint, elapsed_ms
 from tally.services.keys import AuthenticatedKey
 from tally.services.limits import Admission, admit, count_usage, peek_headers
@@ -40,15 +41,6 @@ STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: relay each event as it comes
 }
-
-
-@dataclass
-class ProxyResponse:
-    """What the view sends back: a whole body, or an iterator of SSE bytes."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes | Iterator[bytes]
 
 
 @dataclass
@@ -191,47 +183,6 @@ def stamp(config: TrackingConfig, claim: EndUserClaim | None, hash_key: bytes) -
     identifier = derive_identifier(config, claim.external_id, hash_key)
     check_identifier(identifier, claim.param, config.max_identifier_length)
     return identifier
-
-
-def list_models(gateway: Gateway) -> ProxyResponse:
-    """The upstream's model list, passed through."""
-    response = gateway.upstream.get("/models")
-    try:
-        content = response.read()
-    finally:
-        response.close()
-    if response.status >= 400:
-        raise upstream_error(response.status, content, gateway)
-    try:
-        json.loads(content)
-    except ValueError:
-        raise UpstreamError(
-            "The upstream's model list is not JSON.", code="upstream_malformed"
-        ) from None
-    return ProxyResponse(200, {"Content-Type": "application/json"}, content)
-
-
-def upstream_error(status: int, content: bytes, gateway: Gateway) -> UpstreamError:
-    """The upstream's own error (status and message kept), in OpenAI's shape."""
-    message, kind, code, param = f"The upstream answered with status {status}.", None, None, None
-    try:
-        error = json.loads(content).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        message = error.get("message") if isinstance(error.get("message"), str) else message
-        kind, code, param = error.get("type"), error.get("code"), error.get("param")
-    elif isinstance(error, str):
-        message = error
-    err = UpstreamError(
-        gateway.upstream.scrub(message),
-        status=status,
-        param=param,
-        code=str(code) if code is not None else f"upstream_{status}",
-    )
-    if isinstance(kind, str):
-        err.type = kind
-    return err
 
 
 def _whole(call: _Call, response: UpstreamResponse) -> ProxyResponse:
