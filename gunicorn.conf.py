@@ -24,7 +24,12 @@ import os
 import shutil
 import sys
 
-from tally.settings import SettingsError, export_metrics_dir, load_server_settings
+from tally.settings import (
+    SettingsError,
+    export_limits_db,
+    export_metrics_dir,
+    load_server_settings,
+)
 
 try:
     tally_settings = load_server_settings()
@@ -60,11 +65,12 @@ def on_starting(server):
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
     usage rows (tally/services/writer_process.py). Without TALLY_RATELIMIT_STORAGE_URI,
-    also the counter server every worker counts limits in (tally/limits/server.py)."""
+    also make the file every worker counts limits in (tally/limits/sqlite.py)."""
     if not tally_settings.ratelimit_storage_uri:
-        from tally.limits.server import start as start_counters
+        from tally.limits.sqlite import create
 
-        server.tally_counters = start_counters(cwd=server.cfg.chdir)
+        server.tally_limits_db = create()
+        export_limits_db(server.tally_limits_db)
     if tally_settings.usage_writes == "inline":
         return  # every row is written before its answer ends: nothing to hand over
     from tally.services.writer_process import start
@@ -77,9 +83,11 @@ def on_exit(server):
     writer = getattr(server, "tally_usage_writer", None)
     if writer is not None:
         writer.stop()
-    counters = getattr(server, "tally_counters", None)
-    if counters is not None:
-        counters.stop()
+    limits_db = getattr(server, "tally_limits_db", None)
+    if limits_db is not None:
+        from tally.limits.sqlite import remove
+
+        remove(limits_db)
     shutil.rmtree(tally_metrics_dir, ignore_errors=True)
 
 

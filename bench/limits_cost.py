@@ -4,8 +4,9 @@ one admission on the storage) for 5,000 end users in turn, so counters are not a
     python bench/limits_cost.py [--requests 20000] [--redis redis://127.0.0.1:6379/15]
 
 Storages: none (no policy applies: the cost of looking), tally+memory:// (in this
-process), tally+unix:// (the counter server in a process of its own, as under
-gunicorn), and Redis when given. Prints p50 / p99 / mean in microseconds.
+process), tally+sqlite:// (the file every worker of an instance shares under
+gunicorn), and Redis when given (one Lua script per admission). Prints p50 / p99 /
+mean in microseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
 from tally.identity import EndUserClaim  # noqa: E402
-from tally.limits.storage import SocketStorage  # noqa: E402
+from tally.limits.sqlite import SQLiteStorage, create, remove  # noqa: E402
 from tally.services.keys import AuthenticatedKey  # noqa: E402
 from tally.services.limit_policies import set_policy  # noqa: E402
 from tally.services.limits import Admission, admit, make_storage, runtime_of  # noqa: E402
@@ -70,23 +70,19 @@ def main() -> None:
     with flask_app.extensions["tally"].sessions() as session:
         set_policy(session, "tier:default", {"messages": 10**9}, "bench")
     run("tally+memory:// (in process)")
-    socket_dir = tempfile.mkdtemp(prefix="tally-limits-")
-    path = os.path.join(socket_dir, "limits.sock")
-    server = subprocess.Popen([sys.executable, "-m", "tally.limits.server", path])
-    while not os.path.exists(path):
-        time.sleep(0.02)
-    runtime.storage = SocketStorage(f"tally+unix://{path}")
-    run("tally+unix:// (counter server)")
-    server.terminate()
+    counters = create()
+    runtime.storage = SQLiteStorage(f"tally+sqlite://{counters}")
+    run("tally+sqlite:// (the instance's file)")
+    remove(counters)
     if args.redis:
         runtime.storage, _ = make_storage(args.redis, None)
         for key in runtime.storage.storage.scan_iter(match="*tally/*", count=1000):
             runtime.storage.storage.delete(key)  # only Tally's counters: Redis is shared
         run("redis://")
     print(f"admit() per request, {USERS} users in turn, {args.requests} requests, messages limit")
-    print(f"{'storage':34} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
+    print(f"{'storage':38} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
     for name, p50, p99, mean in rows:
-        print(f"{name:34} {p50:8.0f} {p99:8.0f} {mean:8.0f}")
+        print(f"{name:38} {p50:8.0f} {p99:8.0f} {mean:8.0f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 - ``csrf``: CSRF checks on every state-changing request (Flask-WTF);
 - ``limiter``: login throttling (flask-limiter), on the same storage as the API's limits
   (tally/services/limits.py): ``TALLY_RATELIMIT_STORAGE_URI``, else the instance's
-  counter server under gunicorn, else this process's memory (then it is the instance).
+  counter file under gunicorn, else this process's memory (then it is the instance).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-import tally.limits.storage  # noqa: F401  (registers tally+memory:// and tally+unix://)
+import tally.limits.sqlite  # noqa: F401  (registers tally+sqlite://)
+import tally.limits.storage  # noqa: F401  (registers tally+memory://)
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -64,8 +65,8 @@ def login_storage_uri(settings) -> str:
     """The limits storage URI the API's limits use, for flask-limiter."""
     if settings.ratelimit_storage_uri:
         return settings.ratelimit_storage_uri
-    if settings.limits_socket:
-        return f"tally+unix://{settings.limits_socket}"
+    if settings.limits_db:
+        return f"tally+sqlite://{settings.limits_db}"
     return "tally+memory://"
 
 

@@ -31,7 +31,7 @@ def readyz():
     checks = {
         "database": check_database(gateway.engine),
         "limiter_storage": check_limiter_storage(
-            gateway.settings.ratelimit_storage_uri, gateway.settings.limits_socket
+            gateway.settings.ratelimit_storage_uri, gateway.settings.limits_db
         ),
     }
     ready = all(result == "ok" for result in checks.values())

@@ -27,20 +27,15 @@ def check_database(engine: Engine) -> str:
     return "ok"
 
 
-def check_limiter_storage(uri: str | None, socket_path: str | None = None) -> str:
-    """PING the Redis the rate limits use, or the instance's counter server (its socket,
-    under gunicorn); the in-process storage is always there."""
-    if not uri and socket_path:
-        from tally.limits.storage import SocketStorage
+def check_limiter_storage(uri: str | None, db_path: str | None = None) -> str:
+    """PING the Redis the rate limits use, or read the instance's counter file (under
+    gunicorn); the in-process storage is always there."""
+    if not uri and db_path:
+        from tally.limits.sqlite import SQLiteStorage
 
-        storage = SocketStorage(f"tally+unix://{socket_path}", timeout=REDIS_TIMEOUT)
-        try:
-            reachable = storage.check()
-        finally:
-            storage.close()
-        if reachable:
+        if SQLiteStorage(f"tally+sqlite://{db_path}").check():
             return "ok"
-        log.warning("readiness: counter server unreachable")
+        log.warning("readiness: the limit counters' file cannot be read")
         return "unreachable"
     if not uri or not uri.startswith(("redis://", "rediss://")):
         return "ok"

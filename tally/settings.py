@@ -20,7 +20,7 @@ DEFAULT_UPSTREAM_TIMEOUT = 300.0
 # gunicorn's master hands its usage writer process's socket to the workers it forks
 # through the environment (tally/services/writer_process.py).
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
-LIMITS_SOCKET_ENV = "TALLY_LIMITS_SOCKET"
+LIMITS_DB_ENV = "TALLY_LIMITS_DB"  # the instance's limit counters (tally/limits/sqlite.py)
 # prometheus_client's own variable: where every worker's metric files go under gunicorn
 # (gunicorn.conf.py makes the directory); unset, each process reports only itself.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -53,7 +53,7 @@ class Settings:
     usage_socket: str | None = None  # set by gunicorn.conf.py: its usage writer process
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto count
     ratelimit_fail: str = "open"  # TALLY_RATELIMIT_FAIL: limit storage unreachable
-    limits_socket: str | None = None  # set by gunicorn.conf.py: its counter server
+    limits_db: str | None = None  # set by gunicorn.conf.py: the instance's limit counters
     max_staleness: float = DEFAULT_MAX_STALENESS  # then 503 (docs/operations.md)
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
     metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
@@ -89,7 +89,7 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         usage_socket=env.get(USAGE_SOCKET_ENV) or None,
         trusted_proxies=_count(env, "TALLY_TRUSTED_PROXIES"),
         ratelimit_fail=_choice(env, "TALLY_RATELIMIT_FAIL", ("open", "closed")),
-        limits_socket=env.get(LIMITS_SOCKET_ENV) or None,
+        limits_db=env.get(LIMITS_DB_ENV) or None,
         max_staleness=_number(env, "TALLY_MAX_STALENESS", DEFAULT_MAX_STALENESS, float),
         spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
         metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
@@ -121,10 +121,10 @@ def export_usage_socket(path: str) -> None:
     os.environ[USAGE_SOCKET_ENV] = path
 
 
-def export_limits_socket(path: str) -> None:
-    """Tell the workers forked after this call where the counter server listens (read
-    back by :func:`load_settings` as ``limits_socket``)."""
-    os.environ[LIMITS_SOCKET_ENV] = path
+def export_limits_db(path: str) -> None:
+    """Tell the workers forked after this call where the instance's limit counters are
+    (read back by :func:`load_settings` as ``limits_db``)."""
+    os.environ[LIMITS_DB_ENV] = path
 
 
 def export_metrics_dir() -> str:
@@ -150,7 +150,7 @@ class ServerSettings:
     worker_class: str = "gevent"
     threads: int = 600  # gthread only: one per open stream
     usage_writes: str = "background"  # inline: no usage writer process
-    ratelimit_storage_uri: str | None = None  # unset: the master starts a counter server
+    ratelimit_storage_uri: str | None = None  # unset: the master makes a counter file
 
 
 def load_server_settings(overrides: Mapping[str, str] | None = None) -> ServerSettings:

@@ -1,5 +1,5 @@
 """The default storage under a real gunicorn: every worker counts in the instance's
-counter server, so a limit of N holds exactly under concurrent load whatever the
+counter file (tally+sqlite://), so a limit of N holds exactly under concurrent load whatever the
 worker count (per-process memory would let N per worker through)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def start_gunicorn(database_url: str, upstream_url: str, workers: int, **extra: 
         "TALLY_SECRET_KEY": "test-secret-key",
         **extra,
     }
-    for name in ("TALLY_USAGE_WRITES", "TALLY_RATELIMIT_STORAGE_URI", "TALLY_LIMITS_SOCKET"):
+    for name in ("TALLY_USAGE_WRITES", "TALLY_RATELIMIT_STORAGE_URI", "TALLY_LIMITS_DB"):
         if name not in extra:
             env.pop(name, None)
     proc = subprocess.Popen(
@@ -60,7 +60,7 @@ def start_gunicorn(database_url: str, upstream_url: str, workers: int, **extra: 
 
 
 def stop(proc) -> None:
-    """A graceful stop (the writer and counter server go too)."""
+    """A graceful stop (the writer goes, and the counter file with it)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -113,7 +113,7 @@ def key_name(flask_app) -> str:
 
 
 def test_a_restart_does_not_hand_out_a_fresh_quota(database_url, upstream, app, make_key):
-    """The counter server starts empty; counters are rebuilt from the request log."""
+    """The counter file starts empty; counters are rebuilt from the request log."""
     set_limits(app, "tier:default", "messages=3")
     key = make_key()
     proc = start_gunicorn(database_url, upstream.url, 2)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tally.limits.storage import SocketStorage
+from tally.limits.sqlite import SQLiteStorage
 from tally.services.limits import runtime_of
 from tests.limits_support import TcpProxy, forget_counters, forget_redis_counters, set_limits
 from tests.support import chat
@@ -80,11 +80,11 @@ def test_fail_closed_answers_503(proxied):
 
 
 @pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
-def test_a_counter_server_that_is_gone(make_app, serve, upstream, tmp_path, fail, status):
-    """The default storage's server is gone (killed): the same two behaviours."""
+def test_a_counter_file_that_is_gone(make_app, serve, upstream, tmp_path, fail, status):
+    """The default storage's file is gone (its directory removed): the same two behaviours."""
     flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_RATELIMIT_FAIL=fail)
     runtime = runtime_of(flask_app.extensions["tally"])
-    runtime.storage = SocketStorage(f"tally+unix://{tmp_path}/gone.sock")
+    runtime.storage = SQLiteStorage(f"tally+sqlite://{tmp_path}/gone/limits.db")
     server = serve(flask_app)
     from tally.services.keys import create_api_key
 

@@ -1,6 +1,7 @@
 """One admission decision over every limit that applies to a request.
 
-A *plan* (plain JSON, so the counter server can run it) lists the request's checks:
+A *plan* (plain JSON, so a Redis script can run it too: tally.limits.redis_plans) lists
+the request's checks:
 
 - ``window`` checks (``messages``: 24 h, ``rpm``: 60 s) use ``limits``'
   :class:`~limits.strategies.MovingWindowRateLimiter`: a hit is a timestamp; a request
@@ -12,10 +13,12 @@ A *plan* (plain JSON, so the counter server can run it) lists the request's chec
   period's usage is below the limit.
 
 Every check is tested first; only when all pass are the window checks hit, so a request
-refused by any limit costs nothing anywhere. On the counter server (one thread) and on
-a :class:`LocalStorage` (under its lock) the plan runs atomically; on Redis the tests
-and hits are separate round trips (a race can overshoot by the calls admitted at the
-same instant, and a request refused by a later limit can keep an earlier hit).
+refused by any limit costs nothing anywhere. Under the storage's ``lock`` (a
+:class:`LocalStorage`'s, or a transaction across processes on the instance's
+``tally+sqlite://`` file) and as one Lua script on Redis the plan runs atomically. On a
+storage with neither (Redis Cluster) the tests and hits are separate calls: a race can
+overshoot by the calls admitted at the same instant, and a request refused by a later
+limit can keep an earlier hit.
 
 ``markers`` claim the rebuilding of a counter from the request log: the first caller to
 see a counter not ready since the storage started rebuilds it, and the others wait for

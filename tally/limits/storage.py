@@ -3,34 +3,25 @@
 - :class:`LocalStorage` (``tally+memory://``): counters and moving windows in this
   process, compact (a moving window is an ``array`` of 8-byte timestamps per key, not
   an object per hit) and with an injectable clock, so tests move time instead of
-  sleeping. Exact for one process: the counter server's, or a whole instance that is
+  sleeping. Exact for one process: a whole instance that is
   one process (tests, ``flask run``).
-- :class:`SocketStorage` (``tally+unix:///path``): the client of the counter server
-  (:mod:`tally.limits.server`) that holds one ``LocalStorage`` for every worker of an
-  instance. Each call is one request/answer over a Unix socket.
 
-Both also run a whole admission plan in one call (``evaluate``): on the server the plan
-runs on one thread, so testing and hitting every limit of a request is atomic.
+:class:`tally.limits.sqlite.SQLiteStorage` (``tally+sqlite://``) is the one every worker
+of an instance shares.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
-import socket
-import struct
 import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from limits.storage import MovingWindowSupport, Storage
 
-FRAME = struct.Struct("!I")
 _LOCKED = ("incr", "get", "get_expiry", "reset", "clear", "acquire_entry", "get_moving_window")
-MAX_FRAME = 16 * 1024 * 1024
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired keys
 SWEEP_BATCH = 200  # keys looked at per write while a sweep is under way
 
@@ -173,134 +164,6 @@ def _with_lock(method: Callable) -> Callable:
 
 
 # Threads of one process (the tests' server, flask-limiter's login throttling) may share
-# a LocalStorage; the counter server's single thread takes the lock uncontended.
+# a LocalStorage.
 for _name in (*_LOCKED, "seed_entries"):
     setattr(LocalStorage, _name, _with_lock(getattr(LocalStorage, _name)))
-
-
-class SocketStorage(Storage, MovingWindowSupport):
-    """The counter server's client: ``tally+unix:///run/tally/limits.sock``.
-
-    Greenlets (or threads) of one worker each borrow a connection from a small pool, so
-    a slow answer to one never holds up another's request.
-    """
-
-    STORAGE_SCHEME = ["tally+unix"]
-    TIMEOUT = 2.0
-
-    def __init__(self, uri: str | None = None, **options: Any):
-        super().__init__(uri, wrap_exceptions=False)
-        self.path = unquote(urlparse(uri or "").path) or str(options.get("path", ""))
-        self.timeout = float(options.get("timeout", self.TIMEOUT))
-        self._idle: list[socket.socket] = []
-
-    @property
-    def base_exceptions(self) -> tuple[type[Exception], ...]:
-        """The server is gone, not answering, or answered nonsense."""
-        return (OSError, ValueError)
-
-    def call(self, op: str, *args: Any) -> Any:
-        """One request to the server; its answer (an error there is raised here)."""
-        sock = self._idle.pop() if self._idle else self._connect()
-        try:
-            data = json.dumps([op, *args], separators=(",", ":")).encode()
-            sock.sendall(FRAME.pack(len(data)) + data)
-            answer = json.loads(_read_frame(sock))
-        except BaseException:
-            sock.close()  # mid-frame state unknown: never reuse it
-            raise
-        self._idle.append(sock)
-        if isinstance(answer, dict) and "error" in answer:
-            raise ValueError(f"counter server: {answer['error']}")
-        return answer
-
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def close(self) -> None:
-        """Close the idle connections."""
-        while self._idle:
-            self._idle.pop().close()
-
-    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        """See :meth:`LocalStorage.incr`."""
-        return self.call("incr", key, expiry, amount)
-
-    def get(self, key: str) -> int:
-        """See :meth:`LocalStorage.get`."""
-        return self.call("get", key)
-
-    def get_expiry(self, key: str) -> float:
-        """See :meth:`LocalStorage.get_expiry`."""
-        return self.call("get_expiry", key)
-
-    def check(self) -> bool:
-        """True when the server answers."""
-        try:
-            return bool(self.call("check"))
-        except (OSError, ValueError):
-            return False
-
-    def reset(self) -> int:
-        """See :meth:`LocalStorage.reset`."""
-        return self.call("reset")
-
-    def clear(self, key: str) -> None:
-        """See :meth:`LocalStorage.clear`."""
-        self.call("clear", key)
-
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        """See :meth:`LocalStorage.acquire_entry`."""
-        return self.call("acquire_entry", key, limit, expiry, amount)
-
-    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        """See :meth:`LocalStorage.get_moving_window`."""
-        start, count = self.call("get_moving_window", key, limit, expiry)
-        return start, count
-
-    def seed_entries(self, key: str, stamps: list[float], expiry: int) -> None:
-        """See :meth:`LocalStorage.seed_entries`."""
-        self.call("seed_entries", key, stamps, expiry)
-
-    def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
-        """Run an admission plan on the server, atomically (tally.limits.engine)."""
-        return self.call("evaluate", plan)
-
-    def add_usage(self, additions: list[list[Any]]) -> None:
-        """Add a call's tokens and cost to their counters without waiting for the server
-        (it answers nothing): the answer to the client is not held up by a round trip.
-        The server runs it before any later request sent on the same connection."""
-        sock = self._idle.pop() if self._idle else self._connect()
-        try:
-            data = json.dumps(["add_usage", additions], separators=(",", ":")).encode()
-            sock.sendall(FRAME.pack(len(data)) + data)
-        except BaseException:
-            sock.close()
-            raise
-        self._idle.append(sock)
-
-
-def _read_frame(sock: socket.socket) -> bytes:
-    head = _read_exactly(sock, FRAME.size)
-    (size,) = FRAME.unpack(head)
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes refused")
-    return _read_exactly(sock, size)
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(left)
-        if not chunk:
-            raise ConnectionError("counter server closed the connection")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

@@ -53,7 +53,7 @@ class Check:
         return f"{self.key}/seeded"
 
     def as_plan(self) -> dict[str, Any]:
-        """The check as the engine (maybe on the counter server) reads it."""
+        """The check as the engine (maybe as a Redis script) reads it."""
         return {
             "kind": self.kind,
             "key": self.key,

@@ -1,5 +1,5 @@
 """Rebuilding counters from the request log, for counters the storage does not hold:
-after the counter server (or Redis) restarted, or when a limit was just set.
+after the instance (or Redis) restarted, or when a limit was just set.
 
 Without this a restart would silently hand everyone a fresh 24 h quota and month's
 budget. The request log is the truth: every call that reached the upstream has a row

@@ -24,7 +24,9 @@ from tally.errors import BudgetExceeded, LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
 from tally.limits.policy import Applicable, Policies, applicable, format_value
-from tally.limits.storage import LocalStorage, SocketStorage, wall_clock
+from tally.limits.redis_plans import plans_for
+from tally.limits.sqlite import SQLiteStorage
+from tally.limits.storage import LocalStorage, wall_clock
 from tally.services.limit_checks import Check, build_checks, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
 from tally.services.limit_seed import seed_counters
@@ -57,6 +59,9 @@ class LimitsRuntime:
     # Counters this process has seen rebuilt ("ready"), and until when it trusts that
     # without asking the storage again: saves a lookup per check per request.
     ready: dict[str, float] = field(default_factory=dict)
+    # (storage, what runs a whole plan on it in one call: the storage itself, or for
+    # Redis a Lua script), found again when a test swaps the storage
+    _runner: tuple[Storage, Any] | None = None
 
     def unready(self, markers: list[str]) -> list[str]:
         """The markers not recently seen ready."""
@@ -74,17 +79,23 @@ class LimitsRuntime:
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Use ``clock`` for windows and periods (tests move time instead of sleeping)."""
         self.clock = clock
-        if isinstance(self.storage, LocalStorage):
+        if isinstance(self.storage, LocalStorage | SQLiteStorage):
             self.storage.clock = clock
+
+    def runner(self) -> Any:
+        """What runs a plan on the storage: a script on Redis, else the storage."""
+        if self._runner is None or self._runner[0] is not self.storage:
+            self._runner = (self.storage, plans_for(self.storage) or self.storage)
+        return self._runner[1]
 
     def run(self, plan: dict[str, Any]) -> dict[str, Any]:
         """Run an admission plan: on the server when the storage has one."""
-        remote = getattr(self.storage, "evaluate", None)
+        remote = getattr(self.runner(), "evaluate", None)
         return remote(plan) if remote is not None else engine.evaluate(self.storage, plan)
 
     def add(self, additions: list[list[Any]]) -> None:
         """Add a call's usage to its counters."""
-        remote = getattr(self.storage, "add_usage", None)
+        remote = getattr(self.runner(), "add_usage", None)
         if remote is not None:
             remote(additions)
         else:
@@ -121,25 +132,25 @@ class Admission:
     usage_counters: list[Check] = field(default_factory=list)
 
 
-def make_storage(uri: str | None, socket_path: str | None) -> tuple[Storage, str]:
+def make_storage(uri: str | None, db_path: str | None) -> tuple[Storage, str]:
     """The storage for ``TALLY_RATELIMIT_STORAGE_URI`` (any ``limits`` URI, ours
-    included); unset: the instance's counter server, or this process's memory when the
-    process is the whole instance (no gunicorn)."""
+    included); unset: the instance's shared counter file (under gunicorn), or this
+    process's memory when the process is the whole instance."""
     if uri:
         options: dict[str, Any] = {}
         if uri.startswith(("redis://", "rediss://", "redis+sentinel://", "redis+cluster://")):
             # an unreachable Redis must fail fast, not hold the request for the OS timeout
             options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
         return storage_from_string(uri, **options), uri.split("://", 1)[0] + "://"
-    if socket_path:
-        return SocketStorage(f"tally+unix://{socket_path}"), "tally+unix:// (counter server)"
+    if db_path:
+        return SQLiteStorage(f"tally+sqlite://{db_path}"), "tally+sqlite:// (this instance's file)"
     return LocalStorage(), "tally+memory:// (this process)"
 
 
 def build_limits(settings, cache: Cache) -> LimitsRuntime:
     """This process's limits: the deployment's storage, policies read through ``cache``
     (a change to them bumps its version everywhere)."""
-    storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_socket)
+    storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_db)
     return LimitsRuntime(
         storage,
         cache,

@@ -1,0 +1,278 @@
+"""``tally+sqlite:///path/limits.db``: the limit counters of one instance in a SQLite file
+that every worker opens, so a limit holds exactly across all of them with no process in
+between.
+
+gunicorn's master makes the file's private directory before the first worker forks
+(:func:`create`, from ``gunicorn.conf.py``) and removes it at exit. Each worker runs a
+whole admission (every test and hit of a request) in one transaction, so it is atomic
+across processes: the engine enters :attr:`SQLiteStorage.lock`, which takes an exclusive
+``flock`` on a lock file beside the database and then ``BEGIN IMMEDIATE``. The ``flock``
+is what makes the wait short: a process blocked on it is woken the moment the holder lets
+go, where SQLite's own busy handler would sleep a millisecond or more.
+
+Against the counter server it replaces (a process that workers asked over a Unix socket),
+an admission is no longer two process hops: on this 2-core VM the hops, not the work,
+were most of what limiting cost (``bench/limits_cost.py``).
+
+Layout: ``counters`` (fixed windows: tokens, budgets, markers, login throttling) and, for
+moving windows, one ``windows`` row per key with its hits in ``hits`` (a timestamp per
+hit, as ``limits``' moving window stores them). Hits older than their window are dropped
+when the key is next touched, idle keys by a sweep that looks at a batch of keys at most
+once a second per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from limits.storage import MovingWindowSupport, Storage
+
+from tally.limits.storage import wall_clock
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL,"
+    " expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS windows (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+    " expiry REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hits (window INTEGER NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS hits_window_at ON hits (window, at)",
+)
+INCR = (
+    "INSERT INTO counters (key, value, expires_at) VALUES (:key, :amount, :now + :expiry) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "value = CASE WHEN expires_at <= :now THEN :amount ELSE value + :amount END, "
+    "expires_at = CASE WHEN expires_at <= :now THEN :now + :expiry ELSE expires_at END "
+    "RETURNING value"
+)
+LIVE_HITS = "SELECT count(*), min(at) FROM hits WHERE window = ? AND at >= ?"
+SWEEP_EVERY = 0.2  # seconds between two sweep batches of one process
+SWEEP_BATCH = 100  # keys of each table looked at per batch
+BATCH_END = {
+    table: f"SELECT max(key) FROM (SELECT key FROM {table} WHERE key > ? ORDER BY key LIMIT ?)"
+    for table in ("counters", "windows")
+}
+IN_BATCH = "key > :after AND key <= :last"
+SWEEPS = {
+    "counters": (f"DELETE FROM counters WHERE {IN_BATCH} AND expires_at <= :now",),
+    "windows": (
+        "DELETE FROM hits WHERE rowid IN (SELECT hits.rowid FROM windows JOIN hits"
+        f" ON hits.window = windows.id WHERE {IN_BATCH} AND hits.at < :now - windows.expiry)",
+        f"DELETE FROM windows WHERE {IN_BATCH}"
+        " AND NOT EXISTS (SELECT 1 FROM hits WHERE hits.window = windows.id)",
+    ),
+}
+
+
+class SQLiteStorage(Storage, MovingWindowSupport):
+    """Counters and moving windows in a SQLite file shared by the processes of one
+    instance. Safe for the greenlets and threads of a process (they take turns on its
+    connection) and across processes (see the module)."""
+
+    STORAGE_SCHEME = ["tally+sqlite"]
+
+    def __init__(self, uri: str | None = None, clock: Callable[[], float] | None = None, **_: Any):
+        super().__init__(uri, wrap_exceptions=False)
+        self.path = unquote(urlparse(uri or "").path)
+        self.clock = clock or wall_clock
+        self._guard = threading.RLock()
+        self._depth = 0
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._lock_file = None
+        self._next_sweep = 0.0
+        self._cursors = {"counters": "", "windows": ""}
+
+    @property
+    def base_exceptions(self) -> tuple[type[Exception], ...]:
+        """The file is gone, unreadable or locked up."""
+        return (sqlite3.Error, OSError)
+
+    @property
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One transaction across every process of the instance; re-entrant, so the
+        storage calls an admission makes join it."""
+        with self._guard:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            conn = self._connection()
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            self._depth = 1
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._sweep(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (a forked child opens its own)."""
+        if self._conn is None or self._pid != os.getpid():
+            self._lock_file = open(self.path + ".lock", "a")  # noqa: SIM115  (held open)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                for statement in SCHEMA:
+                    conn.execute(statement)
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            # Counters are rebuilt from the request log when lost: no fsync is worth it.
+            conn.execute("PRAGMA synchronous=OFF")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
+        with self.lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add ``amount``; a new (or expired) counter expires ``expiry`` seconds from now."""
+        now = self.clock()
+        row = self._one(INCR, {"key": key, "amount": amount, "now": now, "expiry": expiry})
+        return int(row[0])
+
+    def get(self, key: str) -> int:
+        """The counter's value (0 when missing or expired)."""
+        now = self.clock()
+        row = self._one("SELECT value FROM counters WHERE key = ? AND expires_at > ?", (key, now))
+        return int(row[0]) if row else 0
+
+    def get_expiry(self, key: str) -> float:
+        """When the counter expires (now when it does not exist)."""
+        now = self.clock()
+        row = self._one(
+            "SELECT expires_at FROM counters WHERE key = ? AND expires_at > ?", (key, now)
+        )
+        return float(row[0]) if row else now
+
+    def check(self) -> bool:
+        """True when the file can be read."""
+        try:
+            self._one("SELECT 1")
+        except (sqlite3.Error, OSError):
+            return False
+        return True
+
+    def reset(self) -> int:
+        """Forget everything; the number of keys forgotten."""
+        with self.lock:
+            conn = self._conn
+            count = conn.execute(
+                "SELECT (SELECT count(*) FROM counters) + (SELECT count(*) FROM windows)"
+            ).fetchone()[0]
+            for table in ("counters", "windows", "hits"):
+                conn.execute(f"DELETE FROM {table}")  # noqa: S608  (our own table names)
+        return int(count)
+
+    def clear(self, key: str) -> None:
+        """Forget one key (counter or window)."""
+        with self.lock:
+            conn = self._conn
+            conn.execute("DELETE FROM counters WHERE key = ?", (key,))
+            row = conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
+            if row:
+                conn.execute("DELETE FROM hits WHERE window = ?", row)
+                conn.execute("DELETE FROM windows WHERE id = ?", row)
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """Record ``amount`` hits now if the window holds room for them."""
+        now = self.clock()
+        with self.lock:
+            window, count = self._live(key, expiry, now)
+            if amount > limit or count + amount > limit:
+                return False
+            self._conn.executemany(
+                "INSERT INTO hits (window, at) VALUES (?, ?)", [(window, now)] * amount
+            )
+        return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        """(oldest hit still in the window, hits in the window); (now, 0) when empty."""
+        now = self.clock()
+        with self.lock:
+            row = self._conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return now, 0
+            count, oldest = self._conn.execute(LIVE_HITS, (row[0], now - expiry)).fetchone()
+        return (float(oldest), int(count)) if count else (now, 0)
+
+    def seed_entries(self, key: str, stamps: list[float], expiry: int) -> None:
+        """Put hits back at the times they were made (counters rebuilt after a restart)."""
+        now = self.clock()
+        live = [s for s in stamps if s >= now - expiry]
+        with self.lock:
+            window, _ = self._live(key, expiry, now)
+            rows = [(window, stamp) for stamp in live]
+            self._conn.executemany("INSERT INTO hits (window, at) VALUES (?, ?)", rows)
+
+    def size(self) -> int:
+        """Keys held (counters and windows)."""
+        row = self._one("SELECT (SELECT count(*) FROM counters) + (SELECT count(*) FROM windows)")
+        return int(row[0])
+
+    def _live(self, key: str, expiry: float, now: float) -> tuple[int, int]:
+        """The window's id (made if new) and its live hits' count (a hit exactly one window
+        old still counts, as in ``limits``' own storages; older ones go in the sweep)."""
+        conn = self._conn
+        row = conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            window = conn.execute(
+                "INSERT INTO windows (key, expiry) VALUES (?, ?) RETURNING id", (key, expiry)
+            ).fetchone()[0]
+            return window, 0
+        count = conn.execute(LIVE_HITS, (row[0], now - expiry)).fetchone()
+        return row[0], int(count[0])
+
+    def _sweep(self, conn: sqlite3.Connection) -> None:
+        """Drop expired counters, stale hits and empty windows among the next batch of
+        keys, in a few set-wise statements (inside a transaction already open, at most
+        every SWEEP_EVERY seconds in this process)."""
+        now = self.clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_EVERY
+        for table, statements in SWEEPS.items():
+            after = self._cursors[table]
+            last = conn.execute(BATCH_END[table], (after, SWEEP_BATCH)).fetchone()[0]
+            if last is None:  # past the end: start over next time
+                self._cursors[table] = ""
+                continue
+            for statement in statements:
+                conn.execute(statement, {"after": after, "last": last, "now": now})
+            self._cursors[table] = last
+
+
+def create() -> str:
+    """A private directory (0700) for an instance's counters, in memory (``/dev/shm``)
+    where there is one; the database's path in it. gunicorn's master calls this before
+    the first worker forks."""
+    shm = "/dev/shm"
+    memory = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    directory = tempfile.mkdtemp(prefix="tally-limits-", dir=memory)
+    return os.path.join(directory, "limits.db")
+
+
+def remove(path: str) -> None:
+    """Remove the counters' directory (gunicorn's master, after the last worker)."""
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)

@@ -1,0 +1,138 @@
+"""tally+sqlite://, the file every worker of an instance counts in: the ``limits`` storage
+API on a clock the test moves, whole plans atomic across processes, the sweep, and the
+API's limits and the console's login throttling counting in the same file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+from tally.limits import engine
+from tally.limits.sqlite import SQLiteStorage, create, remove
+from tests.console_client import Console
+from tests.limits_support import Clock, set_limits
+from tests.support import chat
+
+
+@pytest.fixture
+def path():
+    """A fresh counter file, as gunicorn's master makes it."""
+    made = create()
+    yield made
+    remove(made)
+
+
+def test_the_scheme_is_registered_and_speaks_the_storage_api(path):
+    clock = Clock(1000.0)
+    storage = storage_from_string(f"tally+sqlite://{path}")
+    assert isinstance(storage, SQLiteStorage) and storage.check()
+    storage.clock = clock
+    item = RateLimitItemPerMinute(2)
+    fixed, moving = FixedWindowRateLimiter(storage), MovingWindowRateLimiter(storage)
+    assert [fixed.hit(item, "a") for _ in range(3)] == [True, True, False]
+    assert storage.get_expiry(item.key_for("a")) == 1060.0
+    assert moving.hit(item, "b")
+    clock.advance(30)
+    assert moving.hit(item, "b") and not moving.hit(item, "b")
+    assert moving.get_window_stats(item, "b") == (1060.0, 0)
+    clock.advance(30)  # the first hit is exactly 60 s old: still inside
+    assert not moving.hit(item, "b")
+    clock.advance(0.001)
+    assert moving.hit(item, "b")
+    clock.advance(30)  # the counter's minute is over
+    assert storage.get(item.key_for("a")) == 0 and fixed.hit(item, "a")
+    storage.clear(item.key_for("b"))
+    assert moving.get_window_stats(item, "b").remaining == 2
+    assert storage.reset() == 1
+
+
+def test_seeded_hits_keep_their_times(path):
+    clock = Clock(1000.0)
+    storage = SQLiteStorage(f"tally+sqlite://{path}", clock=clock)
+    storage.seed_entries("w", [900.0, 950.0, 100.0], 120)  # 100.0 is out of the window
+    assert storage.get_moving_window("w", 10, 120) == (900.0, 2)
+
+
+def test_idle_keys_are_swept_a_batch_at_a_time(path):
+    clock = Clock(0.0)
+    storage = SQLiteStorage(f"tally+sqlite://{path}", clock=clock)
+    for index in range(150):
+        storage.acquire_entry(f"w{index:03}", 10, 60)
+        storage.incr(f"c{index:03}", 60)
+    assert storage.size() == 300
+    clock.advance(120)  # every key is idle now
+    storage.incr("tick", 600)
+    assert 301 - 200 <= storage.size() < 301  # one batch (100 keys of each) per sweep
+    storage.incr("tick", 600)
+    assert storage.size() >= 101  # at most one sweep per 0.2 s
+    for _ in range(3):
+        clock.advance(1)
+        storage.incr("tick", 600)
+    assert storage.size() == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM hits").fetchone() == (0,)
+
+
+def _admit_many(path: str, count: int, answers) -> None:
+    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    for _ in range(count):
+        plan = {
+            "checks": [{"kind": "window", "key": "w", "limit": 50, "expiry": 600}],
+            "markers": [],
+            "resets": [],
+            "now": storage.clock(),
+        }
+        answers.put(engine.evaluate(storage, plan)["refused"] is None)
+
+
+def test_a_limit_holds_exactly_across_processes(path):
+    """Four processes admit 40 requests each against one limit of 50: exactly 50 pass."""
+    answers = multiprocessing.get_context("fork").Queue()
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_admit_many, args=(path, 40, answers))
+        for _ in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [answers.get(timeout=30) for _ in range(160)]
+    for proc in procs:
+        proc.join(10)
+    assert results.count(True) == 50
+    assert SQLiteStorage(f"tally+sqlite://{path}").get_moving_window("w", 50, 600)[1] == 50
+
+
+def test_api_limits_and_login_throttling_count_in_the_file(path, make_app, serve, upstream):
+    flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_LIMITS_DB=path)
+    live = serve(flask_app)
+    from tally.services.keys import create_api_key
+
+    with flask_app.extensions["tally"].sessions() as session:
+        _, live.key = create_api_key(session, "web", "test")
+    set_limits(flask_app, "tier:default", "messages=2", "daily_tokens=20")
+    # the fake upstream's usage: 12 + 3 tokens a call
+    assert [chat(live, user="u-1").status_code for _ in range(3)] == [200, 200, 429]
+    held = SQLiteStorage(f"tally+sqlite://{path}")
+    assert held.get_moving_window("tally/msg/user:u-1", 2, 86400)[1] == 2
+    console = Console(flask_app)
+    statuses = [console.login("x@example.com", "wrong").status_code for _ in range(6)]
+    assert statuses[-1] == 429  # the per-account limit, counted in the file
+    with sqlite3.connect(path) as conn:
+        keys = [key for (key,) in conn.execute("SELECT key FROM counters")]
+        tokens = conn.execute(
+            "SELECT value FROM counters WHERE key LIKE 'tally/tok/d%/user:u-1'"
+        ).fetchall()
+    assert any("x@example.com" in key for key in keys)
+    assert tokens == [(30,)]
+
+
+def test_readyz_reads_the_counter_file(path, make_app, tmp_path):
+    ready = make_app(TALLY_LIMITS_DB=path).test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.json["checks"]["limiter_storage"] == "ok"
+    gone = make_app(TALLY_LIMITS_DB=str(tmp_path / "gone" / "limits.db")).test_client()
+    answer = gone.get("/readyz")
+    assert answer.status_code == 503 and answer.json["checks"]["limiter_storage"] == "unreachable"
