@@ -2,6 +2,7 @@
 one admission on the storage) for 5,000 end users in turn, so counters are not all hot.
 
     python bench/limits_cost.py [--requests 20000] [--redis redis://127.0.0.1:6379/15]
+    python bench/limits_cost.py --memory 100000   # the counter file's size per user
 
 Storages: none (no policy applies: the cost of looking), tally+memory:// (in this
 process), tally+sqlite:// (the file every worker of an instance shares under
@@ -12,7 +13,9 @@ mean in microseconds.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -47,12 +50,42 @@ def measure(flask_app, requests: int) -> list[float]:
     return took
 
 
+def file_bytes_per_user(users: int, hits: int) -> float:
+    """The instance's counter file (its database and WAL) per user, each user's 24 h
+    window holding ``hits`` messages (the moving window stores every hit)."""
+    path = create()
+    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    with storage.lock:  # one transaction: fills fast
+        for user in range(users):
+            key = f"tally/msg/user:user_{user:012d}"
+            storage.seed_entries(key, [storage.clock() - i for i in range(hits)], 86400)
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    size = sum(os.path.getsize(f) for f in glob.glob(path + "*") if not f.endswith(".lock"))
+    remove(path)
+    return size / users
+
+
+def memory_table(users: int) -> None:
+    """Print the counter file's size per user at 1 and 50 messages each."""
+    print(f"tally+sqlite:// counter file, {users} users, one 24 h window each")
+    print(f"{'messages per user':18} {'bytes per user':>15} {'at 100,000 users':>17}")
+    for hits in (1, 50):
+        size = file_bytes_per_user(users, hits)
+        print(f"{hits:18} {size:15.0f} {size * 100_000 / 1e6:14.0f} MB")
+
+
 def main() -> None:
     """Run each storage and print the table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--redis", default=os.environ.get("TALLY_TEST_REDIS_URL"))
+    parser.add_argument(
+        "--memory", type=int, metavar="USERS", help="only the counter file's size per user"
+    )
     args = parser.parse_args()
+    if args.memory:
+        memory_table(args.memory)
+        return
     folder = tempfile.mkdtemp(prefix="tally-limits-bench-")
     flask_app = create_app({"INSTANCE_PATH": folder, "TALLY_LOG_FORMAT": "text"})
     schema.upgrade(flask_app.extensions["tally"].engine)

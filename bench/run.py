@@ -31,15 +31,22 @@ in alternating rounds (direct, floor, Tally, direct, ...):
    opened over 4 s (250 new streams a second), and once all are open, 10 short
    requests sent from another process: errors, the target's total RSS (every process),
    the short requests' latency, each stream's time to its first token;
-5. at the end, the request rows in Tally's database against the requests answered.
+5. at the end, the request rows in Tally's database against the requests answered;
+6. what limiting costs: a second Tally, the same but with no limit set
+   (``limits set tier:default messages=none``), takes loads 1 and 2 in the same
+   alternating rounds; the table's last lines compare the two (Tally runs the shipped
+   default, ``messages=1000`` per user, so every request is admitted and counted). Its
+   storage is the default (the instance's ``tally+sqlite://`` file) unless
+   ``--ratelimit-storage`` names one, e.g. ``redis://127.0.0.1:6379/14``, for both.
 
 ``--endpoint`` picks what the non-streaming loads (wrk, the short requests) ask for, on
 every target: chat completions (default), ``/v1/responses`` or ``/v1/embeddings``. The
 streams go to ``/v1/responses`` with ``responses`` and to chat completions otherwise
 (embeddings do not stream). ``--worker-class both`` runs a floor and a Tally of each.
 
-Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 1,000 end users
-in turn) for non-streaming; the asyncio client (on uvloop) for streams. The table
+Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 5,000 end users
+in turn, so the limits' counters are not all hot) for non-streaming; the asyncio client
+(on uvloop) for streams. The table
 (bench/table.py) has the median of the rounds for each target, Tally minus direct,
 Tally / direct, and Tally / floor (its floor: the one with its worker class). Only
 127.0.0.1.
@@ -85,21 +92,30 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     floors = {wc: Floor(f"floor-{wc}" if wc else "floor", mock.port, workdir, wc) for wc in classes}
+    os.environ["TALLY_BENCH_USERS"] = "5000"
     tallies = [
         Tally(f"tally-{wc}" if wc else "tally", mock.port, workdir, args, wc) for wc in classes
     ]
+    unlimited = Tally("tally-no-limits", mock.port, workdir, args, classes[0])
+    for tally in (*tallies, unlimited):
+        if args.ratelimit_storage:
+            tally.env["TALLY_RATELIMIT_STORAGE_URI"] = args.ratelimit_storage
     if args.compare_tree:
         name = f"tally-{Path(args.compare_tree).name}"
         tallies.append(Tally(name, mock.port, workdir, args, classes[0], args.compare_tree))
     pairs = [(tally.name, floors[tally.worker_class].name) for tally in tallies]
     gateways = [*floors.values(), *tallies]
     targets = [mock, *gateways]
-    runs = {t.name: {"lat": [], "thr": [], "str": [], "b2b": []} for t in targets}
+    runs = {t.name: {"lat": [], "thr": [], "str": [], "b2b": []} for t in [*targets, unlimited]}
     slow, rows = {}, {}
     try:
         wait_http(f"http://{HOST}:{mock.port}/v1/models")
-        for gateway in gateways:
+        for gateway in [*gateways, unlimited]:
             gateway.start()
+        unlimited.cli("limits", "set", "tier:default", "messages=none")
+        warmed = {}  # every user's counters made once: the steady state
+        for tally in (tallies[0], unlimited):
+            warmed[tally.name] = wrk(tally, 32, seconds, args.endpoint)["requests"]
         for _ in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...
                 run = runs[target.name]
@@ -107,21 +123,27 @@ def main() -> None:
                 run["thr"].append(wrk(target, 32, seconds, args.endpoint))
                 run["str"].append(sequential_streams(target, endpoint=streamed))
                 run["b2b"].append(sequential_streams(target, 200, 3, 0.0, True, streamed))
+                if target is tallies[0]:  # limits on, then off, back to back
+                    runs[unlimited.name]["lat"].append(wrk(unlimited, 1, seconds, args.endpoint))
+                    runs[unlimited.name]["thr"].append(wrk(unlimited, 32, seconds, args.endpoint))
         for target in targets:
             slow[target.name] = many_streams(
                 target, streams, slow_tokens, endpoint=streamed, probe_endpoint=args.endpoint
             )
         for tally in tallies:
             answered = sum(r["requests"] for kind in runs[tally.name].values() for r in kind)
+            answered += warmed.get(tally.name, 0)
             rows[tally.name] = (tally.rows(), answered + slow[tally.name]["requests"])
     finally:
-        for gateway in gateways:
+        for gateway in [*gateways, unlimited]:
             stop(gateway.proc)
         stop(mock.proc)
         if args.database_url is None:
             shutil.rmtree(workdir, ignore_errors=True)
     head(args, rounds, streamed)
-    Table(list(floors.values()), pairs, runs, slow).print(streams, slow_tokens)
+    table = Table(list(floors.values()), pairs, runs, slow)
+    table.print(streams, slow_tokens)
+    table.limits_cost(tallies[0].name, unlimited.name, args.ratelimit_storage or "default")
     for name, (written, answered) in rows.items():
         print(
             f"\n{name}: {written} request rows written for {answered} answers "
@@ -149,6 +171,11 @@ def parse_args() -> argparse.Namespace:
         "use /v1/responses with responses, /v1/chat/completions otherwise",
     )
     parser.add_argument("--streams", type=int, help="concurrent slow streams (default 1000)")
+    parser.add_argument(
+        "--ratelimit-storage",
+        metavar="URI",
+        help="TALLY_RATELIMIT_STORAGE_URI for both Tallies (default: the instance's file)",
+    )
     parser.add_argument(
         "--compare-tree",
         metavar="PATH",

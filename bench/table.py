@@ -82,6 +82,21 @@ class Table:
         cells += [f"{errors(tally)} | | | " for tally, _floor in self.pairs]
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
+    def limits_cost(self, limited: str, unlimited: str, storage: str) -> None:
+        """The lines on what limiting costs: the Tally with the default policy against the
+        same Tally with no limit, their rounds back to back."""
+        print(f"\nWhat limiting costs ({storage} storage; {limited} vs {unlimited}, medians):\n")
+        print("| | limits on | limits off | difference | goal |")
+        print("|---|---|---|---|---|")
+        for label, kind, field, goal in (
+            ("1 client: p50 (ms)", "lat", "p50", "≤ +0.3 ms"),
+            ("32 clients: requests/s", "thr", "rps", "≥ −10 %"),
+            ("32 clients: CPU ms per request", "thr", "cpu_ms", ""),
+        ):
+            on, off = self.value(limited, kind, field), self.value(unlimited, kind, field)
+            change = f"{100 * (on / off - 1):+.1f} %" if field == "rps" else f"{on - off:+.3f}"
+            print(f"| {label} | {on:.3f} | {off:.3f} | {change} | {goal} |")
+
 
 def ratio(value: float, base: float) -> str:
     """``value / base`` as ``1.23×``; empty when ``base`` is 0."""

@@ -160,6 +160,14 @@ class Tally(Target):
             )
         wait_http(f"http://{HOST}:{self.port}/healthz")
 
+    def cli(self, *arguments: str) -> str:
+        """Run ``flask --app app ARGUMENTS…`` against its database; its output."""
+        command = [sys.executable, "-m", "flask", "--app", "app", *arguments]
+        done = subprocess.run(
+            command, cwd=self.root, env=self.env, check=True, capture_output=True, text=True
+        )
+        return done.stdout
+
     def rows(self) -> int:
         """Request rows in its database, once the background writers have caught up."""
         from sqlalchemy import create_engine, func, select

@@ -23,6 +23,7 @@ once a second per process.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
@@ -43,8 +44,9 @@ SCHEMA = (
     " expires_at REAL NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS windows (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
     " expiry REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS hits (window INTEGER NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS hits_window_at ON hits (window, at)",
+    # hits made at the same instant share a row: (window, at) is the key, n the count
+    "CREATE TABLE IF NOT EXISTS hits (window INTEGER NOT NULL, at REAL NOT NULL,"
+    " n INTEGER NOT NULL, PRIMARY KEY (window, at)) WITHOUT ROWID",
 )
 INCR = (
     "INSERT INTO counters (key, value, expires_at) VALUES (:key, :amount, :now + :expiry) "
@@ -53,7 +55,11 @@ INCR = (
     "expires_at = CASE WHEN expires_at <= :now THEN :now + :expiry ELSE expires_at END "
     "RETURNING value"
 )
-LIVE_HITS = "SELECT count(*), min(at) FROM hits WHERE window = ? AND at >= ?"
+LIVE_HITS = "SELECT coalesce(sum(n), 0), min(at) FROM hits WHERE window = ? AND at >= ?"
+ADD_HITS = (
+    "INSERT INTO hits (window, at, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (window, at) DO UPDATE SET n = n + excluded.n"
+)
 SWEEP_EVERY = 0.2  # seconds between two sweep batches of one process
 SWEEP_BATCH = 100  # keys of each table looked at per batch
 BATCH_END = {
@@ -64,8 +70,8 @@ IN_BATCH = "key > :after AND key <= :last"
 SWEEPS = {
     "counters": (f"DELETE FROM counters WHERE {IN_BATCH} AND expires_at <= :now",),
     "windows": (
-        "DELETE FROM hits WHERE rowid IN (SELECT hits.rowid FROM windows JOIN hits"
-        f" ON hits.window = windows.id WHERE {IN_BATCH} AND hits.at < :now - windows.expiry)",
+        f"DELETE FROM hits WHERE window IN (SELECT id FROM windows WHERE {IN_BATCH})"
+        " AND at < :now - (SELECT expiry FROM windows WHERE windows.id = hits.window)",
         f"DELETE FROM windows WHERE {IN_BATCH}"
         " AND NOT EXISTS (SELECT 1 FROM hits WHERE hits.window = windows.id)",
     ),
@@ -202,9 +208,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
             window, count = self._live(key, expiry, now)
             if amount > limit or count + amount > limit:
                 return False
-            self._conn.executemany(
-                "INSERT INTO hits (window, at) VALUES (?, ?)", [(window, now)] * amount
-            )
+            self._conn.execute(ADD_HITS, (window, now, amount))
         return True
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
@@ -223,8 +227,9 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         live = [s for s in stamps if s >= now - expiry]
         with self.lock:
             window, _ = self._live(key, expiry, now)
-            rows = [(window, stamp) for stamp in live]
-            self._conn.executemany("INSERT INTO hits (window, at) VALUES (?, ?)", rows)
+            counts = collections.Counter(live)
+            rows = [(window, stamp, n) for stamp, n in counts.items()]
+            self._conn.executemany(ADD_HITS, rows)
 
     def size(self) -> int:
         """Keys held (counters and windows)."""
