@@ -12,6 +12,7 @@ from tally.errors import DomainError
 from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
 from tally.services.erasure import erase_user, erasure_ref
 from tally.services.identities import search_identities, trace_identifier
+from tally.services.keys import create_api_key
 from tally.services.redaction import REDACTED, Needles, redact_entry
 from tally.services.usage import record_calls
 from tests.conftest import HASH_KEY
@@ -176,3 +177,10 @@ def test_a_short_id_is_scrubbed_only_where_it_is_the_whole_value():
     assert needles.scrub("user:7") == "user:[erased]" and needles.scrub("7") == REDACTED
     assert needles.scrub("revision 7") == "revision 7"
     assert redact_entry("config.update", "revision 7", None, {"x": "on"}, needles) is None
+
+
+def test_a_non_ascii_id_is_found_in_the_stored_json(db):
+    create_api_key(db, "zoe-key", "test", bound_external_id="Zoë-Ünal")
+    erase_user(db, "Zoë-Ünal", "cli", HASH_KEY.encode())
+    entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "key.create")).one()
+    assert entry.after["bound_user"] == REDACTED and entry.target == "zoe-key"

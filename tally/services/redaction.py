@@ -12,12 +12,13 @@ the ``user:`` scope of one, so erasing user ``7`` does not rewrite ``revision 7`
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, select, update
 from sqlalchemy.orm import Session
 
 from tally.models import AuditEntry, ConfigRevision
@@ -74,6 +75,33 @@ class Needles:
         strong = _unique([internal_id, email, logo_url, *identifiers])
         weak = tuple(w for w in _unique([display_name]) if w.casefold() not in _folded(strong))
         return cls(internal_id, strong, weak, identifiers, email, display_name)
+
+    @functools.cached_property
+    def _escaped(self) -> tuple[str, ...]:
+        return tuple(json.dumps(w, ensure_ascii=False)[1:-1].casefold() for w in self.strong)
+
+    def may_name(self, *values: Any) -> bool:
+        """A quick look (one serialisation, a few substring tests): False when no strong
+        needle appears in ``values`` at all, so the entry cannot be about the user."""
+        blob = json.dumps(values, ensure_ascii=False, default=str).casefold()
+        return any(word in blob for word in self._escaped)
+
+    def may_name_stored(self, action: str, target: str | None, *texts: str | None) -> bool:
+        """:meth:`may_name` for an entry as stored (its JSON as text): a search that
+        found the user, a needle in the target or the text, or text whose escapes
+        (``\\u00e9``) only decoding can compare."""
+        if target is not None:
+            if action == LOOKUP and self.found_by(target):
+                return True
+            if self.may_name(target):
+                return True
+        for text in texts:
+            if text is None:
+                continue
+            folded = text.casefold()
+            if "\\u" in folded or any(word in folded for word in self._escaped):
+                return True
+        return False
 
     @functools.cached_property
     def _strong(self) -> re.Pattern[str] | None:
@@ -152,6 +180,8 @@ def redact_entry(
     user. A search whose query would have found the user loses the query whole."""
     old = {"target": target, "before": before, "after": after}
     searched = action == LOOKUP and target is not None and needles.found_by(target)
+    if not searched and not needles.may_name(target, before, after):
+        return None
     if searched and isinstance(after, dict) and "query" in after:
         after = {**after, "query": REDACTED}
     about = (
@@ -172,11 +202,14 @@ def redact_entry(
 
 def redact_audit(session: Session, needles: Needles) -> int:
     """Scrub the user from every audit entry (read a batch at a time, oldest first);
-    returns how many entries changed. The caller commits."""
+    returns how many entries changed. The caller commits.
+
+    The JSON columns are read as their stored text: an entry none of whose text can
+    name the user (most of them) is passed over without being decoded."""
     changed = 0
     last = 0
     columns = (AuditEntry.id, AuditEntry.action, AuditEntry.target)
-    columns += (AuditEntry.before, AuditEntry.after)
+    columns += (cast(AuditEntry.before, Text), cast(AuditEntry.after, Text))
     while True:
         rows = session.execute(
             select(*columns).where(AuditEntry.id > last).order_by(AuditEntry.id).limit(BATCH)
@@ -184,13 +217,19 @@ def redact_audit(session: Session, needles: Needles) -> int:
         if not rows:
             return changed
         for entry_id, action, target, before, after in rows:
-            changes = redact_entry(action, target, before, after, needles)
+            if not needles.may_name_stored(action, target, before, after):
+                continue
+            changes = redact_entry(action, target, _loads(before), _loads(after), needles)
             if changes:
                 session.execute(
                     update(AuditEntry).where(AuditEntry.id == entry_id).values(**changes)
                 )
                 changed += 1
         last = rows[-1][0]
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 def redact_comments(session: Session, needles: Needles) -> int:
