@@ -89,7 +89,11 @@ def erase_user(
         )
     if is_erased(internal_id):
         raise ErasureError(f"{internal_id!r} is an erased user already")
-    user = session.scalar(select(EndUser).where(EndUser.external_id == internal_id))
+    # Locked (PostgreSQL) so a batch recording the user's calls right now either lands
+    # before (and is erased with the rest) or waits and then makes a fresh user.
+    user = session.scalar(
+        select(EndUser).where(EndUser.external_id == internal_id).with_for_update()
+    )
     if user is None:
         raise ErasureError(f"no end user with internal id {internal_id!r}")
     now = now or utcnow()
