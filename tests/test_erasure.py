@@ -5,6 +5,9 @@ naming the user by a keyed hash only."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -13,6 +16,7 @@ from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
 from tally.services.erasure import erase_user, erasure_ref
 from tally.services.identities import search_identities, trace_identifier
 from tally.services.keys import create_api_key
+from tally.services.limit_checks import subject_keys
 from tally.services.redaction import REDACTED, Needles, redact_entry
 from tally.services.usage import record_calls
 from tests.conftest import HASH_KEY
@@ -28,8 +32,10 @@ from tests.erasure_support import (
     personal_values,
     user_call,
 )
+from tests.limits_support import forget_redis_counters
 
 REF = erasure_ref(HASH_KEY.encode(), USER)
+REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
 
 
 @pytest.fixture
@@ -184,3 +190,41 @@ def test_a_non_ascii_id_is_found_in_the_stored_json(db):
     erase_user(db, "Zoë-Ünal", "cli", HASH_KEY.encode())
     entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "key.create")).one()
     assert entry.after["bound_user"] == REDACTED and entry.target == "zoe-key"
+
+
+@pytest.mark.parametrize(
+    "query,found",
+    [("zel", True), ("ZELDA-7", True), ("tally_5e", True), ("quinter", True), ("q@ex", True)]
+    + [("ze", False), ("a", False), ("7f3q", False), ("zelda-7f3qx", False)],
+)
+def test_a_search_named_the_user_when_it_would_have_found_them(query, found):
+    needles = Needles.of(USER, EMAIL, NAME, None, IDENTIFIERS)
+    assert needles.found_by(query) is found
+
+
+def test_the_cli_says_when_it_cannot_reach_the_counters(runner, person):
+    result = runner.invoke(args=["users", "erase", USER])
+    assert result.output.splitlines()[-1] == (
+        "limit counters: not reachable from here; they expire on their own"
+    )
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_URL")
+def test_the_cli_clears_their_counters_in_redis(make_app):
+    flask_app = make_app(TALLY_RATELIMIT_STORAGE_URI=REDIS_URL)
+    gateway = flask_app.extensions["tally"]
+    with gateway.sessions() as session:
+        build_person(session)
+    storage = gateway.limits.storage
+    keys = subject_keys(f"user:{USER}", time.time())
+    window = next(k for k in keys if k.startswith("tally/msg/"))
+    counter = next(k for k in keys if k.startswith("tally/usd/m"))
+    storage.acquire_entry(window, 10, 86400)
+    storage.incr(counter, 3600, 7)
+    try:
+        result = flask_app.test_cli_runner().invoke(args=["users", "erase", USER])
+        assert result.output.splitlines()[-1] == "limit counters cleared in redis://"
+        assert storage.get(counter) == 0
+        assert storage.get_moving_window(window, 10, 86400)[1] == 0
+    finally:
+        forget_redis_counters(REDIS_URL)

@@ -127,10 +127,11 @@ class Needles:
     def found_by(self, query: str) -> bool:
         """True when an identity search for ``query`` would have listed the user
         (tally.services.identities: a prefix of the id or of an identifier, a part of
-        the e-mail or name): such a search named them."""
+        the e-mail or name): such a search named them. A query shorter than
+        :data:`MIN_SUBSTRING` names no one unless it is one of the needles whole."""
         q = query.strip().casefold()
-        if not q:
-            return False
+        if len(q) < MIN_SUBSTRING:
+            return bool(q) and q in _folded(self.strong + self.weak)
         prefixes = (self.internal_id, *self.identifiers)
         if any(p.casefold().startswith(q) for p in prefixes):
             return True
