@@ -18,7 +18,7 @@ import calendar
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from limits.storage import Storage
@@ -75,18 +75,11 @@ def erase_user(
     actor: str,
     hash_key: bytes,
     counters: Storage | None = None,
-    confirmation: str | None = None,
     now: datetime | None = None,
 ) -> Erased:
-    """Erase the end user ``internal_id`` (see the module); one commit. ``confirmation``
-    (the console's typed id) must equal the id when given; ``counters``: the limit
-    storage, whose counters of the user are cleared after the commit (best effort: they
-    expire on their own within a month)."""
-    if confirmation is not None and confirmation.strip() != internal_id:
-        raise ErasureError(
-            "The confirmation does not match: type the internal id exactly to erase.",
-            field="confirm",
-        )
+    """Erase the end user ``internal_id`` (see the module); one commit. ``counters``:
+    the limit storage, whose counters of the user are cleared after the commit (best
+    effort: they expire on their own within a month)."""
     if is_erased(internal_id):
         raise ErasureError(f"{internal_id!r} is an erased user already")
     # Locked (PostgreSQL) so a batch recording the user's calls right now either lands
@@ -184,7 +177,7 @@ def _with_counters(
     except Exception as exc:  # any storage failure: the counters expire on their own
         log.warning("erasure %s: limit counters not cleared (%s)", erased.ref[:16], exc)
         return erased
-    return Erased(**{**erased.__dict__, "counters_cleared": True})
+    return replace(erased, counters_cleared=True)
 
 
 def erase_user_by_id(
@@ -200,4 +193,9 @@ def erase_user_by_id(
     external_id = session.scalar(select(EndUser.external_id).where(EndUser.id == user_id))
     if external_id is None:
         return None
-    return erase_user(session, external_id, actor, hash_key, counters, confirmation=confirmation)
+    if external_id not in (confirmation, confirmation.strip()):
+        raise ErasureError(
+            "The confirmation does not match: type the internal id exactly to erase.",
+            field="confirm",
+        )
+    return erase_user(session, external_id, actor, hash_key, counters)
