@@ -49,6 +49,10 @@ def register(app: Flask) -> None:
     for group in groups:
         app.cli.add_command(group)
     app.cli.add_command(trace)
+    # imported here: cli_users builds on this module's session_scope
+    from blueprints.cli_users import users_cli
+
+    app.cli.add_command(users_cli)
 
 
 def fail(message: str) -> None:
@@ -135,7 +139,11 @@ def trace(identifier: str) -> None:
     with session_scope() as session:
         found = trace_identifier(session, identifier)
         if found is None:
-            click.echo(f"Error: no end user was ever sent as {identifier!r}", err=True)
+            click.echo(
+                f"Error: not found: no end user was ever sent as {identifier!r}"
+                " (or that user was erased)",
+                err=True,
+            )
             raise SystemExit(1)
         user = found.user
         click.echo(f"identifier={found.identifier}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from blueprints import (  # noqa: F401  (each module registers its views on bp)
     console_audit,
     console_config,
+    console_erasure,
     console_identities,
     console_idp,
     console_keys,

@@ -1,5 +1,6 @@
 """Console: the identity directory — search (live, paginated) and one end user's page.
-Every search and every profile view is written to the audit log."""
+Every search and every profile view is written to the audit log. (Erasing a user:
+blueprints/console_erasure.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from flask import abort, request
 
 from blueprints.console_base import actor, bp, gateway, get_db, page_number, render
 from tally.db import utcnow
+from tally.services.erasure import is_erased
 from tally.services.identities import identity_detail, search_identities
 from tally.services.limit_status import user_limits
+
+DETAIL = "identities/detail.html"
 
 
 @bp.get("/identities")
@@ -18,13 +22,24 @@ def identities_list():
     return render("identities/page.html", "identities/_results.html", results=results)
 
 
-@bp.get("/identities/<int:user_id>")
-def identity_show(user_id: int):
-    """One end user: profile, every identifier they have had, usage, recent requests,
-    and their quota left and spend against budget."""
-    detail = identity_detail(get_db(), user_id, utcnow(), actor())
+def detail_context(user_id: int, viewer: str | None) -> dict:
+    """What the detail page shows (a view by ``viewer`` is audited)."""
+    detail = identity_detail(get_db(), user_id, utcnow(), viewer)
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
     limits = user_limits(gateway(), user.external_id, user.profile_metadata, user.id)
-    return render("identities/detail.html", detail=detail, limits=limits)
+    return {"detail": detail, "limits": limits, "form": {}}
+
+
+@bp.get("/identities/<int:user_id>")
+def identity_show(user_id: int):
+    """One end user: profile, every identifier they have had, usage, recent requests,
+    and their quota left and spend against budget."""
+    return render(DETAIL, **detail_context(user_id, actor()))
+
+
+@bp.app_template_test("erased")
+def erased_test(external_id: str) -> bool:
+    """``{% if user.external_id is erased %}``: the placeholder an erasure left."""
+    return is_erased(external_id)

@@ -1,0 +1,38 @@
+"""``flask --app app users …``: end users. ``users erase INTERNAL_ID`` removes a person's
+personal data everywhere and keeps their figures in the totals (tally.services.erasure)."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from blueprints.cli import CLI_ACTOR, session_scope
+from tally.gateway import Gateway
+from tally.services.erasure import erase_user
+
+users_cli = AppGroup("users", help="End users.")
+
+
+@users_cli.command("erase")
+@click.argument("internal_id")
+def users_erase(internal_id: str) -> None:
+    """Erase the end user INTERNAL_ID: profile, identifiers, their rows' personal parts,
+    their mentions in the audit log; the totals stay, under an anonymous placeholder."""
+    gateway: Gateway = current_app.extensions["tally"]
+    limits = gateway.limits
+    # this process's own memory holds no server's counters: nothing to clear there
+    counters = None if limits.description.startswith("tally+memory") else limits.storage
+    with session_scope() as session:
+        erased = erase_user(session, internal_id, CLI_ACTOR, gateway.hash_key, counters)
+    click.echo(f"Erased the end user; the audit log names them as {erased.ref}.")
+    click.echo(f"upstream identifiers deleted: {erased.identifiers}")
+    click.echo(f"request rows anonymised: {erased.requests} (tokens and cost kept)")
+    click.echo(f"audit entries redacted: {erased.audit_entries}")
+    click.echo(f"bound API keys revoked: {erased.keys}")
+    click.echo(f"limit overrides and resets removed: {erased.limits}")
+    click.echo(f"totals kept under placeholder end user #{erased.placeholder_id}")
+    if erased.counters_cleared:
+        click.echo(f"limit counters cleared in {limits.description}")
+    else:
+        click.echo("limit counters: not reachable from here; they expire on their own")
