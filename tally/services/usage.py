@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
-from tally.services.identities import PROFILE_COLUMNS
 from tally.numbers import as_float, count
+from tally.services.identities import PROFILE_COLUMNS
 from tally.services.prices import ESTIMATED, UPSTREAM
 from tally.services.totals import add_to_totals
 
