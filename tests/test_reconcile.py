@@ -10,6 +10,7 @@ from collections import deque
 from datetime import timedelta
 
 import pytest
+import requests
 from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
@@ -82,14 +83,10 @@ def sessions(tally):
     return tally.flask_app.extensions["tally"].sessions
 
 
-def client(upstream) -> GenerationClient:
-    return GenerationClient(upstream.url, "sk-up-secret")
-
-
-def figures(tally) -> dict[str, tuple]:
+def figures_of(flask_app) -> dict[str, tuple]:
     """The row and every totals table's figures: (prompt, completion, cached, total, cost)."""
     out = {}
-    with sessions(tally)() as session:
+    with flask_app.extensions["tally"].sessions() as session:
         for model in (RequestLog, DailyTotal, DailyModelTotal, MonthlyUserTotal):
             [item] = session.scalars(select(model)).all()
             out[model.__tablename__] = (
@@ -102,6 +99,14 @@ def figures(tally) -> dict[str, tuple]:
             if model is not RequestLog:
                 assert (item.requests, item.errors) == (1, 1)
     return out
+
+
+def client(upstream) -> GenerationClient:
+    return GenerationClient(upstream.url, "sk-up-secret")
+
+
+def figures(tally) -> dict[str, tuple]:
+    return figures_of(tally.flask_app)
 
 
 def test_success_moves_the_row_and_the_totals_once(tally, upstream, estimated):
@@ -235,3 +240,20 @@ def test_the_demo_upstream_has_nothing_to_reconcile(runner):
     result = runner.invoke(args=["usage", "reconcile"])
     assert result.exit_code == 0
     assert "No upstream URL is set" in result.output
+
+
+def test_under_gunicorn_the_usage_writer_process_reconciles(gunicorn, upstream, app, make_key):
+    upstream.reply(events=chunks(["partial"], usage=False)[:2], cut=True)
+    upstream.answers[GEN] = deque([(404, {}), (200, FOUND)])
+    response = requests.post(
+        gunicorn.url + "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {make_key()}"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and b"upstream" in response.content
+    assert wait_for(lambda: [r.cost_source for r in request_rows(app)] == ["estimated"])
+    # due 3 s after the call, a pass every 5 s: a 404, then the figures 5 s later
+    assert wait_for(lambda: request_rows(app)[0].cost_source == "upstream", timeout=30)
+    assert [gen for gen, _auth in upstream.asked] == [GEN, GEN]
+    assert figures_of(app)["daily_totals"] == (9, 5, 3, 14, 0.0012)

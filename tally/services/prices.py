@@ -102,7 +102,7 @@ def settle_cost(
         try:
             table = prices()
         except Exception:
-            log.warning("price table unavailable; call left without a cost", exc_info=True)
+            log.warning("price table unavailable; a call is left without a cost")
             table = {}
         price = next((table[m] for m in models if m and m in table), None)
         cost = price.cost(usage) if price is not None else None
