@@ -17,6 +17,7 @@ from tally.services.price_table import (
     remove_price,
     set_price,
 )
+from tally.services.reconcile import awaiting
 
 PAGE, PANEL = "prices/page.html", "prices/_panel.html"
 AUDIT_ENTRIES = 10
@@ -30,7 +31,8 @@ def _context(**extra):
         .order_by(AuditEntry.id.desc())
         .limit(AUDIT_ENTRIES)
     ).all()
-    return {"prices": list_prices(db), "audit": audit, "form": {}, **extra}
+    context = {"prices": list_prices(db), "audit": audit, "awaiting": awaiting(db), "form": {}}
+    return context | extra
 
 
 def _typed() -> dict[str, str]:

@@ -140,3 +140,13 @@ def test_the_identity_page_says_where_a_cost_came_from(admin, db):
     row.cost_source, row.cost = "estimated", None
     db.commit()
     assert "estimated</span>" in text(admin.get(f"/identities/{user.id}"))
+
+
+def test_the_page_counts_estimated_costs_awaiting_the_upstream(admin, db):
+    assert "No estimated cost is awaiting the upstream." in text(admin.get("/usage/prices"))
+    record_traffic(db, [{"user": "ada", "when": utcnow()} for _ in range(2)])
+    for row in db.scalars(select(RequestLog)):
+        row.cost_source, row.reconcile_after = "estimated", utcnow()
+    db.commit()
+    page = text(admin.get("/usage/prices"))
+    assert "2 requests from OpenRouter streams cut before their usage are awaiting" in page

@@ -29,8 +29,8 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import utcnow
 from tally.generations import Generation, GenerationClient, GenerationPending
@@ -179,6 +179,14 @@ def _not_yet(sessions: sessionmaker, row, now: datetime, reason: str, report: Pa
             f"{row.generation_id}: {reason}; attempt {attempts} of {MAX_ATTEMPTS}, "
             f"next at {when} UTC"
         )
+
+
+def awaiting(session: Session) -> int:
+    """How many estimated rows are still to be asked about (read off the
+    ``reconcile_after`` index: only those rows have one)."""
+    table = RequestLog.__table__
+    query = select(func.count()).select_from(table).where(table.c.reconcile_after.is_not(None))
+    return session.scalar(query) or 0
 
 
 def _usd(value: float | None) -> str:
