@@ -13,12 +13,20 @@ import threading
 import time
 
 import pytest
+import requests
 from sqlalchemy import event, select, text
 
 from tally.models import DailyTotal
 from tally.services import pipeline
 from tally.services.price_table import set_price
-from tests.fakes import chunks, completion
+from tests.fakes import (
+    RESPONSE_USAGE,
+    chunks,
+    completion,
+    embedding_answer,
+    response_events,
+    response_object,
+)
 from tests.support import chat, configure, request_rows, wait_for
 
 MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
@@ -232,6 +240,46 @@ def test_calls_do_not_query_the_price_table_each_time(tally, upstream):
         event.remove(engine, "before_cursor_execute", note)
     assert len(queries) == 1
     assert all(r.cost_source == "price_table" for r in request_rows(tally.flask_app))
+
+
+def post(tally, path: str, body: dict, stream: bool = False):
+    """POST ``body`` to Tally's ``path``, the answer read to its end."""
+    response = requests.post(
+        f"{tally.url}{path}",
+        json={**body, **({"stream": True} if stream else {})},
+        headers={"Authorization": f"Bearer {tally.key}"},
+        stream=stream,
+        timeout=10,
+    )
+    body_of(response)
+    return response
+
+
+def test_responses_priced_from_the_table_with_cached_tokens(tally, upstream):
+    price(tally.flask_app)
+    usage = {k: v for k, v in RESPONSE_USAGE.items() if k != "cost"}  # 11 in (4 cached), 2 out
+    upstream.reply(json={**response_object(), "usage": usage})
+    post(tally, "/v1/responses", {"model": MODEL, "input": "Hi", "user": "ada"})
+    row = one_row(tally.flask_app)
+    assert (row.endpoint, row.cost_source, row.cached_tokens) == ("responses", "price_table", 4)
+    assert row.cost == pytest.approx((7 * 0.5 + 4 * 0.25 + 2 * 2.0) / 1e6)
+
+
+def test_a_responses_stream_cut_mid_way_is_estimated(tally, upstream):
+    upstream.reply(events=response_events(["partial"], final=""), done=False, cut=True)
+    post(tally, "/v1/responses", {"model": MODEL, "input": "Hi", "user": "ada"}, stream=True)
+    row = one_row(tally.flask_app)
+    assert (row.status, row.cost_source, row.cost) == (502, "estimated", None)
+    assert row.generation_id == "resp_fake_1"
+
+
+def test_embeddings_priced_from_the_table(tally, upstream):
+    price(tally.flask_app, model="openai/text-embedding-3-small", prompt=0.02, completion=0.0)
+    upstream.reply(json=embedding_answer())  # 5 prompt tokens, no cost
+    post(tally, "/v1/embeddings", {"model": "openai/text-embedding-3-small", "input": "Hi"})
+    row = one_row(tally.flask_app)
+    assert (row.endpoint, row.cost_source) == ("embeddings", "price_table")
+    assert row.cost == pytest.approx(5 * 0.02 / 1e6)
 
 
 def _leave_mid_stream(tally) -> None:
