@@ -46,6 +46,8 @@ usage_cli = AppGroup("usage", help="The request log and its totals.")
 def register(app: Flask) -> None:
     """Attach every command group to ``app``."""
     groups = (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli, limits_cli, usage_cli)
+    from blueprints import cli_usage  # noqa: F401  (its commands join usage_cli)
+
     for group in groups:
         app.cli.add_command(group)
     app.cli.add_command(trace)

@@ -12,6 +12,7 @@ from blueprints import (  # noqa: F401  (each module registers its views on bp)
     console_keys,
     console_limits,
     console_operators,
+    console_prices,
     console_usage,
 )
 from blueprints.console_base import bp, get_db, render

@@ -1,5 +1,5 @@
-"""Process-local caches for what every request reads: API keys, the tracking config and
-the identity provider.
+"""Process-local caches for what every request reads: API keys, the tracking config, the
+identity provider and the price table.
 
 Correctness comes from one shared *version* number, not from a timer: every commit that
 changes an API key or the tracking config bumps it (see :func:`watch_sessions`), and a
@@ -55,6 +55,7 @@ WATCHED_TABLES = frozenset(
         "limit_policies",
         "limit_settings",
         "limit_resets",
+        "model_prices",
     }
 )
 # Columns that change on every request and that no cache holds (unit-of-work changes only).

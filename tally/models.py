@@ -161,6 +161,10 @@ class RequestLog(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     generation_id: Mapped[str | None] = mapped_column(String(255))
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    # upstream | price_table | estimated (awaiting the generation endpoint) | None
+    cost_source: Mapped[str | None] = mapped_column(String(16))
+    reconcile_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    reconcile_after: Mapped[datetime | None] = mapped_column(DateTime, index=True)
 
     user: Mapped[EndUser | None] = relationship()
     identifier: Mapped[UpstreamIdentifier | None] = relationship()
@@ -285,3 +289,6 @@ class MonthlyUserTotal(_Sums, Base):
 
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: anonymous
+
+
+from tally.models_pricing import ModelPrice  # noqa: E402,F401 (one metadata, one import)

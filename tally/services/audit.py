@@ -18,6 +18,7 @@ KINDS = {
     "key": "key.",
     "operator": "operator.",
     "identity": "identity.",
+    "price": "price.",
 }
 
 

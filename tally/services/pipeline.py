@@ -25,6 +25,7 @@ from tally.services.answers import ProxyResponse, upstream_error
 from tally.services.endpoint import Endpoint, elapsed_ms
 from tally.services.keys import AuthenticatedKey
 from tally.services.limits import Admission, admit, count_usage, peek_headers
+from tally.services.prices import cached_prices, settle_cost
 from tally.services.tracking import (
     TrackingConfig,
     active_config,
@@ -53,16 +54,25 @@ class _Call:
     outcome: Outcome
     started: float
     admission: Admission
+    reconcilable: bool = False  # an OpenRouter stream: a cut one is costed later
 
     def finish(self, error: UpstreamError | None = None) -> None:
-        """Record the call's row, and its tokens and cost in its limits' counters (once
-        its answer has ended)."""
+        """Settle the call's cost (tally.services.prices), then record its row, and its
+        tokens and cost in its limits' counters (once its answer has ended)."""
         if error is not None:
             self.outcome.fail(error.status, error.code, error.message)
-        self.outcome.latency_ms = elapsed_ms(self.started)
+        out = self.outcome
+        out.latency_ms = elapsed_ms(self.started)
+        gateway = self.gateway
+        settle_cost(
+            out,
+            (out.model, self.record.model),
+            lambda: cached_prices(gateway.cache, gateway.sessions),
+            # the usage never arrived: OpenRouter's generation endpoint will say
+            estimate=self.reconcilable and out.usage is None and bool(out.generation_id),
+        )
         count_usage(self.gateway.limits, self.admission, self.outcome.usage)
         record_call_safely(self.gateway, self.record, self.outcome)
-        out = self.outcome
         metrics.record_call(
             self.endpoint.name,
             out.model or self.record.model,
@@ -148,6 +158,7 @@ def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admi
         Outcome(),
         started,
         admission,
+        reconcilable=stream and config.dialect == "openrouter" and not gateway.upstream.is_demo,
     )
     admit(gateway, key, claim, admission)  # a 429 here: nothing counted, nothing sent
     try:

@@ -75,22 +75,30 @@ def row_sums(row: dict[str, Any]) -> tuple:
     )
 
 
-def add_to_totals(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+def delta_sums(row: dict[str, Any]) -> tuple:
+    """What a change to an already counted row adds (its figures are the differences):
+    no request, no error."""
+    return (0, 0, *row_sums(row | {"status": 0})[2:])
+
+
+def add_to_totals(conn: Connection, rows: Iterable[dict[str, Any]], requests: int = 1) -> None:
     """Add the request ``rows`` just inserted (the dicts given to the insert) to every
-    totals table, in the caller's transaction.
+    totals table, in the caller's transaction. ``requests=0``: the rows are changes to
+    rows already counted (their token and cost differences; tally.services.reconcile).
 
     Rows are added up in Python first (per ``daily_totals`` key, then those groups per
     coarser key), so a batch updates each total once; groups are written in key order,
     so two writers upserting the same totals on PostgreSQL take their row locks in one
     order and cannot deadlock.
     """
+    sums_of = row_sums if requests else delta_sums
     daily: dict[tuple, list] = {}
     for row in rows:
         acc = daily.get(key := _daily_key(row))
         if acc is None:
-            daily[key] = list(row_sums(row))
+            daily[key] = list(sums_of(row))
         else:
-            for n, value in enumerate(row_sums(row)):
+            for n, value in enumerate(sums_of(row)):
                 acc[n] += value
     if not daily:
         return

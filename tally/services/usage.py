@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text, update
@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 from tally.db import utcnow
 from tally.identity import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
+from tally.numbers import as_float, count
 from tally.services.identities import PROFILE_COLUMNS
+from tally.services.prices import ESTIMATED, UPSTREAM
 from tally.services.totals import add_to_totals
 
 if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
@@ -23,6 +25,8 @@ if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
 
 log = logging.getLogger(__name__)
 LOOKUP_CHUNK = 10_000  # names per id lookup statement
+# OpenRouter's generation endpoint answers 404 for a few seconds after a generation ends
+FIRST_WAIT = timedelta(seconds=3)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Outcome:
     model: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    cost_source: str | None = None  # tally.services.prices: upstream, price_table, estimated
 
     def fail(self, status: int, code: str | None, message: str | None) -> None:
         """Mark the call failed; the first failure seen is the one recorded."""
@@ -100,11 +105,13 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
                 "status": outcome.status,
                 "error_code": outcome.error_code,
                 "error_message": (outcome.error_message or None) and outcome.error_message[:2000],
-                "prompt_tokens": _int(usage.get("prompt_tokens")),
-                "completion_tokens": _int(usage.get("completion_tokens")),
-                "total_tokens": _int(usage.get("total_tokens")),
-                "cached_tokens": _int(usage.get("cached_tokens")),
-                "cost": _float(usage.get("cost")),
+                "prompt_tokens": count(usage.get("prompt_tokens")),
+                "completion_tokens": count(usage.get("completion_tokens")),
+                "total_tokens": count(usage.get("total_tokens")),
+                "cached_tokens": count(usage.get("cached_tokens")),
+                "cost": (cost := as_float(usage.get("cost"))),
+                "cost_source": outcome.cost_source or (UPSTREAM if cost is not None else None),
+                "reconcile_after": _reconcile_after(outcome, now),
                 "latency_ms": outcome.latency_ms,
                 "ttft_ms": outcome.ttft_ms,
                 "generation_id": outcome.generation_id,
@@ -308,18 +315,6 @@ def record_call_safely(gateway: Gateway, call: CallRecord, outcome: Outcome) -> 
             log.exception("could not record request %s", call.request_id)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+def _reconcile_after(outcome: Outcome, ended: datetime) -> datetime | None:
+    """When the reconciler first asks for an estimated call's generation (None: never)."""
+    return ended + FIRST_WAIT if outcome.cost_source == ESTIMATED else None

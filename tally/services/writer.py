@@ -19,6 +19,7 @@ from sqlalchemy.orm import sessionmaker
 
 from tally.db import is_unavailable, make_engine, make_session_factory, utcnow
 from tally.metrics import count_usage_rows, set_queue_depth
+from tally.services.reconcile import start_reconciler
 from tally.services.spool import Spool
 from tally.services.usage import CallRecord, Outcome, record_calls
 from tally.services.writer_socket import RemoteSink
@@ -287,4 +288,6 @@ def build_usage_writer(settings: Settings) -> UsageWriter:
     remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
     writer = UsageWriter(sessions, remote=remote, spool=build_spool(settings))
     writer.replayer.start()  # rows spooled by a process before this one
+    if remote is None:  # no usage writer process to reconcile estimated costs: do it here
+        start_reconciler(settings, sessions)
     return writer

@@ -12,6 +12,8 @@ Frames are described in tally/services/writer_socket.py; the socket lives in a p
 directory (mode 0700) and is only ever spoken to by the workers of the same gunicorn.
 The process builds only what writing rows needs (settings, an engine, a
 :class:`UsageWriter`), not the web app: it imports no Flask, blueprint or upstream code.
+It also reconciles the instance's estimated costs with the upstream's generation
+endpoint (tally.services.reconcile), on a thread of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 from tally.db import make_engine, make_session_factory
 from tally.logs import configure_logging
+from tally.services.reconcile import start_reconciler
 from tally.services.writer import UsageWriter, build_spool
 from tally.services.writer_socket import ACK, FRAME, MAX_FRAME, decode_batch
 from tally.settings import default_instance_path, export_usage_socket, load_settings
@@ -114,9 +117,16 @@ def main() -> None:
     settings = load_settings(instance_path)
     configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
-    writer = UsageWriter(make_session_factory(engine), spool=build_spool(settings))
+    sessions = make_session_factory(engine)
+    writer = UsageWriter(sessions, spool=build_spool(settings))
     writer.replayer.start()  # what a previous writer (or a dead worker) spooled
-    serve(writer, socket_path)
+    # one reconciler of estimated costs per instance (tally.services.reconcile)
+    reconciler = start_reconciler(settings, sessions)
+    try:
+        serve(writer, socket_path)
+    finally:
+        if reconciler is not None:
+            reconciler.stop()
 
 
 class WriterProcess:

@@ -1,0 +1,74 @@
+"""Console: the price table (``/usage/prices``) — what each model costs per million
+prompt, completion and cached prompt tokens, used when the upstream reports no cost.
+Admins add, change and remove prices (audited); support sees the table."""
+
+from __future__ import annotations
+
+from flask import flash, request
+from sqlalchemy import select
+
+from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
+from tally.models import AuditEntry
+from tally.services.price_table import (
+    FIELDS,
+    list_prices,
+    parse_model,
+    parse_price,
+    remove_price,
+    set_price,
+)
+from tally.services.reconcile import awaiting
+
+PAGE, PANEL = "prices/page.html", "prices/_panel.html"
+AUDIT_ENTRIES = 10
+
+
+def _context(**extra):
+    db = get_db()
+    audit = db.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.action.startswith("price."))
+        .order_by(AuditEntry.id.desc())
+        .limit(AUDIT_ENTRIES)
+    ).all()
+    context = {"prices": list_prices(db), "audit": audit, "awaiting": awaiting(db), "form": {}}
+    return context | extra
+
+
+def _typed() -> dict[str, str]:
+    return {name: request.form.get(name, "").strip() for name in ("model", *FIELDS)}
+
+
+def _done(message: str):
+    if not is_htmx():
+        flash(message)
+        return back_to("console.prices_page")
+    return render(PAGE, PANEL, **_context(message=message))
+
+
+@bp.get("/usage/prices")
+def prices_page():
+    """The price table, and its recent changes."""
+    return render(PAGE, PANEL, **_context())
+
+
+@bp.post("/usage/prices")
+@on_domain_error(PAGE, PANEL, lambda: _context(form=_typed()))
+def prices_set():
+    """Add a model's prices or change them (cached blank: the prompt price)."""
+    form = _typed()
+    model = parse_model(form["model"])
+    prompt = parse_price("prompt", form["prompt"])
+    completion = parse_price("completion", form["completion"])
+    cached = parse_price("cached", form["cached"], optional=True)
+    set_price(get_db(), model, prompt, completion, cached, actor())
+    return _done(f"Saved the prices of {model}.")
+
+
+@bp.post("/usage/prices/remove")
+@on_domain_error(PAGE, PANEL, _context)
+def prices_remove():
+    """Remove a model from the price table."""
+    model = request.form.get("model", "")
+    remove_price(get_db(), model, actor())
+    return _done(f"Removed the prices of {model}.")

@@ -1,0 +1,27 @@
+"""Numbers as the request log stores them, from whatever an upstream's JSON holds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def count(value: Any) -> int | None:
+    """A token count as the request log stores it (None unless a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def as_float(value: Any) -> float | None:
+    """A cost as the request log stores it: a finite number, or text that is one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
