@@ -111,11 +111,12 @@ def _scrub_requests(session: Session, user_id: int) -> int:
     """The user's request rows keep their figures (tokens, cost, model, day, key, status)
     and lose what leads back to the person: the identifier sent, the upstream's
     generation id (its logs hold the identifier and the prompt), the error message
-    (an upstream may quote the request)."""
+    (an upstream may quote the request). Without its generation id an estimated cost can
+    no longer be reconciled: the row stays estimated."""
     result = session.execute(
         update(RequestLog)
         .where(RequestLog.user_id == user_id)
-        .values(identifier_id=None, generation_id=None, error_message=None)
+        .values(identifier_id=None, generation_id=None, error_message=None, reconcile_after=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
