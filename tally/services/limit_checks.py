@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tally.errors import BudgetExceeded, RateLimited
 from tally.limits.policy import BUDGET_FIELDS, FIELDS, Applicable, format_value
 
 NANO = 1_000_000_000
@@ -138,3 +139,25 @@ def subject_keys(subject: str, now: float) -> list[str]:
     for part, _start, _end in spans.values():
         keys += [f"tally/tok/{part}/{subject}", f"tally/usd/{part}/{subject}"]
     return keys
+
+
+def refusal(check: Check, stats: list[float], now: float, headers: dict[str, str]):
+    """The 429 for a request ``check`` refused (``stats``: its reset and remaining)."""
+    reset_at = int(stats[0] + 1)
+    retry = max(1, int(reset_at - now))
+    when = datetime.fromtimestamp(reset_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limit = check.display(check.limit)
+    message = (
+        f"{check.describe(limit)} is used up. It frees up in {_duration(retry)} "
+        f"(at {when}); retry after {retry} seconds."
+    )
+    kind = BudgetExceeded if check.field.endswith("_budget") else RateLimited
+    return kind(message, headers={**headers, "Retry-After": str(retry)})
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    parts.append(f"{secs} s" if secs or not (hours or minutes) else "")
+    return " ".join(p for p in parts if p)

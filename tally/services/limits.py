@@ -14,20 +14,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from limits.storage import Storage, storage_from_string
 
 from tally.cache import Cache
-from tally.errors import BudgetExceeded, LimitsUnavailable, RateLimited
+from tally.errors import LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
 from tally.limits.policy import Applicable, Policies, applicable, format_value
 from tally.limits.redis_plans import plans_for
 from tally.limits.sqlite import SQLiteStorage
 from tally.limits.storage import LocalStorage, wall_clock
-from tally.services.limit_checks import Check, build_checks, subject_keys
+from tally.services.limit_checks import Check, build_checks, refusal, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
 from tally.services.limit_seed import seed_counters
 
@@ -203,7 +202,7 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
     shown = refused if refused is not None else _shown(checks, stats)
     admission.headers.update(_headers(checks[shown], stats[shown]))
     if refused is not None and hit:
-        raise _refusal(checks[refused], stats[refused], now, admission.headers)
+        raise refusal(checks[refused], stats[refused], now, admission.headers)
 
 
 def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
@@ -275,27 +274,6 @@ def _headers(check: Check, stats: list[float]) -> dict[str, str]:
         "X-RateLimit-Remaining": check.display(remaining),
         "X-RateLimit-Reset": str(int(reset + 1)),  # as flask-limiter writes it
     }
-
-
-def _refusal(check: Check, stats: list[float], now: float, headers: dict[str, str]):
-    reset_at = int(stats[0] + 1)
-    retry = max(1, int(reset_at - now))
-    when = datetime.fromtimestamp(reset_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    limit = check.display(check.limit)
-    message = (
-        f"{check.describe(limit)} is used up. It frees up in {_duration(retry)} "
-        f"(at {when}); retry after {retry} seconds."
-    )
-    kind = BudgetExceeded if check.field.endswith("_budget") else RateLimited
-    return kind(message, headers={**headers, "Retry-After": str(retry)})
-
-
-def _duration(seconds: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
-    parts.append(f"{secs} s" if secs or not (hours or minutes) else "")
-    return " ".join(p for p in parts if p)
 
 
 def _number(value: Any) -> float:
