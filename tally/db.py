@@ -8,7 +8,10 @@ error messages end up in logs.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -80,3 +83,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def run_native(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on a native thread when gevent has patched threading (the
+    calling greenlet waits; the event loop goes on serving requests), else right here."""
+    if "gevent" in sys.modules:
+        from gevent import get_hub, monkey
+
+        if monkey.is_module_patched("threading"):
+            return get_hub().threadpool.apply(function, args)
+    return function(*args)

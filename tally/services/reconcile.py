@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.db import utcnow
+from tally.db import run_native, utcnow
 from tally.generations import Generation, GenerationClient, GenerationPending
 from tally.models import RequestLog
 from tally.services.prices import ESTIMATED, UPSTREAM
@@ -221,10 +221,7 @@ class Reconciler:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        # run_native: under gevent, the database calls leave the event loop. Imported
-        # here: tally.services.writer starts reconcilers, so it imports this module.
-        from tally.services.writer import run_native
-
+        # run_native: under gevent, the database calls leave the event loop
         while not self._stop.wait(self._interval):
             try:
                 report = run_native(reconcile_pass, self._sessions, self._client)

@@ -6,20 +6,19 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
-from tally.db import is_unavailable, make_engine, make_session_factory, utcnow
+from tally.db import is_unavailable, make_engine, make_session_factory, run_native, utcnow
 from tally.metrics import count_usage_rows, set_queue_depth
-from tally.services.reconcile import start_reconciler
+from tally.services.reconcile import Reconciler, start_reconciler
 from tally.services.spool import Spool
 from tally.services.usage import CallRecord, Outcome, record_calls
 from tally.services.writer_socket import RemoteSink
@@ -61,8 +60,13 @@ class UsageWriter:
         linger: float = 0.05,
         remote: RemoteSink | None = None,
         spool: Spool | None = None,
+        reconciler: Callable[[], Reconciler | None] | None = None,
     ):
         self._sessions = sessions
+        # started with the writer's thread (so an app that records nothing polls for
+        # nothing) and stopped with it
+        self._make_reconciler = reconciler
+        self.reconciler: Reconciler | None = None
         self._remote = remote
         self.spool = spool
         self.replayer = Replayer(self) if spool is not None else None
@@ -96,6 +100,8 @@ class UsageWriter:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+        if self.reconciler is not None:
+            self.reconciler.stop()
 
     def _start(self) -> None:
         with self._lock:
@@ -103,6 +109,8 @@ class UsageWriter:
                 return
             self._thread = threading.Thread(target=self._run, name="tally-usage", daemon=True)
             self._thread.start()
+            if self._make_reconciler is not None and self.reconciler is None:
+                self.reconciler = self._make_reconciler()
             atexit.register(self.close)
 
     def _run(self) -> None:
@@ -260,17 +268,6 @@ def _brief(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-def run_native(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` on a native thread when gevent has patched threading (the
-    calling greenlet waits; the event loop goes on serving requests), else right here."""
-    if "gevent" in sys.modules:
-        from gevent import get_hub, monkey
-
-        if monkey.is_module_patched("threading"):
-            return get_hub().threadpool.apply(function, args)
-    return function(*args)
-
-
 def build_spool(settings: Settings) -> Spool:
     """The instance folder's usage spool (shared by every process of one box)."""
     return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
@@ -286,8 +283,10 @@ def build_usage_writer(settings: Settings) -> UsageWriter:
     """
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
-    writer = UsageWriter(sessions, remote=remote, spool=build_spool(settings))
+    # no usage writer process to reconcile estimated costs: this writer does it
+    reconciler = None if remote else partial(start_reconciler, settings, sessions)
+    writer = UsageWriter(
+        sessions, remote=remote, spool=build_spool(settings), reconciler=reconciler
+    )
     writer.replayer.start()  # rows spooled by a process before this one
-    if remote is None:  # no usage writer process to reconcile estimated costs: do it here
-        start_reconciler(settings, sessions)
     return writer
