@@ -8,17 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tally.db import utcnow
 from tally.identity import EndUserClaim
-from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
+from tally.models import EndUser
 from tally.numbers import as_float, count
 from tally.services.identities import PROFILE_COLUMNS
 from tally.services.prices import ESTIMATED, UPSTREAM
 from tally.services.totals import add_to_totals
+from tally.services.usage_sql import Statements, statements
 
 if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
     from tally.gateway import Gateway
@@ -84,7 +83,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     skipped, and only the rows actually inserted count towards ``request_count``.
     """
     conn = session.connection()
-    sql = _statements(conn.dialect.name)
+    sql = statements(conn.dialect.name)
     user_ids = _upsert_end_users(conn, sql, calls)
     identifier_ids = _upsert_identifiers(conn, sql, calls, user_ids)
     last_used: dict[int, datetime] = {}
@@ -133,64 +132,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     return inserted
 
 
-class _Statements:
-    """The batch statements for one SQL dialect, built once."""
-
-    def __init__(self, dialect: str):
-        users, idents = EndUser.__table__, UpstreamIdentifier.__table__
-        keys, log_table = ApiKey.__table__, RequestLog.__table__
-        module = postgresql if dialect == "postgresql" else sqlite
-        upsert = module.insert(users)
-        self.upsert_users = upsert.on_conflict_do_update(
-            index_elements=[users.c.external_id], set_={"last_seen": upsert.excluded.last_seen}
-        )
-        self.user_ids = select(users.c.external_id, users.c.id).where(
-            users.c.external_id.in_(bindparam("names", expanding=True))
-        )
-        upsert = module.insert(idents)
-        self.upsert_identifiers = upsert.on_conflict_do_update(
-            index_elements=[idents.c.identifier],
-            set_={
-                "last_seen": upsert.excluded.last_seen,
-                "request_count": idents.c.request_count + upsert.excluded.request_count,
-            },
-        )
-        self.identifier_ids = select(idents.c.identifier, idents.c.id).where(
-            idents.c.identifier.in_(bindparam("names", expanding=True))
-        )
-        # ON CONFLICT DO NOTHING: a replayed row is skipped; RETURNING names the rows
-        # really inserted (SQLite >= 3.35 and PostgreSQL alike). See _insert_rows.
-        self.insert_rows = module.insert(log_table).on_conflict_do_nothing(
-            index_elements=[log_table.c.request_id]
-        )
-        self.insert_rows_returning = self.insert_rows.returning(log_table.c.request_id)
-        self.new_rows = (
-            text(
-                "SELECT request_id FROM request_log WHERE request_id = ANY(:ids) "
-                "AND xmin = pg_current_xact_id()::xid"
-            )
-            if dialect == "postgresql"
-            else None
-        )
-        self.count_requests = (
-            update(idents)
-            .where(idents.c.id == bindparam("ident_id"))
-            .values(request_count=idents.c.request_count + bindparam("n"))
-        )
-        self.touch_key = (
-            update(keys)
-            .where(keys.c.id == bindparam("key_id"))
-            .values(last_used_at=bindparam("now"))
-        )
-        self.module = module
-
-
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    return _Statements(dialect)
-
-
-def _upsert_end_users(conn, sql: _Statements, calls) -> dict[str, int]:
+def _upsert_end_users(conn, sql: Statements, calls) -> dict[str, int]:
     seen: dict[str, list] = {}  # external_id -> [first_seen, last_seen, is_demo, fields]
     for call, _outcome, now in calls:
         if call.claim is None:
@@ -230,7 +172,7 @@ def _upsert_profiles(module, columns: tuple[str, ...]):
     )
 
 
-def _upsert_identifiers(conn, sql: _Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
+def _upsert_identifiers(conn, sql: Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
     seen: dict[str, dict] = {}
     for call, _outcome, now in calls:
         if call.claim is None or call.identifier is None:
@@ -263,7 +205,7 @@ def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
     return found
 
 
-def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
+def _insert_rows(conn, sql: Statements, rows: list[dict]) -> set[str]:
     """Insert the rows whose request id is new; return those ids.
 
     ``INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` says it, and
@@ -285,7 +227,7 @@ def _insert_rows(conn, sql: _Statements, rows: list[dict]) -> set[str]:
     return inserted
 
 
-def _count_requests(conn, sql: _Statements, calls, identifier_ids, inserted: set[str]) -> None:
+def _count_requests(conn, sql: Statements, calls, identifier_ids, inserted: set[str]) -> None:
     """Add each identifier's newly inserted rows to its ``request_count``."""
     counts: dict[int, int] = {}
     for call, _outcome, _now in calls:
