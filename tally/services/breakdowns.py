@@ -31,18 +31,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal, select, union_all
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from tally.errors import DomainError
-from tally.limits.policy import metadata_value
-from tally.models import ApiKey, DailyModelTotal, DailyTotal, EndUser, MonthlyUserTotal
+from tally.models import ApiKey, DailyModelTotal
+from tally.services.breakdown_users import (
+    SUMS,
+    figures,
+    ordered,
+    profile_rows,
+    sums_of,
+    user_rows,
+)
 
 GROUPS = ("user", "model", "endpoint", "day", "tag", "key", "metadata:KEY")
-SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 FIGURES = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
 KEY_COLUMNS = {
     "user": ("internal_id", "display_name"),
@@ -53,7 +59,6 @@ KEY_COLUMNS = {
     "key": ("key",),
 }
 _METADATA_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
-COST_DIGITS = 6
 
 
 class BreakdownError(DomainError):
@@ -133,12 +138,12 @@ def grouped_rows(
         except ValueError:
             raise BreakdownError(f"after must be a day written YYYY-MM-DD, got {after!r}") from None
     if grouping.kind in ("tag", "metadata"):
-        rows = _by_profile(session, start, end, grouping, key_id)
+        name = grouping.key_columns[0]
+        rows = profile_rows(session, start, end, grouping.kind, name, key_id)
         return _page(rows, after, limit)
     if grouping.kind == "user":
-        stmt = _by_user(session, start, end, key_id, after)
-    else:
-        stmt = _by_column(session, start, end, grouping.kind, key_id, after)
+        return user_rows(session, start, end, key_id, after, limit)
+    stmt = _by_column(session, start, end, grouping.kind, key_id, after)
     if limit is not None:
         stmt = stmt.limit(limit)
     return _rows(session, stmt, grouping)
@@ -160,34 +165,11 @@ def _rows(session: Session, stmt: Select, grouping: Grouping) -> Iterator[dict]:
             keys[0] = _iso(keys[0])
         elif grouping.kind == "model":
             keys[0] = keys[0] or None
-        yield dict(zip(names, keys, strict=True)) | _figures(values[len(names) :])
-
-
-def _figures(sums) -> dict[str, Any]:
-    requests, prompt, completion, cached, cost = sums
-    return {
-        "requests": int(requests or 0),
-        "prompt_tokens": int(prompt or 0),
-        "completion_tokens": int(completion or 0),
-        "cached_tokens": int(cached or 0),
-        "cost_usd": round(float(cost or 0.0), COST_DIGITS) + 0.0,  # + 0.0: never -0.0
-    }
+        yield dict(zip(names, keys, strict=True)) | figures(values[len(names) :])
 
 
 def _iso(value: date | str) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)[:10]
-
-
-def _sums(columns) -> list[ColumnElement]:
-    return [func.coalesce(func.sum(columns[name]), 0).label(name) for name in SUMS]
-
-
-def _ordered(session: Session, expr: ColumnElement) -> ColumnElement:
-    """``expr`` compared and sorted in byte order on every database (PostgreSQL's default
-    collation would sort differently from SQLite and from the cursor's idea of order)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return expr.collate("C")
-    return expr
 
 
 def _by_column(
@@ -199,109 +181,25 @@ def _by_column(
     if key_id is not None:
         where.append(table.api_key_id == key_id)
     if kind == "key":
-        sums = select(table.api_key_id, *_sums(table.__table__.c)).where(*where)
+        sums = select(table.api_key_id, *sums_of(table.__table__.c)).where(*where)
         inner = sums.group_by(table.api_key_id).subquery()
-        name = _ordered(session, func.coalesce(ApiKey.name, literal("")))
+        name = ordered(session, func.coalesce(ApiKey.name, literal("")))
         stmt = (
-            select(ApiKey.name, *[inner.c[n] for n in _labels(inner)])
+            select(ApiKey.name, *[inner.c[n] for n in SUMS])
             .select_from(inner)
             .outerjoin(ApiKey, ApiKey.id == inner.c.api_key_id)
             .order_by(name)
         )
         return stmt.where(name > after) if after is not None else stmt
     column = getattr(table, kind)
-    stmt = select(column, *_sums(table.__table__.c)).where(*where).group_by(column)
+    stmt = select(column, *sums_of(table.__table__.c)).where(*where).group_by(column)
     if kind == "day":
         if after:  # no day is null: after "" is every day
             stmt = stmt.where(column > date.fromisoformat(after))
         return stmt.order_by(column)
     if after is not None:
-        stmt = stmt.where(_ordered(session, column) > after)
-    return stmt.order_by(_ordered(session, column))
-
-
-def _labels(inner) -> list[str]:
-    return [c.name for c in inner.c if c.name != "api_key_id" and c.name != "user_id"]
-
-
-def _months(start: date, end: date) -> tuple[list[date], list[tuple[date, date]]]:
-    """The calendar months wholly inside ``start``..``end``, and the day ranges left."""
-    months, ranges = [], []
-    day = start
-    while day <= end:
-        first = day.replace(day=1)
-        following = (first + timedelta(days=32)).replace(day=1)
-        last = min(end, following - timedelta(days=1))
-        if day == first and last == following - timedelta(days=1):
-            months.append(first)
-        else:
-            ranges.append((day, last))
-        day = last + timedelta(days=1)
-    return months, ranges
-
-
-def _user_sums(start: date, end: date, key_id: int | None):
-    """Per user id, the sums over the range: whole months from ``monthly_user_totals``
-    (a row per user and month instead of one per user, day, model, endpoint and key),
-    the days around them from ``daily_totals``."""
-    months, ranges = _months(start, end) if key_id is None else ([], [(start, end)])
-    parts = []
-    if months:
-        m = MonthlyUserTotal
-        parts.append(select(m.user_id, *[getattr(m, n) for n in SUMS]).where(m.month.in_(months)))
-    d = DailyTotal
-    for first, last in ranges:
-        where = [d.day >= first, d.day <= last]
-        if key_id is not None:
-            where.append(d.api_key_id == key_id)
-        parts.append(select(d.user_id, *[getattr(d, n) for n in SUMS]).where(*where))
-    source = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
-    return select(source.c.user_id, *_sums(source.c)).group_by(source.c.user_id).subquery("sums")
-
-
-def _by_user(
-    session: Session, start: date, end: date, key_id: int | None, after: str | None
-) -> Select:
-    sums = _user_sums(start, end, key_id)
-    internal_id = _ordered(session, func.coalesce(EndUser.external_id, literal("")))
-    stmt = (
-        select(EndUser.external_id, EndUser.display_name, *[sums.c[n] for n in _labels(sums)])
-        .select_from(sums)
-        .outerjoin(EndUser, EndUser.id == sums.c.user_id)
-        .order_by(internal_id)
-    )
-    return stmt.where(internal_id > after) if after is not None else stmt
-
-
-def _by_profile(
-    session: Session, start: date, end: date, grouping: Grouping, key_id: int | None
-) -> list[dict]:
-    """tag or metadata:KEY: each user's sums read with their profile, added up per value
-    here (a handful of groups; JSON is read the same way on every database)."""
-    sums = _user_sums(start, end, key_id)
-    profile = EndUser.tags if grouping.kind == "tag" else EndUser.profile_metadata
-    stmt = (
-        select(profile, *[sums.c[n] for n in _labels(sums)])
-        .select_from(sums)
-        .outerjoin(EndUser, EndUser.id == sums.c.user_id)
-    )
-    groups: dict[str | None, list] = {}
-    for row in session.execute(stmt):
-        for value in _values(grouping, row[0]):
-            acc = groups.setdefault(value, [0, 0, 0, 0, 0.0])
-            for n, figure in enumerate(row[1:]):
-                acc[n] += figure or 0
-    name = grouping.key_columns[0]
-    ordered = sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or ""))
-    return [{name: value} | _figures(acc) for value, acc in ordered]
-
-
-def _values(grouping: Grouping, profile: Any) -> list[str | None]:
-    """The groups one user's totals count in: each distinct tag, or the metadata value."""
-    if grouping.kind == "metadata":
-        return [metadata_value(profile, grouping.metadata_key) if profile else None]
-    tags = sorted({t for t in profile or () if isinstance(t, str)})
-    return tags or [None]
+        stmt = stmt.where(ordered(session, column) > after)
+    return stmt.order_by(ordered(session, column))
 
 
 def _page(rows: list[dict], after: str | None, limit: int | None) -> Iterator[dict]:
