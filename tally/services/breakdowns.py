@@ -10,7 +10,8 @@ A row is a dict: the group's key columns, then ``requests``, ``prompt_tokens``,
 so cents are exact). Key columns per grouping (``columns``):
 
 - ``user``: ``internal_id``, ``display_name``; anonymous traffic is one row with
-  ``internal_id`` null;
+  ``internal_id`` null (totals kept under a user id whose ``end_users`` row is gone are
+  in no user row: the tag and metadata breakdowns count them under null);
 - ``model`` (null: the upstream named none), ``endpoint``, ``day`` (``YYYY-MM-DD``),
   ``key`` (the API key's name; null: no key);
 - ``tag``: a user's totals count once under each of their tags, so tag rows can add up
@@ -22,8 +23,11 @@ so cents are exact). Key columns per grouping (``columns``):
 Rows come ordered by their key, null first, then by byte order. Paging: ``after`` is
 the cursor of the last row already read (``row_cursor``): the row's key value as a
 string (``internal_id``, the model, the ISO day, ...), the empty string for the row
-whose key is null. ``after=None`` starts from the beginning (mind ``after=""``: it means
-"after the null row"). ``limit`` caps the rows returned.
+whose key is null. ``after=None`` starts from the beginning; mind ``after=""``: it means
+"after the null row", so a caller must pass an empty ``after`` through, not drop it
+(a client that did would get the first page again). ``limit`` caps the rows returned;
+a page of exactly ``limit`` rows may have more after it (``json_chunks`` then writes
+``"next"``: the cursor of its last row).
 """
 
 from __future__ import annotations
