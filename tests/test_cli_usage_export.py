@@ -46,7 +46,7 @@ def test_json_by_tag_text(runner, workload):
     result = export(runner, "--group-by", "tag", "--format", "json")
     assert result.output.startswith(
         '{"rows": [{"tag": null, "requests": 2, "prompt_tokens": 30, "completion_tokens": 0, '
-        '"cached_tokens": 0, "cost_usd": 0.003},{"tag": "beta", '
+        '"cached_tokens": 0, "cost_usd": 0.003}, {"tag": "beta", '
     )
     assert result.output.endswith("]}\n")
 

@@ -34,7 +34,8 @@ def test_json_is_written_in_chunks(monkeypatch):
     chunks = list(json_chunks(iter(ROWS)))
     assert len(chunks) == 3
     assert json.loads("".join(chunks)) == {"rows": ROWS}
-    assert "".join(chunks).startswith('{"rows": [{"tag": null, "requests": 1, "cost_usd": 0.5},')
+    assert "".join(chunks).count("}, {") == 2  # the same separator across chunks
+    assert "".join(chunks).startswith('{"rows": [{"tag": null, "requests": 1, "cost_usd": 0.5}, {')
 
 
 def test_a_full_page_says_where_the_next_one_starts(db, workload):

@@ -26,6 +26,7 @@ from tally.models import DailyTotal, EndUser, MonthlyUserTotal
 
 SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 COST_DIGITS = 6
+CHUNK = 1000  # rows fetched at a time (PostgreSQL: from a server-side cursor)
 
 
 def figures(sums) -> dict[str, Any]:
@@ -116,7 +117,8 @@ def user_rows(
     stmt = _users_statement(session, table, where, after)
     if limit is not None:
         stmt = stmt.limit(limit)
-    for row in session.execute(stmt):
+    # Core on the connection: rows read as they are used (the ORM would buffer them all)
+    for row in session.connection().execute(stmt.execution_options(yield_per=CHUNK)):
         yield {"internal_id": row[0], "display_name": row[1]} | figures(row[2:])
 
 

@@ -162,7 +162,7 @@ def _key_id(session: Session, name: str) -> int:
 
 def _rows(session: Session, stmt: Select, grouping: Grouping) -> Iterator[dict]:
     names = grouping.key_columns
-    for row in session.execute(stmt):
+    for row in session.connection().execute(stmt):
         values = list(row)
         keys = values[: len(names)]
         if grouping.kind == "day":

@@ -23,6 +23,7 @@ from tally.services.breakdowns import BreakdownError, row_cursor
 FORMATS = ("csv", "json")
 MEDIA_TYPES = {"csv": "text/csv", "json": "application/json"}
 ROWS_PER_CHUNK = 1000
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def check_format(fmt: str) -> str:
@@ -66,19 +67,22 @@ def _cell(name: str, value: Any) -> str:
 def json_chunks(
     rows: Iterable[dict], *, group_by: str | None = None, limit: int | None = None
 ) -> Iterator[str]:
-    """``{"rows": [...]}``, ``ROWS_PER_CHUNK`` rows per chunk. With ``limit`` (and the
-    ``group_by`` the rows were read with), a page of exactly ``limit`` rows ends with
-    ``"next"``: the cursor of its last row."""
+    """``{"rows": [...]}``, ``ROWS_PER_CHUNK`` rows per chunk (each chunk's rows encoded
+    in one call). With ``limit`` (and the ``group_by`` the rows were read with), a page
+    of exactly ``limit`` rows ends with ``"next"``: the cursor of its last row."""
     yield '{"rows": ['
-    parts: list[str] = []
+    batch: list[dict] = []
     count, last = 0, None
     for row in rows:
-        parts.append(("," if count else "") + json.dumps(row, ensure_ascii=False))
-        count, last = count + 1, row
-        if len(parts) == ROWS_PER_CHUNK:
-            yield "".join(parts)
-            parts.clear()
+        batch.append(row)
+        if len(batch) == ROWS_PER_CHUNK:
+            yield (", " if count else "") + _ENCODER.encode(batch)[1:-1]
+            count, last = count + len(batch), batch[-1]
+            batch = []
     tail = "]"
+    if batch:
+        tail = (", " if count else "") + _ENCODER.encode(batch)[1:-1] + tail
+        count, last = count + len(batch), batch[-1]
     if limit is not None and group_by is not None and limit > 0 and count == limit:
-        tail += ', "next": ' + json.dumps(row_cursor(group_by, last), ensure_ascii=False)
-    yield "".join(parts) + tail + "}\n"
+        tail += ', "next": ' + _ENCODER.encode(row_cursor(group_by, last))
+    yield tail + "}\n"
