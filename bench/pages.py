@@ -164,9 +164,11 @@ def exports() -> list[tuple[str, str]]:
     last = first_of_this - timedelta(days=1)
     month = f"start={last.replace(day=1).isoformat()}&end={last.isoformat()}"
     groups = ("model", "day", "tag", "metadata:plan", "user")
-    return [
+    paths = [
         (f"JSON export of last month by {g}", f"/usage.json?{month}&group_by={g}") for g in groups
     ]
+    page = f"/usage?{month}&group_by=user&after=demo_user_50000"
+    return [*paths, ("usage page, last month by user, 100 rows after a cursor", page)]
 
 
 def timed(client, path: str, rounds: int) -> tuple[float, float]:

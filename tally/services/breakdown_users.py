@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, func, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, null, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Join
@@ -145,23 +145,31 @@ def profile_rows(
     """tag (``name`` "tag") or metadata (``name`` the key): the totals added up per
     distinct stored profile (tag list or metadata as JSON text: few distinct ones,
     whatever the number of users), then per value here, where JSON reads the same on
-    every database. Key null (first): no tag, no such key, anonymous traffic."""
+    every database. Key null (first): no tag, no such key, anonymous traffic.
+
+    The users are walked in the order of their profile's index (migration 0007, on
+    ``CAST(… AS TEXT)``, the expression grouped by), each user's totals looked up by
+    index: SQLite groups them as they come instead of sorting 100,000 users."""
     table, where = _source(start, end, key_id)
-    profile = cast(EndUser.tags if kind == "tag" else EndUser.profile_metadata, Text)
+    column = EndUser.tags if kind == "tag" else EndUser.profile_metadata
+    profile = cast(column, Text)
     stmt = (
         select(profile, *sums_of(table.__table__.c))
-        .select_from(table)
-        .outerjoin(EndUser, EndUser.id == table.user_id)
+        .select_from(
+            OuterFirstJoin(EndUser.__table__, table.__table__, EndUser.id == table.user_id)
+        )
         .where(*where)
         .group_by(profile)
     )
+    anonymous = select(null(), *sums_of(table.__table__.c)).where(*where, table.user_id == 0)
     groups: dict[str | None, list] = {}
-    for row in session.execute(stmt):
-        stored = json.loads(row[0]) if row[0] else None
-        for value in _values(kind, name, stored):
-            acc = groups.setdefault(value, [0, 0, 0, 0, 0.0])
-            for n, figure in enumerate(row[1:]):
-                acc[n] += figure or 0
+    for stmt_rows in (session.execute(anonymous), session.execute(stmt)):
+        for row in stmt_rows:
+            stored = json.loads(row[0]) if row[0] else None
+            for value in _values(kind, name, stored) if any(row[1:]) else ():
+                acc = groups.setdefault(value, [0, 0, 0, 0, 0.0])
+                for n, figure in enumerate(row[1:]):
+                    acc[n] += figure or 0
     found = sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or ""))
     return [{name: value} | figures(acc) for value, acc in found]
 
