@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, func, null, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, null, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Join
@@ -114,7 +114,7 @@ def user_rows(
             limit = None if limit is None else limit - 1
     if limit == 0:
         return
-    stmt = _users_statement(session, table, where, after)
+    stmt = _users_statement(session, table, where, after, paged=limit is not None)
     if limit is not None:
         stmt = stmt.limit(limit)
     # Core on the connection: rows read as they are used (the ORM would buffer them all)
@@ -122,18 +122,43 @@ def user_rows(
         yield {"internal_id": row[0], "display_name": row[1]} | figures(row[2:])
 
 
-def _users_statement(session: Session, table, where: list, after: str | None) -> Select:
-    internal_id = ordered(session, EndUser.external_id)
-    # SQLite reads the index order only when grouping by the indexed column (it allows
-    # the bare display_name); PostgreSQL wants the primary key to select the rest.
-    is_sqlite = session.get_bind().dialect.name == "sqlite"
+def _users_statement(
+    session: Session, table, where: list, after: str | None, paged: bool
+) -> Select:
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if is_pg and paged:
+        return _users_page_pg(table, where, after)
+    # SQLite follows the external_id index only when grouping by that column (it allows
+    # the bare display_name); PostgreSQL adds every user up by hash, then sorts (faster
+    # than a LATERAL sum per user when every user is wanted)
     stmt = (
         select(EndUser.external_id, EndUser.display_name, *sums_of(table.__table__.c))
         .select_from(
             OuterFirstJoin(EndUser.__table__, table.__table__, EndUser.id == table.user_id)
         )
         .where(*where)
-        .group_by(EndUser.external_id if is_sqlite else EndUser.id)
+        .group_by(EndUser.id if is_pg else EndUser.external_id)
+        .order_by(EndUser.external_id)
+    )
+    return stmt.where(EndUser.external_id > after) if after else stmt
+
+
+def _users_page_pg(table, where: list, after: str | None) -> Select:
+    """PostgreSQL, a page: each user in the order of the unique index on ``external_id``
+    with a LATERAL sum of their totals, so the page stops after its rows. Users come in
+    the database's collation there (not byte order: the one grouping that differs)."""
+    totals = table.__table__
+    per_user = (
+        select(func.count().label("found"), *sums_of(totals.c))
+        .where(*where, totals.c.user_id == EndUser.id)
+        .lateral("per_user")
+    )
+    internal_id = EndUser.external_id
+    stmt = (
+        select(EndUser.external_id, EndUser.display_name, *[per_user.c[n] for n in SUMS])
+        .select_from(EndUser)
+        .join(per_user, true())
+        .where(per_user.c.found > 0)
         .order_by(internal_id)
     )
     return stmt.where(internal_id > after) if after else stmt
