@@ -20,7 +20,8 @@ so cents are exact). Key columns per grouping (``columns``):
 - ``metadata:KEY``: the column is named ``KEY`` itself (``plan``), holding the user's
   value for it (a string; null: no such key, or anonymous).
 
-Rows come ordered by their key, null first, then by byte order. Paging: ``after`` is
+Rows come ordered by their key, null first, then by byte order (users on PostgreSQL:
+in the database's collation, the order of the unique index a page walks). Paging: ``after`` is
 the cursor of the last row already read (``row_cursor``): the row's key value as a
 string (``internal_id``, the model, the ISO day, ...), the empty string for the row
 whose key is null. ``after=None`` starts from the beginning; mind ``after=""``: it means
