@@ -1,5 +1,6 @@
 """The console's pages at a year of traffic: p50/p95 of the dashboard, the usage page, a
-user's page and the identity search, after seeding through ``dev seed``'s code path.
+user's page, the identity search and the JSON export of last month, after seeding through
+``dev seed``'s code path.
 
     python bench/pages.py                                  # SQLite, 1,000,000 / 100,000
     python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -11,7 +12,8 @@ and dropped at the end. The seed goes through ``seed_demo_traffic`` (``record_ca
 batches), and its wall and CPU time are printed. The pages are served in-process by
 Flask's test client with a logged-in admin: the figures are the server's work (routing,
 session, queries, template), without the HTTP hop. Each page is asked for once to warm
-up, then ``--rounds`` times; the table gives p50 and p95 in milliseconds.
+up, then ``--rounds`` times; the table gives p50 and p95 in milliseconds. An export is
+timed until its last byte is read (it is streamed: its first bytes come much sooner).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,7 +37,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
-from tally.db import make_engine  # noqa: E402
+from tally.db import make_engine, utcnow  # noqa: E402
 from tally.models import EndUser, MonthlyUserTotal  # noqa: E402
 from tally.services.operators import create_operator  # noqa: E402
 from tally.services.seed import seed_demo_traffic  # noqa: E402
@@ -151,7 +154,21 @@ def pages(gateway) -> list[tuple[str, str]]:
         ("search by name", "/identities?q=lovelace"),
         ("search by id prefix", "/identities?q=demo_user_0420"),
         ("directory", "/identities"),
+    ] + exports()
+
+
+def exports() -> list[tuple[str, str]]:
+    """The JSON export of last calendar month (the seed's 30 days end today), grouped by
+    model, by day, by tag and by user (a row per user: 100,000 of them)."""
+    first_of_this = utcnow().date().replace(day=1)
+    last = first_of_this - timedelta(days=1)
+    month = f"start={last.replace(day=1).isoformat()}&end={last.isoformat()}"
+    groups = ("model", "day", "tag", "metadata:plan", "user")
+    paths = [
+        (f"JSON export of last month by {g}", f"/usage.json?{month}&group_by={g}") for g in groups
     ]
+    page = f"/usage?{month}&group_by=user&after=demo_user_50000"
+    return [*paths, ("usage page, last month by user, 100 rows after a cursor", page)]
 
 
 def timed(client, path: str, rounds: int) -> tuple[float, float]:
@@ -161,6 +178,7 @@ def timed(client, path: str, rounds: int) -> tuple[float, float]:
     for _ in range(rounds):
         start = time.perf_counter()
         response = client.get(path)
+        response.get_data()  # a streamed export: every byte of it
         times.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200, path
     times.sort()

@@ -10,7 +10,6 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from tally import schema
-from tally.db import utcnow
 from tally.errors import DomainError
 from tally.gateway import Gateway
 from tally.idp import FIELDS as IDP_FIELDS
@@ -28,7 +27,6 @@ from tally.services.limit_policies import (
     unset_policy,
 )
 from tally.services.operators import ROLES, create_operator
-from tally.services.retention import MONTH_DAYS, oldest_request, prune_requests
 from tally.services.tracking import FIELDS, active_config, save_config
 
 CLI_ACTOR = "cli"
@@ -40,14 +38,13 @@ config_cli = AppGroup("config", help="The tracking config.")
 idp_cli = AppGroup("idp", help="The identity provider end-user tokens are verified against.")
 dev_cli = AppGroup("dev", help="Tools for trying Tally out.")
 limits_cli = AppGroup("limits", help="Message quotas, rate limits and budgets.")
-usage_cli = AppGroup("usage", help="The request log and its totals.")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to ``app``."""
-    groups = (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli, limits_cli, usage_cli)
-    from blueprints import cli_usage  # noqa: F401  (its commands join usage_cli)
+    from blueprints.cli_usage import usage_cli  # it uses this module's helpers
 
+    groups = (db_cli, keys_cli, operators_cli, config_cli, idp_cli, dev_cli, limits_cli, usage_cli)
     for group in groups:
         app.cli.add_command(group)
     app.cli.add_command(trace)
@@ -275,22 +272,3 @@ def limits_reset(scope: str) -> None:
     with session_scope() as session:
         reset_user(session, scope, CLI_ACTOR)
     click.echo(f"Reset the counters of {scope}.")
-
-
-@usage_cli.command("prune")
-@click.option("--older-than", "days", required=True, type=click.IntRange(1, 100_000))
-def usage_prune(days: int) -> None:
-    """Delete request rows older than DAYS days; the daily totals stay (for cron)."""
-    with session_scope() as session:
-        pruned = prune_requests(session, days, utcnow(), CLI_ACTOR)
-        oldest = oldest_request(session)
-    when = pruned.cutoff.isoformat(timespec="seconds")
-    click.echo(f"Deleted {pruned.rows} request rows created before {when} UTC; totals kept.")
-    left = oldest.isoformat(timespec="seconds") if oldest else "none"
-    click.echo(f"Oldest request row left: {left}")
-    if days < MONTH_DAYS:
-        click.echo(
-            f"Warning: rows younger than {MONTH_DAYS} days rebuild the monthly token and "
-            "budget counters after a restart; this month's counts may now start lower.",
-            err=True,
-        )

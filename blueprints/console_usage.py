@@ -1,55 +1,107 @@
-"""Console: usage per day, per user and per model over a chosen range; chart and CSV."""
+"""Console: usage over a chosen range (chart, per day, per model, top users), broken down
+by any grouping (the chargeback per API key among them), and its streamed exports."""
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response, request, stream_with_context
 
 from blueprints.console_base import bp, get_db, on_domain_error, render
 from tally.db import utcnow
-from tally.services.reports import (
-    METRICS,
-    bar_chart,
-    parse_range,
-    usage_csv,
-    usage_report,
-)
+from tally.services.breakdowns import columns, grouped_rows, parse_group_by, row_cursor
+from tally.services.exports import MEDIA_TYPES, check_format, export_chunks
+from tally.services.reports import METRICS, bar_chart, parse_range, usage_report
 
 PAGE, REPORT = "usage/page.html", "usage/_report.html"
+GROUP_CHOICES = ("model", "user", "endpoint", "day", "tag", "metadata", "key")
+BREAKDOWN_ROWS = 100  # per page of the breakdown table; exports have every row
+DEFAULT_METADATA_KEY = "plan"
+
+
+def _form() -> dict:
+    """The form as typed: range, chart metric, grouping (``metadata`` with its key, or
+    ``metadata:KEY`` in a link), the API key filter and the page cursor."""
+    args = request.args
+    form = {k: args.get(k, "") for k in ("start", "end", "key", "after")}
+    form["metric"] = args.get("metric") if args.get("metric") in METRICS else "requests"
+    group = args.get("group_by") or args.get("by") or "model"  # ``by``: older links
+    form["metadata_key"] = args.get("metadata_key") or DEFAULT_METADATA_KEY
+    if group.startswith("metadata:"):
+        group, form["metadata_key"] = "metadata", group.partition(":")[2]
+    form["group"] = group
+    form["group_by"] = f"metadata:{form['metadata_key']}" if group == "metadata" else group
+    return form
 
 
 def _form_again() -> dict:
-    args = request.args
-    form = {"start": args.get("start", ""), "end": args.get("end", "")}
-    form["metric"] = args.get("metric") if args.get("metric") in METRICS else "requests"
-    return {"form": form, "metrics": METRICS, "report": None}
+    return {"form": _form(), "metrics": METRICS, "groups": GROUP_CHOICES, "report": None}
 
 
 @bp.get("/usage")
 @on_domain_error(PAGE, REPORT, _form_again)
 def usage_page():
-    """The usage report for ``start``..``end`` (the last 30 days by default)."""
-    args = request.args
-    form = {k: args.get(k, "") for k in ("start", "end")}
-    metric = args.get("metric", "requests")
-    form["metric"] = metric if metric in METRICS else "requests"
-    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-    report = usage_report(get_db(), start, end)
+    """The usage report for ``start``..``end`` (the last 30 days by default) and its
+    breakdown by ``group_by`` (of the API key ``key`` alone when given), a page of rows
+    from the cursor ``after``."""
+    form = _form()
+    start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
     form.update(start=start.isoformat(), end=end.isoformat())
+    session = get_db()
+    report = usage_report(session, start, end)
     chart = bar_chart(report.days, form["metric"])
-    return render(PAGE, REPORT, form=form, metrics=METRICS, report=report, chart=chart)
+    rows = list(
+        grouped_rows(
+            session,
+            start,
+            end,
+            form["group_by"],
+            after=form["after"] or None,
+            limit=BREAKDOWN_ROWS + 1,
+            key=form["key"] or None,
+        )
+    )
+    more = len(rows) > BREAKDOWN_ROWS
+    rows = rows[:BREAKDOWN_ROWS]
+    breakdown = {
+        "columns": parse_group_by(form["group_by"]).key_columns,
+        "rows": rows,
+        "next": row_cursor(form["group_by"], rows[-1]) if more else None,
+        "links": _link_params(form),
+    }
+    return render(
+        PAGE,
+        REPORT,
+        form=form,
+        metrics=METRICS,
+        groups=GROUP_CHOICES,
+        report=report,
+        chart=chart,
+        breakdown=breakdown,
+    )
 
 
-@bp.get("/usage.csv")
+def _link_params(form: dict) -> dict:
+    """The query of the export links and the next page: range, grouping, key filter."""
+    params = {"start": form["start"], "end": form["end"], "group_by": form["group_by"]}
+    if form["key"]:
+        params["key"] = form["key"]
+    return params
+
+
+@bp.get("/usage.<fmt>")
 @on_domain_error(PAGE, None, _form_again)
-def usage_export():
-    """The report as CSV, ``by`` day, user (all of them) or model."""
-    args = request.args
-    by = args.get("by", "day")
-    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-    text = usage_csv(usage_report(get_db(), start, end, user_limit=None), by)
-    filename = f"tally-usage-by-{by}-{start.isoformat()}-{end.isoformat()}.csv"
+def usage_export(fmt: str):
+    """Every row of the page's breakdown (its range, ``group_by``, ``key``) as a CSV or
+    JSON download, streamed as it is read."""
+    check_format(fmt)
+    form = _form()
+    group_by = form["group_by"]
+    start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
+    rows = grouped_rows(get_db(), start, end, group_by, key=form["key"] or None)  # checked now
+    chunks = export_chunks(fmt, columns(group_by), rows)
+    name = group_by.replace(":", "-")
+    filename = f"tally-usage-by-{name}-{start.isoformat()}-{end.isoformat()}.{fmt}"
     return Response(
-        text,
-        mimetype="text/csv",
+        stream_with_context(chunks),
+        mimetype=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    cast,
     false,
     func,
 )
@@ -45,6 +46,11 @@ class EndUser(Base):
 
     identifiers: Mapped[list[UpstreamIdentifier]] = relationship(back_populates="user")
 
+
+# The tag and metadata breakdowns group users by their profile as stored JSON text
+# (tally/services/breakdown_users.py; migration 0007).
+Index("ix_end_users_tags_text", cast(EndUser.__table__.c.tags, Text))
+Index("ix_end_users_metadata_text", cast(EndUser.__table__.c.profile_metadata, Text))
 
 # The identity search's "contains" on e-mail and name (lower(x) LIKE '%q%'): trigram
 # indexes on PostgreSQL (pg_trgm, made by migration 0005). SQLite has none; it reads the

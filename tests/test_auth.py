@@ -18,6 +18,8 @@ PAGES = [
     "/identities/1",
     "/usage",
     "/usage.csv",
+    "/usage.json",
+    "/usage?group_by=key",
     "/keys",
     "/limits",
     "/audit",

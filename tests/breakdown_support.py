@@ -1,0 +1,20 @@
+"""The ``workload`` fixture: tests.breakdown_data's CALLS recorded with two API keys.
+
+A module loads it with ``pytest_plugins = ["tests.breakdown_support"]``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tally.services.keys import create_api_key
+from tests.breakdown_data import CALLS, record
+
+
+@pytest.fixture
+def workload(app):
+    """CALLS recorded, with the API keys ``acme`` and ``globex``; returns the key ids."""
+    with app.extensions["tally"].sessions() as session:
+        key_ids = {name: create_api_key(session, name, "test")[0].id for name in ("acme", "globex")}
+        record(session, CALLS, key_ids)
+    return key_ids
