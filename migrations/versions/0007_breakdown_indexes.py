@@ -4,7 +4,7 @@ The tag and metadata breakdowns add the totals up per distinct stored profile; w
 ``end_users`` in this order (SQLite) groups them without sorting every user.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 02:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
