@@ -5,10 +5,22 @@ from __future__ import annotations
 
 from flask import abort, request
 
-from blueprints.console_base import actor, bp, gateway, get_db, page_number, render
+from blueprints.console_base import (
+    actor,
+    bp,
+    gateway,
+    get_db,
+    on_domain_error,
+    page_number,
+    render,
+)
 from tally.db import utcnow
 from tally.services.identities import identity_detail, search_identities
 from tally.services.limit_status import user_limits
+from tally.services.performance import user_performance
+from tally.services.reports import parse_range
+
+DETAIL = "identities/detail.html"
 
 
 @bp.get("/identities")
@@ -18,13 +30,26 @@ def identities_list():
     return render("identities/page.html", "identities/_results.html", results=results)
 
 
-@bp.get("/identities/<int:user_id>")
-def identity_show(user_id: int):
-    """One end user: profile, every identifier they have had, usage, recent requests,
-    and their quota left and spend against budget."""
+def _detail_context(user_id: int) -> dict:
+    """The page's context but the performance figures (the view is audited)."""
     detail = identity_detail(get_db(), user_id, utcnow(), actor())
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
     limits = user_limits(gateway(), user.external_id, user.profile_metadata, user.id)
-    return render("identities/detail.html", detail=detail, limits=limits)
+    form = {k: request.args.get(k, "") for k in ("start", "end")}
+    return {"detail": detail, "limits": limits, "performance": None, "form": form}
+
+
+@bp.get("/identities/<int:user_id>")
+@on_domain_error(DETAIL, None, lambda: _detail_context(request.view_args["user_id"]))
+def identity_show(user_id: int):
+    """One end user: profile, every identifier they have had, usage, recent requests,
+    their quota left and spend against budget, and their latency and time-to-first-token
+    percentiles and prompt-cache hit share over ``start``..``end`` (the last 30 days)."""
+    args = request.args
+    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
+    context = _detail_context(user_id)
+    context["performance"] = user_performance(get_db(), user_id, start, end)
+    context["form"] = {"start": start.isoformat(), "end": end.isoformat()}
+    return render(DETAIL, **context)
