@@ -78,11 +78,12 @@ def percentiles(values: list[float]) -> Percentiles:
 
 
 def user_performance(
-    session: Session, user_id: int, start: date, end: date, max_rows: int = MAX_ROWS
+    session: Session, user_id: int, start: date, end: date, max_rows: int | None = None
 ) -> UserPerformance:
     """Latency and TTFT percentiles of the user's successful requests of the UTC days
     ``start``..``end`` (the newest ``max_rows`` when there are more), and the share of
     their prompt tokens served from the provider's cache."""
+    max_rows = max_rows or MAX_ROWS
     begin = datetime.combine(start, time.min)
     stop = datetime.combine(end + timedelta(days=1), time.min)
     rows = session.execute(
