@@ -8,9 +8,9 @@ from flask import abort, request
 from blueprints.console_base import (
     actor,
     bp,
+    form_error,
     gateway,
     get_db,
-    on_domain_error,
     page_number,
     render,
 )
@@ -18,7 +18,7 @@ from tally.db import utcnow
 from tally.services.identities import identity_detail, search_identities
 from tally.services.limit_status import user_limits
 from tally.services.performance import user_performance
-from tally.services.reports import parse_range
+from tally.services.reports import ReportError, parse_range
 
 DETAIL = "identities/detail.html"
 
@@ -42,14 +42,16 @@ def _detail_context(user_id: int) -> dict:
 
 
 @bp.get("/identities/<int:user_id>")
-@on_domain_error(DETAIL, None, lambda: _detail_context(request.view_args["user_id"]))
 def identity_show(user_id: int):
     """One end user: profile, every identifier they have had, usage, recent requests,
     their quota left and spend against budget, and their latency and time-to-first-token
     percentiles and prompt-cache hit share over ``start``..``end`` (the last 30 days)."""
-    args = request.args
-    start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
     context = _detail_context(user_id)
+    args = request.args
+    try:
+        start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
+    except ReportError as exc:  # the page as it is, with the range as typed and why not
+        return form_error(DETAIL, None, str(exc), **context)
     context["performance"] = user_performance(get_db(), user_id, start, end)
     context["form"] = {"start": start.isoformat(), "end": end.isoformat()}
     return render(DETAIL, **context)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from tally.db import utcnow
 from tally.identity import EndUserClaim
-from tally.models import EndUser
+from tally.models import AuditEntry, EndUser
 from tally.services import performance
 from tally.services.performance import percentile, percentiles, user_performance
 from tally.services.usage import CallRecord, Outcome, record_calls
@@ -129,3 +129,12 @@ def test_the_dashboard_shows_each_top_users_cache_hits(support, workload):
     }
     assert 'class="num cache-share">25.0%<' in rows["ada"]
     assert 'class="num cache-share">100.0%<' in rows["bob"]
+
+
+def test_a_bad_range_is_audited_once_and_a_missing_user_is_404(support, workload, db):
+    assert support.get(f"/identities/{workload}?start=nope").status_code == 422
+    entries = db.scalars(
+        select(AuditEntry.target).where(AuditEntry.action == "identity.lookup")
+    ).all()
+    assert entries == ["ada"]
+    assert support.get("/identities/999999?start=nope").status_code == 404
