@@ -124,3 +124,10 @@ def test_logged_out_visitors_are_sent_to_login(make_console):
 
 def test_the_keys_page_links_to_the_tokens(admin):
     assert f'href="{PAGE}"' in text(admin.get("/keys"))
+
+
+def test_the_audit_log_filters_admin_token_changes(admin):
+    admin.post(PAGE, {"name": "bi"})
+    page = text(admin.get("/audit?kind=admin_token"))
+    assert "admin_token.create" in page
+    assert 'value="admin_token" selected' in page
