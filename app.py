@@ -14,8 +14,9 @@ from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
 from tally.settings import default_instance_path, load_settings
 
-# Served by the lean app: bearer-key JSON and probes, no cookies, no console machinery.
-LEAN_PREFIXES = ("/v1/", "/demo/")
+# Served by the lean app: bearer-key JSON (the API, the admin API) and probes, no cookies,
+# no console machinery (so no CSRF: nothing there is authenticated by a cookie).
+LEAN_PREFIXES = ("/v1/", "/demo/", "/admin/api/")
 LEAN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # What the console answers with its "database unavailable" page (tally.db.is_unavailable).
 DATABASE_UNAVAILABLE = (
@@ -56,6 +57,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
 
     from blueprints import (
+        admin_api,
         api,
         auth,
         cli,
@@ -70,6 +72,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
     lean.session_interface = extensions.NoSessions()
     lean.register_blueprint(api.bp)
+    lean.register_blueprint(admin_api.bp)
     lean.register_blueprint(demo.bp)
     lean.register_blueprint(health.bp)
     lean.register_error_handler(HTTPException, api.http_error_response)

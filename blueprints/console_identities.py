@@ -6,11 +6,21 @@ from __future__ import annotations
 
 from flask import abort, request
 
-from blueprints.console_base import actor, bp, gateway, get_db, page_number, render
+from blueprints.console_base import (
+    actor,
+    bp,
+    form_error,
+    gateway,
+    get_db,
+    page_number,
+    render,
+)
 from tally.db import utcnow
 from tally.services.erasure import is_erased
 from tally.services.identities import identity_detail, search_identities
 from tally.services.limit_status import user_limits
+from tally.services.performance import user_performance
+from tally.services.reports import ReportError, parse_range
 
 DETAIL = "identities/detail.html"
 
@@ -23,20 +33,31 @@ def identities_list():
 
 
 def detail_context(user_id: int, viewer: str | None) -> dict:
-    """What the detail page shows (a view by ``viewer`` is audited)."""
+    """What the detail page shows but the performance figures (a view by ``viewer`` is
+    audited)."""
     detail = identity_detail(get_db(), user_id, utcnow(), viewer)
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
     limits = user_limits(gateway(), user.external_id, user.profile_metadata, user.id)
-    return {"detail": detail, "limits": limits, "form": {}}
+    form = {k: request.args.get(k, "") for k in ("start", "end")}
+    return {"detail": detail, "limits": limits, "performance": None, "form": form}
 
 
 @bp.get("/identities/<int:user_id>")
 def identity_show(user_id: int):
     """One end user: profile, every identifier they have had, usage, recent requests,
-    and their quota left and spend against budget."""
-    return render(DETAIL, **detail_context(user_id, actor()))
+    their quota left and spend against budget, and their latency and time-to-first-token
+    percentiles and prompt-cache hit share over ``start``..``end`` (the last 30 days)."""
+    context = detail_context(user_id, actor())
+    args = request.args
+    try:
+        start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
+    except ReportError as exc:  # the page as it is, with the range as typed and why not
+        return form_error(DETAIL, None, str(exc), **context)
+    context["performance"] = user_performance(get_db(), user_id, start, end)
+    context["form"] = {"start": start.isoformat(), "end": end.isoformat()}
+    return render(DETAIL, **context)
 
 
 @bp.app_template_test("erased")

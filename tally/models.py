@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tally.db import Base, utcnow
+from tally.models_secrets import AdminToken as AdminToken  # re-exported: this file is full
+from tally.models_secrets import MintedSecret
 
 
 class EndUser(Base):
@@ -100,19 +102,13 @@ class UpstreamIdentifier(Base):
     revision: Mapped[ConfigRevision | None] = relationship()
 
 
-class ApiKey(Base):
+class ApiKey(MintedSecret, Base):
     """A Tally API key. Only the SHA-256 of the secret is stored."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    display_prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    created_by: Mapped[str] = mapped_column(String(320))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     bound_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_users.id"))
     # Calls need a verified end-user token (X-Tally-User-Token); origins get CORS.
     user_token: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

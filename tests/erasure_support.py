@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -104,7 +105,9 @@ def personal_values() -> list[str]:
 def find_anywhere(engine, needles: list[str]) -> list[str]:
     """Every table.column (reflected from the database) whose text holds a needle."""
     metadata = MetaData()
-    metadata.reflect(bind=engine)
+    with warnings.catch_warnings():  # SQLite does not reflect expression indexes (0007)
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression")
+        metadata.reflect(bind=engine)
     found = []
     with engine.connect() as conn:
         for table in metadata.sorted_tables:

@@ -16,6 +16,7 @@ PER_PAGE = 50
 KINDS = {
     "config": "config.",
     "key": "key.",
+    "admin_token": "admin_token.",
     "operator": "operator.",
     "identity": "identity.",
     "price": "price.",

@@ -3,9 +3,7 @@ API call, listed and minted by the console."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +16,7 @@ from tally.cors import normalize_origins
 from tally.db import utcnow
 from tally.errors import DomainError
 from tally.identity import MAX_ID_LENGTH
+from tally.minting import hash_secret, mint_secret
 from tally.models import ApiKey, EndUser
 from tally.services.audit import add_audit
 from tally.services.identities import upsert_end_user
@@ -41,11 +40,6 @@ class AuthenticatedKey:
     origins: tuple[str, ...] = ()  # browser origins that get CORS answers
 
 
-def hash_secret(raw: str) -> str:
-    """SHA-256 hex of a key: keys are 256-bit random, so a fast hash is safe here."""
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
 def create_api_key(
     session: Session,
     name: str,
@@ -64,12 +58,12 @@ def create_api_key(
     origins = normalize_origins(origins)
     if session.scalars(select(ApiKey.id).where(ApiKey.name == name)).first():
         raise ApiKeyError(f"a key named {name!r} already exists")
-    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    minted = mint_secret(KEY_PREFIX)
     bound_user_id = upsert_end_user(session, bound_external_id) if bound_external_id else None
     key = ApiKey(
         name=name,
-        key_hash=hash_secret(raw),
-        display_prefix=raw[:12],
+        key_hash=minted.digest,
+        display_prefix=minted.display,
         created_by=actor,
         bound_user_id=bound_user_id,
         user_token=user_token,
@@ -95,7 +89,7 @@ def create_api_key(
         },
     )
     session.commit()
-    return key, raw
+    return key, minted.raw
 
 
 def revoke_api_key(session: Session, name: str, actor: str) -> ApiKey:
