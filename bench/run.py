@@ -116,16 +116,16 @@ def main() -> None:
         warmed = {}  # every user's counters made once: the steady state
         for tally in (tallies[0], unlimited):
             warmed[tally.name] = wrk(tally, 32, seconds, args.endpoint)["requests"]
-        for _ in range(rounds):
+        for index in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...
                 run = runs[target.name]
-                run["lat"].append(wrk(target, 1, seconds, args.endpoint))
-                run["thr"].append(wrk(target, 32, seconds, args.endpoint))
                 run["str"].append(sequential_streams(target, endpoint=streamed))
                 run["b2b"].append(sequential_streams(target, 200, 3, 0.0, True, streamed))
-                if target is tallies[0]:  # limits on, then off, back to back
-                    runs[unlimited.name]["lat"].append(wrk(unlimited, 1, seconds, args.endpoint))
-                    runs[unlimited.name]["thr"].append(wrk(unlimited, 32, seconds, args.endpoint))
+                # limits on and off back to back, in turn first (ABBA: drift cancels out)
+                pair = (target, unlimited)[:: -1 if index % 2 else 1]
+                for each in pair if target is tallies[0] else (target,):
+                    runs[each.name]["lat"].append(wrk(each, 1, seconds, args.endpoint))
+                    runs[each.name]["thr"].append(wrk(each, 32, seconds, args.endpoint))
         for target in targets:
             slow[target.name] = many_streams(
                 target, streams, slow_tokens, endpoint=streamed, probe_endpoint=args.endpoint

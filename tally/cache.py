@@ -141,6 +141,30 @@ class RedisVersion:
         self._redis.close()
 
 
+class PolledVersion:
+    """Another version read at most every ``interval`` seconds: for what may lag a
+    little (limit policies: "within 1 second"), so a Redis-backed version costs one
+    ``GET`` per interval instead of one per lookup. A bump through it is seen at once."""
+
+    def __init__(self, version: Version, interval: float, clock=time.monotonic):
+        self.version, self.interval, self._clock = version, interval, clock
+        self._value: int | None = None
+        self._until = float("-inf")
+
+    def read(self) -> int | None:
+        """The version as last read, re-read once ``interval`` has passed."""
+        now = self._clock()
+        if now >= self._until:
+            self._value = self.version.read()
+            self._until = now + self.interval if self._value is not None else now
+        return self._value
+
+    def bump(self) -> None:
+        """Bump the version, and read it again next time."""
+        self.version.bump()
+        self._until = float("-inf")
+
+
 class Cache:
     """A small map of loaded values, each tagged with the version it was loaded under.
 

@@ -136,3 +136,32 @@ def test_readyz_reads_the_counter_file(path, make_app, tmp_path):
     gone = make_app(TALLY_LIMITS_DB=str(tmp_path / "gone" / "limits.db")).test_client()
     answer = gone.get("/readyz")
     assert answer.status_code == 503 and answer.json["checks"]["limiter_storage"] == "unreachable"
+
+
+def test_plans_answer_as_on_the_in_process_storage(path):
+    """The same plans, step by step, on tally+sqlite:// and tally+memory://."""
+    from tally.limits.storage import LocalStorage
+
+    clock = Clock(1000.0)
+    shared, local = SQLiteStorage(f"tally+sqlite://{path}", clock=clock), LocalStorage(clock=clock)
+    checks = [
+        {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
+        {"kind": "window", "key": "rpm", "limit": 2, "expiry": 10, "reset": 0.0},
+        {"kind": "counter", "key": "tok", "limit": 100, "expiry": 3600, "reset": 9e9},
+    ]
+    for step in range(12):
+        plan = {"checks": checks, "markers": [], "resets": [], "now": clock.now}
+        assert engine.evaluate(shared, plan) == engine.evaluate(local, plan), step
+        if step == 6:
+            for storage in (shared, local):
+                engine.add_usage(storage, [["tok", 3600, 150]])
+        clock.advance(4)
+
+
+def test_a_failed_transaction_leaves_nothing_behind(path):
+    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    with pytest.raises(RuntimeError), storage.lock:
+        storage.incr("k", 60)
+        raise RuntimeError("the admission failed half-way")
+    assert storage.get("k") == 0
+    assert storage.incr("k", 60) == 1  # the next transaction starts cleanly

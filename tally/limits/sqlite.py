@@ -24,14 +24,13 @@ once a second per process.
 from __future__ import annotations
 
 import collections
-import contextlib
 import fcntl
 import os
 import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -96,6 +95,10 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         self._lock_file = None
         self._next_sweep = 0.0
         self._cursors = {"counters": "", "windows": ""}
+        self._transaction = _Transaction(self)
+        # this transaction's moving windows as last read: key -> (id, expiry, live hits);
+        # an admission reads a window's stats and then hits it: the hit needs no re-read
+        self._seen: dict[str, tuple[int | None, float, int]] = {}
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
@@ -103,33 +106,47 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         return (sqlite3.Error, OSError)
 
     @property
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> _Transaction:
         """One transaction across every process of the instance; re-entrant, so the
         storage calls an admission makes join it."""
-        with self._guard:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
+        return self._transaction
+
+    def _begin(self) -> None:
+        self._guard.acquire()
+        if self._depth:
+            self._depth += 1
+            return
+        try:
             conn = self._connection()
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-            self._depth = 1
-            try:
-                conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._guard.release()
+            raise
+        self._depth = 1
+        self._seen.clear()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._end(failed=True)
+            raise
+
+    def _end(self, failed: bool) -> None:
+        try:
+            if self._depth == 1:
+                conn = self._conn
                 try:
-                    yield
-                    self._sweep(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                self._depth = 0
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                    if not failed:
+                        self._sweep(conn)
+                        conn.execute("COMMIT")
+                finally:
+                    try:
+                        if conn.in_transaction:  # failed, or the commit did
+                            conn.execute("ROLLBACK")
+                    finally:
+                        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        finally:
+            self._depth -= 1
+            self._guard.release()
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (a forked child opens its own)."""
@@ -183,6 +200,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
     def reset(self) -> int:
         """Forget everything; the number of keys forgotten."""
         with self.lock:
+            self._seen.clear()
             conn = self._conn
             count = conn.execute(
                 "SELECT (SELECT count(*) FROM counters) + (SELECT count(*) FROM windows)"
@@ -194,6 +212,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
     def clear(self, key: str) -> None:
         """Forget one key (counter or window)."""
         with self.lock:
+            self._seen.pop(key, None)
             conn = self._conn
             conn.execute("DELETE FROM counters WHERE key = ?", (key,))
             row = conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
@@ -205,10 +224,17 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         """Record ``amount`` hits now if the window holds room for them."""
         now = self.clock()
         with self.lock:
-            window, count = self._live(key, expiry, now)
+            seen = self._seen.get(key)
+            if seen is not None and seen[1] == expiry:  # read in this transaction: as is
+                window, count = seen[0], seen[2]  # (a window only loses hits as time goes)
+            else:
+                window, count = None, -1
+            if window is None:
+                window, count = self._live(key, expiry, now)
             if amount > limit or count + amount > limit:
                 return False
             self._conn.execute(ADD_HITS, (window, now, amount))
+            self._seen[key] = (window, expiry, count + amount)
         return True
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
@@ -217,8 +243,10 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         with self.lock:
             row = self._conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
             if row is None:
+                self._seen[key] = (None, expiry, 0)
                 return now, 0
             count, oldest = self._conn.execute(LIVE_HITS, (row[0], now - expiry)).fetchone()
+            self._seen[key] = (row[0], expiry, int(count))
         return (float(oldest), int(count)) if count else (now, 0)
 
     def seed_entries(self, key: str, stamps: list[float], expiry: int) -> None:
@@ -226,6 +254,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         now = self.clock()
         live = [s for s in stamps if s >= now - expiry]
         with self.lock:
+            self._seen.pop(key, None)
             window, _ = self._live(key, expiry, now)
             counts = collections.Counter(live)
             rows = [(window, stamp, n) for stamp, n in counts.items()]
@@ -266,6 +295,21 @@ class SQLiteStorage(Storage, MovingWindowSupport):
             for statement in statements:
                 conn.execute(statement, {"after": after, "last": last, "now": now})
             self._cursors[table] = last
+
+
+class _Transaction:
+    """``with storage.lock:`` (a plain class: entered several times per admission)."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: SQLiteStorage):
+        self._storage = storage
+
+    def __enter__(self) -> None:
+        self._storage._begin()
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self._storage._end(failed=kind is not None)
 
 
 def create() -> str:

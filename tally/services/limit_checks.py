@@ -15,6 +15,7 @@ Subjects: ``user:<internal id>``, ``anon:<key id>`` (anonymous requests of one k
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -84,7 +85,13 @@ class Check:
 
 def periods(now: float) -> dict[str, tuple[str, float, float]]:
     """``day``/``month`` -> (key part, start, end) in epoch seconds, UTC."""
-    moment = datetime.fromtimestamp(now, UTC)
+    return _periods_of_day(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _periods_of_day(day: int) -> dict[str, tuple[str, float, float]]:
+    """:func:`periods` of the UTC day ``day`` (days since the epoch): the same all day."""
+    moment = datetime.fromtimestamp(day * 86400, UTC)
     day_start = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp()
     month_start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
     days = calendar.monthrange(moment.year, moment.month)[1]

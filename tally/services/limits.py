@@ -18,7 +18,7 @@ from typing import Any
 
 from limits.storage import Storage, storage_from_string
 
-from tally.cache import Cache
+from tally.cache import Cache, PolledVersion, RedisVersion
 from tally.errors import LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
@@ -41,6 +41,9 @@ WAIT_STEP = 0.01  # seconds between two looks at a counter another request is re
 WAIT_STEPS = 600
 READY_TRUST = 60.0  # seconds; a storage restarted within them loses its counters' rebuild
 READY_MAX = 200_000
+# seconds between two reads of a Redis-held cache version for the policies: a change
+# applies everywhere within this (the contract says within 1 second)
+POLICY_POLL = 0.5
 
 
 @dataclass
@@ -48,7 +51,7 @@ class LimitsRuntime:
     """This process's view of the limit storage."""
 
     storage: Storage
-    cache: Cache | None = None  # the gateway's: policies are read through it
+    cache: Cache | None = None  # policies, on the gateway's version (polled on Redis)
     metadata_cache: Cache | None = None  # users' stored metadata (tiers), same version
     fail: str = "open"
     clock: Callable[[], float] = wall_clock
@@ -150,10 +153,13 @@ def build_limits(settings, cache: Cache) -> LimitsRuntime:
     """This process's limits: the deployment's storage, policies read through ``cache``
     (a change to them bumps its version everywhere)."""
     storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_db)
+    version = cache.version
+    if isinstance(version, RedisVersion):  # a GET per lookup: poll it instead (in contract)
+        version = PolledVersion(version, POLICY_POLL)
     return LimitsRuntime(
         storage,
-        cache,
-        Cache(cache.version),  # a cache of its own: users' entries never push keys out
+        Cache(version, max_staleness=cache.max_staleness),
+        Cache(version, max_staleness=cache.max_staleness),  # users' metadata (tiers)
         settings.ratelimit_fail,
         description=description,
     )
