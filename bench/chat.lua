@@ -20,9 +20,16 @@ local bodies = {}
 for i = 1, users do
   bodies[i] = '{"model":"bench/mock","user":"user-' .. i .. '",' .. payload .. '}'
 end
-local n = 0
+-- each wrk thread starts at its own place in the list (setup runs once per thread)
+local threads = 0
+function setup(thread)
+  thread:set("start", threads * 7919)
+  threads = threads + 1
+end
+local n = nil
 
 request = function()
+  n = n or (start or 0) % users
   n = n % users + 1
   return wrk.format(nil, nil, nil, bodies[n])
 end

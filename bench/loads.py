@@ -72,6 +72,35 @@ def wrk(target: Target, connections: int, seconds: float, endpoint: str = "chat"
     }
 
 
+def every_user(target: Target, users: int, endpoint: str = "chat", clients: int = 16) -> int:
+    """One request for each of ``users`` end users (``user-1``…, as bench/chat.lua names
+    them), ``clients`` at a time on keep-alive connections: every user's limit counters
+    made once, so later loads measure the steady state. The answers that were 200."""
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    payload = (
+        {"input": "Say hello in five words."}
+        if endpoint != "chat"
+        else {"messages": [{"role": "user", "content": "Say hello in five words."}]}
+    )
+    headers = {"Authorization": f"Bearer {target.key}", "Content-Type": "application/json"}
+
+    def send(first: int) -> int:
+        conn, ok = http.client.HTTPConnection(HOST, target.port, timeout=30), 0
+        for user in range(first, users + 1, clients):
+            body = json.dumps({"model": "bench/mock", "user": f"user-{user}", **payload})
+            conn.request("POST", PATHS[endpoint], body, headers)
+            response = conn.getresponse()
+            response.read()
+            ok += response.status == 200
+        conn.close()
+        return ok
+
+    with ThreadPoolExecutor(clients) as pool:
+        return sum(pool.map(send, range(1, clients + 1)))
+
+
 def run_async(coroutine):
     """asyncio.run on uvloop when installed: the load generator must cost little CPU."""
     try:

@@ -34,7 +34,8 @@ in alternating rounds (direct, floor, Tally, direct, ...):
 5. at the end, the request rows in Tally's database against the requests answered;
 6. what limiting costs: a second Tally, the same but with no limit set
    (``limits set tier:default messages=none``), takes loads 1 and 2 in the same
-   alternating rounds; the table's last lines compare the two (Tally runs the shipped
+   alternating rounds, after each was sent one request per end user (so each user's
+   counters exist: the steady state); the table's last lines compare the two (Tally runs the shipped
    default, ``messages=1000`` per user, so every request is admitted and counted). Its
    storage is the default (the instance's ``tally+sqlite://`` file) unless
    ``--ratelimit-storage`` names one, e.g. ``redis://127.0.0.1:6379/14``, for both.
@@ -66,9 +67,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loads import PATHS, many_streams, sequential_streams, wrk  # noqa: E402
+from bench.loads import PATHS, every_user, many_streams, sequential_streams, wrk  # noqa: E402
 from bench.table import Table  # noqa: E402
 from bench.targets import HOST, ROOT, Floor, Tally, Target, free_port, stop, wait_http  # noqa: E402
+
+USERS = 5000  # end users the non-streaming loads rotate through (bench/chat.lua)
 
 
 def main() -> None:
@@ -92,7 +95,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     floors = {wc: Floor(f"floor-{wc}" if wc else "floor", mock.port, workdir, wc) for wc in classes}
-    os.environ["TALLY_BENCH_USERS"] = "5000"
+    os.environ["TALLY_BENCH_USERS"] = str(USERS)
     tallies = [
         Tally(f"tally-{wc}" if wc else "tally", mock.port, workdir, args, wc) for wc in classes
     ]
@@ -115,7 +118,7 @@ def main() -> None:
         unlimited.cli("limits", "set", "tier:default", "messages=none")
         warmed = {}  # every user's counters made once: the steady state
         for tally in (tallies[0], unlimited):
-            warmed[tally.name] = wrk(tally, 32, seconds, args.endpoint)["requests"]
+            warmed[tally.name] = every_user(tally, USERS, args.endpoint)
         for index in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...
                 run = runs[target.name]

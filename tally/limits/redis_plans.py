@@ -51,7 +51,7 @@ if #unseeded > 0 or pending then
 end
 -- the moving window's (oldest live hit, live hits), as limits' moving_window.lua finds them
 local function window(key, limit, expiry)
-  local low, high, found = 0, limit - 1, nil
+  local low, high, found = 0, math.min(limit, redis.call('llen', prefix .. key)) - 1, nil
   while low <= high do
     local mid = math.floor((low + high) / 2)
     local value = tonumber(redis.call('lindex', prefix .. key, mid))
