@@ -33,10 +33,12 @@ in alternating rounds (direct, floor, Tally, direct, ...):
    the short requests' latency, each stream's time to its first token;
 5. at the end, the request rows in Tally's database against the requests answered;
 6. what limiting costs: a second Tally, the same but with no limit set
-   (``limits set tier:default messages=none``), takes loads 1 and 2 in the same
-   alternating rounds, after each was sent one request per end user (so each user's
-   counters exist: the steady state); the table's last lines compare the two (Tally runs the shipped
-   default, ``messages=1000`` per user, so every request is admitted and counted). Its
+   (``limits set tier:default messages=none``): after the rounds, each was sent one
+   request per end user (so each user's counters exist: the steady state) and the two
+   take loads 1 and 2 back to back, 2 × rounds pairs in ABBA order, with a pause before
+   each so the usage writers are idle; the table's last lines compare the two (Tally
+   runs the shipped default, ``messages=1000`` per user, so every request is admitted
+   and counted). Its
    storage is the default (the instance's ``tally+sqlite://`` file) unless
    ``--ratelimit-storage`` names one, e.g. ``redis://127.0.0.1:6379/14``, for both.
 
@@ -62,6 +64,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,7 +112,7 @@ def main() -> None:
     pairs = [(tally.name, floors[tally.worker_class].name) for tally in tallies]
     gateways = [*floors.values(), *tallies]
     targets = [mock, *gateways]
-    runs = {t.name: {"lat": [], "thr": [], "str": [], "b2b": []} for t in [*targets, unlimited]}
+    runs = {t.name: {"lat": [], "thr": [], "str": [], "b2b": []} for t in targets}
     slow, rows = {}, {}
     try:
         wait_http(f"http://{HOST}:{mock.port}/v1/models")
@@ -119,16 +122,14 @@ def main() -> None:
         warmed = {}  # every user's counters made once: the steady state
         for tally in (tallies[0], unlimited):
             warmed[tally.name] = every_user(tally, USERS, args.endpoint)
-        for index in range(rounds):
+        for _ in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...
                 run = runs[target.name]
+                run["lat"].append(wrk(target, 1, seconds, args.endpoint))
+                run["thr"].append(wrk(target, 32, seconds, args.endpoint))
                 run["str"].append(sequential_streams(target, endpoint=streamed))
                 run["b2b"].append(sequential_streams(target, 200, 3, 0.0, True, streamed))
-                # limits on and off back to back, in turn first (ABBA: drift cancels out)
-                pair = (target, unlimited)[:: -1 if index % 2 else 1]
-                for each in pair if target is tallies[0] else (target,):
-                    runs[each.name]["lat"].append(wrk(each, 1, seconds, args.endpoint))
-                    runs[each.name]["thr"].append(wrk(each, 32, seconds, args.endpoint))
+        limits_ab(tallies[0], unlimited, rounds, seconds, args.endpoint)
         for target in targets:
             slow[target.name] = many_streams(
                 target, streams, slow_tokens, endpoint=streamed, probe_endpoint=args.endpoint
@@ -136,6 +137,9 @@ def main() -> None:
         for tally in tallies:
             answered = sum(r["requests"] for kind in runs[tally.name].values() for r in kind)
             answered += warmed.get(tally.name, 0)
+            answered += sum(
+                r["requests"] for kind in getattr(tally, "ab", {}).values() for r in kind
+            )
             rows[tally.name] = (tally.rows(), answered + slow[tally.name]["requests"])
     finally:
         for gateway in [*gateways, unlimited]:
@@ -146,13 +150,26 @@ def main() -> None:
     head(args, rounds, streamed)
     table = Table(list(floors.values()), pairs, runs, slow)
     table.print(streams, slow_tokens)
-    table.limits_cost(tallies[0].name, unlimited.name, args.ratelimit_storage or "default")
+    table.limits_cost(tallies[0], unlimited, args.ratelimit_storage or "default")
     for name, (written, answered) in rows.items():
         print(
             f"\n{name}: {written} request rows written for {answered} answers "
             f"(wrk abandons up to its connection count in flight at its deadline; "
             f"Tally still answers and records those)"
         )
+
+
+def limits_ab(limited: Tally, unlimited: Tally, rounds: int, seconds: int, endpoint: str) -> None:
+    """Limits on and off, the non-streaming loads only, back to back in 2 × ``rounds``
+    pairs, each pair in turn first (ABBA: drift cancels out), after a pause that lets the
+    usage writers finish the rows of what ran before; into ``limited.ab`` and
+    ``unlimited.ab``."""
+    limited.ab, unlimited.ab = {"lat": [], "thr": []}, {"lat": [], "thr": []}
+    for index in range(2 * rounds):
+        for tally in (limited, unlimited)[:: -1 if index % 2 else 1]:
+            time.sleep(2)
+            tally.ab["lat"].append(wrk(tally, 1, seconds, endpoint))
+            tally.ab["thr"].append(wrk(tally, 32, seconds, endpoint))
 
 
 def parse_args() -> argparse.Namespace:

@@ -82,10 +82,12 @@ class Table:
         cells += [f"{errors(tally)} | | | " for tally, _floor in self.pairs]
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
-    def limits_cost(self, limited: str, unlimited: str, storage: str) -> None:
+    def limits_cost(self, limited: Target, unlimited: Target, storage: str) -> None:
         """The lines on what limiting costs: the Tally with the default policy against the
-        same Tally with no limit, their rounds back to back."""
-        print(f"\nWhat limiting costs ({storage} storage; {limited} vs {unlimited}, medians):\n")
+        same Tally with no limit (bench/run.py's limits_ab: their ``ab`` runs)."""
+        runs = len(limited.ab["thr"])
+        title = f"{storage} storage; {limited.name} vs {unlimited.name}, medians of {runs} runs"
+        print(f"\nWhat limiting costs ({title}):\n")
         print("| | limits on | limits off | difference | goal |")
         print("|---|---|---|---|---|")
         for label, kind, field, goal in (
@@ -93,7 +95,8 @@ class Table:
             ("32 clients: requests/s", "thr", "rps", "≥ −10 %"),
             ("32 clients: CPU ms per request", "thr", "cpu_ms", ""),
         ):
-            on, off = self.value(limited, kind, field), self.value(unlimited, kind, field)
+            on = statistics.median(r[field] for r in limited.ab[kind])
+            off = statistics.median(r[field] for r in unlimited.ab[kind])
             change = f"{100 * (on / off - 1):+.1f} %" if field == "rps" else f"{on - off:+.3f}"
             print(f"| {label} | {on:.3f} | {off:.3f} | {change} | {goal} |")
 
