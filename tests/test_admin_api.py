@@ -129,6 +129,25 @@ def test_next_links_page_through_every_row(tally, workload, make_token):
     assert [row for page in pages for row in page] == everything["rows"]
 
 
+def test_paging_past_the_anonymous_row_reaches_every_user(tally, workload, make_token):
+    """Anonymous traffic is the row with a null key, first; its cursor is "" and the
+    next page starts after it (not with it again)."""
+    call = CallRecord("r-anon", None, None, None, None, "m-small", False)
+    with tally.flask_app.extensions["tally"].sessions() as session:
+        record_calls(session, [(call, Outcome(usage={"prompt_tokens": 1}), DAY1)])
+    token, url = make_token(), f"{tally.url}/admin/api/usage"
+    params, seen = {"group_by": "user", "limit": 1, **RANGE}, []
+    for _ in range(10):  # 6 pages at most: a cursor that loops fails here
+        body = requests.get(
+            url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).json()
+        seen += [row["internal_id"] for row in body["rows"]]
+        if "next" not in body:
+            break
+        url, params = body["next"], None
+    assert seen == [None, *USERS]
+
+
 def test_a_last_full_page_has_no_next(tally, workload, make_token):
     body = usage(tally, make_token(), group_by="model", limit=2, **RANGE).json()
     assert len(body["rows"]) == 2 and "next" not in body
