@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, select, update
 
-from tally.cache import Cache, FileVersion
+from tally.cache import Cache
 from tally.identity import EndUserClaim
 from tally.models import ApiKey
 from tally.services.keys import authenticate, revoke_api_key
 from tally.services.tracking import active_config
 from tally.services.usage import CallRecord, Outcome, record_call_safely
+from tally.versions import FileVersion
 from tests.support import configure
 
 

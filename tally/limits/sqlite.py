@@ -10,15 +10,10 @@ across processes: the engine enters :attr:`SQLiteStorage.lock`, which takes an e
 is what makes the wait short: a process blocked on it is woken the moment the holder lets
 go, where SQLite's own busy handler would sleep a millisecond or more.
 
-Against the counter server it replaces (a process that workers asked over a Unix socket),
-an admission is no longer two process hops: on this 2-core VM the hops, not the work,
-were most of what limiting cost (``bench/limits_cost.py``).
-
-Layout: ``counters`` (fixed windows: tokens, budgets, markers, login throttling) and, for
-moving windows, one ``windows`` row per key with its hits in ``hits`` (a timestamp per
-hit, as ``limits``' moving window stores them). Hits older than their window are dropped
-when the key is next touched, idle keys by a sweep that looks at a batch of keys at most
-once a second per process.
+It replaces a counter server (a process the workers asked over a Unix socket): no
+process to start, watch or lose (docs/architecture.md, docs/benchmarks.md). The tables
+and their SQL are in :mod:`tally.limits.sqlite_sql`; stale hits and idle keys go in a
+sweep of the next batch of keys, at most every ``SWEEP_EVERY`` seconds per process.
 """
 
 from __future__ import annotations
@@ -36,45 +31,18 @@ from urllib.parse import unquote, urlparse
 
 from limits.storage import MovingWindowSupport, Storage
 
+from tally.limits.sqlite_sql import (
+    ADD_HITS,
+    BATCH_END,
+    INCR,
+    LIVE_HITS,
+    SCHEMA,
+    SWEEP_BATCH,
+    SWEEPS,
+)
 from tally.limits.storage import wall_clock
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL,"
-    " expires_at REAL NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS windows (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
-    " expiry REAL NOT NULL)",
-    # hits made at the same instant share a row: (window, at) is the key, n the count
-    "CREATE TABLE IF NOT EXISTS hits (window INTEGER NOT NULL, at REAL NOT NULL,"
-    " n INTEGER NOT NULL, PRIMARY KEY (window, at)) WITHOUT ROWID",
-)
-INCR = (
-    "INSERT INTO counters (key, value, expires_at) VALUES (:key, :amount, :now + :expiry) "
-    "ON CONFLICT (key) DO UPDATE SET "
-    "value = CASE WHEN expires_at <= :now THEN :amount ELSE value + :amount END, "
-    "expires_at = CASE WHEN expires_at <= :now THEN :now + :expiry ELSE expires_at END "
-    "RETURNING value"
-)
-LIVE_HITS = "SELECT coalesce(sum(n), 0), min(at) FROM hits WHERE window = ? AND at >= ?"
-ADD_HITS = (
-    "INSERT INTO hits (window, at, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (window, at) DO UPDATE SET n = n + excluded.n"
-)
 SWEEP_EVERY = 0.2  # seconds between two sweep batches of one process
-SWEEP_BATCH = 100  # keys of each table looked at per batch
-BATCH_END = {
-    table: f"SELECT max(key) FROM (SELECT key FROM {table} WHERE key > ? ORDER BY key LIMIT ?)"
-    for table in ("counters", "windows")
-}
-IN_BATCH = "key > :after AND key <= :last"
-SWEEPS = {
-    "counters": (f"DELETE FROM counters WHERE {IN_BATCH} AND expires_at <= :now",),
-    "windows": (
-        f"DELETE FROM hits WHERE window IN (SELECT id FROM windows WHERE {IN_BATCH})"
-        " AND at < :now - (SELECT expiry FROM windows WHERE windows.id = hits.window)",
-        f"DELETE FROM windows WHERE {IN_BATCH}"
-        " AND NOT EXISTS (SELECT 1 FROM hits WHERE hits.window = windows.id)",
-    ),
-}
 
 
 class SQLiteStorage(Storage, MovingWindowSupport):

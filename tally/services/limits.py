@@ -18,7 +18,7 @@ from typing import Any
 
 from limits.storage import Storage, storage_from_string
 
-from tally.cache import Cache, PolledVersion, RedisVersion
+from tally.cache import Cache
 from tally.errors import LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
@@ -29,6 +29,7 @@ from tally.limits.storage import LocalStorage, wall_clock
 from tally.services.limit_checks import Check, build_checks, refusal, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
 from tally.services.limit_seed import seed_counters
+from tally.versions import PolledVersion, RedisVersion
 
 log = logging.getLogger(__name__)
 # A reset older than this clears nothing that still exists (the longest counter is a
