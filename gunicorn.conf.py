@@ -67,7 +67,7 @@ def when_ready(server):
     usage rows (tally/services/writer_process.py). Without TALLY_RATELIMIT_STORAGE_URI,
     also make the file every worker counts limits in (tally/limits/sqlite.py)."""
     if not tally_settings.ratelimit_storage_uri:
-        from tally.limits.sqlite import create
+        from tally.limits.counter_file import create
 
         server.tally_limits_db = create()
         export_limits_db(server.tally_limits_db)
@@ -85,7 +85,7 @@ def on_exit(server):
         writer.stop()
     limits_db = getattr(server, "tally_limits_db", None)
     if limits_db is not None:
-        from tally.limits.sqlite import remove
+        from tally.limits.counter_file import remove
 
         remove(limits_db)
     shutil.rmtree(tally_metrics_dir, ignore_errors=True)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
 from tally.identity import EndUserClaim  # noqa: E402
-from tally.limits.sqlite import SQLiteStorage, create, remove  # noqa: E402
+from tally.limits.counter_file import create, remove
+from tally.limits.sqlite import SQLiteStorage  # noqa: E402
 from tally.services.keys import AuthenticatedKey  # noqa: E402
 from tally.services.limit_policies import set_policy  # noqa: E402
 from tally.services.limits import Admission, admit, make_storage, runtime_of  # noqa: E402

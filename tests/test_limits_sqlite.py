@@ -5,6 +5,7 @@ API's limits and the console's login throttling counting in the same file."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 
 import pytest
@@ -13,7 +14,8 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from tally.limits import engine
-from tally.limits.sqlite import SQLiteStorage, create, remove
+from tally.limits.counter_file import create, remove
+from tally.limits.sqlite import SQLiteStorage
 from tests.console_client import Console
 from tests.limits_support import Clock, set_limits
 from tests.support import chat
@@ -165,3 +167,22 @@ def test_a_failed_transaction_leaves_nothing_behind(path):
         raise RuntimeError("the admission failed half-way")
     assert storage.get("k") == 0
     assert storage.incr("k", 60) == 1  # the next transaction starts cleanly
+
+
+def test_a_dead_masters_directory_is_removed_by_the_next(tmp_path):
+    """A master killed before its exit hook leaves its directory; the next one removes it
+    (its process is gone), and never a live one's."""
+    import subprocess
+    from pathlib import Path
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    base = Path(create()).parent.parent
+    stale = base / f"tally-limits-{dead.pid}-x"
+    stale.mkdir()
+    live = Path(create())
+    try:
+        assert not stale.exists()
+        assert live.parent.exists() and live.parent.name.startswith(f"tally-limits-{os.getpid()}-")
+    finally:
+        remove(str(live))

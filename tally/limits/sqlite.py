@@ -3,7 +3,7 @@ that every worker opens, so a limit holds exactly across all of them with no pro
 between.
 
 gunicorn's master makes the file's private directory before the first worker forks
-(:func:`create`, from ``gunicorn.conf.py``) and removes it at exit. Each worker runs a
+(tally/limits/counter_file.py, from ``gunicorn.conf.py``) and removes it at exit. Each worker runs a
 whole admission (every test and hit of a request) in one transaction, so it is atomic
 across processes: the engine enters :attr:`SQLiteStorage.lock`, which takes an exclusive
 ``flock`` on a lock file beside the database and then ``BEGIN IMMEDIATE``. The ``flock``
@@ -21,9 +21,7 @@ from __future__ import annotations
 import collections
 import fcntl
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -278,18 +276,3 @@ class _Transaction:
 
     def __exit__(self, kind, value, traceback) -> None:
         self._storage._end(failed=kind is not None)
-
-
-def create() -> str:
-    """A private directory (0700) for an instance's counters, in memory (``/dev/shm``)
-    where there is one; the database's path in it. gunicorn's master calls this before
-    the first worker forks."""
-    shm = "/dev/shm"
-    memory = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    directory = tempfile.mkdtemp(prefix="tally-limits-", dir=memory)
-    return os.path.join(directory, "limits.db")
-
-
-def remove(path: str) -> None:
-    """Remove the counters' directory (gunicorn's master, after the last worker)."""
-    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
