@@ -5,7 +5,6 @@ audit entries, and the login throttling that guards this console."""
 from __future__ import annotations
 
 from flask import current_app, flash, request
-from sqlalchemy import select
 
 from blueprints.console_base import (
     actor,
@@ -19,7 +18,7 @@ from blueprints.console_base import (
 )
 from tally.db import utcnow
 from tally.limits.policy import FIELDS, PolicyError, format_value, parse_tier_key, parse_value
-from tally.models import AuditEntry
+from tally.services.audit import recent_audit
 from tally.services.limit_policies import (
     read_policies,
     reset_user,
@@ -38,12 +37,7 @@ def _context(**extra):
     policies = read_policies(db)
     config = current_app.config
     runtime = gateway().limits
-    audit = db.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.action.like("limits.%"))
-        .order_by(AuditEntry.id.desc())
-        .limit(AUDIT_ENTRIES)
-    ).all()
+    audit = recent_audit(db, "limits.", AUDIT_ENTRIES)
     return {
         "policies": [(s, policies.tier(s) or policies.by_scope[s]) for s in policies.all_scopes()],
         "tier_key": policies.tier_key,

@@ -5,10 +5,9 @@ Admins add, change and remove prices (audited); support sees the table."""
 from __future__ import annotations
 
 from flask import flash, request
-from sqlalchemy import select
 
 from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
-from tally.models import AuditEntry
+from tally.services.audit import recent_audit
 from tally.services.price_table import (
     FIELDS,
     list_prices,
@@ -25,12 +24,7 @@ AUDIT_ENTRIES = 10
 
 def _context(**extra):
     db = get_db()
-    audit = db.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.action.startswith("price."))
-        .order_by(AuditEntry.id.desc())
-        .limit(AUDIT_ENTRIES)
-    ).all()
+    audit = recent_audit(db, "price.", AUDIT_ENTRIES)
     context = {"prices": list_prices(db), "audit": audit, "awaiting": awaiting(db), "form": {}}
     return context | extra
 

@@ -72,3 +72,10 @@ def list_audit(
         )
     )
     return AuditPage(entries, page, pages, total)
+
+
+def recent_audit(session: Session, prefix: str, limit: int) -> list[AuditEntry]:
+    """The newest ``limit`` entries whose action starts with ``prefix`` (``"price."``):
+    a console page's own recent changes."""
+    query = select(AuditEntry).where(AuditEntry.action.startswith(prefix))
+    return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
