@@ -19,6 +19,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     g,
     make_response,
     redirect,
@@ -175,6 +176,15 @@ def domain_error(exc: DomainError) -> Response:
 def back_to(endpoint: str, **values: Any) -> Response:
     """After a change made without HTMX: see the result as a fresh page (303)."""
     return redirect(url_for(endpoint, **values), 303)
+
+
+def changed(message: str, endpoint: str, panel: Callable[..., Response]) -> Response:
+    """After a change: a plain form post is sent to ``endpoint`` with ``message`` flashed
+    (post/redirect/get); an HTMX request gets ``panel(message=message)``, the swap."""
+    if not is_htmx():
+        flash(message)
+        return back_to(endpoint)
+    return panel(message=message)
 
 
 def page_number() -> int:

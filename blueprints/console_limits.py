@@ -4,15 +4,14 @@ audit entries, and the login throttling that guards this console."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, request
+from flask import current_app, request
 
 from blueprints.console_base import (
     actor,
-    back_to,
     bp,
+    changed,
     gateway,
     get_db,
-    is_htmx,
     on_domain_error,
     render,
 )
@@ -53,11 +52,12 @@ def _context(**extra):
     }
 
 
+def _panel(**extra):
+    return render(PAGE, PANEL, **_context(**extra))
+
+
 def _done(message: str):
-    if not is_htmx():
-        flash(message)
-        return back_to("console.limits_page")
-    return render(PAGE, PANEL, **_context(message=message))
+    return changed(message, "console.limits_page", _panel)
 
 
 @bp.get("/limits")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import flash, request
+from flask import request
 
 from blueprints.console_base import (
     actor,
-    back_to,
     bp,
+    changed,
     get_db,
-    is_htmx,
     on_domain_error,
     render,
     require_admin,
@@ -39,10 +38,7 @@ def _panel(status: int = 200, form: dict | None = None, **extra):
 
 
 def _done(message: str):
-    if not is_htmx():
-        flash(message)
-        return back_to("console.operators_list")
-    return _panel(message=message)
+    return changed(message, "console.operators_list", _panel)
 
 
 def _form_again() -> dict:

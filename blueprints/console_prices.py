@@ -4,9 +4,9 @@ Admins add, change and remove prices (audited); support sees the table."""
 
 from __future__ import annotations
 
-from flask import flash, request
+from flask import request
 
-from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
+from blueprints.console_base import actor, bp, changed, get_db, on_domain_error, render
 from tally.services.audit import recent_audit
 from tally.services.price_table import (
     FIELDS,
@@ -33,11 +33,12 @@ def _typed() -> dict[str, str]:
     return {name: request.form.get(name, "").strip() for name in ("model", *FIELDS)}
 
 
+def _panel(**extra):
+    return render(PAGE, PANEL, **_context(**extra))
+
+
 def _done(message: str):
-    if not is_htmx():
-        flash(message)
-        return back_to("console.prices_page")
-    return render(PAGE, PANEL, **_context(message=message))
+    return changed(message, "console.prices_page", _panel)
 
 
 @bp.get("/usage/prices")
