@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -57,62 +56,6 @@ def reset(flask_app, scope: str) -> None:
     """``limits reset SCOPE`` through the service."""
     with flask_app.extensions["tally"].sessions() as session:
         reset_user(session, scope, "test")
-
-
-class TcpProxy:
-    """A loopback TCP proxy in front of a server (Redis) that a test can cut: open
-    connections are closed and new ones refused, as when the storage goes down."""
-
-    def __init__(self, target_port: int):
-        import socket
-        import threading
-
-        self._socket, self._threading = socket, threading
-        self.target = ("127.0.0.1", target_port)
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = self._listener.getsockname()[1]
-        self._conns: list = []
-        self._lock = threading.Lock()
-        self._open = True
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while self._open:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = self._socket.create_connection(self.target)
-            with self._lock:
-                self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(2)
-
-    def cut(self) -> None:
-        """Stop: refuse new connections, break the open ones."""
-        self._open = False
-        self._listener.close()
-        with self._lock:
-            for sock in self._conns:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(2)
-                sock.close()
-            self._conns.clear()
 
 
 def forget_redis_counters(url: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from tally.limits.sqlite import SQLiteStorage
 from tally.services.limits import runtime_of
-from tests.limits_support import TcpProxy, forget_counters, forget_redis_counters, set_limits
+from tests.faults import TcpProxy
+from tests.limits_support import forget_counters, forget_redis_counters, set_limits
 from tests.support import chat
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
@@ -25,7 +26,7 @@ def proxied(make_app, serve, upstream):
 
     def factory(fail: str):
         parsed = urlparse(REDIS_URL)
-        proxy = TcpProxy(parsed.port or 6379)
+        proxy = TcpProxy("127.0.0.1", parsed.port or 6379)
         flask_app = make_app(
             TALLY_UPSTREAM_URL=upstream.url,
             TALLY_RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{proxy.port}{parsed.path or '/15'}",
