@@ -113,7 +113,9 @@ def start_gunicorn(env: dict[str, str], workers: int = 1, stderr=None) -> subpro
     full = {**os.environ, **env, "TALLY_BIND": f"127.0.0.1:{port}"}
     full["TALLY_WORKERS"] = str(workers)
     full.pop("TALLY_USAGE_WRITES", None)  # as in production: background writes
-    full.pop("TALLY_USAGE_SOCKET", None)
+    # what a master exports to its own children, never inherited from another
+    for name in ("TALLY_USAGE_SOCKET", "TALLY_LIMITS_DB"):
+        full.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,

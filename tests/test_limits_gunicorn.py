@@ -4,17 +4,13 @@ worker count (per-process memory would let N per worker through)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests import faults
 from tests.conftest import HASH_KEY
 from tests.limits_support import set_limits
 
@@ -22,52 +18,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_gunicorn(database_url: str, upstream_url: str, workers: int, **extra: str):
-    """gunicorn with the shipped config and ``workers`` workers; returns the process
-    with ``url`` set once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """gunicorn with the shipped config and ``workers`` workers, the default limit
+    storage unless ``extra`` names one; returns the process with ``url`` set once it
+    answers."""
     env = {
-        **os.environ,
-        "TALLY_BIND": f"127.0.0.1:{port}",
-        "TALLY_WORKERS": str(workers),
         "TALLY_DATABASE_URL": database_url,
         "TALLY_UPSTREAM_URL": upstream_url,
         "TALLY_HASH_KEY": HASH_KEY,
         "TALLY_SECRET_KEY": "test-secret-key",
+        "TALLY_RATELIMIT_STORAGE_URI": "",  # unset: the instance's counter file
         **extra,
     }
-    for name in ("TALLY_USAGE_WRITES", "TALLY_RATELIMIT_STORAGE_URI", "TALLY_LIMITS_DB"):
-        if name not in extra:
-            env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proc.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(proc.url + "/healthz", timeout=5)
-            return proc
-        except requests.RequestException:
-            assert proc.poll() is None, "gunicorn exited at start"
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
+    return faults.start_gunicorn(env, workers)
 
 
-def stop(proc) -> None:
-    """A graceful stop (the writer goes, and the counter file with it)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+stop = faults.stop
 
 
 def fire(url: str, key: str, users: list[str], total: int, threads: int = 24) -> list[int]:
