@@ -5,7 +5,6 @@ worker count (per-process memory would let N per worker through)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,8 +12,6 @@ import requests
 from tests import faults
 from tests.conftest import HASH_KEY
 from tests.limits_support import set_limits
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_gunicorn(database_url: str, upstream_url: str, workers: int, **extra: str):
