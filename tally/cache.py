@@ -121,6 +121,11 @@ class Cache:
         self._entries[key] = (current, now, value)
         return value
 
+    def last(self, key: Any) -> Any:
+        """The value last loaded for ``key``, current or not (None if none)."""
+        entry = self._entries.get(key)
+        return entry[2] if entry is not None else None
+
     def serving(self) -> bool:
         """Whether this process can still serve what it knows (the database answered a
         load within ``max_staleness``): /readyz's "degraded" rather than "unavailable"."""

@@ -16,6 +16,7 @@ from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from tally.limits import engine
 from tally.limits.counter_file import create, remove
 from tally.limits.sqlite import SQLiteStorage
+from tally.limits.sqlite_plans import SQLitePlans
 from tests.console_client import Console
 from tests.limits_support import Clock, set_limits
 from tests.support import chat
@@ -141,23 +142,48 @@ def test_readyz_reads_the_counter_file(path, make_app, tmp_path):
 
 
 def test_plans_answer_as_on_the_in_process_storage(path):
-    """The same plans, step by step, on tally+sqlite:// and tally+memory://."""
+    """The same plans, step by step: the counter file's plan runner (the request path)
+    and the engine on a second file answer as the engine on tally+memory:// does, which
+    asks ``limits``' strategies: rebuild claims, windows filling up and draining,
+    counters going over, a look that counts nothing, and a reset."""
     from tally.limits.storage import LocalStorage
 
     clock = Clock(1000.0)
-    shared, local = SQLiteStorage(f"tally+sqlite://{path}", clock=clock), LocalStorage(clock=clock)
-    checks = [
-        {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
-        {"kind": "window", "key": "rpm", "limit": 2, "expiry": 10, "reset": 0.0},
-        {"kind": "counter", "key": "tok", "limit": 100, "expiry": 3600, "reset": 9e9},
-    ]
-    for step in range(12):
-        plan = {"checks": checks, "markers": [], "resets": [], "now": clock.now}
-        assert engine.evaluate(shared, plan) == engine.evaluate(local, plan), step
-        if step == 6:
-            for storage in (shared, local):
-                engine.add_usage(storage, [["tok", 3600, 150]])
-        clock.advance(4)
+    other = create()
+    try:
+        runner = SQLitePlans(SQLiteStorage(f"tally+sqlite://{path}", clock=clock))
+        shared = SQLiteStorage(f"tally+sqlite://{other}", clock=clock)
+        local = LocalStorage(clock=clock)
+        checks = [
+            {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
+            {"kind": "window", "key": "rpm", "limit": 2, "expiry": 10, "reset": 0.0},
+            {"kind": "counter", "key": "tok", "limit": 100, "expiry": 0, "reset": 9e9},
+        ]
+        answers = []
+        for step in range(14):
+            plan = {"checks": checks, "markers": [], "resets": [], "now": clock.now}
+            if step == 0:
+                plan["markers"] = ["msg/seeded"]
+            if step == 1:
+                plan["ready"] = ["msg/seeded"]
+            if step == 9:
+                plan["hit"] = False
+            if step == 11:
+                plan["resets"] = [{"mark": "reset/u", "at": 1_044_000, "keys": ["msg", "tok"]}]
+            expected = engine.evaluate(local, plan)
+            assert engine.evaluate(shared, plan) == expected, step
+            assert runner.evaluate(plan) == expected, step
+            answers.append(expected.get("refused", "claim"))
+            if step == 6:
+                engine.add_usage(local, [["tok", 3600, 150]])
+                engine.add_usage(shared, [["tok", 3600, 150]])
+                runner.add_usage([["tok", 3600, 150]])
+            clock.advance(4)
+        # claimed; admitted until rpm (1) then messages (0) are full; the tokens (2) over,
+        # freeing up last; the reset lifts messages and tokens; rpm fills up again
+        assert answers == ["claim", None, None, 1, None, 0, 0, 2, 2, 2, 2, None, None, 1]
+    finally:
+        remove(other)
 
 
 def test_a_failed_transaction_leaves_nothing_behind(path):

@@ -55,7 +55,11 @@ def evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
         return _evaluate(storage, plan)
 
 
-def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
+def claims(storage: Storage, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """Apply the plan's resets and rebuilt markers, then claim its markers' rebuilds:
+    the answer when a counter must be rebuilt first (by this caller: ``unseeded``, or
+    another: ``pending``), else None. Runs in the caller's transaction, on the storage's
+    own calls (resets and rebuilds are rare: no storage needs them fast)."""
     for reset in plan.get("resets", ()):
         if storage.get(reset["mark"]) < reset["at"]:
             for key in reset["keys"]:
@@ -74,6 +78,18 @@ def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
             pending = True  # another request is rebuilding it right now
     if unseeded or pending:
         return {"unseeded": unseeded, "pending": pending}
+    return None
+
+
+def worst(refused: list[int], stats: list[list[float]]) -> int:
+    """The refusing check whose limit frees up last (the request waits for all)."""
+    return max(refused, key=lambda i: stats[i][0])
+
+
+def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
+    claimed = claims(storage, plan)
+    if claimed is not None:
+        return claimed
     moving, fixed = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage)
     stats, refused = [], []
     for index, check in enumerate(plan["checks"]):
@@ -90,8 +106,7 @@ def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
         if not passes:
             refused.append(index)
     if refused:
-        worst = max(refused, key=lambda i: stats[i][0])  # it frees up when the last does
-        return {"refused": worst, "stats": stats}
+        return {"refused": worst(refused, stats), "stats": stats}
     if plan.get("hit", True):
         for index, check in enumerate(plan["checks"]):
             if check["kind"] != "window":

@@ -7,6 +7,7 @@ tier. Pure functions: no database, no clock.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class Policies:
     by_scope: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tier_key: str = DEFAULT_TIER_KEY
     resets: Mapping[str, float] = field(default_factory=dict)  # subject -> epoch seconds
+    # what callers derive from these policies and keep while they hold (a new Policies
+    # comes with every change): tally.services.limits keeps each request kind's checks
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def tier(self, scope: str) -> dict[str, Any] | None:
         """A tier's full field set (the shipped default for an unset tier:default)."""
@@ -59,6 +63,11 @@ class Policies:
     def has_named_tiers(self) -> bool:
         """True when a tier other than default and anonymous exists (then a user's
         metadata must be read to place them)."""
+        return self.named_tiers
+
+    @functools.cached_property
+    def named_tiers(self) -> bool:
+        """:meth:`has_named_tiers`, worked out once."""
         return any(
             s.startswith("tier:") and s not in (DEFAULT_TIER, ANONYMOUS_TIER) for s in self.by_scope
         )

@@ -32,11 +32,14 @@ from limits.storage import MovingWindowSupport, Storage
 from tally.limits.sqlite_sql import (
     ADD_HITS,
     BATCH_END,
+    COUNTER,
     INCR,
     LIVE_HITS,
+    NEW_WINDOW,
     SCHEMA,
     SWEEP_BATCH,
     SWEEPS,
+    WINDOW_STATS,
 )
 from tally.limits.storage import wall_clock
 
@@ -143,8 +146,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
 
     def get(self, key: str) -> int:
         """The counter's value (0 when missing or expired)."""
-        now = self.clock()
-        row = self._one("SELECT value FROM counters WHERE key = ? AND expires_at > ?", (key, now))
+        row = self._one(COUNTER, (key, self.clock()))
         return int(row[0]) if row else 0
 
     def get_expiry(self, key: str) -> float:
@@ -207,13 +209,30 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         """(oldest hit still in the window, hits in the window); (now, 0) when empty."""
         now = self.clock()
         with self.lock:
-            row = self._conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                self._seen[key] = (None, expiry, 0)
-                return now, 0
-            count, oldest = self._conn.execute(LIVE_HITS, (row[0], now - expiry)).fetchone()
-            self._seen[key] = (row[0], expiry, int(count))
-        return (float(oldest), int(count)) if count else (now, 0)
+            window, count, oldest = self.window_stats(key, now - expiry)
+            self._seen[key] = (window, expiry, count)
+        return (oldest, count) if count else (now, 0)
+
+    def window_stats(self, key: str, since: float) -> tuple[int | None, int, float]:
+        """(the window's id or None, its hits at or after ``since``, the oldest of them);
+        inside :attr:`lock`."""
+        window, count, oldest = self._conn.execute(
+            WINDOW_STATS, {"since": since, "key": key}
+        ).fetchone()
+        return window, int(count), float(oldest) if count else 0.0
+
+    def add_hit(self, key: str, window: int | None, expiry: float, now: float) -> None:
+        """One hit at ``now`` in the window (made when ``window`` is None); inside
+        :attr:`lock`."""
+        conn = self._conn
+        if window is None:
+            window = conn.execute(NEW_WINDOW, (key, expiry)).fetchone()[0]
+        conn.execute(ADD_HITS, (window, now, 1))
+
+    def counter(self, key: str, now: float) -> int:
+        """A counter's value at ``now`` (0 when missing or expired); inside :attr:`lock`."""
+        row = self._conn.execute(COUNTER, (key, now)).fetchone()
+        return int(row[0]) if row else 0
 
     def seed_entries(self, key: str, stamps: list[float], expiry: int) -> None:
         """Put hits back at the times they were made (counters rebuilt after a restart)."""
@@ -237,10 +256,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         conn = self._conn
         row = conn.execute("SELECT id FROM windows WHERE key = ?", (key,)).fetchone()
         if row is None:
-            window = conn.execute(
-                "INSERT INTO windows (key, expiry) VALUES (?, ?) RETURNING id", (key, expiry)
-            ).fetchone()[0]
-            return window, 0
+            return conn.execute(NEW_WINDOW, (key, expiry)).fetchone()[0], 0
         count = conn.execute(LIVE_HITS, (row[0], now - expiry)).fetchone()
         return row[0], int(count[0])
 

@@ -22,6 +22,13 @@ INCR = (
     "RETURNING value"
 )
 LIVE_HITS = "SELECT coalesce(sum(n), 0), min(at) FROM hits WHERE window = ? AND at >= ?"
+# a moving window's id (NULL when it has none), live hits and oldest live hit, in one read
+WINDOW_STATS = (
+    "SELECT w.id, coalesce(sum(h.n), 0), min(h.at) FROM windows w"
+    " LEFT JOIN hits h ON h.window = w.id AND h.at >= :since WHERE w.key = :key"
+)
+NEW_WINDOW = "INSERT INTO windows (key, expiry) VALUES (?, ?) RETURNING id"
+COUNTER = "SELECT value FROM counters WHERE key = ? AND expires_at > ?"
 ADD_HITS = (
     "INSERT INTO hits (window, at, n) VALUES (?, ?, ?) "
     "ON CONFLICT (window, at) DO UPDATE SET n = n + excluded.n"

@@ -37,10 +37,19 @@ class Check:
     kind: str  # "window" or "counter"
     key: str
     limit: int  # hits, tokens, or nano-dollars
-    expiry: int  # window length, or how long a counter lives from its first use
+    expiry: int  # windows: their length (counters: see ttl)
     reset: float = 0.0  # counters: when the period ends (epoch seconds)
-    since: float = 0.0  # where the window or period starts (rebuilding from the log)
+    since: float = 0.0  # counters: when the period starts (windows: see start)
     label: str = ""
+
+    def ttl(self, now: float) -> int:
+        """Seconds a counter made now lives: a window's length, or until an hour after
+        the counter's period ends."""
+        return self.expiry if self.kind == "window" else int(self.reset - now) + SLACK
+
+    def start(self, now: float) -> float:
+        """Where the window or period holding ``now`` starts (rebuilding from the log)."""
+        return now - self.expiry if self.kind == "window" else self.since
 
     @property
     def unit(self) -> str:
@@ -105,23 +114,22 @@ def _periods_of_day(day: int) -> dict[str, tuple[str, float, float]]:
     }
 
 
-def check_for(name: str, value: Any, subject: str, label: str, now: float, spans) -> Check:
+def check_for(name: str, value: Any, subject: str, label: str, spans) -> Check:
     """The check of field ``name`` limited to ``value`` for ``subject``."""
     if name in WINDOWS:
         part, length = WINDOWS[name]
         key = f"tally/{part}/{subject}"
-        return Check(
-            name, subject, "window", key, int(value), length, since=now - length, label=label
-        )
+        return Check(name, subject, "window", key, int(value), length, label=label)
     part, start, end = spans["day" if name.startswith("daily") else "month"]
     unit = "usd" if name in BUDGET_FIELDS else "tok"
     limit = round(float(value) * NANO) if unit == "usd" else int(value)
     key = f"tally/{unit}/{part}/{subject}"
-    return Check(name, subject, "counter", key, limit, int(end - now) + SLACK, end, start, label)
+    return Check(name, subject, "counter", key, limit, 0, end, start, label)
 
 
 def build_checks(scope: Applicable, key_id: int, now: float) -> list[Check]:
-    """Every limit of the end user (or anonymous bucket) and of the key that is set."""
+    """Every limit of the end user (or anonymous bucket) and of the key that is set: the
+    same all UTC day (nothing in a check depends on the time of day)."""
     spans = periods(now)
     subject_label = (
         "for this user"
@@ -135,7 +143,7 @@ def build_checks(scope: Applicable, key_id: int, now: float) -> list[Check]:
     ):
         for name in FIELDS:
             if limits.get(name) is not None:
-                checks.append(check_for(name, limits[name], subject, label, now, spans))
+                checks.append(check_for(name, limits[name], subject, label, spans))
     return checks
 
 

@@ -44,11 +44,15 @@ def read_policies(session: Session) -> Policies:
 
 
 def load_policies(sessions: sessionmaker, cache: Cache | None = None) -> Policies:
-    """The policies, from ``cache`` (the gateway's) while its version is current."""
+    """The policies, from ``cache`` (the gateway's) while its version is current. A
+    reload that finds them unchanged keeps the object held (and what its ``memo``
+    holds: each request kind's checks)."""
 
     def load() -> Policies:
         with sessions() as session:
-            return read_policies(session)
+            fresh = read_policies(session)
+        held = cache.last(POLICIES_CACHE_KEY) if cache is not None else None
+        return held if held == fresh else fresh
 
     return cache.get(POLICIES_CACHE_KEY, load) if cache is not None else load()
 

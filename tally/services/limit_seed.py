@@ -22,7 +22,12 @@ from tally.services.limit_checks import NANO, Check
 
 
 def seed_counters(
-    sessions: sessionmaker, storage: Storage, checks: list[Check], markers, policies: Policies
+    sessions: sessionmaker,
+    storage: Storage,
+    checks: list[Check],
+    markers,
+    policies: Policies,
+    now: float,
 ) -> None:
     """Fill the counters whose markers this caller claimed from the request log."""
     wanted = set(markers)
@@ -30,7 +35,7 @@ def seed_counters(
         for check in checks:
             if check.marker not in wanted:
                 continue
-            since = max(check.since, policies.resets.get(check.subject, 0.0))
+            since = max(check.start(now), policies.resets.get(check.subject, 0.0))
             where = _rows_of(session, check.subject)
             if where is None:
                 continue
@@ -57,7 +62,7 @@ def seed_counters(
                     session.scalar(select(func.coalesce(func.sum(tokens), 0)).where(*where))
                 )
             if amount:
-                storage.incr(check.key, check.expiry, amount)
+                storage.incr(check.key, check.ttl(now), amount)
 
 
 def _rows_of(session, subject: str) -> list | None:

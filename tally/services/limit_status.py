@@ -70,7 +70,7 @@ def user_limits(gateway, external_id: str, metadata, user_id=None) -> UserLimits
     if not checks:
         return UserLimits(external_id, user_id, scope.tier, [])
     # A reset made since the user's last request is applied, as their next one would.
-    plan = {**admission_plan(policies, scope, 0, checks, now), "markers": [], "hit": False}
+    plan = {**admission_plan(policies, checks, now), "markers": [], "hit": False}
     try:
         result = runtime.run(plan)
     except Exception:  # the storage is down: say so, do not fail the page

@@ -22,9 +22,10 @@ from tally.cache import Cache
 from tally.errors import LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
-from tally.limits.policy import Applicable, Policies, applicable, format_value
+from tally.limits.policy import Policies, applicable, format_value, tier_of
 from tally.limits.redis_plans import plans_for
 from tally.limits.sqlite import SQLiteStorage
+from tally.limits.sqlite_plans import SQLitePlans
 from tally.limits.storage import LocalStorage, wall_clock
 from tally.services.limit_checks import Check, build_checks, refusal, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
@@ -86,9 +87,12 @@ class LimitsRuntime:
             self.storage.clock = clock
 
     def runner(self) -> Any:
-        """What runs a plan on the storage: a script on Redis, else the storage."""
+        """What runs a plan on the storage in one call: a script on Redis, a transaction
+        of a few statements on the counter file, else the storage itself (the engine)."""
         if self._runner is None or self._runner[0] is not self.storage:
-            self._runner = (self.storage, plans_for(self.storage) or self.storage)
+            storage = self.storage
+            plans = SQLitePlans(storage) if isinstance(storage, SQLiteStorage) else None
+            self._runner = (storage, plans or plans_for(storage) or storage)
         return self._runner[1]
 
     def run(self, plan: dict[str, Any]) -> dict[str, Any]:
@@ -185,17 +189,18 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
     only fill the headers."""
     runtime = gateway.limits
     policies = load_policies(gateway.sessions, runtime.cache)
-    external_id = claim.external_id if claim is not None else None
-    metadata = None
-    if external_id is not None and policies.has_named_tiers():
-        metadata = user_metadata(gateway.sessions, claim, runtime.metadata_cache)
-    scope = applicable(policies, external_id, metadata, key.id, key.name)
     now = runtime.clock()
-    checks = build_checks(scope, key.id, now)
-    if not checks:
+    gate = _gate(gateway, policies, key, claim, now)
+    if not gate.checks:
         return
-    plan = admission_plan(policies, scope, key.id, checks, now)
-    plan["hit"] = hit
+    checks = gate.checks
+    plan = {
+        "checks": gate.plan,
+        "markers": gate.markers,
+        "resets": _resets(policies, gate.subjects, now) if policies.resets else [],
+        "now": now,
+        "hit": hit,
+    }
     try:
         result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
@@ -204,12 +209,60 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
         runtime.storage_failed(exc, "admitting" if hit else "reading")
         return
     stats = result["stats"]
-    admission.usage_counters = [c for c in checks if c.kind == "counter"]
+    admission.usage_counters = gate.counters
     refused = result["refused"]
-    shown = refused if refused is not None else _shown(checks, stats)
+    shown = refused if refused is not None else _shown(gate, stats)
     admission.headers.update(_headers(checks[shown], stats[shown]))
     if refused is not None and hit:
         raise refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What every request of one end user (or anonymous bucket) through one key is held
+    to on one UTC day: worked out once per policies (tally.limits.policy.Policies.memo)."""
+
+    checks: list[Check]
+    plan: list[dict[str, Any]]  # the checks as the storage's plan runner reads them
+    markers: list[str]
+    subjects: frozenset[str]
+    counters: list[Check]  # the checks a call's tokens and cost go to
+    quota: int | None  # the user's message quota, which the headers show when it applies
+
+
+MEMO_MAX = 50_000  # gates kept per policies; all forgotten when full
+
+
+def _gate(gateway, policies: Policies, key, claim: EndUserClaim | None, now: float) -> Gate:
+    external_id = claim.external_id if claim is not None else None
+    metadata = tier = None
+    if external_id is not None and policies.has_named_tiers():
+        metadata = user_metadata(gateway.sessions, claim, gateway.limits.metadata_cache)
+        tier = tier_of(policies, metadata)
+    memo_key = (external_id, tier, key.id, key.name, int(now // 86400))
+    gate = policies.memo.get(memo_key)
+    if gate is None:
+        if len(policies.memo) >= MEMO_MAX:
+            policies.memo.clear()
+        scope = applicable(policies, external_id, metadata, key.id, key.name)
+        checks = build_checks(scope, key.id, now)
+        quota = next(
+            (
+                i
+                for i, c in enumerate(checks)
+                if c.field == "messages" and not c.subject.startswith("key:")
+            ),
+            None,
+        )
+        gate = policies.memo[memo_key] = Gate(
+            checks,
+            [c.as_plan() for c in checks],
+            [c.marker for c in checks],
+            frozenset(c.subject for c in checks),
+            [c for c in checks if c.kind == "counter"],
+            quota,
+        )
+    return gate
 
 
 def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
@@ -222,7 +275,9 @@ def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dic
             runtime.note_ready(markers)
             return result
         if result["unseeded"]:
-            seed_counters(sessions, runtime.storage, checks, result["unseeded"], policies)
+            seed_counters(
+                sessions, runtime.storage, checks, result["unseeded"], policies, plan["now"]
+            )
             result = runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
             runtime.note_ready(markers)
             return result
@@ -239,8 +294,9 @@ def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any)
     if not tokens:
         tokens = _number(usage.get("total_tokens"))
     nano = round(_number(usage.get("cost")) * 1e9)
+    now = runtime.clock()
     additions = [
-        [c.key, c.expiry, nano if c.unit == "usd" else int(tokens)]
+        [c.key, c.ttl(now), nano if c.unit == "usd" else int(tokens)]
         for c in admission.usage_counters
     ]
     try:
@@ -249,28 +305,33 @@ def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any)
         runtime.storage_failed(exc, "counting usage")
 
 
-def admission_plan(policies: Policies, scope: Applicable, key_id: int, checks, now: float) -> dict:
+def admission_plan(policies: Policies, checks: list[Check], now: float) -> dict:
     """The plan of ``checks``, with the resets of their subjects still to apply."""
+    return {
+        "checks": [c.as_plan() for c in checks],
+        "markers": [c.marker for c in checks],
+        "resets": _resets(policies, {c.subject for c in checks}, now),
+        "now": now,
+    }
+
+
+def _resets(policies: Policies, subjects, now: float) -> list[dict[str, Any]]:
+    """The ``limits reset``s of ``subjects`` that may still have counters to clear."""
     resets = []
-    for subject in {c.subject for c in checks}:
+    for subject in subjects:
         at = policies.resets.get(subject)
         if at is not None and now - at < RESET_HORIZON:
             mark = f"tally/reset/{subject}"
             keys = subject_keys(subject, now)
             resets.append({"mark": mark, "at": int(at * 1000), "keys": keys})
-    return {
-        "checks": [c.as_plan() for c in checks],
-        "markers": [c.marker for c in checks],
-        "resets": resets,
-        "now": now,
-    }
+    return resets
 
 
-def _shown(checks: list[Check], stats: list[list[float]]) -> int:
+def _shown(gate: Gate, stats: list[list[float]]) -> int:
     """The user's message quota when it applies, else the tightest limit."""
-    for index, check in enumerate(checks):
-        if check.field == "messages" and not check.subject.startswith("key:"):
-            return index
+    if gate.quota is not None:
+        return gate.quota
+    checks = gate.checks
     return min(range(len(checks)), key=lambda i: stats[i][1] / max(checks[i].limit, 1))
 
 

@@ -1,0 +1,73 @@
+"""A whole admission plan in one transaction on the instance's counter file, in as few
+statements as the plan needs: :mod:`tally.limits.engine`'s decision, as
+:mod:`tally.limits.redis_plans` runs it on Redis.
+
+The engine asks ``limits``' strategies, which ask the storage: for the shipped default
+(one moving window) that is two storage calls, each re-entering the transaction, and a
+window read then a hit. Here the same decision is one read per check (a window's live
+hits and oldest hit come in one statement) and one write per window hit, inside one
+``BEGIN IMMEDIATE … COMMIT`` (tally/limits/sqlite.py): the request path's share of
+limiting (docs/benchmarks.md). The tests hold it to the engine's answers on the
+in-process storage, plan by plan (tests/test_limits_sqlite.py). Everything else (the
+console's status, resets, rebuilding from the log) goes through the storage's
+``limits`` API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tally.limits.engine import claims, worst
+from tally.limits.sqlite import SQLiteStorage
+
+
+class SQLitePlans:
+    """Runs admission plans and usage additions on a :class:`SQLiteStorage`, one
+    transaction each."""
+
+    def __init__(self, storage: SQLiteStorage):
+        self.storage = storage
+
+    def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """The engine's answer to ``plan`` (see :func:`tally.limits.engine.evaluate`)."""
+        storage = self.storage
+        now = plan["now"]
+        with storage.lock:
+            if plan.get("resets") or plan.get("markers") or plan.get("ready"):
+                claimed = claims(storage, plan)
+                if claimed is not None:
+                    return claimed
+            stats, refused, windows = [], [], {}
+            for index, check in enumerate(plan["checks"]):
+                limit = check["limit"]
+                if check["kind"] == "window":
+                    expiry = check["expiry"]
+                    window, count, oldest = storage.window_stats(check["key"], now - expiry)
+                    windows[index] = window
+                    reset, remaining = (oldest if count else now) + expiry, limit - count
+                    passes = remaining >= 1
+                else:
+                    used = storage.counter(check["key"], now)
+                    reset, remaining = check["reset"], max(0, limit - used)
+                    passes = used < limit
+                stats.append([reset, remaining])
+                if not passes:
+                    refused.append(index)
+            if refused:
+                return {"refused": worst(refused, stats), "stats": stats}
+            if plan.get("hit", True):
+                for index, window in windows.items():
+                    check = plan["checks"][index]
+                    storage.add_hit(check["key"], window, check["expiry"], now)
+                    if stats[index][1] == check["limit"]:  # the window was empty: it starts now
+                        stats[index][0] = now + check["expiry"]
+                    stats[index][1] -= 1
+        return {"refused": None, "stats": stats}
+
+    def add_usage(self, additions: list[list[Any]]) -> None:
+        """Add a call's tokens and cost to their counters, in one transaction."""
+        storage = self.storage
+        with storage.lock:
+            for key, expiry, amount in additions:
+                if amount:
+                    storage.incr(key, expiry, amount)
