@@ -65,7 +65,7 @@ def on_starting(server):
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
     usage rows (tally/services/writer_process.py). Without TALLY_RATELIMIT_STORAGE_URI,
-    also make the file every worker counts limits in (tally/limits/sqlite.py)."""
+    also make the file every worker counts limits in (tally/limits/lmdb_storage.py)."""
     if not tally_settings.ratelimit_storage_uri:
         from tally.limits.counter_file import create
 

@@ -5,7 +5,7 @@ one admission on the storage) for 5,000 end users in turn, so counters are not a
     python bench/limits_cost.py --memory 100000   # the counter file's size per user
 
 Storages: none (no policy applies: the cost of looking), tally+memory:// (in this
-process), tally+sqlite:// (the file every worker of an instance shares under
+process), tally+lmdb:// (the file every worker of an instance shares under
 gunicorn), and Redis when given (one Lua script per admission). Prints p50 / p99 /
 mean in microseconds.
 """
@@ -13,9 +13,7 @@ mean in microseconds.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -27,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
 from tally.identity import EndUserClaim  # noqa: E402
-from tally.limits.counter_file import create, remove
-from tally.limits.sqlite import SQLiteStorage  # noqa: E402
+from tally.limits.counter_file import create, remove  # noqa: E402
+from tally.limits.lmdb_storage import LMDBStorage  # noqa: E402
 from tally.services.keys import AuthenticatedKey  # noqa: E402
 from tally.services.limit_policies import set_policy  # noqa: E402
 from tally.services.limits import Admission, admit, make_storage, runtime_of  # noqa: E402
@@ -52,25 +50,26 @@ def measure(flask_app, requests: int) -> list[float]:
 
 
 def file_bytes_per_user(users: int, hits: int) -> float:
-    """The instance's counter file (its database and WAL) per user, each user's 24 h
-    window holding ``hits`` messages (the moving window stores every hit)."""
+    """The instance's counter file's used pages per user, each user's 24 h window
+    holding ``hits`` messages (the moving window stores every hit)."""
     path = create()
-    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    storage = LMDBStorage(f"tally+lmdb://{path}")
     with storage.lock:  # one transaction: fills fast
         for user in range(users):
             key = f"tally/msg/user:user_{user:012d}"
             storage.seed_entries(key, [storage.clock() - i for i in range(hits)], 86400)
-    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
-    size = sum(os.path.getsize(f) for f in glob.glob(path + "*") if not f.endswith(".lock"))
+    with storage.lock:
+        used = storage.txn.stat(storage.windows)
+    pages = used["branch_pages"] + used["leaf_pages"] + used["overflow_pages"]
     remove(path)
-    return size / users
+    return pages * used["psize"] / users
 
 
 def memory_table(users: int) -> None:
-    """Print the counter file's size per user at 1 and 50 messages each."""
-    print(f"tally+sqlite:// counter file, {users} users, one 24 h window each")
+    """Print the counter file's size per user at 1, 50 and 1,000 messages each."""
+    print(f"tally+lmdb:// counter file, {users} users, one 24 h window each")
     print(f"{'messages per user':18} {'bytes per user':>15} {'at 100,000 users':>17}")
-    for hits in (1, 50):
+    for hits in (1, 50, 1000):
         size = file_bytes_per_user(users, hits)
         print(f"{hits:18} {size:15.0f} {size * 100_000 / 1e6:14.0f} MB")
 
@@ -105,8 +104,8 @@ def main() -> None:
         set_policy(session, "tier:default", {"messages": 10**9}, "bench")
     run("tally+memory:// (in process)")
     counters = create()
-    runtime.storage = SQLiteStorage(f"tally+sqlite://{counters}")
-    run("tally+sqlite:// (the instance's file)")
+    runtime.storage = LMDBStorage(f"tally+lmdb://{counters}")
+    run("tally+lmdb:// (the instance's file)")
     remove(counters)
     if args.redis:
         runtime.storage, _ = make_storage(args.redis, None)

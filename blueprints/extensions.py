@@ -19,7 +19,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-import tally.limits.sqlite  # noqa: F401  (registers tally+sqlite://)
+import tally.limits.lmdb_storage  # noqa: F401  (registers tally+lmdb://)
 import tally.limits.storage  # noqa: F401  (registers tally+memory://)
 
 login_manager = LoginManager()
@@ -66,7 +66,7 @@ def login_storage_uri(settings) -> str:
     if settings.ratelimit_storage_uri:
         return settings.ratelimit_storage_uri
     if settings.limits_db:
-        return f"tally+sqlite://{settings.limits_db}"
+        return f"tally+lmdb://{settings.limits_db}"
     return "tally+memory://"
 
 

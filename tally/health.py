@@ -31,9 +31,9 @@ def check_limiter_storage(uri: str | None, db_path: str | None = None) -> str:
     """PING the Redis the rate limits use, or read the instance's counter file (under
     gunicorn); the in-process storage is always there."""
     if not uri and db_path:
-        from tally.limits.sqlite import SQLiteStorage
+        from tally.limits.lmdb_storage import LMDBStorage
 
-        if SQLiteStorage(f"tally+sqlite://{db_path}").check():
+        if LMDBStorage(f"tally+lmdb://{db_path}").check():
             return "ok"
         log.warning("readiness: the limit counters' file cannot be read")
         return "unreachable"

@@ -1,5 +1,5 @@
 """The default storage under a real gunicorn: every worker counts in the instance's
-counter file (tally+sqlite://), so a limit of N holds exactly under concurrent load whatever the
+counter file (tally+lmdb://), so a limit of N holds exactly under concurrent load whatever the
 worker count (per-process memory would let N per worker through)."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tally.limits.sqlite import SQLiteStorage
+from tally.limits.lmdb_storage import LMDBStorage
 from tally.services.limits import runtime_of
 from tests.faults import TcpProxy
 from tests.limits_support import forget_counters, forget_redis_counters, set_limits
@@ -85,7 +85,7 @@ def test_a_counter_file_that_is_gone(make_app, serve, upstream, tmp_path, fail, 
     """The default storage's file is gone (its directory removed): the same two behaviours."""
     flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_RATELIMIT_FAIL=fail)
     runtime = runtime_of(flask_app.extensions["tally"])
-    runtime.storage = SQLiteStorage(f"tally+sqlite://{tmp_path}/gone/limits.db")
+    runtime.storage = LMDBStorage(f"tally+lmdb://{tmp_path}/gone/limits")
     server = serve(flask_app)
     from tally.services.keys import create_api_key
 

@@ -1,4 +1,4 @@
-"""Where an instance's counter file (tally/limits/sqlite.py) lives: a private directory
+"""Where an instance's counter file (tally/limits/lmdb_storage.py) lives: a private directory
 gunicorn's master makes before the first worker forks and removes after the last."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 def create() -> str:
     """A private directory (0700) for an instance's counters, in memory (``/dev/shm``)
-    where there is one, named after this process; the database's path in it. gunicorn's
+    where there is one, named after this process; the counter file's path in it. gunicorn's
     master calls this before the first worker forks. Directories left by masters that
     died without cleaning up (their process is gone) are removed first."""
     shm = "/dev/shm"
@@ -21,7 +21,7 @@ def create() -> str:
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     directory = tempfile.mkdtemp(prefix=f"tally-limits-{os.getpid()}-", dir=base)
-    return os.path.join(directory, "limits.db")
+    return os.path.join(directory, "limits")
 
 
 def _alive(pid: int) -> bool:
@@ -36,4 +36,7 @@ def _alive(pid: int) -> bool:
 
 def remove(path: str) -> None:
     """Remove the counters' directory (gunicorn's master, after the last worker)."""
+    from tally.limits.lmdb_storage import close
+
+    close(path)
     shutil.rmtree(os.path.dirname(path), ignore_errors=True)

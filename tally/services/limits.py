@@ -22,10 +22,10 @@ from tally.cache import Cache
 from tally.errors import LimitsUnavailable, RateLimited
 from tally.identity import EndUserClaim
 from tally.limits import engine
+from tally.limits.lmdb_plans import LMDBPlans
+from tally.limits.lmdb_storage import LMDBStorage
 from tally.limits.policy import Policies, applicable, format_value, tier_of
 from tally.limits.redis_plans import plans_for
-from tally.limits.sqlite import SQLiteStorage
-from tally.limits.sqlite_plans import SQLitePlans
 from tally.limits.storage import LocalStorage, wall_clock
 from tally.services.limit_checks import Check, build_checks, refusal, subject_keys
 from tally.services.limit_policies import load_policies, user_metadata
@@ -83,15 +83,15 @@ class LimitsRuntime:
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Use ``clock`` for windows and periods (tests move time instead of sleeping)."""
         self.clock = clock
-        if isinstance(self.storage, LocalStorage | SQLiteStorage):
+        if isinstance(self.storage, LocalStorage | LMDBStorage):
             self.storage.clock = clock
 
     def runner(self) -> Any:
-        """What runs a plan on the storage in one call: a script on Redis, a transaction
-        of a few statements on the counter file, else the storage itself (the engine)."""
+        """What runs a plan on the storage in one call: a script on Redis, one
+        transaction on the counter file, else the storage itself (the engine)."""
         if self._runner is None or self._runner[0] is not self.storage:
             storage = self.storage
-            plans = SQLitePlans(storage) if isinstance(storage, SQLiteStorage) else None
+            plans = LMDBPlans(storage) if isinstance(storage, LMDBStorage) else None
             self._runner = (storage, plans or plans_for(storage) or storage)
         return self._runner[1]
 
@@ -150,7 +150,7 @@ def make_storage(uri: str | None, db_path: str | None) -> tuple[Storage, str]:
             options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
         return storage_from_string(uri, **options), uri.split("://", 1)[0] + "://"
     if db_path:
-        return SQLiteStorage(f"tally+sqlite://{db_path}"), "tally+sqlite:// (this instance's file)"
+        return LMDBStorage(f"tally+lmdb://{db_path}"), "tally+lmdb:// (this instance's file)"
     return LocalStorage(), "tally+memory:// (this process)"
 
 

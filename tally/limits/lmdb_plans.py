@@ -1,16 +1,15 @@
-"""A whole admission plan in one transaction on the instance's counter file, in as few
-statements as the plan needs: :mod:`tally.limits.engine`'s decision, as
-:mod:`tally.limits.redis_plans` runs it on Redis.
+"""A whole admission plan in one write transaction on the instance's counter file:
+:mod:`tally.limits.engine`'s decision, as :mod:`tally.limits.redis_plans` runs it on
+Redis.
 
 The engine asks ``limits``' strategies, which ask the storage: for the shipped default
-(one moving window) that is two storage calls, each re-entering the transaction, and a
-window read then a hit. Here the same decision is one read per check (a window's live
-hits and oldest hit come in one statement) and one write per window hit, inside one
-``BEGIN IMMEDIATE … COMMIT`` (tally/limits/sqlite.py): the request path's share of
-limiting (docs/benchmarks.md). The tests hold it to the engine's answers on the
-in-process storage, plan by plan (tests/test_limits_sqlite.py). Everything else (the
-console's status, resets, rebuilding from the log) goes through the storage's
-``limits`` API.
+(one moving window) that is a window read and then a hit, each its own storage call
+re-entering the transaction and reading the window again. Here the same decision reads
+each counter once and writes each window hit once, inside one transaction
+(tally/limits/lmdb_storage.py): the request path's share of limiting
+(docs/benchmarks.md). The tests hold it to the engine's answers on the in-process
+storage, plan by plan (tests/test_limits_lmdb.py). Everything else (the console's
+status, resets, rebuilding from the log) goes through the storage's ``limits`` API.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from tally.limits.engine import claims, worst
-from tally.limits.sqlite import SQLiteStorage
+from tally.limits.lmdb_storage import LMDBStorage
 
 
-class SQLitePlans:
-    """Runs admission plans and usage additions on a :class:`SQLiteStorage`, one
+class LMDBPlans:
+    """Runs admission plans and usage additions on an :class:`LMDBStorage`, one
     transaction each."""
 
-    def __init__(self, storage: SQLiteStorage):
+    def __init__(self, storage: LMDBStorage):
         self.storage = storage
 
     def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
@@ -37,14 +36,14 @@ class SQLitePlans:
                 claimed = claims(storage, plan)
                 if claimed is not None:
                     return claimed
-            stats, refused, windows = [], [], {}
+            stats, refused, windows = [], [], []
             for index, check in enumerate(plan["checks"]):
                 limit = check["limit"]
                 if check["kind"] == "window":
                     expiry = check["expiry"]
-                    window, count, oldest = storage.window_stats(check["key"], now - expiry)
-                    windows[index] = window
-                    reset, remaining = (oldest if count else now) + expiry, limit - count
+                    hits = storage.live_hits(check["key"], now - expiry)
+                    windows.append((index, hits))
+                    reset, remaining = (hits[0] if hits else now) + expiry, limit - len(hits)
                     passes = remaining >= 1
                 else:
                     used = storage.counter(check["key"], now)
@@ -56,9 +55,9 @@ class SQLitePlans:
             if refused:
                 return {"refused": worst(refused, stats), "stats": stats}
             if plan.get("hit", True):
-                for index, window in windows.items():
+                for index, hits in windows:
                     check = plan["checks"][index]
-                    storage.add_hit(check["key"], window, check["expiry"], now)
+                    storage.add_hits(check["key"], hits, check["expiry"], now)
                     if stats[index][1] == check["limit"]:  # the window was empty: it starts now
                         stats[index][0] = now + check["expiry"]
                     stats[index][1] -= 1

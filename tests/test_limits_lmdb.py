@@ -1,12 +1,12 @@
-"""tally+sqlite://, the file every worker of an instance counts in: the ``limits`` storage
-API on a clock the test moves, whole plans atomic across processes, the sweep, and the
-API's limits and the console's login throttling counting in the same file."""
+"""tally+lmdb://, the file every worker of an instance counts in: the ``limits`` storage
+API on a clock the test moves, whole plans atomic across processes, the sweep, a worker
+that dies mid-transaction, and the API's limits and the console's login throttling
+counting in the same file."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import sqlite3
 
 import pytest
 from limits import RateLimitItemPerMinute
@@ -15,8 +15,8 @@ from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from tally.limits import engine
 from tally.limits.counter_file import create, remove
-from tally.limits.sqlite import SQLiteStorage
-from tally.limits.sqlite_plans import SQLitePlans
+from tally.limits.lmdb_plans import LMDBPlans
+from tally.limits.lmdb_storage import LMDBStorage
 from tests.console_client import Console
 from tests.limits_support import Clock, set_limits
 from tests.support import chat
@@ -32,8 +32,8 @@ def path():
 
 def test_the_scheme_is_registered_and_speaks_the_storage_api(path):
     clock = Clock(1000.0)
-    storage = storage_from_string(f"tally+sqlite://{path}")
-    assert isinstance(storage, SQLiteStorage) and storage.check()
+    storage = storage_from_string(f"tally+lmdb://{path}")
+    assert isinstance(storage, LMDBStorage) and storage.check()
     storage.clock = clock
     item = RateLimitItemPerMinute(2)
     fixed, moving = FixedWindowRateLimiter(storage), MovingWindowRateLimiter(storage)
@@ -56,33 +56,36 @@ def test_the_scheme_is_registered_and_speaks_the_storage_api(path):
 
 def test_seeded_hits_keep_their_times(path):
     clock = Clock(1000.0)
-    storage = SQLiteStorage(f"tally+sqlite://{path}", clock=clock)
+    storage = LMDBStorage(f"tally+lmdb://{path}", clock=clock)
     storage.seed_entries("w", [900.0, 950.0, 100.0], 120)  # 100.0 is out of the window
     assert storage.get_moving_window("w", 10, 120) == (900.0, 2)
 
 
 def test_idle_keys_are_swept_a_batch_at_a_time(path):
     clock = Clock(0.0)
-    storage = SQLiteStorage(f"tally+sqlite://{path}", clock=clock)
+    storage = LMDBStorage(f"tally+lmdb://{path}", clock=clock)
     for index in range(150):
         storage.acquire_entry(f"w{index:03}", 10, 60)
         storage.incr(f"c{index:03}", 60)
+    clock.advance(50)
+    storage.acquire_entry("w000", 10, 60)  # w000 will keep one live hit of two
     assert storage.size() == 300
-    clock.advance(120)  # every key is idle now
+    clock.advance(50)  # every key but w000 is idle now
     storage.incr("tick", 600)
-    assert 301 - 200 <= storage.size() < 301  # one batch (100 keys of each) per sweep
+    assert 301 - 199 <= storage.size() < 301  # one batch (100 keys of each) per sweep
     storage.incr("tick", 600)
-    assert storage.size() >= 101  # at most one sweep per 0.2 s
+    assert storage.size() >= 102  # at most one sweep per 0.2 s
     for _ in range(3):
         clock.advance(1)
         storage.incr("tick", 600)
-    assert storage.size() == 1
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM hits").fetchone() == (0,)
+    assert storage.size() == 2  # tick, and w000 with only its live hit left
+    assert storage.get_moving_window("w000", 10, 60) == (50.0, 1)
+    with storage.lock:
+        assert storage.live_hits("w000", 0.0).tolist() == [50.0]  # the stale one is gone
 
 
 def _admit_many(path: str, count: int, answers) -> None:
-    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    storage = LMDBStorage(f"tally+lmdb://{path}")
     for _ in range(count):
         plan = {
             "checks": [{"kind": "window", "key": "w", "limit": 50, "expiry": 600}],
@@ -106,7 +109,7 @@ def test_a_limit_holds_exactly_across_processes(path):
     for proc in procs:
         proc.join(10)
     assert results.count(True) == 50
-    assert SQLiteStorage(f"tally+sqlite://{path}").get_moving_window("w", 50, 600)[1] == 50
+    assert LMDBStorage(f"tally+lmdb://{path}").get_moving_window("w", 50, 600)[1] == 50
 
 
 def test_api_limits_and_login_throttling_count_in_the_file(path, make_app, serve, upstream):
@@ -119,24 +122,22 @@ def test_api_limits_and_login_throttling_count_in_the_file(path, make_app, serve
     set_limits(flask_app, "tier:default", "messages=2", "daily_tokens=20")
     # the fake upstream's usage: 12 + 3 tokens a call
     assert [chat(live, user="u-1").status_code for _ in range(3)] == [200, 200, 429]
-    held = SQLiteStorage(f"tally+sqlite://{path}")
+    held = LMDBStorage(f"tally+lmdb://{path}")
     assert held.get_moving_window("tally/msg/user:u-1", 2, 86400)[1] == 2
     console = Console(flask_app)
     statuses = [console.login("x@example.com", "wrong").status_code for _ in range(6)]
     assert statuses[-1] == 429  # the per-account limit, counted in the file
-    with sqlite3.connect(path) as conn:
-        keys = [key for (key,) in conn.execute("SELECT key FROM counters")]
-        tokens = conn.execute(
-            "SELECT value FROM counters WHERE key LIKE 'tally/tok/d%/user:u-1'"
-        ).fetchall()
+    with held.lock:
+        keys = [key.decode() for key, _ in held.txn.cursor(db=held.counters)]
     assert any("x@example.com" in key for key in keys)
-    assert tokens == [(30,)]
+    [tokens] = [key for key in keys if key.startswith("tally/tok/d") and key.endswith("user:u-1")]
+    assert held.get(tokens) == 30
 
 
 def test_readyz_reads_the_counter_file(path, make_app, tmp_path):
     ready = make_app(TALLY_LIMITS_DB=path).test_client().get("/readyz")
     assert ready.status_code == 200 and ready.json["checks"]["limiter_storage"] == "ok"
-    gone = make_app(TALLY_LIMITS_DB=str(tmp_path / "gone" / "limits.db")).test_client()
+    gone = make_app(TALLY_LIMITS_DB=str(tmp_path / "gone" / "limits")).test_client()
     answer = gone.get("/readyz")
     assert answer.status_code == 503 and answer.json["checks"]["limiter_storage"] == "unreachable"
 
@@ -151,8 +152,8 @@ def test_plans_answer_as_on_the_in_process_storage(path):
     clock = Clock(1000.0)
     other = create()
     try:
-        runner = SQLitePlans(SQLiteStorage(f"tally+sqlite://{path}", clock=clock))
-        shared = SQLiteStorage(f"tally+sqlite://{other}", clock=clock)
+        runner = LMDBPlans(LMDBStorage(f"tally+lmdb://{path}", clock=clock))
+        shared = LMDBStorage(f"tally+lmdb://{other}", clock=clock)
         local = LocalStorage(clock=clock)
         checks = [
             {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
@@ -187,12 +188,29 @@ def test_plans_answer_as_on_the_in_process_storage(path):
 
 
 def test_a_failed_transaction_leaves_nothing_behind(path):
-    storage = SQLiteStorage(f"tally+sqlite://{path}")
+    storage = LMDBStorage(f"tally+lmdb://{path}")
     with pytest.raises(RuntimeError), storage.lock:
         storage.incr("k", 60)
         raise RuntimeError("the admission failed half-way")
     assert storage.get("k") == 0
     assert storage.incr("k", 60) == 1  # the next transaction starts cleanly
+
+
+def _die_mid_transaction(path: str) -> None:
+    storage = LMDBStorage(f"tally+lmdb://{path}")
+    storage.lock.__enter__()
+    storage.incr("k", 60, 5)
+    os._exit(1)  # killed holding the writers' mutex, nothing committed
+
+
+def test_a_worker_killed_mid_transaction_costs_nothing(path):
+    storage = LMDBStorage(f"tally+lmdb://{path}")
+    assert storage.incr("k", 60) == 1
+    child = multiprocessing.get_context("fork").Process(target=_die_mid_transaction, args=(path,))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 1
+    assert storage.incr("k", 60) == 2  # the mutex passed on; the dead one's 5 never landed
 
 
 def test_a_dead_masters_directory_is_removed_by_the_next(tmp_path):
