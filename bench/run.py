@@ -32,15 +32,18 @@ in alternating rounds (direct, floor, Tally, direct, ...):
    requests sent from another process: errors, the target's total RSS (every process),
    the short requests' latency, each stream's time to its first token;
 5. at the end, the request rows in Tally's database against the requests answered;
-6. what limiting costs: a second Tally, the same but with no limit set
-   (``limits set tier:default messages=none``): after the rounds, each was sent one
-   request per end user (so each user's counters exist: the steady state) and the two
-   take loads 1 and 2 back to back, 2 × rounds pairs in ABBA order, with a pause before
-   each so the usage writers are idle; the table's last lines compare the two (Tally
-   runs the shipped default, ``messages=1000`` per user, so every request is admitted
-   and counted). Its
-   storage is the default (the instance's ``tally+sqlite://`` file) unless
-   ``--ratelimit-storage`` names one, e.g. ``redis://127.0.0.1:6379/14``, for both.
+6. what limiting costs: two more Tallies, started fresh and alike but for their limits:
+   one with the shipped default (``messages=1000`` per rolling 24 h for every user, so
+   every request is admitted and counted), one with no limit (``limits set tier:default
+   messages=none``). Each was sent one request per end user first (so each user's
+   counters exist: the steady state); after the rounds, the two take loads 1 and 2 back
+   to back in ``--ab-pairs`` pairs (default 4 × rounds), each pair in turn first (ABBA:
+   drift cancels out), with a pause before each run so the usage writers are idle. The
+   table's last lines give the median of each and the median of the pairs' differences
+   (on this VM one run differs from the next by up to ±10 %: a pair's two runs are
+   seconds apart, so their ratio is what to read). Their storage is the default (the
+   instance's ``tally+lmdb://`` file) unless ``--ratelimit-storage`` names one, e.g.
+   ``redis://127.0.0.1:6379/14``, for both.
 
 ``--endpoint`` picks what the non-streaming loads (wrk, the short requests) ask for, on
 every target: chat completions (default), ``/v1/responses`` or ``/v1/embeddings``. The
@@ -102,8 +105,9 @@ def main() -> None:
     tallies = [
         Tally(f"tally-{wc}" if wc else "tally", mock.port, workdir, args, wc) for wc in classes
     ]
-    unlimited = Tally("tally-no-limits", mock.port, workdir, args, classes[0])
-    for tally in (*tallies, unlimited):
+    limited = Tally("tally-limits-on", mock.port, workdir, args, classes[0])
+    unlimited = Tally("tally-limits-off", mock.port, workdir, args, classes[0])
+    for tally in (*tallies, limited, unlimited):
         if args.ratelimit_storage:
             tally.env["TALLY_RATELIMIT_STORAGE_URI"] = args.ratelimit_storage
     if args.compare_tree:
@@ -116,11 +120,11 @@ def main() -> None:
     slow, rows = {}, {}
     try:
         wait_http(f"http://{HOST}:{mock.port}/v1/models")
-        for gateway in [*gateways, unlimited]:
+        for gateway in [*gateways, limited, unlimited]:
             gateway.start()
         unlimited.cli("limits", "set", "tier:default", "messages=none")
         warmed = {}  # every user's counters made once: the steady state
-        for tally in (tallies[0], unlimited):
+        for tally in (tallies[0], limited, unlimited):
             warmed[tally.name] = every_user(tally, USERS, args.endpoint)
         for _ in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...
@@ -129,7 +133,7 @@ def main() -> None:
                 run["thr"].append(wrk(target, 32, seconds, args.endpoint))
                 run["str"].append(sequential_streams(target, endpoint=streamed))
                 run["b2b"].append(sequential_streams(target, 200, 3, 0.0, True, streamed))
-        limits_ab(tallies[0], unlimited, rounds, seconds, args.endpoint)
+        limits_ab(limited, unlimited, args.ab_pairs or 4 * rounds, 3, args.endpoint)
         for target in targets:
             slow[target.name] = many_streams(
                 target, streams, slow_tokens, endpoint=streamed, probe_endpoint=args.endpoint
@@ -137,12 +141,9 @@ def main() -> None:
         for tally in tallies:
             answered = sum(r["requests"] for kind in runs[tally.name].values() for r in kind)
             answered += warmed.get(tally.name, 0)
-            answered += sum(
-                r["requests"] for kind in getattr(tally, "ab", {}).values() for r in kind
-            )
             rows[tally.name] = (tally.rows(), answered + slow[tally.name]["requests"])
     finally:
-        for gateway in [*gateways, unlimited]:
+        for gateway in [*gateways, limited, unlimited]:
             stop(gateway.proc)
         stop(mock.proc)
         if args.database_url is None:
@@ -150,7 +151,7 @@ def main() -> None:
     head(args, rounds, streamed)
     table = Table(list(floors.values()), pairs, runs, slow)
     table.print(streams, slow_tokens)
-    table.limits_cost(tallies[0], unlimited, args.ratelimit_storage or "default")
+    table.limits_cost(limited, unlimited, args.ratelimit_storage or "default")
     for name, (written, answered) in rows.items():
         print(
             f"\n{name}: {written} request rows written for {answered} answers "
@@ -159,13 +160,13 @@ def main() -> None:
         )
 
 
-def limits_ab(limited: Tally, unlimited: Tally, rounds: int, seconds: int, endpoint: str) -> None:
-    """Limits on and off, the non-streaming loads only, back to back in 2 × ``rounds``
-    pairs, each pair in turn first (ABBA: drift cancels out), after a pause that lets the
-    usage writers finish the rows of what ran before; into ``limited.ab`` and
-    ``unlimited.ab``."""
+def limits_ab(limited: Tally, unlimited: Tally, pairs: int, seconds: int, endpoint: str) -> None:
+    """Limits on and off, the non-streaming loads only, back to back in ``pairs`` pairs,
+    each pair in turn first (ABBA: drift cancels out), after a pause that lets the usage
+    writers finish the rows of what ran before; into ``limited.ab`` and
+    ``unlimited.ab``, run i of one paired with run i of the other."""
     limited.ab, unlimited.ab = {"lat": [], "thr": []}, {"lat": [], "thr": []}
-    for index in range(2 * rounds):
+    for index in range(pairs):
         for tally in (limited, unlimited)[:: -1 if index % 2 else 1]:
             time.sleep(2)
             tally.ab["lat"].append(wrk(tally, 1, seconds, endpoint))
@@ -195,6 +196,12 @@ def parse_args() -> argparse.Namespace:
         "--ratelimit-storage",
         metavar="URI",
         help="TALLY_RATELIMIT_STORAGE_URI for both Tallies (default: the instance's file)",
+    )
+    parser.add_argument(
+        "--ab-pairs",
+        type=int,
+        metavar="N",
+        help="limits on/off pairs of 3 s runs (default 4 × rounds)",
     )
     parser.add_argument(
         "--compare-tree",

@@ -83,21 +83,26 @@ class Table:
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
     def limits_cost(self, limited: Target, unlimited: Target, storage: str) -> None:
-        """The lines on what limiting costs: the Tally with the default policy against the
-        same Tally with no limit (bench/run.py's limits_ab: their ``ab`` runs)."""
-        runs = len(limited.ab["thr"])
-        title = f"{storage} storage; {limited.name} vs {unlimited.name}, medians of {runs} runs"
+        """The lines on what limiting costs: a Tally with the default policy against the
+        same Tally with no limit (bench/run.py's limits_ab: their paired ``ab`` runs)."""
+        pairs = len(limited.ab["thr"])
+        title = f"{storage} storage; {limited.name} vs {unlimited.name}, {pairs} pairs of runs"
         print(f"\nWhat limiting costs ({title}):\n")
-        print("| | limits on | limits off | difference | goal |")
+        print("| | limits on | limits off | difference (median of pairs) | goal |")
         print("|---|---|---|---|---|")
         for label, kind, field, goal in (
             ("1 client: p50 (ms)", "lat", "p50", "≤ +0.3 ms"),
             ("32 clients: requests/s", "thr", "rps", "≥ −10 %"),
             ("32 clients: CPU ms per request", "thr", "cpu_ms", ""),
         ):
-            on = statistics.median(r[field] for r in limited.ab[kind])
-            off = statistics.median(r[field] for r in unlimited.ab[kind])
-            change = f"{100 * (on / off - 1):+.1f} %" if field == "rps" else f"{on - off:+.3f}"
+            ons = [r[field] for r in limited.ab[kind]]
+            offs = [r[field] for r in unlimited.ab[kind]]
+            on, off = statistics.median(ons), statistics.median(offs)
+            if field == "rps":
+                changes = [100 * (a / b - 1) for a, b in zip(ons, offs, strict=True)]
+                change = f"{statistics.median(changes):+.1f} %"
+            else:
+                change = f"{statistics.median(a - b for a, b in zip(ons, offs, strict=True)):+.3f}"
             print(f"| {label} | {on:.3f} | {off:.3f} | {change} | {goal} |")
 
 

@@ -18,13 +18,19 @@ import json
 from typing import Any
 
 from limits.storage import RedisClusterStorage, RedisStorage
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from tally.limits.engine import CLAIM_TTL, MARKER_TTL
 
-# KEYS: none. ARGV[1]: the key prefix; ARGV[2]: the plan as JSON; ARGV[3]: its "now", as
-# the text the hits are stored with (Lua's own number formatting would round it).
+# KEYS: none. ARGV: the key prefix; the plan's "now", as the text the hits are stored
+# with (Lua's own number formatting would round it); "1" to hit, "0" to look; the
+# plan's resets, rebuilt markers and markers as JSON, or "" (the usual: none); then five
+# per check: "w" (window) or "c" (counter), key, limit, expiry, reset. No JSON on the
+# usual path: decoding and encoding it was most of the script's time.
+# Answer: {"seeding", pending (0/1), unseeded marker, ...} or {"ok" | "refused",
+# refused check (1-based, 0: none), then per check its reset (text) and remaining}.
 ADMIT = """
-local prefix, plan, now_text = ARGV[1] .. ':', cjson.decode(ARGV[2]), ARGV[3]
+local prefix, now_text, hit = ARGV[1] .. ':', ARGV[2], ARGV[3] == '1'
 local now = tonumber(now_text)
 local function get(key) return tonumber(redis.call('get', prefix .. key) or '0') end
 local function incr(key, expiry, amount)
@@ -32,65 +38,79 @@ local function incr(key, expiry, amount)
   if value == amount then redis.call('expire', prefix .. key, expiry) end
   return value
 end
-for _, reset in ipairs(plan.resets or {}) do
-  if get(reset.mark) < reset.at then
-    for _, key in ipairs(reset.keys) do redis.call('del', prefix .. key) end
-    redis.call('del', prefix .. reset.mark)
-    incr(reset.mark, MARKER_TTL, reset.at)
+if ARGV[4] ~= '' then
+  local extras = cjson.decode(ARGV[4])
+  for _, reset in ipairs(extras.resets) do
+    if get(reset.mark) < reset.at then
+      for _, key in ipairs(reset.keys) do redis.call('del', prefix .. key) end
+      redis.call('del', prefix .. reset.mark)
+      incr(reset.mark, MARKER_TTL, reset.at)
+    end
   end
-end
-for _, marker in ipairs(plan.ready or {}) do incr(marker .. '/ready', MARKER_TTL, 1) end
-local unseeded, pending = {}, false
-for _, marker in ipairs(plan.markers or {}) do
-  if get(marker .. '/ready') == 0 then
-    if incr(marker, CLAIM_TTL, 1) == 1 then table.insert(unseeded, marker) else pending = true end
+  for _, marker in ipairs(extras.ready) do incr(marker .. '/ready', MARKER_TTL, 1) end
+  local answer, pending = {'seeding', 0}, false
+  for _, marker in ipairs(extras.markers) do
+    if get(marker .. '/ready') == 0 then
+      if incr(marker, CLAIM_TTL, 1) == 1 then table.insert(answer, marker) else answer[2] = 1 end
+    end
   end
+  if #answer > 2 or answer[2] == 1 then return answer end
 end
-if #unseeded > 0 or pending then
-  return cjson.encode({unseeded = unseeded, pending = pending, seeding = true})
-end
--- the moving window's (oldest live hit, live hits), as limits' moving_window.lua finds them
+-- the moving window's (oldest live hit, live hits), as limits' moving_window.lua finds
+-- them: the list is newest first and trimmed to the limit; all of it is live unless its
+-- last is stale (then a binary search)
 local function window(key, limit, expiry)
-  local low, high, found = 0, math.min(limit, redis.call('llen', prefix .. key)) - 1, nil
+  local full = prefix .. key
+  local size = math.min(limit, redis.call('llen', full))
+  if size == 0 then return now, 0 end
+  local last = tonumber(redis.call('lindex', full, size - 1))
+  if last >= now - expiry then return last, size end
+  local low, high, found = 0, size - 2, nil
   while low <= high do
     local mid = math.floor((low + high) / 2)
-    local value = tonumber(redis.call('lindex', prefix .. key, mid))
-    if value and value >= now - expiry then found = mid; low = mid + 1 else high = mid - 1 end
+    local value = tonumber(redis.call('lindex', full, mid))
+    if value >= now - expiry then found = mid; low = mid + 1 else high = mid - 1 end
   end
   if found == nil then return now, 0 end
-  return tonumber(redis.call('lindex', prefix .. key, found)), found + 1
+  return tonumber(redis.call('lindex', full, found)), found + 1
 end
-local stats, refused, worst = {}, false, 0
-for index, check in ipairs(plan.checks) do
+local count = (#ARGV - 4) / 5
+local stats, worst = {}, 0
+for index = 1, count do
+  local at = 4 + (index - 1) * 5
+  local kind, key, limit, expiry = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   local reset, remaining, passes
-  if check.kind == 'window' then
-    local oldest, count = window(check.key, check.limit, check.expiry)
-    reset, remaining = oldest + check.expiry, check.limit - count
+  if kind == 'w' then
+    local oldest, live = window(key, limit, expiry)
+    reset, remaining = oldest + expiry, limit - live
     passes = remaining >= 1
   else
-    local used = get(check.key)
-    reset, remaining = check.reset, math.max(0, check.limit - used)
-    passes = used < check.limit
+    local used = get(key)
+    reset, remaining = tonumber(ARGV[at + 5]), math.max(0, limit - used)
+    passes = used < limit
   end
   stats[index] = {reset, remaining}
-  if not passes and (not refused or reset > stats[worst][1]) then
-    refused, worst = true, index
-  end
+  if not passes and (worst == 0 or reset > stats[worst][1]) then worst = index end
 end
-if refused then return cjson.encode({refused = worst - 1, stats = stats}) end
-if plan.hit ~= false then
-  for index, check in ipairs(plan.checks) do
-    if check.kind == 'window' then
-      local key = prefix .. check.key
+if worst == 0 and hit then
+  for index = 1, count do
+    local at = 4 + (index - 1) * 5
+    if ARGV[at + 1] == 'w' then
+      local key, limit, expiry = prefix .. ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4]
       redis.call('lpush', key, now_text)
-      redis.call('ltrim', key, 0, check.limit - 1)
-      redis.call('expire', key, check.expiry)
-      if stats[index][2] == check.limit then stats[index][1] = now + check.expiry end
+      redis.call('ltrim', key, 0, limit - 1)
+      redis.call('expire', key, expiry)
+      if stats[index][2] == limit then stats[index][1] = now + expiry end
       stats[index][2] = stats[index][2] - 1
     end
   end
 end
-return cjson.encode({stats = stats})
+local answer = {worst == 0 and 'ok' or 'refused', worst}
+for index = 1, count do
+  table.insert(answer, tostring(stats[index][1]))
+  table.insert(answer, stats[index][2])
+end
+return answer
 """.replace("MARKER_TTL", str(MARKER_TTL)).replace("CLAIM_TTL", str(CLAIM_TTL))
 
 # ARGV[1]: the key prefix; ARGV[2]: [[key, expiry, amount], …] as JSON.
@@ -109,29 +129,55 @@ return 0
 
 class RedisPlans:
     """Runs admission plans and usage additions on a ``limits`` RedisStorage, one
-    script call each."""
+    script call each, on a connection of the storage's pool (the client's command
+    machinery around one call, retries included, cost as much as the call: a failed
+    call is the limits' outage handling's, tally/services/limits.py)."""
 
     def __init__(self, storage: RedisStorage):
         self.storage = storage
         connection = storage.get_connection()
+        self._pool = connection.connection_pool
         self._admit = connection.register_script(ADMIT)
         self._add = connection.register_script(ADD_USAGE)
 
     def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
         """The engine's answer to ``plan`` (see :func:`tally.limits.engine.evaluate`)."""
-        now = repr(float(plan["now"]))
-        answer = json.loads(self._admit(args=[self.storage.key_prefix, _dump(plan), now]))
-        if answer.pop("seeding", False):
-            answer["unseeded"] = answer["unseeded"] or []  # cjson sends {} for an empty list
-            return answer
-        answer["stats"] = [[float(reset), remaining] for reset, remaining in answer["stats"]]
-        answer.setdefault("refused", None)
-        return answer
+        extras = ""
+        if plan.get("resets") or plan.get("markers") or plan.get("ready"):
+            extras = _dump({name: plan.get(name) or [] for name in ("resets", "ready", "markers")})
+        args = [self.storage.key_prefix, repr(float(plan["now"]))]
+        args += ["1" if plan.get("hit", True) else "0", extras]
+        for check in plan["checks"]:
+            kind = "w" if check["kind"] == "window" else "c"
+            args += [kind, check["key"], check["limit"], check["expiry"], repr(check["reset"])]
+        answer = [_text(item) for item in self._run(self._admit, args)]
+        if answer[0] == "seeding":
+            return {"unseeded": answer[2:], "pending": answer[1] == 1}
+        values = answer[2:]
+        stats = [[float(values[i]), values[i + 1]] for i in range(0, len(values), 2)]
+        return {"refused": answer[1] - 1 if answer[1] else None, "stats": stats}
 
     def add_usage(self, additions: list[list[Any]]) -> None:
         """Add a call's tokens and cost to their counters."""
         if any(amount for _, _, amount in additions):
-            self._add(args=[self.storage.key_prefix, _dump(additions)])
+            self._run(self._add, [self.storage.key_prefix, _dump(additions)])
+
+    def _run(self, script, args: list[Any]) -> Any:
+        """``EVALSHA`` (``EVAL`` once when Redis does not hold the script yet) on a
+        pooled connection."""
+        connection = self._pool.get_connection()
+        try:
+            try:
+                connection.send_command("EVALSHA", script.sha, 0, *args)
+                return connection.read_response()
+            except NoScriptError:
+                connection.send_command("EVAL", script.script, 0, *args)
+                return connection.read_response()
+        except (ConnectionError, TimeoutError):
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
 
 
 def plans_for(storage) -> RedisPlans | None:
@@ -140,6 +186,11 @@ def plans_for(storage) -> RedisPlans | None:
     if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
         return RedisPlans(storage)
     return None
+
+
+def _text(item: Any) -> Any:
+    """A reply item as text (the client may or may not decode replies)."""
+    return item.decode() if isinstance(item, bytes) else item
 
 
 def _dump(value: Any) -> str:
