@@ -15,7 +15,8 @@ the request's checks:
 Every check is tested first; only when all pass are the window checks hit, so a request
 refused by any limit costs nothing anywhere. Under the storage's ``lock`` (a
 :class:`LocalStorage`'s, or a transaction across processes on the instance's
-``tally+sqlite://`` file) and as one Lua script on Redis the plan runs atomically. On a
+``tally+lmdb://`` file, where :mod:`tally.limits.lmdb_plans` runs the same decision in
+fewer steps) and as one Lua script on Redis the plan runs atomically. On a
 storage with neither (Redis Cluster) the tests and hits are separate calls: a race can
 overshoot by the calls admitted at the same instant, and a request refused by a later
 limit can keep an earlier hit.

@@ -78,7 +78,8 @@ local count = (#ARGV - 4) / 5
 local stats, worst = {}, 0
 for index = 1, count do
   local at = 4 + (index - 1) * 5
-  local kind, key, limit, expiry = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local kind, key = ARGV[at + 1], ARGV[at + 2]
+  local limit, expiry = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   local reset, remaining, passes
   if kind == 'w' then
     local oldest, live = window(key, limit, expiry)

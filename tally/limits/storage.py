@@ -6,7 +6,7 @@
   sleeping. Exact for one process: a whole instance that is
   one process (tests, ``flask run``).
 
-:class:`tally.limits.sqlite.SQLiteStorage` (``tally+sqlite://``) is the one every worker
+:class:`tally.limits.lmdb_storage.LMDBStorage` (``tally+lmdb://``) is the one every worker
 of an instance shares.
 """
 
