@@ -10,12 +10,11 @@ write transaction (:attr:`LMDBStorage.lock`), so it is atomic across processes. 
 killed mid-transaction leaves the last committed state, and the mutex passes on (LMDB's
 robust mutexes).
 
-Two sub-databases: ``counters`` (value and expiry, ``<qd``) and ``windows`` (a moving
-window: its length, then its live hits' timestamps, ascending; 8 bytes a hit). A
-window's stale hits go whenever it is written; idle keys go in a sweep of the next batch
-of keys, at most every ``SWEEP_EVERY`` seconds per process. Nothing is synced to disk:
-the file lives in memory (``/dev/shm``) and counters are rebuilt from the request log
-when lost (tally/services/limit_seed.py).
+Sub-databases ``counters`` (value, expiry: ``<qd``) and ``windows`` (length, then the
+live hits' timestamps ascending: 8 bytes a hit). Stale hits go when a window is written,
+idle keys in a sweep of the next batch, at most every ``SWEEP_EVERY`` s per process.
+Nothing is synced: the file is in memory (``/dev/shm``), counters are rebuilt from the
+request log when lost (tally/services/limit_seed.py).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from tally.limits.policy import applicable
 from tally.models import EndUser, RequestLog
 from tally.services.limit_checks import Check, build_checks
+from tally.services.limit_gates import admission_plan
 from tally.services.limit_policies import load_policies
-from tally.services.limits import admission_plan
 
 CANDIDATES = 50  # users looked at for the "limited and near" list, per criterion
 NEAR = 0.8  # a user past this fraction of a limit is "near"

@@ -24,18 +24,16 @@ from tally.identity import EndUserClaim
 from tally.limits import engine
 from tally.limits.lmdb_plans import LMDBPlans
 from tally.limits.lmdb_storage import LMDBStorage
-from tally.limits.policy import Policies, applicable, format_value, tier_of
+from tally.limits.policy import format_value
 from tally.limits.redis_plans import plans_for
 from tally.limits.storage import LocalStorage, wall_clock
-from tally.services.limit_checks import Check, build_checks, refusal, subject_keys
-from tally.services.limit_policies import load_policies, user_metadata
+from tally.services.limit_checks import Check, refusal
+from tally.services.limit_gates import Gate, gate_for, resets_of
+from tally.services.limit_policies import load_policies
 from tally.services.limit_seed import seed_counters
 from tally.versions import PolledVersion, RedisVersion
 
 log = logging.getLogger(__name__)
-# A reset older than this clears nothing that still exists (the longest counter is a
-# month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
-RESET_HORIZON = 35 * 86400
 LOG_EVERY = 60.0  # seconds between two log lines about an unreachable storage
 WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
 # Long enough for the rebuilder's claim to expire (engine.CLAIM_TTL): if it died, a
@@ -190,14 +188,14 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
     runtime = gateway.limits
     policies = load_policies(gateway.sessions, runtime.cache)
     now = runtime.clock()
-    gate = _gate(gateway, policies, key, claim, now)
+    gate = gate_for(gateway, policies, key, claim, now)
     if not gate.checks:
         return
     checks = gate.checks
     plan = {
         "checks": gate.plan,
         "markers": gate.markers,
-        "resets": _resets(policies, gate.subjects, now) if policies.resets else [],
+        "resets": resets_of(policies, gate.subjects, now) if policies.resets else [],
         "now": now,
         "hit": hit,
     }
@@ -215,54 +213,6 @@ def admit(gateway, key, claim: EndUserClaim | None, admission: Admission, hit: b
     admission.headers.update(_headers(checks[shown], stats[shown]))
     if refused is not None and hit:
         raise refusal(checks[refused], stats[refused], now, admission.headers)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """What every request of one end user (or anonymous bucket) through one key is held
-    to on one UTC day: worked out once per policies (tally.limits.policy.Policies.memo)."""
-
-    checks: list[Check]
-    plan: list[dict[str, Any]]  # the checks as the storage's plan runner reads them
-    markers: list[str]
-    subjects: frozenset[str]
-    counters: list[Check]  # the checks a call's tokens and cost go to
-    quota: int | None  # the user's message quota, which the headers show when it applies
-
-
-MEMO_MAX = 50_000  # gates kept per policies; all forgotten when full
-
-
-def _gate(gateway, policies: Policies, key, claim: EndUserClaim | None, now: float) -> Gate:
-    external_id = claim.external_id if claim is not None else None
-    metadata = tier = None
-    if external_id is not None and policies.has_named_tiers():
-        metadata = user_metadata(gateway.sessions, claim, gateway.limits.metadata_cache)
-        tier = tier_of(policies, metadata)
-    memo_key = (external_id, tier, key.id, key.name, int(now // 86400))
-    gate = policies.memo.get(memo_key)
-    if gate is None:
-        if len(policies.memo) >= MEMO_MAX:
-            policies.memo.clear()
-        scope = applicable(policies, external_id, metadata, key.id, key.name)
-        checks = build_checks(scope, key.id, now)
-        quota = next(
-            (
-                i
-                for i, c in enumerate(checks)
-                if c.field == "messages" and not c.subject.startswith("key:")
-            ),
-            None,
-        )
-        gate = policies.memo[memo_key] = Gate(
-            checks,
-            [c.as_plan() for c in checks],
-            [c.marker for c in checks],
-            frozenset(c.subject for c in checks),
-            [c for c in checks if c.kind == "counter"],
-            quota,
-        )
-    return gate
 
 
 def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
@@ -303,28 +253,6 @@ def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any)
         runtime.add(additions)
     except Exception as exc:
         runtime.storage_failed(exc, "counting usage")
-
-
-def admission_plan(policies: Policies, checks: list[Check], now: float) -> dict:
-    """The plan of ``checks``, with the resets of their subjects still to apply."""
-    return {
-        "checks": [c.as_plan() for c in checks],
-        "markers": [c.marker for c in checks],
-        "resets": _resets(policies, {c.subject for c in checks}, now),
-        "now": now,
-    }
-
-
-def _resets(policies: Policies, subjects, now: float) -> list[dict[str, Any]]:
-    """The ``limits reset``s of ``subjects`` that may still have counters to clear."""
-    resets = []
-    for subject in subjects:
-        at = policies.resets.get(subject)
-        if at is not None and now - at < RESET_HORIZON:
-            mark = f"tally/reset/{subject}"
-            keys = subject_keys(subject, now)
-            resets.append({"mark": mark, "at": int(at * 1000), "keys": keys})
-    return resets
 
 
 def _shown(gate: Gate, stats: list[list[float]]) -> int:
