@@ -48,17 +48,9 @@ def _open(path: str) -> tuple[lmdb.Environment, Any, Any]:
         _OPEN["envs"], _OPEN["forks"] = {}, _FORKS[0]
     opened = _OPEN["envs"].get(path)
     if opened is None:
-        env = lmdb.open(
-            path,
-            subdir=False,
-            map_size=MAP_SIZE,
-            max_dbs=2,
-            sync=False,  # in memory; rebuilt from the request log when lost
-            metasync=False,
-            readahead=False,
-            meminit=False,
-            max_spare_txns=0,
-        )
+        # not synced: in memory, and rebuilt from the request log when lost
+        options = {"sync": False, "metasync": False, "readahead": False, "meminit": False}
+        env = lmdb.open(path, subdir=False, map_size=MAP_SIZE, max_dbs=2, **options)
         opened = _OPEN["envs"][path] = (env, env.open_db(b"counters"), env.open_db(b"windows"))
     return opened
 
