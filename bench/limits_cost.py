@@ -29,7 +29,8 @@ from tally.limits.counter_file import create, remove  # noqa: E402
 from tally.limits.lmdb_storage import LMDBStorage  # noqa: E402
 from tally.services.keys import AuthenticatedKey  # noqa: E402
 from tally.services.limit_policies import set_policy  # noqa: E402
-from tally.services.limits import Admission, admit, make_storage, runtime_of  # noqa: E402
+from tally.services.limit_runtime import make_storage, runtime_of  # noqa: E402
+from tally.services.limits import Admission, admit  # noqa: E402
 
 USERS = 5000
 

@@ -121,6 +121,16 @@ class Cache:
         self._entries[key] = (current, now, value)
         return value
 
+    def peek(self, key: Any) -> tuple[Any, int] | None:
+        """The cached value for ``key`` and the version it was loaded under, without
+        reading the version (None when there is none younger than ``max_age``): for a
+        caller that checks the version later, in a round trip it makes anyway
+        (tally/services/pipeline.py, at admission)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is None or self._clock() - entry[1] >= self.max_age:
+            return None
+        return entry[2], entry[0]
+
     def last(self, key: Any) -> Any:
         """The value last loaded for ``key``, current or not (None if none)."""
         entry = self._entries.get(key)

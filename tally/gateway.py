@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
 from tally.jwks import KeySets
-from tally.services.limits import LimitsRuntime, build_limits
+from tally.services.limit_runtime import LimitsRuntime, build_limits
 from tally.services.writer import UsageWriter, build_usage_writer
 from tally.settings import Settings
 from tally.upstream import UpstreamClient

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from tally.limits.policy import parse_assignments
 from tally.services.limit_policies import reset_user, set_policy
-from tally.services.limits import runtime_of
+from tally.services.limit_runtime import runtime_of
 
 # Today's UTC midnight: request rows are stamped with the real time, and counters rebuilt
 # from them must fall in the same day as the test's clock.

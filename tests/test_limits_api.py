@@ -217,7 +217,7 @@ def test_the_shipped_default_is_1000_messages(tally, clock):
 def test_counters_are_rebuilt_from_the_request_log(tally, clock, make_app):
     """A restarted storage does not hand out a fresh quota: the request log refills it."""
     from tally.limits.storage import LocalStorage
-    from tally.services.limits import runtime_of
+    from tally.services.limit_runtime import runtime_of
 
     set_limits(tally.flask_app, "tier:default", "messages=3")
     assert chat(tally, user="u-1").status_code == 200

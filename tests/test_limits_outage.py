@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tally.limits.lmdb_storage import LMDBStorage
-from tally.services.limits import runtime_of
+from tally.services.limit_runtime import runtime_of
 from tests.faults import TcpProxy
 from tests.limits_support import forget_counters, forget_redis_counters, set_limits
 from tests.support import chat

@@ -76,3 +76,18 @@ def test_a_reset_applies_once():
         plan = _plan(prefix, clock.now, resets=reset)
         assert plans.evaluate(plan) == engine.evaluate(local, plan)
     assert plans.evaluate(_plan(prefix, clock.now, resets=reset))["refused"] == 0
+
+
+def test_a_stale_cache_version_is_answered_before_anything_is_counted():
+    """The script checks the tracking config's cache version first (the pipeline's
+    admission does, instead of a GET of its own): a moved-on version counts nothing."""
+    from tally.versions import RedisVersion
+
+    redis = storage_from_string(REDIS_URL)
+    plans, now = plans_for(redis), 2_000_000_000.0
+    prefix = f"test/{uuid.uuid4().hex}"
+    current = int(redis.get_connection().get(RedisVersion.KEY) or 0)
+    assert plans.evaluate(_plan(prefix, now, version=str(current + 1))) == {"stale": True}
+    assert redis.get_moving_window(f"{prefix}/msg", 3, 60)[1] == 0
+    assert plans.evaluate(_plan(prefix, now, version=str(current)))["refused"] is None
+    assert redis.get_moving_window(f"{prefix}/msg", 3, 60)[1] == 1

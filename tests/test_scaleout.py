@@ -62,6 +62,31 @@ def test_a_config_change_on_a_is_used_by_b_from_the_next_request(instances, upst
     assert upstream.last.body["user"] == "acme_u-1"
 
 
+def test_b_checks_its_cached_config_in_the_admission_and_counts_a_stale_try_nothing(
+    instances, upstream, monkeypatch
+):
+    """With a limit on Redis, B's cached config is checked by the admission's own round
+    trip (no lookup through the cache's version first); when A changed it, B reads it
+    again and admits the request once."""
+    a, b = instances
+    gateway = b.flask_app.extensions["tally"]
+    assert chat(b, user="u-9").status_code == 200  # B has the key and the config cached
+    looked_up = []
+    real_get = gateway.cache.get
+    monkeypatch.setattr(
+        gateway.cache, "get", lambda k, load: looked_up.append(k) or real_get(k, load)
+    )
+    assert chat(b, user="u-9").status_code == 200
+    assert "config" not in looked_up  # peeked, and checked in the admission
+    configure(a.flask_app, prefix="acme", hash_mode="none")
+    answer = chat(b, user="u-9")
+    assert answer.status_code == 200 and upstream.last.body["user"] == "acme_u-9"
+    assert looked_up.count("config") == 1  # the stale try, then read as usual
+    assert answer.headers["X-RateLimit-Remaining"] == "997"  # three requests, three hits
+    storage = gateway.limits.storage
+    assert storage.get_moving_window("tally/msg/user:u-9", 1000, 86400)[1] == 3
+
+
 def test_a_key_revoked_on_a_is_refused_by_b_at_once(instances):
     a, b = instances
     assert chat(b, user="u-1").status_code == 200  # B has the key cached

@@ -21,17 +21,24 @@ from limits.storage import RedisClusterStorage, RedisStorage
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from tally.limits.engine import CLAIM_TTL, MARKER_TTL
+from tally.versions import RedisVersion
 
 # KEYS: none. ARGV: the key prefix; the plan's "now", as the text the hits are stored
 # with (Lua's own number formatting would round it); "1" to hit, "0" to look; the
-# plan's resets, rebuilt markers and markers as JSON, or "" (the usual: none); then five
-# per check: "w" (window) or "c" (counter), key, limit, expiry, reset. No JSON on the
-# usual path: decoding and encoding it was most of the script's time.
-# Answer: {"seeding", pending (0/1), unseeded marker, ...} or {"ok" | "refused",
-# refused check (1-based, 0: none), then per check its reset (text) and remaining}.
+# plan's resets, rebuilt markers and markers as JSON, or "" (the usual: none); the
+# cache version the request's tracking config was loaded under, or "" (tally/cache.py:
+# checked here, it needs no GET of its own); then five per check: "w" (window) or "c"
+# (counter), key, limit, expiry, reset. No JSON on the usual path: decoding and
+# encoding it was most of the script's time.
+# Answer: {"stale"} (the version moved on: nothing done), {"seeding", pending (0/1),
+# unseeded marker, ...} or {"ok" | "refused", refused check (1-based, 0: none), then per
+# check its reset (text) and remaining}.
 ADMIT = """
 local prefix, now_text, hit = ARGV[1] .. ':', ARGV[2], ARGV[3] == '1'
 local now = tonumber(now_text)
+if ARGV[5] ~= '' and (redis.call('get', 'VERSION_KEY') or '0') ~= ARGV[5] then
+  return {'stale'}
+end
 local function get(key) return tonumber(redis.call('get', prefix .. key) or '0') end
 local function incr(key, expiry, amount)
   local value = redis.call('incrby', prefix .. key, amount)
@@ -74,10 +81,10 @@ local function window(key, limit, expiry)
   if found == nil then return now, 0 end
   return tonumber(redis.call('lindex', full, found)), found + 1
 end
-local count = (#ARGV - 4) / 5
+local count = (#ARGV - 5) / 5
 local stats, worst = {}, 0
 for index = 1, count do
-  local at = 4 + (index - 1) * 5
+  local at = 5 + (index - 1) * 5
   local kind, key = ARGV[at + 1], ARGV[at + 2]
   local limit, expiry = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   local reset, remaining, passes
@@ -95,7 +102,7 @@ for index = 1, count do
 end
 if worst == 0 and hit then
   for index = 1, count do
-    local at = 4 + (index - 1) * 5
+    local at = 5 + (index - 1) * 5
     if ARGV[at + 1] == 'w' then
       local key, limit, expiry = prefix .. ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4]
       redis.call('lpush', key, now_text)
@@ -112,7 +119,9 @@ for index = 1, count do
   table.insert(answer, stats[index][2])
 end
 return answer
-""".replace("MARKER_TTL", str(MARKER_TTL)).replace("CLAIM_TTL", str(CLAIM_TTL))
+"""
+ADMIT = ADMIT.replace("MARKER_TTL", str(MARKER_TTL)).replace("CLAIM_TTL", str(CLAIM_TTL))
+ADMIT = ADMIT.replace("VERSION_KEY", RedisVersion.KEY)
 
 # ARGV[1]: the key prefix; ARGV[2]: [[key, expiry, amount], …] as JSON.
 ADD_USAGE = """
@@ -147,11 +156,14 @@ class RedisPlans:
         if plan.get("resets") or plan.get("markers") or plan.get("ready"):
             extras = _dump({name: plan.get(name) or [] for name in ("resets", "ready", "markers")})
         args = [self.storage.key_prefix, repr(float(plan["now"]))]
-        args += ["1" if plan.get("hit", True) else "0", extras]
+        version = plan.get("version")
+        args += ["1" if plan.get("hit", True) else "0", extras, "" if version is None else version]
         for check in plan["checks"]:
             kind = "w" if check["kind"] == "window" else "c"
             args += [kind, check["key"], check["limit"], check["expiry"], repr(check["reset"])]
         answer = [_text(item) for item in self._run(self._admit, args)]
+        if answer[0] == "stale":
+            return {"stale": True}
         if answer[0] == "seeding":
             return {"unseeded": answer[2:], "pending": answer[1] == 1}
         values = answer[2:]

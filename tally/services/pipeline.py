@@ -24,7 +24,14 @@ from tally.identity import EndUserClaim, resolve_end_user
 from tally.services.answers import ProxyResponse, upstream_error
 from tally.services.endpoint import Endpoint, elapsed_ms
 from tally.services.keys import AuthenticatedKey
-from tally.services.limits import Admission, admit, count_usage, peek_headers
+from tally.services.limits import (
+    Admission,
+    StaleConfig,
+    admit,
+    checks_config,
+    count_usage,
+    peek_headers,
+)
 from tally.services.prices import cached_prices, settle_cost
 from tally.services.tracking import (
     TrackingConfig,
@@ -133,8 +140,43 @@ def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admi
     started = time.perf_counter()
     endpoint.validate(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id, verified)
-    with gateway.sessions() as session:
-        config = active_config(session, gateway.cache)
+    # With limits on Redis, the config cached here is checked by the admission's own
+    # round trip rather than by a GET of the cache version first; a stale one is read
+    # again and the call prepared again, before anything was counted or sent.
+    peeked = gateway.cache.peek("config") if checks_config(gateway, key, claim) else None
+    while True:
+        if peeked is not None:
+            config, version = peeked
+        else:
+            with gateway.sessions() as session:
+                config, version = active_config(session, gateway.cache), None
+        call, upstream_body, stream, hide_usage = _prepare(
+            gateway, endpoint, key, body, claim, config, request_id, started, admission
+        )
+        try:
+            admit(gateway, key, claim, admission, version=version)  # a 429: nothing counted
+        except StaleConfig:
+            peeked = None
+            continue
+        break
+    try:
+        response = gateway.upstream.post(endpoint.path, upstream_body, stream=stream)
+    except UpstreamError as exc:
+        call.finish(exc)
+        raise
+    content_type = response.headers.get("Content-Type", "")
+    if stream and response.status < 400 and content_type.startswith("text/event-stream"):
+        headers = dict(STREAM_HEADERS)
+        call.outcome.generation_id = response.headers.get("X-Generation-Id")
+        if call.outcome.generation_id:
+            headers["X-Generation-Id"] = call.outcome.generation_id
+        return ProxyResponse(200, headers, _relay(call, response, hide_usage))
+    return _whole(call, response)
+
+
+def _prepare(gateway, endpoint, key, body, claim, config, request_id, started, admission):
+    """The call under ``config``: its upstream identifier (or its refusal), the body
+    for the upstream, and what the pipeline carries to the end."""
     identifier = stamp(config, claim, gateway.hash_key)
     upstream_body = attach(
         body, config, identifier, _profile(claim), embeddings=endpoint.embeddings
@@ -160,20 +202,7 @@ def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admi
         admission,
         reconcilable=stream and config.dialect == "openrouter" and not gateway.upstream.is_demo,
     )
-    admit(gateway, key, claim, admission)  # a 429 here: nothing counted, nothing sent
-    try:
-        response = gateway.upstream.post(endpoint.path, upstream_body, stream=stream)
-    except UpstreamError as exc:
-        call.finish(exc)
-        raise
-    content_type = response.headers.get("Content-Type", "")
-    if stream and response.status < 400 and content_type.startswith("text/event-stream"):
-        headers = dict(STREAM_HEADERS)
-        call.outcome.generation_id = response.headers.get("X-Generation-Id")
-        if call.outcome.generation_id:
-            headers["X-Generation-Id"] = call.outcome.generation_id
-        return ProxyResponse(200, headers, _relay(call, response, hide_usage))
-    return _whole(call, response)
+    return call, upstream_body, stream, hide_usage
 
 
 def stamp(config: TrackingConfig, claim: EndUserClaim | None, hash_key: bytes) -> str | None:
