@@ -73,6 +73,11 @@ class Check:
             "reset": self.reset,
         }
 
+    @functools.cached_property
+    def limit_text(self) -> str:
+        """The limit as a header shows it (worked out once: a check lives all day)."""
+        return self.display(self.limit)
+
     def display(self, amount: float) -> str:
         """An amount of this limit as a header shows it (dollars for budgets)."""
         if self.unit == "usd":

@@ -63,6 +63,8 @@ class LimitsRuntime:
 
     def note_ready(self, markers: list[str]) -> None:
         """Trust these markers for READY_TRUST seconds."""
+        if not markers:
+            return
         if len(self.ready) > READY_MAX:
             self.ready.clear()
         until = time.monotonic() + READY_TRUST

@@ -165,7 +165,7 @@ def _shown(gate: Gate, stats: list[list[float]]) -> int:
 def _headers(check: Check, stats: list[float]) -> dict[str, str]:
     reset, remaining = stats
     return {
-        "X-RateLimit-Limit": check.display(check.limit),
+        "X-RateLimit-Limit": check.limit_text,
         "X-RateLimit-Remaining": check.display(remaining),
         "X-RateLimit-Reset": str(int(reset + 1)),  # as flask-limiter writes it
     }
