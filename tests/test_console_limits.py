@@ -102,6 +102,25 @@ def tally_admin(tally, make_operator) -> Console:
     return console
 
 
+def test_after_a_restart_the_page_shows_use_rebuilt_from_the_log(tally_admin, tally):
+    """Counters a restart lost are rebuilt for the page, before the user's next request."""
+    from tally.limits.storage import LocalStorage
+    from tally.services.limit_runtime import runtime_of
+
+    set_limits(tally.flask_app, "tier:default", "messages=5")
+    for _ in range(4):
+        assert chat(tally, user="back-later").status_code == 200
+    runtime = runtime_of(tally.flask_app.extensions["tally"])
+    runtime.storage = LocalStorage(clock=runtime.clock)  # as after a restart: nothing held
+    runtime.ready.clear()
+    page = text(tally_admin.get("/limits"))
+    row = page[page.index('data-user="back-later"') :]
+    assert "messages 4 / 5" in row[: row.index("</tr>")] and "80 %" in page
+    response = chat(tally, user="back-later")  # the rebuilt counter, not a second one
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert chat(tally, user="back-later").status_code == 429
+
+
 def test_who_is_limited_and_near_and_a_reset_lifts_it(tally_admin, tally, db):
     admin = tally_admin
     set_limits(tally.flask_app, "tier:default", "messages=5")

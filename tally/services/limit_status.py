@@ -19,6 +19,7 @@ from tally.models import EndUser, RequestLog
 from tally.services.limit_checks import Check, build_checks
 from tally.services.limit_gates import admission_plan
 from tally.services.limit_policies import load_policies
+from tally.services.limits import run_seeded
 
 CANDIDATES = 50  # users looked at for the "limited and near" list, per criterion
 NEAR = 0.8  # a user past this fraction of a limit is "near"
@@ -69,10 +70,12 @@ def user_limits(gateway, external_id: str, metadata, user_id=None) -> UserLimits
     checks = build_checks(scope, 0, now)
     if not checks:
         return UserLimits(external_id, user_id, scope.tier, [])
-    # A reset made since the user's last request is applied, as their next one would.
-    plan = {**admission_plan(policies, checks, now), "markers": [], "hit": False}
+    # A reset made since the user's last request is applied, and counters not rebuilt
+    # since the storage started (a restart) are rebuilt from the request log, as their
+    # next request would: the page shows their use, not an empty counter.
+    plan = {**admission_plan(policies, checks, now), "hit": False}
     try:
-        result = runtime.run(plan)
+        result = run_seeded(gateway.sessions, runtime, plan, checks, policies)
     except Exception:  # the storage is down: say so, do not fail the page
         return UserLimits(external_id, user_id, scope.tier, [], available=False)
     uses = [_use(check, stats) for check, stats in zip(checks, result["stats"], strict=True)]

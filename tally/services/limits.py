@@ -92,7 +92,7 @@ def admit(
         "version": None if version is None else str(version),
     }
     try:
-        result = _run_seeded(gateway.sessions, runtime, plan, checks, policies)
+        result = run_seeded(gateway.sessions, runtime, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
         raise
     except Exception as exc:  # any storage failure: redis errors, socket errors, …
@@ -111,7 +111,7 @@ def admit(
         raise refusal(checks[refused], stats[refused], now, admission.headers)
 
 
-def _run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
+def run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
     """Run the plan; first rebuild the counters it claims, or wait for another request
     that is rebuilding them (6 s at most: then it goes on without)."""
     markers = plan["markers"] = runtime.unready(plan["markers"])
