@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from tally.models import RequestLog, UpstreamIdentifier
 from tally.services.keys import create_api_key, revoke_api_key
+from tests.limits_support import forget_counters, forget_redis_counters
 from tests.support import chat, configure
 
 pytestmark = pytest.mark.skipif(
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def instances(make_app, serve, upstream, tmp_path):
-    """Instances A and B over HTTP, in production mode (background usage writes)."""
+    """Instances A and B over HTTP, in production mode (background usage writes), limit
+    counters emptied first."""
     servers = []
     for name in ("a", "b"):
         flask_app = make_app(
@@ -38,6 +40,7 @@ def instances(make_app, serve, upstream, tmp_path):
         server.flask_app = flask_app
         servers.append(server)
     a, b = servers
+    forget_counters(a.flask_app)  # Redis is shared: no counts left by an earlier run
     with a.flask_app.extensions["tally"].sessions() as session:
         _, key = create_api_key(session, "shared", "test")
     a.key = b.key = key
@@ -45,6 +48,7 @@ def instances(make_app, serve, upstream, tmp_path):
     for server in servers:
         writer = server.flask_app.extensions["tally"].writer
         writer.flush()
+    forget_redis_counters(os.environ["TALLY_TEST_REDIS_URL"])
 
 
 def flush(*servers) -> None:
