@@ -87,6 +87,13 @@ def worst(refused: list[int], stats: list[list[float]]) -> int:
     return max(refused, key=lambda i: stats[i][0])
 
 
+def hit_made(stats: list[float], check: dict[str, Any], now: float) -> None:
+    """A window's ``[reset, remaining]`` once this request's hit is in it."""
+    if stats[1] == check["limit"]:  # the window was empty: it starts now
+        stats[0] = now + check["expiry"]
+    stats[1] -= 1
+
+
 def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
     claimed = claims(storage, plan)
     if claimed is not None:
@@ -116,9 +123,7 @@ def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
             if not moving.hit(item, check["key"]):  # only on storages shared without a lock
                 stats[index][1] = 0
                 return {"refused": index, "stats": stats}
-            if stats[index][1] == check["limit"]:  # the window was empty: it starts now
-                stats[index][0] = plan["now"] + check["expiry"]
-            stats[index][1] -= 1
+            hit_made(stats[index], check, plan["now"])
     return {"refused": None, "stats": stats}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tally.limits.engine import claims, worst
+from tally.limits.engine import claims, hit_made, worst
 from tally.limits.lmdb_storage import LMDBStorage
 
 
@@ -58,9 +58,7 @@ class LMDBPlans:
                 for index, hits in windows:
                     check = plan["checks"][index]
                     storage.add_hits(check["key"], hits, check["expiry"], now)
-                    if stats[index][1] == check["limit"]:  # the window was empty: it starts now
-                        stats[index][0] = now + check["expiry"]
-                    stats[index][1] -= 1
+                    hit_made(stats[index], check, now)
         return {"refused": None, "stats": stats}
 
     def add_usage(self, additions: list[list[Any]]) -> None:

@@ -230,13 +230,9 @@ class LMDBStorage(Storage, MovingWindowSupport):
     def add_hits(self, key: str, hits: array, expiry: float, now: float, amount: int = 1) -> None:
         """Store the window ``hits`` (its live hits, as :meth:`live_hits` read them) with
         ``amount`` more at ``now``."""
-        added = array("d", [now] * amount)
-        if hits and hits[-1] > now:  # another process stamped a later one: keep the order
-            at = bisect.bisect_right(hits, now)
-            hits[at:at] = added
-            added = array("d")
-        stored = array("d", [expiry]).tobytes() + hits.tobytes() + added.tobytes()
-        self.txn.put(key.encode(), stored, db=self.windows)
+        at = bisect.bisect_right(hits, now)  # another process may have stamped a later one
+        hits[at:at] = array("d", [now] * amount)
+        self._put_window(key.encode(), expiry, hits)
 
     def counter(self, key: str, now: float) -> int:
         """A counter's value at ``now`` (0 when missing or expired)."""

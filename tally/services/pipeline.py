@@ -140,25 +140,13 @@ def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admi
     started = time.perf_counter()
     endpoint.validate(body)
     claim = resolve_end_user(body, header_user, key.bound_external_id, verified)
-    # With limits on Redis, the config cached here is checked by the admission's own
-    # round trip rather than by a GET of the cache version first; a stale one is read
-    # again and the call prepared again, before anything was counted or sent.
+    # limits on Redis: the admission's round trip checks the cached config's version
     peeked = gateway.cache.peek("config") if checks_config(gateway, key, claim) else None
-    while True:
-        if peeked is not None:
-            config, version = peeked
-        else:
-            with gateway.sessions() as session:
-                config, version = active_config(session, gateway.cache), None
-        call, upstream_body, stream, hide_usage = _prepare(
-            gateway, endpoint, key, body, claim, config, request_id, started, admission
-        )
-        try:
-            admit(gateway, key, claim, admission, version=version)  # a 429: nothing counted
-        except StaleConfig:
-            peeked = None
-            continue
-        break
+    prepare = (gateway, endpoint, key, body, claim, request_id, started, admission)
+    try:
+        call, upstream_body, stream, hide_usage = _admitted(*prepare, peeked)
+    except StaleConfig:  # only with a peeked config: read it as usual, once
+        call, upstream_body, stream, hide_usage = _admitted(*prepare, None)
     try:
         response = gateway.upstream.post(endpoint.path, upstream_body, stream=stream)
     except UpstreamError as exc:
@@ -172,6 +160,19 @@ def _proxy(gateway, endpoint, key, body, header_user, request_id, verified, admi
             headers["X-Generation-Id"] = call.outcome.generation_id
         return ProxyResponse(200, headers, _relay(call, response, hide_usage))
     return _whole(call, response)
+
+
+def _admitted(gateway, endpoint, key, body, claim, request_id, started, admission, peeked):
+    """The call prepared under the tracking config (``peeked``: the cached one and its
+    version, checked by the admission) and admitted; a 429 here: nothing counted."""
+    if peeked is not None:
+        config, version = peeked
+    else:
+        with gateway.sessions() as session:
+            config, version = active_config(session, gateway.cache), None
+    prepared = _prepare(gateway, endpoint, key, body, claim, config, request_id, started, admission)
+    admit(gateway, key, claim, admission, version=version)
+    return prepared
 
 
 def _prepare(gateway, endpoint, key, body, claim, config, request_id, started, admission):
