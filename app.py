@@ -10,8 +10,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tally.errors import ServiceUnavailable
-from tally.gateway import build_gateway
 from tally.logs import AccessLog, configure_logging
+from tally.runtime.process import build_runtime
 from tally.settings import default_instance_path, load_settings
 
 # Served by the lean app: bearer-key JSON (the API, the admin API) and probes, no cookies,
@@ -54,7 +54,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         DEMO_TOKEN_DELAY=0.03,
     )
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
-    app.extensions["tally"] = build_gateway(settings, app.config["DEMO_TOKEN_DELAY"])
+    app.extensions["tally"] = build_runtime(settings, app.config["DEMO_TOKEN_DELAY"])
 
     from blueprints import (
         admin_api,

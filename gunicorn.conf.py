@@ -7,7 +7,7 @@ TALLY_BIND, TALLY_WORKERS, TALLY_WORKER_CLASS and TALLY_THREADS (gthread only) o
 they are read, and checked, by tally/settings.py (``load_server_settings``).
 
 Usage rows: the workers hand them to a usage writer process that the master starts
-before them and stops after them (tally/services/writer_process.py).
+before them and stops after them (tally/usage/writer/process.py).
 
 Metrics: every worker writes its Prometheus values to files in a fresh private directory
 (``PROMETHEUS_MULTIPROC_DIR``, made here in the master before any worker forks and
@@ -56,24 +56,24 @@ os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
 def on_starting(server):
     """Before any worker forks: answers leave with their head and first body bytes in one
-    send (tally/serving.py; on a gunicorn it supports, else one log line)."""
-    from tally.serving import install
+    send (tally/runtime/serving.py; on a gunicorn it supports, else one log line)."""
+    from tally.runtime.serving import install
 
     install(server.log)
 
 
 def when_ready(server):
     """Start the usage writer process before the first worker: the workers send it their
-    usage rows (tally/services/writer_process.py). Without TALLY_RATELIMIT_STORAGE_URI,
-    also make the file every worker counts limits in (tally/limits/lmdb_storage.py)."""
+    usage rows (tally/usage/writer/process.py). Without TALLY_RATELIMIT_STORAGE_URI,
+    also make the file every worker counts limits in (tally/limits/storage/lmdb_file.py)."""
     if not tally_settings.ratelimit_storage_uri:
-        from tally.limits.counter_file import create
+        from tally.limits.storage.counter_file import create
 
         server.tally_limits_db = create()
         export_limits_db(server.tally_limits_db)
     if tally_settings.usage_writes == "inline":
         return  # every row is written before its answer ends: nothing to hand over
-    from tally.services.writer_process import start
+    from tally.usage.writer.process import start
 
     server.tally_usage_writer = start(cwd=server.cfg.chdir)
 
@@ -85,7 +85,7 @@ def on_exit(server):
         writer.stop()
     limits_db = getattr(server, "tally_limits_db", None)
     if limits_db is not None:
-        from tally.limits.counter_file import remove
+        from tally.limits.storage.counter_file import remove
 
         remove(limits_db)
     shutil.rmtree(tally_metrics_dir, ignore_errors=True)
@@ -109,6 +109,6 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """Hand over (or write) the usage rows still queued before the worker process ends."""
     app = getattr(worker, "wsgi", None)
-    gateway = getattr(app, "extensions", {}).get("tally") if app is not None else None
-    if gateway is not None and gateway.writer is not None:
-        gateway.writer.close()
+    runtime = getattr(app, "extensions", {}).get("tally") if app is not None else None
+    if runtime is not None and runtime.writer is not None:
+        runtime.writer.close()

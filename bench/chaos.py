@@ -26,8 +26,8 @@ from sqlalchemy.engine import make_url
 
 from tally import schema
 from tally.db import make_engine, make_session_factory
+from tally.keys.api_keys import create_api_key
 from tally.models import RequestLog
-from tally.services.keys import create_api_key
 from tests.faults import Load, TcpProxy, start_gunicorn, stop, wait_until
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

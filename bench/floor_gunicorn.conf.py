@@ -3,7 +3,7 @@ read from that file, with its server-level hooks and without Tally's own.
 
 Kept: every setting (bind, workers, worker class, connections, keepalive, timeouts...,
 and the c-ares resolver), ``on_starting`` (gunicorn sends a response's head with its
-first body bytes, tally/serving.py) and ``post_worker_init`` (``gc.freeze()``), so the
+first body bytes, tally/runtime/serving.py) and ``post_worker_init`` (``gc.freeze()``), so the
 floor is served exactly as Tally is. Left out: ``when_ready`` and ``on_exit`` (the usage
 writer process: the floor has none) and ``worker_exit`` (Tally's usage queue). The
 environment overrides the settings as it does Tally's (TALLY_BIND, TALLY_WORKERS, ...).

@@ -24,28 +24,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
-from tally.identity import EndUserClaim  # noqa: E402
-from tally.limits.counter_file import create, remove  # noqa: E402
-from tally.limits.lmdb_storage import LMDBStorage  # noqa: E402
-from tally.services.keys import AuthenticatedKey  # noqa: E402
-from tally.services.limit_policies import set_policy  # noqa: E402
-from tally.services.limit_runtime import make_storage, runtime_of  # noqa: E402
-from tally.services.limits import Admission, admit  # noqa: E402
+from tally.end_users.claims import EndUserClaim  # noqa: E402
+from tally.keys.api_keys import AuthenticatedKey  # noqa: E402
+from tally.limits.admission import Admission, admit  # noqa: E402
+from tally.limits.policy_store import set_policy  # noqa: E402
+from tally.limits.runtime import make_storage, runtime_of  # noqa: E402
+from tally.limits.storage.counter_file import create, remove  # noqa: E402
+from tally.limits.storage.lmdb_file import LMDBStorage  # noqa: E402
 
 USERS = 5000
 
 
 def measure(flask_app, requests: int) -> list[float]:
     """Microseconds per ``admit`` call, users in turn (a first pass warms every counter)."""
-    gateway = flask_app.extensions["tally"]
+    runtime = flask_app.extensions["tally"]
     key = AuthenticatedKey(1, "bench", None)
     claims = [EndUserClaim(f"user-{i}", "user") for i in range(USERS)]
     for claim in claims:  # first sight: counters rebuilt from the (empty) request log
-        admit(gateway, key, claim, Admission())
+        admit(runtime, key, claim, Admission())
     took = []
     for index in range(requests):
         started = time.perf_counter()
-        admit(gateway, key, claims[index % USERS], Admission())
+        admit(runtime, key, claims[index % USERS], Admission())
         took.append((time.perf_counter() - started) * 1e6)
     return took
 
@@ -90,7 +90,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="tally-limits-bench-")
     flask_app = create_app({"INSTANCE_PATH": folder, "TALLY_LOG_FORMAT": "text"})
     schema.upgrade(flask_app.extensions["tally"].engine)
-    runtime = runtime_of(flask_app.extensions["tally"])
+    limits_runtime = runtime_of(flask_app.extensions["tally"])
     rows = []
 
     def run(name: str) -> None:
@@ -105,13 +105,13 @@ def main() -> None:
         set_policy(session, "tier:default", {"messages": 10**9}, "bench")
     run("tally+memory:// (in process)")
     counters = create()
-    runtime.storage = LMDBStorage(f"tally+lmdb://{counters}")
+    limits_runtime.storage = LMDBStorage(f"tally+lmdb://{counters}")
     run("tally+lmdb:// (the instance's file)")
     remove(counters)
     if args.redis:
-        runtime.storage, _ = make_storage(args.redis, None)
-        for key in runtime.storage.storage.scan_iter(match="*tally/*", count=1000):
-            runtime.storage.storage.delete(key)  # only Tally's counters: Redis is shared
+        limits_runtime.storage, _ = make_storage(args.redis, None)
+        for key in limits_runtime.storage.storage.scan_iter(match="*tally/*", count=1000):
+            limits_runtime.storage.storage.delete(key)  # only Tally's counters: Redis is shared
         run("redis://")
     print(f"admit() per request, {USERS} users in turn, {args.requests} requests, messages limit")
     print(f"{'storage':38} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")

@@ -38,9 +38,9 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
 from tally.db import make_engine, utcnow  # noqa: E402
+from tally.demo.seed import seed_demo_traffic  # noqa: E402
 from tally.models import EndUser, MonthlyUserTotal  # noqa: E402
-from tally.services.operators import create_operator  # noqa: E402
-from tally.services.seed import seed_demo_traffic  # noqa: E402
+from tally.operators.accounts import create_operator  # noqa: E402
 
 PASSWORD = "bench password 123"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -61,18 +61,18 @@ def main() -> None:
                 "TALLY_SECRET_KEY": "bench-secret-key",
             }
         )
-        gateway = app.extensions["tally"]
+        runtime = app.extensions["tally"]
         if not args.reuse:
-            seed(gateway, args.requests, args.users)
-        client = login(app, gateway)
-        paths = pages(gateway)
+            seed(runtime, args.requests, args.users)
+        client = login(app, runtime)
+        paths = pages(runtime)
         print(f"\n{make_url(url).get_backend_name()}: {args.rounds} rounds per page\n")
         print("| page | p50 (ms) | p95 (ms) | goal p95 |")
         print("|---|---|---|---|")
         for label, path in paths:
             p50, p95 = timed(client, path, args.rounds)
             print(f"| {label} `{path}` | {p50:.1f} | {p95:.1f} | < {GOAL_MS} |")
-        gateway.engine.dispose()
+        runtime.engine.dispose()
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,27 +108,27 @@ def database(args: argparse.Namespace):
         admin.dispose()
 
 
-def seed(gateway, requests: int, users: int) -> None:
+def seed(runtime, requests: int, users: int) -> None:
     """Seed through dev seed's code path; print its wall and CPU time."""
     wall, cpu = time.perf_counter(), time.process_time()
-    with gateway.sessions() as session:
-        made = seed_demo_traffic(session, gateway.hash_key, requests=requests, users=users)
+    with runtime.sessions() as session:
+        made = seed_demo_traffic(session, runtime.hash_key, requests=requests, users=users)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"seeded {made.requests:,} requests, {made.users:,} users: {wall:.1f} s wall, ", end="")
     print(f"{cpu:.1f} s CPU in this process (the database server's own time not counted)")
     # What autovacuum does after a bulk load on PostgreSQL: planner statistics, and the
     # trigram indexes' pending lists merged (every batch touched its users' last_seen;
     # unmerged, they made the name search 2-3 times slower). SQLite: statistics only.
-    with gateway.engine.connect() as conn:
+    with runtime.engine.connect() as conn:
         is_pg = conn.dialect.name == "postgresql"
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("VACUUM ANALYZE" if is_pg else "ANALYZE"))
 
 
-def login(app, gateway):
+def login(app, runtime):
     """A test client logged in as a new admin."""
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         create_operator(session, email, "admin", PASSWORD, "bench")
     client = app.test_client()
     token = CSRF_META.search(client.get("/login").get_data(as_text=True)).group(1)
@@ -137,10 +137,10 @@ def login(app, gateway):
     return client
 
 
-def pages(gateway) -> list[tuple[str, str]]:
+def pages(runtime) -> list[tuple[str, str]]:
     """The pages to time: the heaviest user's page and a typical one, searches by name
     (a contains match), by internal id prefix, and the directory without a query."""
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         heavy = session.scalar(
             select(MonthlyUserTotal.user_id).order_by(MonthlyUserTotal.cost.desc()).limit(1)
         )

@@ -120,8 +120,8 @@ def main() -> None:
     slow, rows = {}, {}
     try:
         wait_http(f"http://{HOST}:{mock.port}/v1/models")
-        for gateway in [*gateways, limited, unlimited]:
-            gateway.start()
+        for runtime in [*gateways, limited, unlimited]:
+            runtime.start()
         unlimited.cli("limits", "set", "tier:default", "messages=none")
         warmed = {}  # every user's counters made once: the steady state
         for tally in (tallies[0], limited, unlimited):
@@ -143,8 +143,8 @@ def main() -> None:
             answered += warmed.get(tally.name, 0)
             rows[tally.name] = (tally.rows(), answered + slow[tally.name]["requests"])
     finally:
-        for gateway in [*gateways, limited, unlimited]:
-            stop(gateway.proc)
+        for runtime in [*gateways, limited, unlimited]:
+            stop(runtime.proc)
         stop(mock.proc)
         if args.database_url is None:
             shutil.rmtree(workdir, ignore_errors=True)

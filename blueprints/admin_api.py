@@ -1,6 +1,6 @@
 """The admin API (JSON only, for BI tools and scripts): ``GET /admin/api/usage``.
 
-Bearer admin API tokens (made on the console, tally.services.admin_tokens); a gateway
+Bearer admin API tokens (made on the console, tally.keys.admin_tokens); a gateway
 API key, a revoked or an unknown token is 401. Served by the lean app (no cookies, so
 no CSRF); every error is OpenAI's shape, as on ``/v1``.
 """
@@ -17,10 +17,10 @@ from flask import Blueprint, Response, current_app, request, url_for
 from blueprints import api
 from tally.db import utcnow
 from tally.errors import AuthenticationFailed, TallyError
-from tally.gateway import Gateway
-from tally.services.admin_tokens import AuthenticatedToken, authenticate_admin_token
-from tally.services.admin_usage import parse_usage_query, usage_page
-from tally.services.keys import KEY_PREFIX
+from tally.keys.admin_tokens import AuthenticatedToken, authenticate_admin_token
+from tally.keys.api_keys import KEY_PREFIX
+from tally.reports.admin_usage import parse_usage_query, usage_page
+from tally.runtime.process import Runtime
 
 bp = Blueprint("admin_api", __name__, url_prefix="/admin/api")
 bp.before_request(api.assign_request_id)
@@ -35,7 +35,7 @@ def usage():
     more rows follow)."""
     _require_admin_token()
     query = parse_usage_query(request.args, utcnow().date())
-    with _gateway().sessions() as session:
+    with _runtime().sessions() as session:
         page = usage_page(session, query)
     body: dict[str, Any] = {"rows": page.rows}
     if page.next_after is not None:
@@ -60,7 +60,7 @@ def _require_admin_token() -> AuthenticatedToken:
             "This is a gateway API key; the admin API needs an admin API token "
             "(made by an admin on the console's API keys page)."
         )
-    with _gateway().sessions() as session:
+    with _runtime().sessions() as session:
         token = authenticate_admin_token(session, raw, utcnow())
     if token is None:
         raise AuthenticationFailed("Incorrect or revoked admin API token.")
@@ -76,5 +76,5 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _gateway() -> Gateway:
+def _runtime() -> Runtime:
     return current_app.extensions["tally"]

@@ -1,5 +1,5 @@
 """The OpenAI-compatible API for frontends: ``/v1/chat/completions``, ``/v1/responses``,
-``/v1/embeddings`` (each through the one pipeline in tally.services.pipeline) and
+``/v1/embeddings`` (each through the one pipeline in tally.proxy.pipeline) and
 ``/v1/models``.
 
 Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI's shape.
@@ -24,14 +24,14 @@ from tally.errors import (
     ServiceUnavailable,
     TallyError,
 )
-from tally.gateway import Gateway
-from tally.services.answers import ProxyResponse, list_models
-from tally.services.chat import ChatCompletions
-from tally.services.embeddings import Embeddings
-from tally.services.endpoint import Endpoint
-from tally.services.keys import AuthenticatedKey, authenticate
-from tally.services.pipeline import limit_headers, proxy
-from tally.services.responses import Responses
+from tally.keys.api_keys import AuthenticatedKey, authenticate
+from tally.proxy.answers import ProxyResponse, list_models
+from tally.proxy.endpoints.base import Endpoint
+from tally.proxy.endpoints.chat import ChatCompletions
+from tally.proxy.endpoints.embeddings import Embeddings
+from tally.proxy.endpoints.responses import Responses
+from tally.proxy.pipeline import limit_headers, proxy
+from tally.runtime.process import Runtime
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def models():
     """The upstream's model list."""
     key = _require_key()
     verified_user(key)
-    result = list_models(_gateway())
-    result.headers.update(limit_headers(_gateway(), key, {}, request.headers.get("X-Tally-User")))
+    result = list_models(_runtime())
+    result.headers.update(limit_headers(_runtime(), key, {}, request.headers.get("X-Tally-User")))
     return _send(result)
 
 
@@ -116,7 +116,7 @@ def handle_unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return http_error_response(error)
     if is_unavailable(error):  # an outage, not a bug: 503, logged once per outage
-        _gateway().cache.outage.failed(error)
+        _runtime().cache.outage.failed(error)
         return error_response(ServiceUnavailable())
     log.exception("unhandled error in request %s", g.get("request_id"))
     return error_response(
@@ -129,7 +129,7 @@ def _proxy(endpoint: Endpoint) -> Response:
     verified = verified_user(key)
     body = _json_body()
     header_user = request.headers.get("X-Tally-User")
-    return _send(proxy(_gateway(), endpoint, key, body, header_user, g.request_id, verified))
+    return _send(proxy(_runtime(), endpoint, key, body, header_user, g.request_id, verified))
 
 
 def _require_key() -> AuthenticatedKey:
@@ -139,9 +139,9 @@ def _require_key() -> AuthenticatedKey:
         raise AuthenticationFailed(
             "Missing API key: send it as 'Authorization: Bearer <Tally API key>'."
         )
-    gateway = _gateway()
-    with gateway.sessions() as session:
-        key = authenticate(session, token.strip(), gateway.cache)
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        key = authenticate(session, token.strip(), runtime.cache)
     if key is None:
         raise AuthenticationFailed("Incorrect or revoked API key.")
     return key
@@ -166,5 +166,5 @@ def _with_request_id(response: Response) -> Response:
     return response
 
 
-def _gateway() -> Gateway:
+def _runtime() -> Runtime:
     return current_app.extensions["tally"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from flask import Response, current_app, g, request
 
-from tally.cors import answer_headers, preflight_headers
-from tally.gateway import Gateway
-from tally.identity import EndUserClaim
-from tally.services.idp import allows_origin, verify_end_user
-from tally.services.keys import AuthenticatedKey
-from tally.tokens import HEADER
+from tally.end_users.claims import EndUserClaim
+from tally.keys.api_keys import AuthenticatedKey
+from tally.keys.cors import answer_headers, preflight_headers
+from tally.runtime.process import Runtime
+from tally.verification.idp import allows_origin, verify_end_user
+from tally.verification.tokens import HEADER
 
 
 def verified_user(key: AuthenticatedKey) -> EndUserClaim | None:
@@ -21,9 +21,9 @@ def verified_user(key: AuthenticatedKey) -> EndUserClaim | None:
     token = request.headers.get(HEADER)
     if not key.user_token and token is None:
         return None
-    gateway: Gateway = current_app.extensions["tally"]
-    with gateway.sessions() as session:
-        return verify_end_user(session, gateway.key_sets, key, token, gateway.cache)
+    runtime: Runtime = current_app.extensions["tally"]
+    with runtime.sessions() as session:
+        return verify_end_user(session, runtime.key_sets, key, token, runtime.cache)
 
 
 def add_cors(response: Response) -> Response:
@@ -38,9 +38,9 @@ def add_cors(response: Response) -> Response:
     if key is not None and not preflight:
         allowed = origin in key.origins
     else:
-        gateway: Gateway = current_app.extensions["tally"]
-        with gateway.sessions() as session:
-            allowed = allows_origin(session, origin, gateway.cache)
+        runtime: Runtime = current_app.extensions["tally"]
+        with runtime.sessions() as session:
+            allowed = allows_origin(session, origin, runtime.cache)
     if not allowed:
         return response
     if preflight:

@@ -9,9 +9,9 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 
-from blueprints.console_base import gateway, get_db, login_redirect, refuse_nul_characters
+from blueprints.console_base import get_db, login_redirect, refuse_nul_characters, runtime
 from blueprints.extensions import limiter, login_manager
-from tally.services.operators import (
+from tally.operators.accounts import (
     OperatorError,
     authenticate_operator,
     change_password,
@@ -58,7 +58,7 @@ def load_operator(session_id: str) -> CurrentOperator | None:
     operator_id, _, nonce = session_id.partition(":")
     if not operator_id.isdigit():
         return None
-    with gateway().sessions() as db:
+    with runtime().sessions() as db:
         operator = get_operator(db, int(operator_id))
         if operator is None or not operator.is_active or not session_is_current(operator, nonce):
             return None

@@ -10,24 +10,24 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from tally import schema
+from tally.demo import seed as seed_service
+from tally.end_users.directory import trace_identifier
 from tally.errors import DomainError
-from tally.gateway import Gateway
-from tally.idp import FIELDS as IDP_FIELDS
+from tally.keys.api_keys import create_api_key, revoke_api_key
 from tally.limits.policy import parse_assignments as parse_limit_fields
 from tally.limits.policy import parse_tier_key
-from tally.services import seed as seed_service
-from tally.services.identities import trace_identifier
-from tally.services.idp import active_idp, save_idp
-from tally.services.keys import create_api_key, revoke_api_key
-from tally.services.limit_policies import (
+from tally.limits.policy_store import (
     policy_lines,
     reset_user,
     set_policy,
     set_tier_key,
     unset_policy,
 )
-from tally.services.operators import ROLES, create_operator
-from tally.services.tracking import FIELDS, active_config, save_config
+from tally.operators.accounts import ROLES, create_operator
+from tally.runtime.process import Runtime
+from tally.tracking.config import FIELDS, active_config, save_config
+from tally.verification.idp import active_idp, save_idp
+from tally.verification.idp_config import FIELDS as IDP_FIELDS
 
 CLI_ACTOR = "cli"
 
@@ -64,8 +64,8 @@ def fail(message: str) -> None:
 def session_scope():
     """A session for one command; a refused use case (DomainError) is its one-line error
     and exit status 2, with nothing of it kept."""
-    gateway: Gateway = current_app.extensions["tally"]
-    with gateway.sessions() as session:
+    runtime: Runtime = current_app.extensions["tally"]
+    with runtime.sessions() as session:
         try:
             yield session
         except DomainError as exc:
@@ -221,10 +221,10 @@ def idp_set(assignments: tuple[str, ...]) -> None:
 @click.option("--days", default=30, type=click.IntRange(1, 365))
 def dev_seed(requests_: int, users: int, days: int) -> None:
     """Fill the database with realistic demo traffic, marked as demo data."""
-    gateway: Gateway = current_app.extensions["tally"]
+    runtime: Runtime = current_app.extensions["tally"]
     with session_scope() as session:
         made = seed_service.seed_demo_traffic(
-            session, gateway.hash_key, requests=requests_, users=users, days=days
+            session, runtime.hash_key, requests=requests_, users=users, days=days
         )
     click.echo(f"Seeded {made.requests} demo requests for {made.users} demo users.")
 

@@ -11,10 +11,10 @@ from flask.cli import AppGroup
 
 from blueprints.cli import CLI_ACTOR, fail, session_scope
 from tally.db import utcnow
-from tally.services.breakdowns import columns, grouped_rows
-from tally.services.exports import FORMATS, export_chunks
-from tally.services.reconcile import generation_client, reconcile_pass
-from tally.services.retention import MONTH_DAYS, oldest_request, prune_requests
+from tally.reports.breakdowns import columns, grouped_rows
+from tally.reports.exports import FORMATS, export_chunks
+from tally.usage.reconcile import generation_client, reconcile_pass
+from tally.usage.retention import MONTH_DAYS, oldest_request, prune_requests
 
 usage_cli = AppGroup("usage", help="The request log and its totals.")
 
@@ -80,13 +80,13 @@ def usage_reconcile(everything: bool) -> None:
     """Run one reconciliation pass: estimated costs (OpenRouter streams cut before their
     usage) fetched from the upstream's generation endpoint; prints what it did (for
     cron). The usage writer process does the same every few seconds under gunicorn."""
-    gateway = current_app.extensions["tally"]
-    client = generation_client(gateway.settings)
+    runtime = current_app.extensions["tally"]
+    client = generation_client(runtime.settings)
     if client is None:
         click.echo("No upstream URL is set (the demo upstream has no generation endpoint).")
         return
     try:
-        report = reconcile_pass(gateway.sessions, client, due_only=not everything)
+        report = reconcile_pass(runtime.sessions, client, due_only=not everything)
     finally:
         client.close()
     for line in report.lines:

@@ -1,5 +1,5 @@
 """``flask --app app users …``: end users. ``users erase INTERNAL_ID`` removes a person's
-personal data everywhere and keeps their figures in the totals (tally.services.erasure)."""
+personal data everywhere and keeps their figures in the totals (tally.privacy.erasure)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from blueprints.cli import CLI_ACTOR, session_scope
-from tally.gateway import Gateway
-from tally.services.erasure import erase_user
+from tally.privacy.erasure import erase_user
+from tally.runtime.process import Runtime
 
 users_cli = AppGroup("users", help="End users.")
 
@@ -19,12 +19,12 @@ users_cli = AppGroup("users", help="End users.")
 def users_erase(internal_id: str) -> None:
     """Erase the end user INTERNAL_ID: profile, identifiers, their rows' personal parts,
     their mentions in the audit log; the totals stay, under an anonymous placeholder."""
-    gateway: Gateway = current_app.extensions["tally"]
-    limits = gateway.limits
+    runtime: Runtime = current_app.extensions["tally"]
+    limits = runtime.limits
     # this process's own memory holds no server's counters: nothing to clear there
     counters = None if limits.description.startswith("tally+memory") else limits.storage
     with session_scope() as session:
-        erased = erase_user(session, internal_id, CLI_ACTOR, gateway.hash_key, counters)
+        erased = erase_user(session, internal_id, CLI_ACTOR, runtime.hash_key, counters)
     click.echo(f"Erased the end user; the audit log names them as {erased.ref}.")
     click.echo(f"upstream identifiers deleted: {erased.identifiers}")
     click.echo(f"request rows anonymised: {erased.requests} (tokens and cost kept)")

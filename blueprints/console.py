@@ -20,9 +20,9 @@ from blueprints import (  # noqa: F401  (each module registers its views on bp)
 )
 from blueprints.console_base import bp, get_db, render
 from tally.db import utcnow
-from tally.services.performance import cache_shares
-from tally.services.reports import DEFAULT_RANGE_DAYS
-from tally.services.reports import dashboard as dashboard_report
+from tally.reports.dashboard import DEFAULT_RANGE_DAYS
+from tally.reports.dashboard import dashboard as dashboard_report
+from tally.reports.performance import cache_shares
 
 __all__ = ["bp"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import abort, flash, request
 
 from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
-from tally.services.admin_tokens import (
+from tally.keys.admin_tokens import (
     create_admin_token,
     get_admin_token,
     list_admin_tokens,

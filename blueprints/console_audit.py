@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from blueprints.console_base import bp, get_db, page_number, render
-from tally.services.audit import KINDS, list_audit
+from tally.audit import KINDS, list_audit
 
 
 @bp.get("/audit")

@@ -36,7 +36,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from blueprints.extensions import limiter
 from tally.errors import DomainError, ServiceUnavailable
-from tally.gateway import Gateway
+from tally.runtime.process import Runtime
 
 bp = Blueprint("console", __name__)
 
@@ -55,7 +55,7 @@ NAVIGATION = (
 )
 
 
-def gateway() -> Gateway:
+def runtime() -> Runtime:
     """The app's gateway (engine, sessions, settings)."""
     return current_app.extensions["tally"]
 
@@ -63,7 +63,7 @@ def gateway() -> Gateway:
 def get_db() -> Session:
     """The request's database session, opened on first use and closed on teardown."""
     if "console_db" not in g:
-        g.console_db = gateway().sessions()
+        g.console_db = runtime().sessions()
     return g.console_db
 
 

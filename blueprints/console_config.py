@@ -8,14 +8,13 @@ from blueprints.console_base import (
     actor,
     back_to,
     bp,
-    gateway,
     get_db,
     is_htmx,
     on_domain_error,
     render,
+    runtime,
 )
-from tally.services.revisions import history, preview, rollback_config
-from tally.services.tracking import (
+from tally.tracking.config import (
     DIALECTS,
     FIELDS,
     HASH_MODES,
@@ -24,6 +23,7 @@ from tally.services.tracking import (
     active_config,
     save_config,
 )
+from tally.tracking.revisions import history, preview, rollback_config
 
 PAGE, PANEL, PREVIEW = "config/page.html", "config/_panel.html", "config/_preview.html"
 DEFAULT_PREVIEW_ID = "user_123"
@@ -46,7 +46,7 @@ def _panel_context(
         edited, field_error = current.with_fields(values), None
     except ConfigFieldError as exc:
         edited, field_error = None, exc
-    key = gateway().hash_key
+    key = runtime().hash_key
     return {
         "values": {**current.as_fields(), **values},
         "current": current,
@@ -64,14 +64,14 @@ def _panel_context(
 @bp.get("/config")
 def config_page():
     """The active config as a form, with the preview and the revision history."""
-    current = active_config(get_db(), gateway().cache)
+    current = active_config(get_db(), runtime().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, _preview_id(request.args)))
 
 
 @bp.get("/config/preview")
 def config_preview():
     """The identifier an internal id would get under the current and the edited config."""
-    current = active_config(get_db(), gateway().cache)
+    current = active_config(get_db(), runtime().cache)
     context = _panel_context(current, _typed_fields(request.args), _preview_id(request.args))
     if not is_htmx():
         return render(PAGE, **context)
@@ -81,7 +81,7 @@ def config_preview():
 def _form_again() -> dict:
     form = request.form
     return _panel_context(
-        active_config(get_db(), gateway().cache), _typed_fields(form), _preview_id(form)
+        active_config(get_db(), runtime().cache), _typed_fields(form), _preview_id(form)
     )
 
 
@@ -90,7 +90,7 @@ def _form_again() -> dict:
 def config_save():
     """Save the edited config as a new revision (nothing is saved when nothing changed)."""
     db = get_db()
-    current = active_config(db, gateway().cache)
+    current = active_config(db, runtime().cache)
     preview_id = _preview_id(request.form)
     edited = current.with_fields(_typed_fields(request.form))
     if edited.as_fields() == current.as_fields():
@@ -102,7 +102,7 @@ def config_save():
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db, gateway().cache)
+    current = active_config(db, runtime().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, preview_id, message=message))
 
 
@@ -110,7 +110,7 @@ def config_save():
 @on_domain_error(
     PAGE,
     PANEL,
-    lambda: _panel_context(active_config(get_db(), gateway().cache), {}, DEFAULT_PREVIEW_ID),
+    lambda: _panel_context(active_config(get_db(), runtime().cache), {}, DEFAULT_PREVIEW_ID),
 )
 def config_rollback(revision_id: int):
     """Make an earlier revision's config active again, as a new revision."""
@@ -120,5 +120,5 @@ def config_rollback(revision_id: int):
     if not is_htmx():
         flash(message)
         return back_to("console.config_page")
-    current = active_config(db, gateway().cache)
+    current = active_config(db, runtime().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, DEFAULT_PREVIEW_ID, message=message))

@@ -1,13 +1,13 @@
 """Console: erasing an end user from their identity page (admins, the internal id typed
-as confirmation; tally.services.erasure)."""
+as confirmation; tally.privacy.erasure)."""
 
 from __future__ import annotations
 
 from flask import abort, flash, make_response, request, url_for
 
-from blueprints.console_base import actor, back_to, bp, gateway, get_db, is_htmx, on_domain_error
+from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, runtime
 from blueprints.console_identities import DETAIL, detail_context
-from tally.services.erasure import erase_user_by_id
+from tally.privacy.erasure import erase_user_by_id
 
 FRAGMENT = "identities/_erase.html"
 
@@ -23,14 +23,14 @@ def _erase_again() -> dict:
 def identity_erase(user_id: int):
     """Erase the end user (admins; the internal id typed as confirmation): personal
     data gone everywhere, totals kept; then back to the directory."""
-    runtime = gateway().limits
+    limits_runtime = runtime().limits
     erased = erase_user_by_id(
         get_db(),
         user_id,
         request.form.get("confirm", ""),
         actor(),
-        gateway().hash_key,
-        runtime.storage,
+        runtime().hash_key,
+        limits_runtime.storage,
     )
     if erased is None:
         abort(404, "No such end user.")

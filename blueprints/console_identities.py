@@ -10,17 +10,17 @@ from blueprints.console_base import (
     actor,
     bp,
     form_error,
-    gateway,
     get_db,
     page_number,
     render,
+    runtime,
 )
 from tally.db import utcnow
-from tally.services.erasure import is_erased
-from tally.services.identities import identity_detail, search_identities
-from tally.services.limit_status import user_limits
-from tally.services.performance import user_performance
-from tally.services.reports import ReportError, parse_range
+from tally.end_users.directory import identity_detail, search_identities
+from tally.limits.status import user_limits
+from tally.privacy.erasure import is_erased
+from tally.reports.dashboard import ReportError, parse_range
+from tally.reports.performance import user_performance
 
 DETAIL = "identities/detail.html"
 
@@ -39,7 +39,7 @@ def detail_context(user_id: int, viewer: str | None) -> dict:
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
-    limits = user_limits(gateway(), user.external_id, user.profile_metadata, user.id)
+    limits = user_limits(runtime(), user.external_id, user.profile_metadata, user.id)
     form = {k: request.args.get(k, "") for k in ("start", "end")}
     return {"detail": detail, "limits": limits, "performance": None, "form": form}
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from flask import flash, request
 
 from blueprints.console_base import actor as current_actor
-from blueprints.console_base import back_to, bp, gateway, get_db, is_htmx, on_domain_error, render
-from tally.idp import FIELDS
-from tally.services.idp import active_idp, save_idp, try_token
+from blueprints.console_base import back_to, bp, get_db, is_htmx, on_domain_error, render, runtime
+from tally.verification.idp import active_idp, save_idp, try_token
+from tally.verification.idp_config import FIELDS
 
 PAGE, PANEL, VERDICT = "idp/page.html", "idp/_panel.html", "idp/_verdict.html"
 MAX_TOKEN_FIELD = 16 * 1024
@@ -47,7 +47,7 @@ def idp_test():
     """What Tally concludes from a pasted token (never stored, logged nor echoed back)."""
     token = request.form.get("token", "")[:MAX_TOKEN_FIELD]
     origin = request.form.get("origin", "")[:255]
-    verdict = try_token(get_db(), gateway().key_sets, token, origin)
+    verdict = try_token(get_db(), runtime().key_sets, token, origin)
     if not is_htmx():
         return render(PAGE, **_context(verdict=verdict, origin=origin))
     return render(VERDICT, verdict=verdict)

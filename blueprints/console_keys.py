@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, request
 
 from blueprints.console_base import actor, back_to, bp, get_db, is_htmx, on_domain_error, render
-from tally.services.keys import get_api_key, list_api_keys, mint_api_key, revoke_api_key
+from tally.keys.api_keys import get_api_key, list_api_keys, mint_api_key, revoke_api_key
 
 PAGE, PANEL = "keys/page.html", "keys/_panel.html"
 

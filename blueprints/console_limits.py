@@ -10,22 +10,22 @@ from blueprints.console_base import (
     actor,
     bp,
     changed,
-    gateway,
     get_db,
     on_domain_error,
     render,
+    runtime,
 )
+from tally.audit import recent_audit
 from tally.db import utcnow
 from tally.limits.policy import FIELDS, PolicyError, format_value, parse_tier_key, parse_value
-from tally.services.audit import recent_audit
-from tally.services.limit_policies import (
+from tally.limits.policy_store import (
     read_policies,
     reset_user,
     set_policy,
     set_tier_key,
     unset_policy,
 )
-from tally.services.limit_status import busiest_users
+from tally.limits.status import busiest_users
 
 PAGE, PANEL = "limits/page.html", "limits/_panel.html"
 AUDIT_ENTRIES = 20
@@ -35,16 +35,16 @@ def _context(**extra):
     db = get_db()
     policies = read_policies(db)
     config = current_app.config
-    runtime = gateway().limits
+    limits_runtime = runtime().limits
     audit = recent_audit(db, "limits.", AUDIT_ENTRIES)
     return {
         "policies": [(s, policies.tier(s) or policies.by_scope[s]) for s in policies.all_scopes()],
         "tier_key": policies.tier_key,
         "fields": FIELDS,
-        "users": busiest_users(db, gateway(), utcnow()),
+        "users": busiest_users(db, runtime(), utcnow()),
         "audit": audit,
-        "storage": runtime.description if runtime else "none",
-        "fail": runtime.fail if runtime else "open",
+        "storage": limits_runtime.description if limits_runtime else "none",
+        "fail": limits_runtime.fail if limits_runtime else "open",
         "per_account": config["LOGIN_LIMIT_PER_ACCOUNT"],
         "per_ip": config["LOGIN_LIMIT_PER_IP"],
         "form": {},

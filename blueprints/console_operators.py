@@ -13,7 +13,7 @@ from blueprints.console_base import (
     render,
     require_admin,
 )
-from tally.services.operators import (
+from tally.operators.accounts import (
     ROLES,
     OperatorError,
     change_role,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import request
 
 from blueprints.console_base import actor, bp, changed, get_db, on_domain_error, render
-from tally.services.audit import recent_audit
-from tally.services.price_table import (
+from tally.audit import recent_audit
+from tally.usage.price_table import (
     FIELDS,
     list_prices,
     parse_model,
@@ -16,7 +16,7 @@ from tally.services.price_table import (
     remove_price,
     set_price,
 )
-from tally.services.reconcile import awaiting
+from tally.usage.reconcile import awaiting
 
 PAGE, PANEL = "prices/page.html", "prices/_panel.html"
 AUDIT_ENTRIES = 10

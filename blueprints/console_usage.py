@@ -7,9 +7,9 @@ from flask import Response, request, stream_with_context
 
 from blueprints.console_base import bp, get_db, on_domain_error, render
 from tally.db import utcnow
-from tally.services.breakdowns import columns, grouped_rows, parse_group_by, row_cursor
-from tally.services.exports import MEDIA_TYPES, check_format, export_chunks
-from tally.services.reports import METRICS, bar_chart, parse_range, usage_report
+from tally.reports.breakdowns import columns, grouped_rows, parse_group_by, row_cursor
+from tally.reports.dashboard import METRICS, bar_chart, parse_range, usage_report
+from tally.reports.exports import MEDIA_TYPES, check_format, export_chunks
 
 PAGE, REPORT = "usage/page.html", "usage/_report.html"
 GROUP_CHOICES = ("model", "user", "endpoint", "day", "tag", "metadata", "key")

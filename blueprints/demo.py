@@ -6,7 +6,7 @@ import json
 
 from flask import Blueprint, Response, current_app, request
 
-from tally import demo
+from tally.demo import upstream as demo
 
 bp = Blueprint("demo", __name__, url_prefix="/demo/v1")
 

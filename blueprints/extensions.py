@@ -3,7 +3,7 @@
 - ``login_manager``: operator sessions (flask-login);
 - ``csrf``: CSRF checks on every state-changing request (Flask-WTF);
 - ``limiter``: login throttling (flask-limiter), on the same storage as the API's limits
-  (tally/services/limits.py): ``TALLY_RATELIMIT_STORAGE_URI``, else the instance's
+  (tally/limits/admission.py): ``TALLY_RATELIMIT_STORAGE_URI``, else the instance's
   counter file under gunicorn, else this process's memory (then it is the instance).
 """
 
@@ -19,8 +19,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-import tally.limits.lmdb_storage  # noqa: F401  (registers tally+lmdb://)
-import tally.limits.storage  # noqa: F401  (registers tally+memory://)
+import tally.limits.storage.lmdb_file  # noqa: F401  (registers tally+lmdb://)
+import tally.limits.storage.registry  # noqa: F401  (registers tally+memory://)
 
 login_manager = LoginManager()
 csrf = CSRFProtect()

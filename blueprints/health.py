@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from tally import metrics
 from tally.errors import AuthenticationFailed
-from tally.health import check_database, check_limiter_storage
+from tally.runtime.health import check_database, check_limiter_storage
 
 bp = Blueprint("health", __name__)
 
@@ -27,24 +27,24 @@ def readyz():
     only the database does not, but this process still serves what it knows (keys and
     config loaded within TALLY_MAX_STALENESS): taking it out of a load balancer then
     would turn a database blip into an outage. Else 503 "unavailable"."""
-    gateway = current_app.extensions["tally"]
+    runtime = current_app.extensions["tally"]
     checks = {
-        "database": check_database(gateway.engine),
+        "database": check_database(runtime.engine),
         "limiter_storage": check_limiter_storage(
-            gateway.settings.ratelimit_storage_uri, gateway.settings.limits_db
+            runtime.settings.ratelimit_storage_uri, runtime.settings.limits_db
         ),
     }
     ready = all(result == "ok" for result in checks.values())
-    status = "ready" if ready else _degraded_or_unavailable(gateway, checks)
+    status = "ready" if ready else _degraded_or_unavailable(runtime, checks)
     response = jsonify(status=status, checks=checks)
     response.status_code = 503 if status == "unavailable" else 200
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _degraded_or_unavailable(gateway, checks: dict[str, str]) -> str:
+def _degraded_or_unavailable(runtime, checks: dict[str, str]) -> str:
     only_database = checks["limiter_storage"] == "ok"
-    return "degraded" if only_database and gateway.cache.serving() else "unavailable"
+    return "degraded" if only_database and runtime.cache.serving() else "unavailable"
 
 
 @bp.get("/metrics")

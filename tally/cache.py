@@ -125,7 +125,7 @@ class Cache:
         """The cached value for ``key`` and the version it was loaded under, without
         reading the version (None when there is none younger than ``max_age``): for a
         caller that checks the version later, in a round trip it makes anyway
-        (tally/services/pipeline.py, at admission)."""
+        (tally/proxy/pipeline.py, at admission)."""
         entry = self._entries.get(key)
         if entry is None or entry[0] is None or self._clock() - entry[1] >= self.max_age:
             return None

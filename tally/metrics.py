@@ -1,6 +1,6 @@
 """Prometheus metrics: what ``GET /metrics`` shows (blueprints/health.py).
 
-Recorded in one place on the request path (tally.services.pipeline: each call when its
+Recorded in one place on the request path (tally.proxy.pipeline: each call when its
 row is recorded, each limit refusal) plus the API's 503 for database outages
 (blueprints/api.py). No label names a user, a key or an identifier: only the endpoint,
 the status, the model, the error code and the token kind.

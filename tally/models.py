@@ -43,14 +43,14 @@ class EndUser(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Seen with a verified end-user token at least once (tally.tokens).
+    # Seen with a verified end-user token at least once (tally.verification.tokens).
     verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     identifiers: Mapped[list[UpstreamIdentifier]] = relationship(back_populates="user")
 
 
 # The tag and metadata breakdowns group users by their profile as stored JSON text
-# (tally/services/breakdown_users.py; migration 0007).
+# (tally/reports/breakdown_users.py; migration 0007).
 Index("ix_end_users_tags_text", cast(EndUser.__table__.c.tags, Text))
 Index("ix_end_users_metadata_text", cast(EndUser.__table__.c.profile_metadata, Text))
 
@@ -251,7 +251,7 @@ class _Sums:
 
 class DailyTotal(_Sums, Base):
     """The request log added up per UTC day x end user x API key x model x endpoint,
-    kept in the transaction that inserts the rows (tally.services.totals).
+    kept in the transaction that inserts the rows (tally.usage.totals).
 
     A unique key over nullable columns never conflicts on NULL, so an absent user or key
     is stored as 0 and an absent model as '' (no row has id 0): anonymous traffic adds up
@@ -284,7 +284,7 @@ class DailyModelTotal(_Sums, Base):
 class MonthlyUserTotal(_Sums, Base):
     """``daily_totals`` per calendar month (``month`` is its first day) and end user,
     indexed by cost: the top users of a range are found from a few rows of each month it
-    spans (tally.services.ranking), not by adding up every user's days."""
+    spans (tally.reports.ranking), not by adding up every user's days."""
 
     __tablename__ = "monthly_user_totals"
     __table_args__ = (Index("ix_monthly_user_totals_month_cost", "month", "cost"),)

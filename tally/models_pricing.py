@@ -13,7 +13,7 @@ from tally.db import Base, utcnow
 class ModelPrice(Base):
     """What one model costs, in USD per million tokens: prompt, completion, and cached
     prompt tokens (``cached`` null: the prompt price). Costs a call whose upstream did
-    not report ``usage.cost`` (tally.services.prices)."""
+    not report ``usage.cost`` (tally.usage.costs)."""
 
     __tablename__ = "model_prices"
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 DEFAULT_UPSTREAM_TIMEOUT = 300.0
 # gunicorn's master hands its usage writer process's socket to the workers it forks
-# through the environment (tally/services/writer_process.py).
+# through the environment (tally/usage/writer/process.py).
 USAGE_SOCKET_ENV = "TALLY_USAGE_SOCKET"
-LIMITS_DB_ENV = "TALLY_LIMITS_DB"  # the instance's limit counters (tally/limits/lmdb_storage.py)
+LIMITS_DB_ENV = (
+    "TALLY_LIMITS_DB"  # the instance's limit counters (tally/limits/storage/lmdb_file.py)
+)
 # prometheus_client's own variable: where every worker's metric files go under gunicorn
 # (gunicorn.conf.py makes the directory); unset, each process reports only itself.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"

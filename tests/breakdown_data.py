@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from tally.identity import EndUserClaim
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.end_users.claims import EndUserClaim
+from tally.usage.records import CallRecord, Outcome, record_calls
 
 START, END = date(2026, 2, 27), date(2026, 4, 2)
 PROFILES = {

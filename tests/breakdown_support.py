@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tally.services.keys import create_api_key
+from tally.keys.api_keys import create_api_key
 from tests.breakdown_data import CALLS, record
 
 

@@ -25,8 +25,8 @@ from werkzeug.wsgi import ClosingIterator
 from app import create_app
 from tally import schema
 from tally.db import Base, make_engine
+from tally.keys.api_keys import create_api_key
 from tally.models import ConfigRevision
-from tally.services.keys import create_api_key
 from tests.fakes import FakeUpstream
 
 HASH_KEY = "test-hash-key"

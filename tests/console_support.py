@@ -10,8 +10,8 @@ import uuid
 import pytest
 from argon2 import PasswordHasher
 
-from tally.services import operators
-from tally.services.operators import create_operator
+from tally.operators import accounts as operators
+from tally.operators.accounts import create_operator
 from tests.console_client import PASSWORD, Console
 
 

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import MetaData, select
 
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
+from tally.end_users.directory import identity_detail, search_identities
+from tally.keys.api_keys import create_api_key
+from tally.limits.policy_store import reset_user, set_policy
 from tally.models import DailyModelTotal, DailyTotal, EndUser, MonthlyUserTotal
-from tally.services.identities import identity_detail, search_identities
-from tally.services.keys import create_api_key
-from tally.services.limit_policies import reset_user, set_policy
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.usage.records import CallRecord, Outcome, record_calls
 from tests.test_totals import assert_same, fresh_aggregate, stored
 
 USER = "zelda-7f3q"

@@ -159,7 +159,7 @@ def writer_pids(master_pid: int) -> list[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == master_pid and b"tally.services.writer_process" in cmdline:
+        if parent == master_pid and b"tally.usage.writer.process" in cmdline:
             found.append(int(entry.name))
     return found
 

@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from tally.services.idp import save_idp
-from tally.services.keys import create_api_key
+from tally.keys.api_keys import create_api_key
+from tally.verification.idp import save_idp
 from tests.support import chat
 
 ISSUER = "https://clerk.example.test"

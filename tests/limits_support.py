@@ -6,8 +6,8 @@ import time
 from datetime import UTC, datetime
 
 from tally.limits.policy import parse_assignments
-from tally.services.limit_policies import reset_user, set_policy
-from tally.services.limit_runtime import runtime_of
+from tally.limits.policy_store import reset_user, set_policy
+from tally.limits.runtime import runtime_of
 
 # Today's UTC midnight: request rows are stamped with the real time, and counters rebuilt
 # from them must fall in the same day as the test's clock.

@@ -8,10 +8,10 @@ import uuid
 import requests
 from sqlalchemy import select
 
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
-from tally.services.tracking import active_config, save_config
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.tracking.config import active_config, save_config
+from tally.usage.records import CallRecord, Outcome, record_calls
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 BASE = {"model": "openai/gpt-4o-mini", "messages": MESSAGES}

@@ -17,8 +17,8 @@ import requests
 from sqlalchemy import event, select, text
 
 from tally.models import DailyTotal
-from tally.services import pipeline
-from tally.services.price_table import set_price
+from tally.proxy import pipeline
+from tally.usage.price_table import set_price
 from tests.fakes import (
     RESPONSE_USAGE,
     chunks,

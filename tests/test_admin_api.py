@@ -12,10 +12,10 @@ import requests
 from sqlalchemy import select
 
 from tally.db import utcnow
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
+from tally.keys.admin_tokens import create_admin_token, revoke_admin_token
 from tally.models import AdminToken
-from tally.services.admin_tokens import create_admin_token, revoke_admin_token
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.usage.records import CallRecord, Outcome, record_calls
 
 DAY1 = datetime(2026, 11, 2, 9, 30)
 DAY2 = DAY1 + timedelta(days=1)

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import requests
 
-from tally.services.keys import revoke_api_key
+from tally.keys.api_keys import revoke_api_key
 from tests.conftest import HASH_KEY
 from tests.fakes import completion
 from tests.support import BASE, chat, configure, end_users, identifiers, request_rows

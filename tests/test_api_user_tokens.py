@@ -13,7 +13,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tally.services.tracking import TrackingConfig, derive_identifier
+from tally.tracking.config import TrackingConfig, derive_identifier
 from tests.conftest import HASH_KEY
 from tests.fakes import completion
 from tests.idp_support import ISSUER, ORIGIN, call, expect_401
@@ -113,7 +113,7 @@ def test_a_bad_token_is_401_naming_the_problem(tally, upstream, idp, user_key, c
 
 
 def test_wrong_audience_when_one_is_configured(tally, idp, user_key):
-    from tally.services.idp import save_idp
+    from tally.verification.idp import save_idp
 
     with tally.flask_app.extensions["tally"].sessions() as session:
         save_idp(session, {"audience": "tally-api"}, "test")

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from tally.models import ApiKey, EndUser, RequestLog
-from tally.services.breakdowns import BreakdownError, columns, grouped_rows, row_cursor
+from tally.reports.breakdowns import BreakdownError, columns, grouped_rows, row_cursor
 from tests.breakdown_data import CY, END, EXPECTED, START, figures, record
 
 pytest_plugins = ["tests.breakdown_support"]

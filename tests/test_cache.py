@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import event, select, update
 
 from tally.cache import Cache
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
+from tally.keys.api_keys import authenticate, revoke_api_key
 from tally.models import ApiKey
-from tally.services.keys import authenticate, revoke_api_key
-from tally.services.tracking import active_config
-from tally.services.usage import CallRecord, Outcome, record_call_safely
+from tally.tracking.config import active_config
+from tally.usage.records import CallRecord, Outcome, record_call_safely
 from tally.versions import FileVersion
 from tests.support import configure
 
@@ -75,13 +75,13 @@ def _queries(engine):
 
 
 def test_key_and_config_lookups_do_not_query_the_database_twice(app, make_key):
-    gateway = app.extensions["tally"]
+    runtime = app.extensions["tally"]
     raw = make_key("web")
-    cache = gateway.cache
-    with gateway.sessions() as session:
+    cache = runtime.cache
+    with runtime.sessions() as session:
         first = authenticate(session, raw, cache), active_config(session, cache)
-    seen = _queries(gateway.engine)
-    with gateway.sessions() as session:
+    seen = _queries(runtime.engine)
+    with runtime.sessions() as session:
         assert (authenticate(session, raw, cache), active_config(session, cache)) == first
     assert seen == []
 
@@ -96,7 +96,7 @@ def two_apps(make_app, tmp_path):
 def test_a_key_revoked_in_one_process_is_refused_by_the_other_at_once(two_apps):
     a, b = two_apps
     with a.extensions["tally"].sessions() as session:
-        from tally.services.keys import create_api_key
+        from tally.keys.api_keys import create_api_key
 
         _, raw = create_api_key(session, "shared", "test")
     cache = b.extensions["tally"].cache
@@ -123,30 +123,30 @@ def test_recording_calls_does_not_invalidate_but_a_bulk_update_of_keys_does(app,
     """Every request touches its key's ``last_used_at`` (usage.record_calls): that must not
     bump the version, or every request would empty every cache. A bulk ORM update of the
     keys table is a change whatever it sets."""
-    gateway = app.extensions["tally"]
-    version, cache = gateway.cache.version, gateway.cache
+    runtime = app.extensions["tally"]
+    version, cache = runtime.cache.version, runtime.cache
     raw = make_key("web")
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         key = authenticate(session, raw, cache)
     before = version.read()
     call = CallRecord("r1", key.id, EndUserClaim("ada", "user"), "tally_ada", None, "m", False)
-    record_call_safely(gateway, call, Outcome())
-    with gateway.sessions() as session:
+    record_call_safely(runtime, call, Outcome())
+    with runtime.sessions() as session:
         assert session.get(ApiKey, key.id).last_used_at is not None
         assert version.read() == before
         session.execute(update(ApiKey).values(revoked_at=ApiKey.created_at))
         session.commit()
     assert version.read() == before + 1
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         assert authenticate(session, raw, cache) is None
 
 
 def test_a_unit_of_work_change_counts_unless_it_only_touches_last_used(app, make_key):
-    gateway = app.extensions["tally"]
-    version = gateway.cache.version
+    runtime = app.extensions["tally"]
+    version = runtime.cache.version
     make_key("web")
     before = version.read()
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         key = session.scalars(select(ApiKey)).one()
         key.last_used_at = key.created_at
         session.commit()

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from tally.keys.api_keys import authenticate, hash_secret
 from tally.models import ApiKey, AuditEntry, ConfigRevision, Operator
-from tally.services.keys import authenticate, hash_secret
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line(runner, db):

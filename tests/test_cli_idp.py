@@ -4,8 +4,8 @@
 import pytest
 from sqlalchemy import select
 
+from tally.keys.api_keys import authenticate
 from tally.models import AuditEntry
-from tally.services.keys import authenticate
 
 CLERK = "https://clerk.example.com"
 JWKS = "https://clerk.example.com/.well-known/jwks.json"

@@ -10,8 +10,8 @@ import re
 import pytest
 from sqlalchemy import select
 
+from tally.keys.admin_tokens import create_admin_token
 from tally.models import AdminToken, AuditEntry
-from tally.services.admin_tokens import create_admin_token
 from tests.console_client import text
 
 pytest_plugins = ["tests.console_support"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tally.services.audit import add_audit
+from tally.audit import add_audit
 from tests.console_client import text
 
 pytest_plugins = ["tests.console_support"]

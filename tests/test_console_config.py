@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tally.models import AuditEntry, ConfigRevision
-from tally.services.tracking import TrackingConfig, active_config, derive_identifier
+from tally.tracking.config import TrackingConfig, active_config, derive_identifier
 from tests.conftest import HASH_KEY
 from tests.console_client import text
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy import select
 
+from tally.limits.checks import subject_keys
 from tally.models import AuditEntry, EndUser
-from tally.services.limit_checks import subject_keys
 from tests.console_client import text
 from tests.erasure_support import (
     EMAIL,

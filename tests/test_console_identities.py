@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from tally.db import utcnow
+from tally.end_users.directory import upsert_end_user, upsert_identifier
 from tally.models import AuditEntry
-from tally.services.identities import upsert_end_user, upsert_identifier
 from tests.console_client import text
 from tests.support import record_traffic
 

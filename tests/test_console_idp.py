@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tally.models import ApiKey, AuditEntry
-from tally.services.idp import active_idp
+from tally.verification.idp import active_idp
 from tests.console_client import text
 from tests.idp_support import ISSUER
 from tests.test_console_keys import SECRET

@@ -104,8 +104,8 @@ def tally_admin(tally, make_operator) -> Console:
 
 def test_after_a_restart_the_page_shows_use_rebuilt_from_the_log(tally_admin, tally):
     """Counters a restart lost are rebuilt for the page, before the user's next request."""
-    from tally.limits.storage import LocalStorage
-    from tally.services.limit_runtime import runtime_of
+    from tally.limits.runtime import runtime_of
+    from tally.limits.storage.registry import LocalStorage
 
     set_limits(tally.flask_app, "tier:default", "messages=5")
     for _ in range(4):

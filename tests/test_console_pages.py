@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tally.services.identities import upsert_end_user, upsert_identifier
+from tally.end_users.directory import upsert_end_user, upsert_identifier
 from tests.console_client import text
 
 pytest_plugins = ["tests.console_support"]

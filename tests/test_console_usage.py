@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from tally.db import utcnow
-from tally.services.identities import upsert_end_user
+from tally.end_users.directory import upsert_end_user
 from tests.console_client import text
 from tests.support import record_traffic
 

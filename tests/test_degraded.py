@@ -127,9 +127,9 @@ def test_known_keys_are_served_during_an_outage_and_new_users_too(app, make_key,
     client = app.test_client()
     headers = {"Authorization": f"Bearer {key}", "X-Tally-User": "u-1"}
     assert client.post("/v1/chat/completions", json=BASE, headers=headers).status_code == 200
-    gateway = app.extensions["tally"]
-    monkeypatch.setattr(gateway.cache, "max_age", 0.0)  # every lookup tries the database
-    monkeypatch.setattr(gateway.sessions, "kw", _dead(app))
+    runtime = app.extensions["tally"]
+    monkeypatch.setattr(runtime.cache, "max_age", 0.0)  # every lookup tries the database
+    monkeypatch.setattr(runtime.sessions, "kw", _dead(app))
     headers["X-Tally-User"] = "never-seen-before"
     response = client.post("/v1/chat/completions", json=BASE, headers=headers)
     assert response.status_code == 200  # the new end user is created by the recording path

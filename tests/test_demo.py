@@ -5,21 +5,24 @@ import time
 
 import urllib3
 
-from tally import demo
-from tally.upstream import UpstreamClient
+from tally.demo import upstream as demo
+from tally.proxy.upstream import UpstreamClient
 from tests.support import request_rows
 
 
 def test_demo_models_over_http(client):
     response = client.get("/demo/v1/models")
-    assert [m["id"] for m in response.get_json()["data"]] == ["tally/demo-echo", "tally/demo-mini"]
+    assert [m["id"] for m in response.get_json()["data"]] == [
+        "tally/demo/upstream-echo",
+        "tally/demo/upstream-mini",
+    ]
 
 
 def test_demo_completion_reports_usage_and_cost(client):
     response = client.post(
         "/demo/v1/chat/completions",
         json={
-            "model": "tally/demo-echo",
+            "model": "tally/demo/upstream-echo",
             "user": "tally_abc",
             "messages": [{"role": "user", "content": "one two three"}],
         },
@@ -46,7 +49,7 @@ def test_tally_uses_the_demo_when_no_upstream_is_set(client, make_key, app):
         "/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
         json={
-            "model": "tally/demo-mini",
+            "model": "tally/demo/upstream-mini",
             "user": "user_2N4Z",
             "messages": [{"role": "user", "content": "hello"}],
         },
@@ -64,7 +67,7 @@ def test_tally_serves_the_responses_api_from_the_demo(client, make_key, app):
     response = client.post(
         "/v1/responses",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "tally/demo-mini", "input": "hello there", "user": "user_2N4Z"},
+        json={"model": "tally/demo/upstream-mini", "input": "hello there", "user": "user_2N4Z"},
     )
     assert response.status_code == 200
     body = json.loads(response.data)
@@ -84,7 +87,7 @@ def test_a_demo_responses_stream_is_typed_events_ending_completed(client, make_k
         "/v1/responses",
         headers={"Authorization": f"Bearer {key}"},
         json={
-            "model": "tally/demo-mini",
+            "model": "tally/demo/upstream-mini",
             "input": [{"role": "user", "content": "hi"}],
             "stream": True,
         },
@@ -105,7 +108,7 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
     response = client.post(
         "/v1/embeddings",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "tally/demo-embed", "input": ["a b", "a b", "c"]},
+        json={"model": "tally/demo/upstream-embed", "input": ["a b", "a b", "c"]},
     )
     data = json.loads(response.data)["data"]
     assert len(data) == 3 and data[0]["embedding"] == data[1]["embedding"] != data[2]["embedding"]
@@ -116,7 +119,7 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
 def test_the_demo_answers_through_urllib3_piece_by_piece():
     client = UpstreamClient(None, None, 5, demo_token_delay=0.05)
     messages = [{"role": "user", "content": "hi"}]
-    body = {"model": "tally/demo-echo", "stream": True, "messages": messages}
+    body = {"model": "tally/demo/upstream-echo", "stream": True, "messages": messages}
     started = time.perf_counter()
     response = client.post("/chat/completions", body, stream=True)
     assert (response.status, response.headers["content-type"]) == (200, "text/event-stream")

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tally.services.operators import create_operator, set_operator_active
+from tally.operators.accounts import create_operator, set_operator_active
 from tally.settings import SettingsError, load_settings
 from tests.console_client import PASSWORD, Console
 

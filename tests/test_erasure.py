@@ -1,4 +1,4 @@
-"""Erasing an end user (``users erase``, tally.services.erasure): nothing personal about
+"""Erasing an end user (``users erase``, tally.privacy.erasure): nothing personal about
 them is left in any column of any table, the totals are whole and still the log's
 aggregate, their identifiers no longer trace, and one audit entry says who did it,
 naming the user by a keyed hash only."""
@@ -11,14 +11,14 @@ import time
 import pytest
 from sqlalchemy import select
 
+from tally.end_users.directory import search_identities, trace_identifier
 from tally.errors import DomainError
+from tally.keys.api_keys import create_api_key
+from tally.limits.checks import subject_keys
 from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
-from tally.services.erasure import erase_user, erasure_ref
-from tally.services.identities import search_identities, trace_identifier
-from tally.services.keys import create_api_key
-from tally.services.limit_checks import subject_keys
-from tally.services.redaction import REDACTED, Needles, redact_entry
-from tally.services.usage import record_calls
+from tally.privacy.erasure import erase_user, erasure_ref
+from tally.privacy.redaction import REDACTED, Needles, redact_entry
+from tally.usage.records import record_calls
 from tests.conftest import HASH_KEY
 from tests.erasure_support import (
     EMAIL,
@@ -212,10 +212,10 @@ def test_the_cli_says_when_it_cannot_reach_the_counters(runner, person):
 @pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_URL")
 def test_the_cli_clears_their_counters_in_redis(make_app):
     flask_app = make_app(TALLY_RATELIMIT_STORAGE_URI=REDIS_URL)
-    gateway = flask_app.extensions["tally"]
-    with gateway.sessions() as session:
+    runtime = flask_app.extensions["tally"]
+    with runtime.sessions() as session:
         build_person(session)
-    storage = gateway.limits.storage
+    storage = runtime.limits.storage
     keys = subject_keys(f"user:{USER}", time.time())
     window = next(k for k in keys if k.startswith("tally/msg/"))
     counter = next(k for k in keys if k.startswith("tally/usd/m"))

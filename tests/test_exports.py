@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tally.services import exports
-from tally.services.breakdowns import BreakdownError, columns, grouped_rows
-from tally.services.exports import csv_chunks, export_chunks, json_chunks
+from tally.reports import exports
+from tally.reports.breakdowns import BreakdownError, columns, grouped_rows
+from tally.reports.exports import csv_chunks, export_chunks, json_chunks
 from tests.breakdown_data import END, EXPECTED, START
 
 pytest_plugins = ["tests.breakdown_support"]

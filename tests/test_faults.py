@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from tally import schema
 from tally.db import make_engine, make_session_factory
+from tally.keys.api_keys import create_api_key
 from tally.models import RequestLog, UpstreamIdentifier
-from tally.services.keys import create_api_key
 from tests.conftest import HASH_KEY
 from tests.faults import Load, TcpProxy, start_gunicorn, stop, wait_until, writer_pids
 from tests.test_totals import TABLES, assert_same, fresh_aggregate, stored

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import requests
 
-from tally.services.idp import save_idp
-from tally.services.keys import create_api_key
+from tally.keys.api_keys import create_api_key
+from tally.verification.idp import save_idp
 from tests.fakes import chunks
 from tests.idp_support import ISSUER
 from tests.support import request_rows, wait_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tally.jwks import (
+from tally.verification.jwks import (
     LIFESPAN,
     REFETCH_INTERVAL,
     RETRY_AFTER,

@@ -128,7 +128,7 @@ def test_tier_from_metadata_and_user_override_field_by_field(tally, clock):
     assert "1 requests per minute" in refused.json()["error"]["message"]
     # tier_key picks another metadata key
     with app.extensions["tally"].sessions() as session:
-        from tally.services.limit_policies import set_tier_key
+        from tally.limits.policy_store import set_tier_key
 
         set_tier_key(session, "tier", "test")
     t = {"id": "t-1", "metadata": [{"tier": "pro"}]}
@@ -216,8 +216,8 @@ def test_the_shipped_default_is_1000_messages(tally, clock):
 
 def test_counters_are_rebuilt_from_the_request_log(tally, clock, make_app):
     """A restarted storage does not hand out a fresh quota: the request log refills it."""
-    from tally.limits.storage import LocalStorage
-    from tally.services.limit_runtime import runtime_of
+    from tally.limits.runtime import runtime_of
+    from tally.limits.storage.registry import LocalStorage
 
     set_limits(tally.flask_app, "tier:default", "messages=3")
     assert chat(tally, user="u-1").status_code == 200

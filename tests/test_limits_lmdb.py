@@ -14,9 +14,9 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from tally.limits import engine
-from tally.limits.counter_file import create, remove
-from tally.limits.lmdb_plans import LMDBPlans
-from tally.limits.lmdb_storage import LMDBStorage
+from tally.limits.storage.counter_file import create, remove
+from tally.limits.storage.lmdb_file import LMDBStorage
+from tally.limits.storage.lmdb_plans import LMDBPlans
 from tests.console_client import Console
 from tests.limits_support import Clock, set_limits
 from tests.support import chat
@@ -115,7 +115,7 @@ def test_a_limit_holds_exactly_across_processes(path):
 def test_api_limits_and_login_throttling_count_in_the_file(path, make_app, serve, upstream):
     flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_LIMITS_DB=path)
     live = serve(flask_app)
-    from tally.services.keys import create_api_key
+    from tally.keys.api_keys import create_api_key
 
     with flask_app.extensions["tally"].sessions() as session:
         _, live.key = create_api_key(session, "web", "test")
@@ -147,7 +147,7 @@ def test_plans_answer_as_on_the_in_process_storage(path):
     and the engine on a second file answer as the engine on tally+memory:// does, which
     asks ``limits``' strategies: rebuild claims, windows filling up and draining,
     counters going over, a look that counts nothing, and a reset."""
-    from tally.limits.storage import LocalStorage
+    from tally.limits.storage.registry import LocalStorage
 
     clock = Clock(1000.0)
     other = create()

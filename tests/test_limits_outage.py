@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tally.limits.lmdb_storage import LMDBStorage
-from tally.services.limit_runtime import runtime_of
+from tally.limits.runtime import runtime_of
+from tally.limits.storage.lmdb_file import LMDBStorage
 from tests.faults import TcpProxy
 from tests.limits_support import forget_counters, forget_redis_counters, set_limits
 from tests.support import chat
@@ -35,7 +35,7 @@ def proxied(make_app, serve, upstream):
         forget_counters(flask_app)
         server = serve(flask_app)
         server.flask_app, server.proxy = flask_app, proxy
-        from tally.services.keys import create_api_key
+        from tally.keys.api_keys import create_api_key
 
         with flask_app.extensions["tally"].sessions() as session:
             _, server.key = create_api_key(session, "web", "test")
@@ -58,7 +58,7 @@ def test_fail_open_serves_logs_once_and_counts(proxied, caplog):
     set_limits(tally.flask_app, "tier:default", "messages=2")
     assert chat(tally, user="u-1").headers["X-RateLimit-Remaining"] == "1"
     tally.proxy.cut()
-    with caplog.at_level(logging.ERROR, logger="tally.services.limits"):
+    with caplog.at_level(logging.ERROR, logger="tally.limits.admission"):
         statuses = [chat(tally, user="u-1").status_code for _ in range(4)]
     assert statuses == [200] * 4  # unchecked: served
     runtime = runtime_of(tally.flask_app.extensions["tally"])
@@ -87,7 +87,7 @@ def test_a_counter_file_that_is_gone(make_app, serve, upstream, tmp_path, fail, 
     runtime = runtime_of(flask_app.extensions["tally"])
     runtime.storage = LMDBStorage(f"tally+lmdb://{tmp_path}/gone/limits")
     server = serve(flask_app)
-    from tally.services.keys import create_api_key
+    from tally.keys.api_keys import create_api_key
 
     with flask_app.extensions["tally"].sessions() as session:
         _, server.key = create_api_key(session, "web", "test")

@@ -10,8 +10,8 @@ import pytest
 from limits.storage import storage_from_string
 
 from tally.limits import engine
-from tally.limits.redis_plans import RedisPlans, plans_for
-from tally.limits.storage import LocalStorage
+from tally.limits.storage.redis_plans import RedisPlans, plans_for
+from tally.limits.storage.registry import LocalStorage
 from tests.limits_support import Clock
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")

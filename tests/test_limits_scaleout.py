@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tally.services.keys import create_api_key
+from tally.keys.api_keys import create_api_key
 from tests.fakes import completion
 from tests.limits_support import forget_counters, forget_redis_counters, set_limits
 from tests.support import chat

@@ -7,7 +7,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
-from tally.limits.storage import SWEEP_BATCH, LocalStorage
+from tally.limits.storage.registry import SWEEP_BATCH, LocalStorage
 from tests.limits_support import Clock
 
 

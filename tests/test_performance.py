@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from tally.db import utcnow
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
 from tally.models import AuditEntry, EndUser
-from tally.services import performance
-from tally.services.performance import percentile, percentiles, user_performance
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.reports import performance
+from tally.reports.performance import percentile, percentiles, user_performance
+from tally.usage.records import CallRecord, Outcome, record_calls
 from tests.console_client import text
 
 pytest_plugins = ["tests.console_support"]

@@ -9,9 +9,9 @@ from datetime import date, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tally.identity import EndUserClaim
-from tally.services import ranking
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.end_users.claims import EndUserClaim
+from tally.reports import ranking
+from tally.usage.records import CallRecord, Outcome, record_calls
 from tests.conftest import reset_database
 
 FIRST_DAY = datetime(2026, 1, 20, 12, 0)
@@ -38,15 +38,15 @@ calls = st.lists(
     span=st.tuples(st.integers(0, 40), st.integers(0, 40)),
 )
 def test_top_users_equal_a_full_ranking(app, workload, limit, span):
-    gateway = app.extensions["tally"]
-    reset_database(gateway.engine)
+    runtime = app.extensions["tally"]
+    reset_database(runtime.engine)
     batch = []
     for user, day, cost in workload:
         claim = EndUserClaim(f"u{user}", "user") if user else None
         call = CallRecord(uuid.uuid4().hex, None, claim, None, None, "m", False)
         batch.append((call, Outcome(usage={"cost": cost}), FIRST_DAY + timedelta(days=day)))
     start, end = (FIRST_DAY.date() + timedelta(days=d) for d in sorted(span))
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         record_calls(session, batch)
         everyone = ranking.top_users(session, start, end, None)
         assert ranking.top_users(session, start, end, limit) == everyone[:limit]

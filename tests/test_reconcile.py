@@ -14,10 +14,10 @@ import requests
 from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
-from tally.generations import GenerationClient, read_generation
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
-from tally.services import reconcile
-from tally.services.reconcile import MAX_ATTEMPTS, Reconciler, reconcile_pass
+from tally.usage import reconcile
+from tally.usage.generations import GenerationClient, read_generation
+from tally.usage.reconcile import MAX_ATTEMPTS, Reconciler, reconcile_pass
 from tests.fakes import FakeUpstream, chunks
 from tests.support import chat, request_rows, wait_for
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from tally.db import utcnow
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
 from tally.models import AuditEntry, DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.usage.records import CallRecord, Outcome, record_calls
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 0.25}
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
+from tally.keys.api_keys import create_api_key, revoke_api_key
 from tally.models import RequestLog, UpstreamIdentifier
-from tally.services.keys import create_api_key, revoke_api_key
 from tests.limits_support import forget_counters, forget_redis_counters
 from tests.support import chat, configure
 
@@ -73,12 +73,12 @@ def test_b_checks_its_cached_config_in_the_admission_and_counts_a_stale_try_noth
     trip (no lookup through the cache's version first); when A changed it, B reads it
     again and admits the request once."""
     a, b = instances
-    gateway = b.flask_app.extensions["tally"]
+    runtime = b.flask_app.extensions["tally"]
     assert chat(b, user="u-9").status_code == 200  # B has the key and the config cached
     looked_up = []
-    real_get = gateway.cache.get
+    real_get = runtime.cache.get
     monkeypatch.setattr(
-        gateway.cache, "get", lambda k, load: looked_up.append(k) or real_get(k, load)
+        runtime.cache, "get", lambda k, load: looked_up.append(k) or real_get(k, load)
     )
     assert chat(b, user="u-9").status_code == 200
     assert "config" not in looked_up  # peeked, and checked in the admission
@@ -87,7 +87,7 @@ def test_b_checks_its_cached_config_in_the_admission_and_counts_a_stale_try_noth
     assert answer.status_code == 200 and upstream.last.body["user"] == "acme_u-9"
     assert looked_up.count("config") == 1  # the stale try, then read as usual
     assert answer.headers["X-RateLimit-Remaining"] == "997"  # three requests, three hits
-    storage = gateway.limits.storage
+    storage = runtime.limits.storage
     assert storage.get_moving_window("tally/msg/user:u-9", 1000, 86400)[1] == 3
 
 

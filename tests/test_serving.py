@@ -1,4 +1,4 @@
-"""tally.serving: gunicorn's answers, with the head and the first body bytes in one send,
+"""tally.runtime.serving: gunicorn's answers, with the head and the first body bytes in one send,
 byte for byte gunicorn's otherwise; these fail when the gunicorn internals it uses move."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
-from tally.serving import CoalescingResponse, install, supported
+from tally.runtime.serving import CoalescingResponse, install, supported
 
 
 class FakeRequest:
@@ -71,7 +71,7 @@ def test_a_json_answer_is_one_send():
 
 def test_the_installed_gunicorn_is_one_it_supports(monkeypatch):
     monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
-    assert supported(), f"check tally/serving.py against gunicorn {gunicorn.__version__}"
+    assert supported(), f"check tally/runtime/serving.py against gunicorn {gunicorn.__version__}"
     assert install() is True
     assert wsgi.Response is CoalescingResponse
 
@@ -86,4 +86,4 @@ def test_outside_its_range_gunicorn_keeps_its_own_and_one_line_says_so(
     assert install() is False
     assert wsgi.Response is gunicorns
     [record] = caplog.records
-    assert "tally.serving" in record.getMessage() and record.levelname == "WARNING"
+    assert "tally.runtime.serving" in record.getMessage() and record.levelname == "WARNING"

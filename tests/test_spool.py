@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from tally.db import utcnow
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
 from tally.models import RequestLog, UpstreamIdentifier
-from tally.services.spool import Spool, read_segment
-from tally.services.usage import CallRecord, Outcome, record_calls
-from tally.services.writer import UsageWriter
+from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.writer.background import UsageWriter
+from tally.usage.writer.spool import Spool, read_segment
 
 
 def item(request_id: str, user: str = "u-1"):
@@ -104,7 +104,7 @@ def test_a_live_process_segment_is_left_alone_a_dead_one_is_adopted(tmp_path):
 _HOLD = """
 import sys
 from tests.test_spool import item
-from tally.services.spool import Spool
+from tally.usage.writer.spool import Spool
 spool = Spool(sys.argv[1], 1 << 20)
 spool.append([item("orphan")])
 print("spooled", flush=True)
@@ -113,8 +113,8 @@ sys.stdin.read()
 
 
 def test_the_writer_spools_when_the_database_is_down_and_replays_once_it_is_back(app, tmp_path):
-    gateway = app.extensions["tally"]
-    writer = UsageWriter(gateway.sessions, spool=Spool(tmp_path, 1 << 20))
+    runtime = app.extensions["tally"]
+    writer = UsageWriter(runtime.sessions, spool=Spool(tmp_path, 1 << 20))
     real = writer.write_strict
 
     def down(_calls):
@@ -129,7 +129,7 @@ def test_the_writer_spools_when_the_database_is_down_and_replays_once_it_is_back
     assert writer.spool.drain(real) == 3
     writer.spool.append([item("r2")])  # a frame written twice (the writer died before its ACK)
     writer.spool.drain(real)
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         assert counts(session) == (3, 3)
 
 
@@ -149,8 +149,8 @@ def test_spooled_and_lost_rows_are_counted_in_the_metrics(app, tmp_path):
     def value(name: str) -> float:
         return REGISTRY.get_sample_value(name) or 0.0
 
-    gateway = app.extensions["tally"]
-    writer = UsageWriter(gateway.sessions, spool=Spool(tmp_path, 1 << 20))
+    runtime = app.extensions["tally"]
+    writer = UsageWriter(runtime.sessions, spool=Spool(tmp_path, 1 << 20))
 
     def down(_calls):
         raise OperationalError("INSERT", {}, ConnectionRefusedError("refused"))

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from tally import schema
 from tally.db import make_engine
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
+from tally.keys.api_keys import create_api_key
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
-from tally.services import usage
-from tally.services.keys import create_api_key
-from tally.services.totals import SUMS, TABLES, group_key, row_sums
-from tally.services.usage import CallRecord, Outcome, record_calls
+from tally.usage import records as usage
+from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.totals import SUMS, TABLES, group_key, row_sums
 from tests.conftest import empty_database, reset_database
 
 START = datetime(2026, 1, 30, 20, 0)  # the workload crosses a day and a month
@@ -103,14 +103,14 @@ def assert_same(expected: dict, actual: dict) -> None:
 )
 @given(workload=workloads)
 def test_totals_equal_a_fresh_aggregate_of_the_log(app, workload):
-    gateway = app.extensions["tally"]
-    reset_database(gateway.engine)
-    with gateway.sessions() as session:
+    runtime = app.extensions["tally"]
+    reset_database(runtime.engine)
+    with runtime.sessions() as session:
         keys = [create_api_key(session, f"k{n}", "test")[0].id for n in range(2)]
     for batch in workload:
-        with gateway.sessions() as session:
+        with runtime.sessions() as session:
             record_calls(session, [_call(spec, keys) for spec in batch])
-    with gateway.sessions() as session:
+    with runtime.sessions() as session:
         assert sum(1 for _ in session.scalars(select(RequestLog.id))) == sum(map(len, workload))
         for model in (DailyTotal, DailyModelTotal, MonthlyUserTotal):
             table = model.__table__

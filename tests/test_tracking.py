@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tally.errors import InvalidRequest
-from tally.services.tracking import (
+from tally.tracking.config import (
     ConfigFieldError,
     TrackingConfig,
     attach,

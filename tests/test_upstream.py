@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tally.errors import UpstreamError, UpstreamTimeout
-from tally.upstream import UpstreamClient
+from tally.proxy.upstream import UpstreamClient
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"

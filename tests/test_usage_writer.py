@@ -6,10 +6,10 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
-from tally.identity import EndUserClaim
+from tally.end_users.claims import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
-from tally.services.usage import CallRecord, Outcome, record_call
-from tally.services.writer import UsageWriter
+from tally.usage.records import CallRecord, Outcome, record_call
+from tally.usage.writer.background import UsageWriter
 
 
 def call(request_id: str, user: str | None, profile: dict | None = None, key_id=None):

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tally.identity import EndUserClaim
-from tally.services import writer_socket
-from tally.services.usage import CallRecord, Outcome
-from tally.services.writer_socket import FRAME, decode_batch, encode_batch
+from tally.end_users.claims import EndUserClaim
+from tally.usage.records import CallRecord, Outcome
+from tally.usage.writer import wire as writer_socket
+from tally.usage.writer.wire import FRAME, decode_batch, encode_batch
 from tests.support import request_rows
 
 
@@ -159,7 +159,7 @@ def processes_of(parent: int) -> dict[int, str]:
 
 
 def writer_pid(master: int) -> int:
-    [pid] = [p for p, cmd in processes_of(master).items() if "writer_process" in cmd]
+    [pid] = [p for p, cmd in processes_of(master).items() if "tally.usage.writer.process" in cmd]
     return pid
 
 

@@ -87,7 +87,7 @@ def _trigram_indexes() -> None:
 
 
 def _backfill() -> None:
-    """Add up the rows already logged, with the same rules as tally.services.totals."""
+    """Add up the rows already logged, with the same rules as tally.usage.totals."""
     is_pg = op.get_bind().dialect.name == "postgresql"
     day = "CAST(created_at AS DATE)" if is_pg else "date(created_at)"
     month = (

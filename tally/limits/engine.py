@@ -1,6 +1,6 @@
 """One admission decision over every limit that applies to a request.
 
-A *plan* (plain JSON, so a Redis script can run it too: tally.limits.redis_plans) lists
+A *plan* (plain JSON, so a Redis script can run it too: tally.limits.storage.redis_plans) lists
 the request's checks:
 
 - ``window`` checks (``messages``: 24 h, ``rpm``: 60 s) use ``limits``'
@@ -15,7 +15,7 @@ the request's checks:
 Every check is tested first; only when all pass are the window checks hit, so a request
 refused by any limit costs nothing anywhere. Under the storage's ``lock`` (a
 :class:`LocalStorage`'s, or a transaction across processes on the instance's
-``tally+lmdb://`` file, where :mod:`tally.limits.lmdb_plans` runs the same decision in
+``tally+lmdb://`` file, where :mod:`tally.limits.storage.lmdb_plans` runs the same decision in
 fewer steps) and as one Lua script on Redis the plan runs atomically. On a
 storage with neither (Redis Cluster) the tests and hits are separate calls: a race can
 overshoot by the calls admitted at the same instant, and a request refused by a later

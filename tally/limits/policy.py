@@ -42,7 +42,7 @@ class Policies:
     tier_key: str = DEFAULT_TIER_KEY
     resets: Mapping[str, float] = field(default_factory=dict)  # subject -> epoch seconds
     # what callers derive from these policies and keep while they hold (a new Policies
-    # comes with every change): tally.services.limits keeps each request kind's checks
+    # comes with every change): tally.limits.admission keeps each request kind's checks
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def tier(self, scope: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tally.services.operators import create_operator
+from tally.operators.accounts import create_operator
 from tests.console_client import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")

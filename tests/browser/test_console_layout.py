@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tally.services.operators import create_operator
-from tally.services.seed import seed_demo_traffic
-from tally.services.tracking import active_config, save_config
+from tally.demo.seed import seed_demo_traffic
+from tally.operators.accounts import create_operator
+from tally.tracking.config import active_config, save_config
 from tests.browser.conftest import LAPTOP, PHONE, log_in
 from tests.console_client import PASSWORD
 
@@ -37,9 +37,9 @@ PAGES = {
 @pytest.fixture
 def demo(tally, fast_passwords):
     """Thirty days of demo traffic, a config change and a few keys."""
-    gateway = tally.flask_app.extensions["tally"]
-    with gateway.sessions() as session:
-        seed_demo_traffic(session, gateway.hash_key, requests=3000, users=40)
+    runtime = tally.flask_app.extensions["tally"]
+    with runtime.sessions() as session:
+        seed_demo_traffic(session, runtime.hash_key, requests=3000, users=40)
         config = active_config(session).with_fields({"prefix": "acme", "hash_length": "20"})
         save_config(session, config, "ops@example.com", "a longer hash for the new router")
         create_operator(session, "help@example.com", "support", PASSWORD, "ops@example.com")

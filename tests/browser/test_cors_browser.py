@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tally.services.keys import create_api_key
+from tally.keys.api_keys import create_api_key
 from tests.fakes import completion
 
 CALL = """async ([url, key, token]) => {

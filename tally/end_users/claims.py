@@ -1,0 +1,145 @@
+"""Who is the end user of a request: validation of the client's ``identity``, ``user``,
+``safety_identifier`` and ``X-Tally-User``, in PRODUCT.md's order of precedence."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tally.errors import InvalidRequest
+
+MAX_ID_LENGTH = 255
+MAX_METADATA_KEYS = 20
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 100
+MAX_TEXT_LENGTH = 255
+MAX_URL_LENGTH = 2048
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+@dataclass(frozen=True)
+class EndUserClaim:
+    """The end user a request is made for, and where the claim came from."""
+
+    external_id: str
+    # "key", "token" (verified), "identity", "user", "safety_identifier" or "header"
+    source: str
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def param(self) -> str:
+        """The request field an error about this claim should name."""
+        return PARAMS.get(self.source, self.source)
+
+    @property
+    def carries_profile(self) -> bool:
+        """True when the profile is the end user's own (``identity``, or a verified
+        token's claims) and may update the stored profile."""
+        return self.source in ("identity", "token")
+
+
+PARAMS = {"identity": "identity.id", "header": "X-Tally-User", "token": "X-Tally-User-Token"}
+
+
+def resolve_end_user(
+    body: dict[str, Any],
+    header: str | None,
+    bound_external_id: str | None,
+    verified: EndUserClaim | None = None,
+) -> EndUserClaim | None:
+    """The request's end user, or None for an anonymous request.
+
+    A key bound to a user wins over anything the client sends, so a client cannot
+    impersonate; next a ``verified`` end-user token (tally.verification.tokens) wins over what the
+    body or X-Tally-User claim. The client's fields are still validated so bad input is
+    refused the same way whichever key is used.
+    """
+    claim = None
+    if body.get("identity") is not None:
+        claim = parse_identity(body["identity"])
+    elif body.get("user") is not None:
+        claim = EndUserClaim(_user_id(body["user"], "user"), "user")
+    elif body.get("safety_identifier") is not None:
+        claim = EndUserClaim(
+            _user_id(body["safety_identifier"], "safety_identifier"), "safety_identifier"
+        )
+    elif header is not None and header.strip():
+        claim = EndUserClaim(_user_id(header.strip(), "X-Tally-User"), "header")
+    if bound_external_id is not None:
+        return EndUserClaim(bound_external_id, "key")
+    return verified if verified is not None else claim
+
+
+def parse_identity(value: Any) -> EndUserClaim:
+    """Validate orq.ai's ``identity`` object and return the claim with its profile.
+
+    Fields orq.ai does not define are ignored: they are never stored nor sent upstream.
+    """
+    if not isinstance(value, dict):
+        raise _invalid("identity", "identity must be an object with at least an 'id'")
+    external_id = _user_id(value.get("id"), "identity.id")
+    profile: dict[str, Any] = {}
+    for name, limit in (("display_name", MAX_TEXT_LENGTH), ("logo_url", MAX_URL_LENGTH)):
+        if value.get(name) is not None:
+            profile[name] = _text(value[name], f"identity.{name}", limit)
+    if value.get("email") is not None:
+        email = _text(value["email"], "identity.email", 320)
+        if not EMAIL_RE.fullmatch(email):
+            raise _invalid("identity.email", "identity.email must be a valid e-mail address")
+        profile["email"] = email
+    if value.get("metadata") is not None:
+        profile["metadata"] = _metadata(value["metadata"])
+    if value.get("tags") is not None:
+        profile["tags"] = _tags(value["tags"])
+    return EndUserClaim(external_id, "identity", profile)
+
+
+def _user_id(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(param, f"{param} must be a string of 1 to {MAX_ID_LENGTH} characters")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise _invalid(
+            param, f"{param} must be 1 to {MAX_ID_LENGTH} characters long, got {len(value)}"
+        )
+    return value
+
+
+def _text(value: Any, param: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _invalid(param, f"{param} must be a string")
+    if len(value) > limit:
+        raise _invalid(param, f"{param} must be at most {limit} characters, got {len(value)}")
+    return value
+
+
+def _metadata(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _invalid("identity.metadata", "identity.metadata must be a list of objects")
+    keys = sum(len(item) for item in value)
+    if keys > MAX_METADATA_KEYS:
+        raise _invalid(
+            "identity.metadata",
+            f"identity.metadata may hold at most {MAX_METADATA_KEYS} keys in all, got {keys}",
+        )
+    return value
+
+
+def _tags(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        raise _invalid("identity.tags", "identity.tags must be a list of strings")
+    if len(value) > MAX_TAGS:
+        raise _invalid(
+            "identity.tags", f"identity.tags may hold at most {MAX_TAGS} tags, got {len(value)}"
+        )
+    for tag in value:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise _invalid(
+                "identity.tags",
+                f"each of identity.tags must be at most {MAX_TAG_LENGTH} characters",
+            )
+    return value
+
+
+def _invalid(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_identity")

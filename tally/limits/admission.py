@@ -1,0 +1,180 @@
+"""Limits on the request path: :func:`admit` before a call goes upstream, and
+:func:`count_usage` when its usage is known.
+
+``admit`` runs once the end user is known, so a request refused for any other reason
+(400, 401, 413) never reaches it and costs nothing; it raises :class:`RateLimited` /
+:class:`BudgetExceeded` (429) or fills the answer's ``X-RateLimit-*`` headers. The
+counters live in the deployment's limit storage (tally/limits/runtime.py), the
+policies in the database, read through the versioned cache like the tracking config;
+what a request is held to is its gate (tally/limits/gates.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tally.end_users.claims import EndUserClaim
+from tally.errors import LimitsUnavailable, RateLimited
+from tally.limits.checks import Check, refusal
+from tally.limits.gates import Gate, gate_for, resets_of
+from tally.limits.policy import format_value
+from tally.limits.policy_store import load_policies
+from tally.limits.rebuild import seed_counters
+from tally.limits.runtime import LimitsRuntime
+
+WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
+# Long enough for the rebuilder's claim to expire (engine.CLAIM_TTL): if it died, a
+# waiter claims the rebuild itself rather than count on an empty counter.
+WAIT_STEPS = 600
+
+
+@dataclass
+class Admission:
+    """What the admission left for the rest of the call: headers, and the counters
+    that the call's tokens and cost go to."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    usage_counters: list[Check] = field(default_factory=list)
+
+
+def peek_headers(gateway, key, claim: EndUserClaim | None) -> dict[str, str]:
+    """The X-RateLimit-* headers for an answer that does not go upstream (an error
+    before admission, the model list): nothing counted, nothing refused."""
+    admission = Admission()
+    admit(gateway, key, claim, admission, hit=False)
+    return admission.headers
+
+
+class StaleConfig(Exception):
+    """The tracking config a request was prepared with is no longer current (or could
+    not be checked): prepare it again with the config read as usual, and admit again."""
+
+
+def checks_config(gateway, key, claim: EndUserClaim | None) -> bool:
+    """True when this request's admission will check the tracking config's cache
+    version (a limit applies, and the storage is the Redis the version lives in)."""
+    runtime = gateway.limits
+    if not runtime.checks_versions():
+        return False
+    policies = load_policies(gateway.sessions, runtime.cache)
+    return bool(gate_for(gateway, policies, key, claim, runtime.clock()).checks)
+
+
+def admit(
+    gateway,
+    key,
+    claim: EndUserClaim | None,
+    admission: Admission,
+    hit: bool = True,
+    version: int | None = None,
+) -> None:
+    """Check and count one request about to go upstream; raise 429 when a limit is
+    used up (then nothing is counted), else fill ``admission``. With ``hit`` false,
+    only fill the headers. ``version``: the cache version the request's tracking config
+    was loaded under, to check in the same round trip (:func:`checks_config`); raise
+    :class:`StaleConfig`, with nothing counted, when it moved on or the storage
+    failed."""
+    runtime = gateway.limits
+    policies = load_policies(gateway.sessions, runtime.cache)
+    now = runtime.clock()
+    gate = gate_for(gateway, policies, key, claim, now)
+    if not gate.checks:
+        return
+    checks = gate.checks
+    plan = {
+        "checks": gate.plan,
+        "markers": gate.markers,
+        "resets": resets_of(policies, gate.subjects, now) if policies.resets else [],
+        "now": now,
+        "hit": hit,
+        "version": None if version is None else str(version),
+    }
+    try:
+        result = run_seeded(gateway.sessions, runtime, plan, checks, policies)
+    except (LimitsUnavailable, RateLimited):
+        raise
+    except Exception as exc:  # any storage failure: redis errors, socket errors, …
+        if version is not None:  # the config went unchecked: again, as without limits
+            raise StaleConfig() from None
+        runtime.storage_failed(exc, "admitting" if hit else "reading")
+        return
+    if result.get("stale"):
+        raise StaleConfig()
+    stats = result["stats"]
+    admission.usage_counters = gate.counters
+    refused = result["refused"]
+    shown = refused if refused is not None else _shown(gate, stats)
+    admission.headers.update(_headers(checks[shown], stats[shown]))
+    if refused is not None and hit:
+        raise refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+def run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
+    """Run the plan; first rebuild the counters it claims, or wait for another request
+    that is rebuilding them (6 s at most: then it goes on without)."""
+    markers = plan["markers"] = runtime.unready(plan["markers"])
+    for _ in range(WAIT_STEPS):
+        result = runtime.run(plan)
+        if result.get("stale"):
+            return result
+        plan["version"] = None  # it matched: what follows needs no second look
+        if "unseeded" not in result:
+            runtime.note_ready(markers)
+            return result
+        if result["unseeded"]:
+            seed_counters(
+                sessions, runtime.storage, checks, result["unseeded"], policies, plan["now"]
+            )
+            result = runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
+            runtime.note_ready(markers)
+            return result
+        time.sleep(WAIT_STEP)  # a greenlet's sleep under gevent
+    return runtime.run({**plan, "markers": []})
+
+
+def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any) -> None:
+    """Add a finished call's tokens and cost to the counters its admission named (a
+    storage failure is logged: the answer is already on its way)."""
+    if admission is None or not admission.usage_counters or not isinstance(usage, dict):
+        return
+    tokens = _number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens"))
+    if not tokens:
+        tokens = _number(usage.get("total_tokens"))
+    nano = round(_number(usage.get("cost")) * 1e9)
+    now = runtime.clock()
+    additions = [
+        [c.key, c.ttl(now), nano if c.unit == "usd" else int(tokens)]
+        for c in admission.usage_counters
+    ]
+    try:
+        runtime.add(additions)
+    except Exception as exc:
+        runtime.storage_failed(exc, "counting usage")
+
+
+def _shown(gate: Gate, stats: list[list[float]]) -> int:
+    """The user's message quota when it applies, else the tightest limit."""
+    if gate.quota is not None:
+        return gate.quota
+    checks = gate.checks
+    return min(range(len(checks)), key=lambda i: stats[i][1] / max(checks[i].limit, 1))
+
+
+def _headers(check: Check, stats: list[float]) -> dict[str, str]:
+    reset, remaining = stats
+    return {
+        "X-RateLimit-Limit": check.limit_text,
+        "X-RateLimit-Remaining": check.display(remaining),
+        "X-RateLimit-Reset": str(int(reset + 1)),  # as flask-limiter writes it
+    }
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+__all__ = ["Admission", "admit", "count_usage", "format_value", "peek_headers"]

@@ -1,0 +1,210 @@
+"""A whole admission plan in one Redis round trip: :mod:`tally.limits.engine`'s
+decision, written in Lua and run with ``EVALSHA``, on the data ``limits``'
+:class:`~limits.storage.RedisStorage` keeps (the same keys, prefix and layouts: a moving
+window is a list of hit timestamps, newest first, trimmed to the limit; a counter is an
+integer with an expiry). Everything else that reads or writes the counters (the console's
+status, ``limits reset``, rebuilding from the log) still goes through the library.
+
+The script runs atomically on the server, so on Redis too a plan's tests and hits are
+one step: no overshoot from requests admitted at the same instant on other instances,
+and a request refused by a later limit keeps no earlier hit. It names its keys inside
+the script, which a single Redis (or the master Sentinel points at) allows; a Redis
+Cluster spreads them over shards, so there the engine runs call by call instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from limits.storage import RedisClusterStorage, RedisStorage
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+
+from tally.limits.engine import CLAIM_TTL, MARKER_TTL
+from tally.versions import RedisVersion
+
+# KEYS: none. ARGV: the key prefix; the plan's "now", as the text the hits are stored
+# with (Lua's own number formatting would round it); "1" to hit, "0" to look; the
+# plan's resets, rebuilt markers and markers as JSON, or "" (the usual: none); the
+# cache version the request's tracking config was loaded under, or "" (tally/cache.py:
+# checked here, it needs no GET of its own); then five per check: "w" (window) or "c"
+# (counter), key, limit, expiry, reset. No JSON on the usual path: decoding and
+# encoding it was most of the script's time.
+# Answer: {"stale"} (the version moved on: nothing done), {"seeding", pending (0/1),
+# unseeded marker, ...} or {"ok" | "refused", refused check (1-based, 0: none), then per
+# check its reset (text) and remaining}.
+ADMIT = """
+local prefix, now_text, hit = ARGV[1] .. ':', ARGV[2], ARGV[3] == '1'
+local now = tonumber(now_text)
+if ARGV[5] ~= '' and (redis.call('get', 'VERSION_KEY') or '0') ~= ARGV[5] then
+  return {'stale'}
+end
+local function get(key) return tonumber(redis.call('get', prefix .. key) or '0') end
+local function incr(key, expiry, amount)
+  local value = redis.call('incrby', prefix .. key, amount)
+  if value == amount then redis.call('expire', prefix .. key, expiry) end
+  return value
+end
+if ARGV[4] ~= '' then
+  local extras = cjson.decode(ARGV[4])
+  for _, reset in ipairs(extras.resets) do
+    if get(reset.mark) < reset.at then
+      for _, key in ipairs(reset.keys) do redis.call('del', prefix .. key) end
+      redis.call('del', prefix .. reset.mark)
+      incr(reset.mark, MARKER_TTL, reset.at)
+    end
+  end
+  for _, marker in ipairs(extras.ready) do incr(marker .. '/ready', MARKER_TTL, 1) end
+  local answer, pending = {'seeding', 0}, false
+  for _, marker in ipairs(extras.markers) do
+    if get(marker .. '/ready') == 0 then
+      if incr(marker, CLAIM_TTL, 1) == 1 then table.insert(answer, marker) else answer[2] = 1 end
+    end
+  end
+  if #answer > 2 or answer[2] == 1 then return answer end
+end
+-- the moving window's (oldest live hit, live hits), as limits' moving_window.lua finds
+-- them: the list is newest first and trimmed to the limit; all of it is live unless its
+-- last is stale (then a binary search)
+local function window(key, limit, expiry)
+  local full = prefix .. key
+  local size = math.min(limit, redis.call('llen', full))
+  if size == 0 then return now, 0 end
+  local last = tonumber(redis.call('lindex', full, size - 1))
+  if last >= now - expiry then return last, size end
+  local low, high, found = 0, size - 2, nil
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('lindex', full, mid))
+    if value >= now - expiry then found = mid; low = mid + 1 else high = mid - 1 end
+  end
+  if found == nil then return now, 0 end
+  return tonumber(redis.call('lindex', full, found)), found + 1
+end
+local count = (#ARGV - 5) / 5
+local stats, worst = {}, 0
+for index = 1, count do
+  local at = 5 + (index - 1) * 5
+  local kind, key = ARGV[at + 1], ARGV[at + 2]
+  local limit, expiry = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local reset, remaining, passes
+  if kind == 'w' then
+    local oldest, live = window(key, limit, expiry)
+    reset, remaining = oldest + expiry, limit - live
+    passes = remaining >= 1
+  else
+    local used = get(key)
+    reset, remaining = tonumber(ARGV[at + 5]), math.max(0, limit - used)
+    passes = used < limit
+  end
+  stats[index] = {reset, remaining}
+  if not passes and (worst == 0 or reset > stats[worst][1]) then worst = index end
+end
+if worst == 0 and hit then
+  for index = 1, count do
+    local at = 5 + (index - 1) * 5
+    if ARGV[at + 1] == 'w' then
+      local key, limit, expiry = prefix .. ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4]
+      redis.call('lpush', key, now_text)
+      redis.call('ltrim', key, 0, limit - 1)
+      redis.call('expire', key, expiry)
+      if stats[index][2] == limit then stats[index][1] = now + expiry end
+      stats[index][2] = stats[index][2] - 1
+    end
+  end
+end
+local answer = {worst == 0 and 'ok' or 'refused', worst}
+for index = 1, count do
+  table.insert(answer, tostring(stats[index][1]))
+  table.insert(answer, stats[index][2])
+end
+return answer
+"""
+ADMIT = ADMIT.replace("MARKER_TTL", str(MARKER_TTL)).replace("CLAIM_TTL", str(CLAIM_TTL))
+ADMIT = ADMIT.replace("VERSION_KEY", RedisVersion.KEY)
+
+# ARGV[1]: the key prefix; ARGV[2]: [[key, expiry, amount], …] as JSON.
+ADD_USAGE = """
+local prefix = ARGV[1] .. ':'
+for _, entry in ipairs(cjson.decode(ARGV[2])) do
+  local key, expiry, amount = prefix .. entry[1], entry[2], entry[3]
+  if amount ~= 0 then
+    local value = redis.call('incrby', key, amount)
+    if value == amount then redis.call('expire', key, expiry) end
+  end
+end
+return 0
+"""
+
+
+class RedisPlans:
+    """Runs admission plans and usage additions on a ``limits`` RedisStorage, one
+    script call each, on a connection of the storage's pool (the client's command
+    machinery around one call, retries included, cost as much as the call: a failed
+    call is the limits' outage handling's, tally/limits/admission.py)."""
+
+    def __init__(self, storage: RedisStorage):
+        self.storage = storage
+        connection = storage.get_connection()
+        self._pool = connection.connection_pool
+        self._admit = connection.register_script(ADMIT)
+        self._add = connection.register_script(ADD_USAGE)
+
+    def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """The engine's answer to ``plan`` (see :func:`tally.limits.engine.evaluate`)."""
+        extras = ""
+        if plan.get("resets") or plan.get("markers") or plan.get("ready"):
+            extras = _dump({name: plan.get(name) or [] for name in ("resets", "ready", "markers")})
+        args = [self.storage.key_prefix, repr(float(plan["now"]))]
+        version = plan.get("version")
+        args += ["1" if plan.get("hit", True) else "0", extras, "" if version is None else version]
+        for check in plan["checks"]:
+            kind = "w" if check["kind"] == "window" else "c"
+            args += [kind, check["key"], check["limit"], check["expiry"], repr(check["reset"])]
+        answer = [_text(item) for item in self._run(self._admit, args)]
+        if answer[0] == "stale":
+            return {"stale": True}
+        if answer[0] == "seeding":
+            return {"unseeded": answer[2:], "pending": answer[1] == 1}
+        values = answer[2:]
+        stats = [[float(values[i]), values[i + 1]] for i in range(0, len(values), 2)]
+        return {"refused": answer[1] - 1 if answer[1] else None, "stats": stats}
+
+    def add_usage(self, additions: list[list[Any]]) -> None:
+        """Add a call's tokens and cost to their counters."""
+        if any(amount for _, _, amount in additions):
+            self._run(self._add, [self.storage.key_prefix, _dump(additions)])
+
+    def _run(self, script, args: list[Any]) -> Any:
+        """``EVALSHA`` (``EVAL`` once when Redis does not hold the script yet) on a
+        pooled connection."""
+        connection = self._pool.get_connection()
+        try:
+            try:
+                connection.send_command("EVALSHA", script.sha, 0, *args)
+                return connection.read_response()
+            except NoScriptError:
+                connection.send_command("EVAL", script.script, 0, *args)
+                return connection.read_response()
+        except (ConnectionError, TimeoutError):
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+
+
+def plans_for(storage) -> RedisPlans | None:
+    """The script runner for a single Redis (or Sentinel's master); None for anything
+    else, a Redis Cluster included."""
+    if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+        return RedisPlans(storage)
+    return None
+
+
+def _text(item: Any) -> Any:
+    """A reply item as text (the client may or may not decode replies)."""
+    return item.decode() if isinstance(item, bytes) else item
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

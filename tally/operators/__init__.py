@@ -1,0 +1,1 @@
+"""Console operators: admins change things, support staff look and trace."""

@@ -1,0 +1,136 @@
+"""What each API endpoint contributes to the shared request pipeline
+(:mod:`tally.proxy.pipeline`): how its body is validated, where its usage is found,
+and how its stream ends. Everything else — end user, identifier, limits, forwarding,
+relaying, recording — is the pipeline's, the same for every endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tally.errors import InvalidRequest, TallyError
+from tally.proxy.sse import encode_event
+from tally.usage.records import Outcome
+
+
+class StreamWatcher:
+    """Looks at each event of one stream as it goes by: notes ids, usage and errors in
+    the call's :class:`Outcome`, and says what to relay."""
+
+    def __init__(self, outcome: Outcome, started: float, hide_usage: bool = False):
+        self.outcome = outcome
+        self.started = started
+        self.hide_usage = hide_usage
+        self.done = False  # the stream reached its proper end (Chat's [DONE], a final event)
+
+    def see(self, event: bytes) -> bytes | None:
+        """The bytes to relay for ``event`` (usually the event itself), or None to drop it."""
+        raise NotImplementedError
+
+    def error_event(self, error: TallyError) -> bytes:
+        """The SSE event that tells the client its stream failed (Chat's shape)."""
+        return encode_event(json.dumps(error.to_dict()))
+
+    def first_token(self) -> None:
+        """Note the time to first token, once."""
+        if self.outcome.ttft_ms is None:
+            self.outcome.ttft_ms = elapsed_ms(self.started)
+
+
+class Endpoint:
+    """One OpenAI-compatible endpoint as the pipeline sees it. Subclasses fill in the
+    differences; the defaults suit an endpoint that never streams."""
+
+    name: str  # as request rows record it, e.g. "chat.completions"
+    path: str  # the upstream path, e.g. "/chat/completions"
+    streams = False  # whether ``"stream": true`` in the body asks for SSE
+    content_field = "choices"  # a whole answer without it but with ``error`` is an error
+    embeddings = False  # embeddings have neither safety_identifier nor prompt_cache_key
+    incomplete_message = "The upstream ended the stream before its end."
+
+    def validate(self, body: Any) -> None:
+        """Refuse a body this endpoint cannot take, naming the field (InvalidRequest)."""
+        require_object(body)
+        require_model(body)
+
+    def prepare_stream(self, upstream_body: dict[str, Any]) -> bool:
+        """Adjust a streaming request before it goes upstream; True when usage was asked
+        for on the client's behalf and must be hidden from it."""
+        return False
+
+    def read_answer(self, data: dict[str, Any], outcome: Outcome) -> int | None:
+        """Note a whole JSON answer's usage, model and id in ``outcome``; return the HTTP
+        status to answer with when the answer is really an error (None otherwise): an
+        ``error`` object without the endpoint's content, whatever the HTTP status said."""
+        if isinstance(data.get("error"), dict) and self.content_field not in data:
+            return error_status(data["error"].get("code"))
+        outcome.usage = usage_of(data.get("usage"))
+        outcome.generation_id = text(data.get("id"))
+        outcome.model = text(data.get("model"))
+        return None
+
+    def watch(self, outcome: Outcome, started: float, hide_usage: bool) -> StreamWatcher:
+        """A watcher for one stream of this endpoint."""
+        raise NotImplementedError
+
+
+def require_object(body: Any) -> None:
+    """The body must be a JSON object."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+
+
+def require_model(body: dict[str, Any]) -> None:
+    """``model`` must be a non-empty string."""
+    if not isinstance(body.get("model"), str) or not body["model"].strip():
+        raise InvalidRequest("model is required and must be a non-empty string.", param="model")
+
+
+def optional_bool(body: dict[str, Any], name: str) -> None:
+    """``name``, when present, must be a boolean."""
+    if body.get(name) is not None and not isinstance(body[name], bool):
+        raise InvalidRequest(f"{name} must be a boolean.", param=name)
+
+
+def optional_object(body: dict[str, Any], name: str) -> None:
+    """``name``, when present, must be an object."""
+    if body.get(name) is not None and not isinstance(body[name], dict):
+        raise InvalidRequest(f"{name} must be an object.", param=name)
+
+
+def usage_of(
+    usage: Any, prompt: str = "prompt_tokens", completion: str = "completion_tokens"
+) -> dict[str, Any] | None:
+    """An upstream's ``usage`` object in the request log's terms: ``prompt_tokens``,
+    ``completion_tokens``, ``total_tokens``, ``cached_tokens`` (prompt tokens served from
+    the provider's cache) and ``cost`` (when the upstream reports it, as OpenRouter does).
+    ``prompt``/``completion`` name the upstream's own keys (the Responses API says
+    ``input_tokens``/``output_tokens``)."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get(f"{prompt}_details")  # prompt_tokens_details, input_tokens_details
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return {
+        "prompt_tokens": usage.get(prompt),
+        "completion_tokens": usage.get(completion),
+        "total_tokens": usage.get("total_tokens"),
+        "cached_tokens": cached,
+        "cost": usage.get("cost"),
+    }
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string."""
+    return value if isinstance(value, str) else None
+
+
+def error_status(code: Any) -> int:
+    """The status an upstream error object's ``code`` stands for (502 unless it is one)."""
+    return code if isinstance(code, int) and 400 <= code <= 599 else 502
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a perf_counter reading)."""
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,293 @@
+"""Usage aggregates for the console: the dashboard, the usage report, its chart and CSV.
+
+Every figure is read from the daily totals (tally.usage.totals), never from the
+request log: a page costs the same with a million rows as with ten. A day is a UTC
+calendar day.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tally.errors import DomainError
+from tally.models import DailyModelTotal, DailyTotal, EndUser
+from tally.reports import ranking
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+TOP_USERS = 10
+REPORT_USERS = 25
+METRICS = ("requests", "tokens", "cost")
+
+
+class ReportError(DomainError):
+    """A report asked for with values that make no sense (bad date, reversed range)."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Requests, tokens, cost and errors over some rows."""
+
+    requests: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Row:
+    """Totals for one group: a day, an end user or a model."""
+
+    key: str
+    totals: Totals
+    label: str | None = None  # the display name, for users
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a chart, in SVG user units."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A bar chart laid out for an inline SVG of ``width`` × ``height``."""
+
+    width: int
+    height: int
+    bars: list[Bar]
+    max_value: float
+    metric: str
+    ticks: list[tuple[float, str]] = field(default_factory=list)  # (x, label) on the axis
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """What the console's front page shows."""
+
+    today: Totals
+    month: Totals
+    top_users: list[Row]
+    chart: Chart
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Usage over ``start``..``end`` (inclusive days): per day, per user and per model."""
+
+    start: date
+    end: date
+    totals: Totals
+    days: list[Row]
+    users: list[Row]
+    models: list[Row]
+
+
+def _aggregates(table):
+    """requests, tokens, cost, errors of the totals rows selected from ``table``."""
+    return (
+        func.coalesce(func.sum(table.requests), 0),
+        func.coalesce(func.sum(table.total_tokens), 0),
+        func.coalesce(func.sum(table.cost), 0.0),
+        func.coalesce(func.sum(table.errors), 0),
+    )
+
+
+def _totals(values) -> Totals:
+    requests, tokens, cost, errors = values
+    return Totals(int(requests or 0), int(tokens or 0), float(cost or 0.0), int(errors or 0))
+
+
+def _source(user_id: int | None):
+    """The totals table to read and its filter: per user, or all users folded."""
+    if user_id is None:
+        return DailyModelTotal, ()
+    return DailyTotal, (DailyTotal.user_id == user_id,)
+
+
+def totals_between(session: Session, start: date, end: date, user_id: int | None = None) -> Totals:
+    """Totals of the days ``start``..``end`` (inclusive), of one end user when given."""
+    table, where = _source(user_id)
+    row = session.execute(
+        select(*_aggregates(table)).where(table.day >= start, table.day <= end, *where)
+    ).one()
+    return _totals(row)
+
+
+def dashboard(session: Session, now: datetime) -> Dashboard:
+    """Today's and the last 30 days' totals, the top users of those 30 days, a daily chart."""
+    today = now.date()
+    start = today - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    days = per_day(session, start, today)
+    return Dashboard(
+        today=days[-1].totals,
+        month=_sum_rows(days),
+        top_users=top_users(session, start, today, TOP_USERS),
+        chart=bar_chart(days, "requests"),
+    )
+
+
+def parse_range(start: str | None, end: str | None, today: date) -> tuple[date, date]:
+    """The inclusive day range asked for as ``YYYY-MM-DD`` strings; the last 30 days when
+    not given. Raises ReportError for a bad date, a reversed or an overlong range."""
+    try:
+        end_day = date.fromisoformat(end) if end else today
+    except ValueError:
+        raise ReportError("end must be a date written YYYY-MM-DD") from None
+    try:
+        start_day = (
+            date.fromisoformat(start) if start else end_day - timedelta(DEFAULT_RANGE_DAYS - 1)
+        )
+    except ValueError:
+        raise ReportError("start must be a date written YYYY-MM-DD") from None
+    if start_day > end_day:
+        raise ReportError("start must be on or before end")
+    if (end_day - start_day).days >= MAX_RANGE_DAYS:
+        raise ReportError(f"a report covers at most {MAX_RANGE_DAYS} days")
+    return start_day, end_day
+
+
+def usage_report(
+    session: Session, start: date, end: date, user_limit: int | None = REPORT_USERS
+) -> UsageReport:
+    """Usage per day (every day of the range, zeros included), per user (the top
+    ``user_limit``, or all when None) and per model."""
+    days = per_day(session, start, end)
+    return UsageReport(
+        start=start,
+        end=end,
+        totals=_sum_rows(days),
+        days=days,
+        users=top_users(session, start, end, user_limit),
+        models=per_model(session, start, end),
+    )
+
+
+def per_day(session: Session, start: date, end: date) -> list[Row]:
+    """One row per UTC day from ``start`` to ``end``, days without traffic included."""
+    table = DailyModelTotal
+    found = {
+        _day_key(row[0]): _totals(row[1:])
+        for row in session.execute(
+            select(table.day, *_aggregates(table))
+            .where(table.day >= start, table.day <= end)
+            .group_by(table.day)
+        )
+    }
+    count = (end - start).days + 1
+    keys = [(start + timedelta(days=n)).isoformat() for n in range(count)]
+    return [Row(key, found.get(key, Totals())) for key in keys]
+
+
+def per_model(session: Session, start: date, end: date, user_id: int | None = None) -> list[Row]:
+    """Models by cost, highest first, over the days ``start``..``end`` (of one user)."""
+    table, where = _source(user_id)
+    aggregates = _aggregates(table)
+    stmt = (
+        select(table.model, *aggregates)
+        .where(table.day >= start, table.day <= end, *where)
+        .group_by(table.model)
+        .order_by(aggregates[2].desc(), aggregates[0].desc(), table.model)
+    )
+    return [Row(row.model or "(unknown)", _totals(row[1:])) for row in session.execute(stmt)]
+
+
+def _sum_rows(rows: list[Row]) -> Totals:
+    return Totals(
+        requests=sum(r.totals.requests for r in rows),
+        tokens=sum(r.totals.tokens for r in rows),
+        cost=sum(r.totals.cost for r in rows),
+        errors=sum(r.totals.errors for r in rows),
+    )
+
+
+def _day_key(value: date | str) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)[:10]
+
+
+def bar_chart(rows: list[Row], metric: str, width: int = 720, height: int = 160) -> Chart:
+    """Lay out one bar per row for ``metric`` (requests, tokens or cost)."""
+    if metric not in METRICS:
+        raise ReportError(f"metric must be one of {', '.join(METRICS)}")
+    values = [float(getattr(row.totals, metric)) for row in rows]
+    top = max(values, default=0.0) or 1.0
+    slot = width / max(len(rows), 1)
+    gap = min(slot * 0.2, 4)
+    bars = []
+    for n, (row, value) in enumerate(zip(rows, values, strict=True)):
+        bar_height = round(value / top * (height - 4), 2)
+        bars.append(
+            Bar(
+                x=round(n * slot + gap / 2, 2),
+                y=round(height - bar_height, 2),
+                width=round(max(slot - gap, 1), 2),
+                height=bar_height,
+                label=row.key,
+                value=value,
+            )
+        )
+    step = max(1, len(rows) // 6)
+    ticks = [(round(n * slot + slot / 2, 2), rows[n].key[5:]) for n in range(0, len(rows), step)]
+    return Chart(width, height, bars, max(values, default=0.0), metric, ticks)
+
+
+def usage_csv(report: UsageReport, by: str) -> str:
+    """The report's rows ``by`` day, user or model as CSV text."""
+    groups = {"day": report.days, "user": report.users, "model": report.models}
+    if by not in groups:
+        raise ReportError("by must be one of day, user, model")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = [by] + (["display_name"] if by == "user" else [])
+    writer.writerow(header + ["requests", "tokens", "cost_usd", "errors"])
+    for row in groups[by]:
+        cells = [row.key] + ([row.label or ""] if by == "user" else [])
+        totals = row.totals
+        writer.writerow(
+            [_csv_safe(c) for c in cells]
+            + [totals.requests, totals.tokens, f"{totals.cost:.6f}", totals.errors]
+        )
+    return out.getvalue()
+
+
+def _csv_safe(text: str) -> str:
+    """Text from API clients can start with a formula character: make spreadsheets show
+    it as text instead of running it."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def top_users(session: Session, start: date, end: date, limit: int | None) -> list[Row]:
+    """End users of ``start``..``end`` by cost, then requests, highest first (anonymous
+    traffic as one row): the top ``limit``, or all of them when None."""
+    ranked = ranking.top_users(session, start, end, limit)
+    ids = [user_id for user_id, _sums in ranked if user_id]
+    people = {}
+    if ids:
+        people = {
+            row.id: row
+            for row in session.execute(
+                select(EndUser.id, EndUser.external_id, EndUser.display_name).where(
+                    EndUser.id.in_(ids)
+                )
+            )
+        }
+    rows = []
+    for user_id, sums in ranked:
+        person = people.get(user_id)
+        key = person.external_id if person else "(anonymous)"
+        label = person.display_name if person else None
+        rows.append(Row(key, _totals(sums), label=label, user_id=person.id if person else None))
+    return rows

@@ -1,0 +1,69 @@
+"""The per-process runtime: database engine, sessions, upstream client, caches (keys and
+config; the identity provider's signing keys), the usage writer and the HMAC key.
+
+Built once by the app factory and kept in ``app.extensions["tally"]``; services take it
+as an argument instead of reaching for globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from tally.cache import Cache, build_cache, watch_sessions
+from tally.db import make_engine, make_session_factory
+from tally.limits.runtime import LimitsRuntime, build_limits
+from tally.proxy.upstream import UpstreamClient
+from tally.settings import Settings
+from tally.usage.writer.background import UsageWriter, build_usage_writer
+from tally.verification.jwks import KeySets
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a request needs besides its own input."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker
+    upstream: UpstreamClient
+    cache: Cache  # API keys and the active config; pass it to authenticate/active_config
+    key_sets: KeySets  # the identity provider's signing keys (end-user tokens)
+    limits: LimitsRuntime  # where this process counts limits, and the policies' caches
+    writer: UsageWriter | None = None  # background usage rows; None: written inline
+
+    @property
+    def hash_key(self) -> bytes:
+        """The HMAC key, as UTF-8 bytes of TALLY_HASH_KEY (PRODUCT.md)."""
+        return self.settings.hash_key.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.settings!r}, {self.upstream!r})"
+
+
+def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime:
+    """Create the engine, session factory, upstream client, cache and usage writer for
+    ``settings``. Every session of the factory bumps the cache version when it commits
+    a change to an API key or the config, whoever uses it (API, console, CLI)."""
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    cache = build_cache(settings)
+    watch_sessions(sessions, cache)
+    background = settings.usage_writes == "background"
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        upstream=UpstreamClient(
+            settings.upstream_url,
+            settings.upstream_api_key,
+            settings.upstream_timeout,
+            demo_token_delay=demo_token_delay,
+        ),
+        cache=cache,
+        key_sets=KeySets(),
+        limits=build_limits(settings, cache),
+        writer=build_usage_writer(settings) if background else None,
+    )

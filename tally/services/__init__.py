@@ -1,2 +1,0 @@
-"""Use cases. Each public function is one domain verb; the ones that change state
-commit once, so callers (views, CLI) never commit."""

@@ -1,0 +1,292 @@
+"""The background usage writer: request rows committed in batches after the answers
+have gone out, so nothing stands between the upstream's last byte and the client's."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy.orm import sessionmaker
+
+from tally.db import is_unavailable, make_engine, make_session_factory, run_native, utcnow
+from tally.metrics import count_usage_rows, set_queue_depth
+from tally.settings import Settings
+from tally.usage.reconcile import Reconciler, start_reconciler
+from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.writer.spool import Spool
+from tally.usage.writer.wire import RemoteSink
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class UsageWriter:
+    """Writes request rows on a background thread, batched into one transaction each.
+
+    Nothing then stands between the upstream's last byte and the client's: the row is
+    queued when the answer ends, with the time the call ended, and committed a moment
+    later. ``linger`` (50 ms at most) gathers a batch: one write per batch costs the
+    request threads less CPU, and less waiting for the GIL, than one write per row.
+    ``close`` (at exit: gunicorn's graceful shutdown ends in ``sys.exit``) writes
+    whatever is still queued. A batch that fails is retried one row at a time, so one
+    bad row cannot take others down with it.
+
+    Under gevent the writer's thread is a greenlet on the worker's event loop, and the
+    database calls would block that loop: a SQLite checkpoint's fsync or a slow commit
+    stalled every request of the worker (docs/benchmarks.md).
+    So each batch is written on a native thread (:func:`run_native`), while the queue
+    and the batching stay on the loop. With a ``remote`` (a worker under gunicorn.conf.py)
+    a batch is handed to the usage writer process instead, and written here only when
+    that process cannot be reached.
+
+    With a ``spool`` (tally/usage/writer/spool.py) a batch the database cannot take (down,
+    cut off, locked) is kept on disk, and so is every batch after it until the spool is
+    replayed: :class:`Replayer` retries with backoff, and also adopts what a process that
+    is gone had spooled.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        max_batch: int = 500,
+        linger: float = 0.05,
+        remote: RemoteSink | None = None,
+        spool: Spool | None = None,
+        reconciler: Callable[[], Reconciler | None] | None = None,
+    ):
+        self._sessions = sessions
+        # started with the writer's thread (so an app that records nothing polls for
+        # nothing) and stopped with it
+        self._make_reconciler = reconciler
+        self.reconciler: Reconciler | None = None
+        self._remote = remote
+        self.spool = spool
+        self.replayer = Replayer(self) if spool is not None else None
+        self._max_batch = max_batch
+        self._linger = linger
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: CallRecord, outcome: Outcome, ended: datetime | None = None) -> None:
+        """Queue one call's row, ended now or at ``ended`` (the outcome is copied: the
+        caller may keep its own)."""
+        self._queue.put((call, replace(outcome), ended or utcnow()))
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row queued so far is committed (with a remote: handed over);
+        False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        if self.reconciler is not None:
+            self.reconciler.stop()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._run, name="tally-usage", daemon=True)
+            self._thread.start()
+            if self._make_reconciler is not None and self.reconciler is None:
+                self.reconciler = self._make_reconciler()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            if batch[0] is not _STOP:
+                # One sleep per batch, then take what came meanwhile: a timed get per row
+                # cost the request loop a timer and a switch for every row.
+                time.sleep(self._linger)
+            while len(batch) < self._max_batch and batch[-1] is not _STOP:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            calls = [item for item in batch if item is not _STOP]
+            if self._remote is not None:  # a worker (gunicorn marks it dead when it exits)
+                set_queue_depth(self._queue.qsize())
+            try:
+                if calls and (self._remote is None or not self._remote.send(calls)):
+                    run_native(self.write, calls)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                if self._remote is not None:
+                    self._remote.close()
+                return
+
+    def write(self, calls) -> None:
+        """Write ``calls`` now, on this thread: committed, or spooled when the database
+        cannot take them. During an outage (from a failed write until the replayer
+        reaches the database again) batches go straight to the spool: none waits for a
+        connection attempt. The spool keeps its own order; rows that come after the
+        outage may be committed before the last spooled ones (each row carries the time
+        its call ended)."""
+        if self.replayer is not None and self.replayer.in_outage:
+            self._keep(calls)
+            return
+        try:
+            self.write_strict(calls)
+            return
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._keep(calls, exc)
+                return
+            log.warning("batch of %d request rows failed; writing one by one", len(calls))
+        for item in calls:
+            try:
+                self.write_strict([item])
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._keep([item], exc)
+                else:
+                    log.exception("could not record request %s", item[0].request_id)
+
+    def write_strict(self, calls) -> None:
+        """Commit ``calls`` in one transaction; raise whatever the database raises."""
+        with self._sessions() as session:
+            try:
+                record_calls(session, calls)
+            except Exception:
+                session.rollback()
+                raise
+
+    def _keep(self, calls, error: BaseException | None = None) -> None:
+        """Spool ``calls``; without a spool, or with a full one, they are lost: say so."""
+        if self.spool is not None and self.spool.append(calls):
+            count_usage_rows(spooled=len(calls))
+            if error is not None and self.replayer is not None:
+                self.replayer.note_outage(error)
+            return
+        count_usage_rows(lost=len(calls))
+        for call, _outcome, _ended in calls:
+            log.error("could not record request %s (%s)", call.request_id, error)
+
+
+class Replayer:
+    """Replays a writer's spool once the database answers again: tries after 0.5 s, then
+    doubles the wait up to 2 s while it still fails (an attempt costs one connection
+    try); looks for orphaned segments every 5 s when idle. One log line when an outage
+    begins, one when the spool is drained."""
+
+    FIRST, LONGEST, IDLE = 0.5, 2.0, 5.0
+
+    def __init__(self, writer: UsageWriter):
+        self._writer = writer
+        self._wake = threading.Event()
+        self._stopped = False
+        self._outage_since: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run in the background (a greenlet under gevent; the writes go native)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tally-replay", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current attempt."""
+        self._stopped = True
+        self._wake.set()
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether a write failed and the database has not been reached since."""
+        return self._outage_since is not None
+
+    def note_outage(self, error: BaseException) -> None:
+        """A batch was spooled because of ``error``: log it once per outage, replay soon."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.error("database unavailable (%s); usage rows go to the spool", _brief(error))
+        self.start()
+
+    def _run(self) -> None:
+        delay = self.FIRST
+        while not self._stopped:
+            self._wake.wait(delay if self._writer.spool.pending() else self.IDLE)
+            self._wake.clear()
+            if self._stopped:
+                continue
+            if not self._writer.spool.pending():
+                self._outage_since = None  # nothing kept (a full spool): try the database
+                continue
+            started = time.monotonic()
+            since = self._outage_since or started
+            try:
+                rows = run_native(self._writer.spool.drain, self._replay)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("usage spool replay failed")
+                delay = min(delay * 2, self.LONGEST)
+                continue
+            delay = self.FIRST
+            if rows:
+                log.warning(
+                    "usage spool replayed: %d rows in %.1f s (%.1f s after the outage began)",
+                    rows,
+                    time.monotonic() - started,
+                    time.monotonic() - since,
+                )
+            self._outage_since = None
+
+    def _replay(self, calls) -> None:
+        """Write replayed rows; once one batch went in, the database answers: new batches
+        go to it directly again instead of queueing behind the rest of the spool."""
+        self._writer.write_strict(calls)
+        self._outage_since = None
+
+
+def _brief(error: BaseException) -> str:
+    """The error's class and first line: an outage's log line, not its stack trace."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def build_spool(settings: Settings) -> Spool:
+    """The instance folder's usage spool (shared by every process of one box)."""
+    return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
+
+
+def build_usage_writer(settings: Settings) -> UsageWriter:
+    """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
+
+    With ``settings.usage_socket`` (under gunicorn.conf.py) the batches go to the usage
+    writer process (tally/usage/writer/process.py), and are written here only when it
+    cannot be reached. The writer has an engine of its own: its native thread then
+    shares no connection pool (and no pool lock) with the request loop.
+    """
+    sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
+    remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
+    # no usage writer process to reconcile estimated costs: this writer does it
+    reconciler = None if remote else partial(start_reconciler, settings, sessions)
+    writer = UsageWriter(
+        sessions, remote=remote, spool=build_spool(settings), reconciler=reconciler
+    )
+    writer.replayer.start()  # rows spooled by a process before this one
+    return writer

@@ -1,0 +1,209 @@
+"""The usage writer in a process of its own, beside gunicorn's workers.
+
+``gunicorn.conf.py`` starts it before the first worker (:func:`start`) and stops it
+after the last (:meth:`WriterProcess.stop`). Each worker's :class:`UsageWriter` sends
+its batches here over a Unix socket instead of writing them itself, so the batches'
+Python work (SQLAlchemy building every row's parameters) runs on a core of its own. On
+a thread inside a worker it shared the GIL with the request loop: requests that arrived
+during a batch were the slow one percent (docs/benchmarks.md). If the socket cannot be
+reached, a worker writes its batch itself, as it would without this process.
+
+Frames are described in tally/usage/writer/wire.py; the socket lives in a private
+directory (mode 0700) and is only ever spoken to by the workers of the same gunicorn.
+The process builds only what writing rows needs (settings, an engine, a
+:class:`UsageWriter`), not the web app: it imports no Flask, blueprint or upstream code.
+It also reconciles the instance's estimated costs with the upstream's generation
+endpoint (tally.usage.reconcile), on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from tally.db import make_engine, make_session_factory
+from tally.logs import configure_logging
+from tally.settings import default_instance_path, export_usage_socket, load_settings
+from tally.usage.reconcile import start_reconciler
+from tally.usage.writer.background import UsageWriter, build_spool
+from tally.usage.writer.wire import ACK, FRAME, MAX_FRAME, decode_batch
+
+log = logging.getLogger(__name__)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """One worker's connection: read frames until the worker hangs up."""
+
+    def handle(self) -> None:
+        """Queue every call of every complete frame with the process's writer."""
+        while True:
+            head = self.rfile.read(FRAME.size)
+            if len(head) < FRAME.size:
+                return
+            (size,) = FRAME.unpack(head)
+            if size > MAX_FRAME:
+                log.error("usage frame of %d bytes refused", size)
+                return
+            data = self.rfile.read(size)
+            if len(data) < size:
+                return
+            try:
+                items = decode_batch(data)
+            except (ValueError, TypeError):
+                log.exception("unreadable usage frame; the connection is closed")
+                return
+            # Acknowledged once committed or spooled (fsync'd), never before: a frame
+            # the worker sees no ACK for is written again by the worker (replays are
+            # idempotent), so a writer killed mid-batch loses nothing.
+            self.server.writer.write(items)
+            self.wfile.write(ACK)
+            self.wfile.flush()
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    # Closing waits for every connection's thread: at shutdown the workers are gone, and
+    # their last frames must be queued before the writer writes its queue and stops.
+    daemon_threads = False
+    block_on_close = True
+
+
+def serve(writer, path: str) -> None:
+    """Take batches on ``path`` and queue them with ``writer`` until SIGTERM (or until
+    the parent, gunicorn's master, is gone); then write what is queued and return."""
+    server = _Server(path, _Handler)
+    os.chmod(path, 0o600)
+    server.writer = writer
+    parent = os.getppid()
+    stopping = threading.Event()
+
+    def stop(*_args) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def watch_parent() -> None:
+        while not stopping.wait(1.0):
+            if os.getppid() != parent:
+                log.error("gunicorn's master is gone; the usage writer stops")
+                stop()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        writer.close()
+        if writer.replayer is not None:
+            writer.replayer.stop()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def main() -> None:
+    """``python -m tally.usage.writer.process SOCKET INSTANCE_PATH``: the deployment's
+    settings (the same environment and instance folder as the workers), an engine of its
+    own and a background usage writer; nothing of the web app."""
+    socket_path, instance_path = sys.argv[1], sys.argv[2]
+    settings = load_settings(instance_path)
+    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
+    engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
+    sessions = make_session_factory(engine)
+    writer = UsageWriter(sessions, spool=build_spool(settings))
+    writer.replayer.start()  # what a previous writer (or a dead worker) spooled
+    # one reconciler of estimated costs per instance (tally.usage.reconcile)
+    reconciler = start_reconciler(settings, sessions)
+    try:
+        serve(writer, socket_path)
+    finally:
+        if reconciler is not None:
+            reconciler.stop()
+
+
+class WriterProcess:
+    """The writer process as gunicorn's master sees it: started, watched, started again
+    at the same socket path if it dies (the workers reconnect on their own), stopped."""
+
+    RESTART_DELAY = 0.5  # seconds between a death and the next start: no busy loop
+
+    def __init__(self, directory: str, instance_path: str, cwd: str | None = None):
+        self.directory, self.instance_path, self.cwd = directory, instance_path, cwd
+        self.path = os.path.join(directory, "usage.sock")
+        self._stopping = threading.Event()
+        self.proc = self._spawn()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the process listens on its socket within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def supervise(self) -> None:
+        """Watch the process from a thread of the master; start it again when it dies."""
+        threading.Thread(target=self._watch, name="tally-writer-watch", daemon=True).start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, wait for the queue to be written, then clean up."""
+        self._stopping.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("usage writer process did not stop in %ss; killed", timeout)
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _spawn(self) -> subprocess.Popen:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):  # a killed process's socket: bind would fail
+            os.unlink(self.path)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tally.usage.writer.process", self.path, self.instance_path],
+            cwd=self.cwd,
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            code = self.proc.wait()
+            if self._stopping.wait(self.RESTART_DELAY):
+                return
+            log.error("usage writer process exited (%s); starting it again", code)
+            self.proc = self._spawn()
+            if not self.wait_ready(30.0):
+                log.error("usage writer process did not come back; workers write their rows")
+
+
+def start(
+    cwd: str | None = None, instance_path: str | None = None, timeout: float = 30.0
+) -> WriterProcess | None:
+    """Start the writer process, watched and restarted when it dies, and export its
+    socket to the workers forked after this (``TALLY_USAGE_SOCKET``, see
+    :func:`tally.settings.export_usage_socket`). None, with an error logged, when it does
+    not come up: the workers then write their own rows."""
+    directory = tempfile.mkdtemp(prefix="tally-usage-")  # mode 0700
+    writer = WriterProcess(directory, instance_path or default_instance_path(), cwd)
+    if not writer.wait_ready(timeout):
+        log.error("usage writer process did not start; workers write their own rows")
+        writer.stop(timeout=5)
+        return None
+    writer.supervise()
+    export_usage_socket(writer.path)
+    return writer
+
+
+if __name__ == "__main__":
+    main()
