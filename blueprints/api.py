@@ -76,8 +76,9 @@ def models():
     """The upstream's model list."""
     key = _require_key()
     verified_user(key)
-    result = list_models(_runtime())
-    result.headers.update(limit_headers(_runtime(), key, {}, request.headers.get("X-Tally-User")))
+    result = list_models(_runtime().upstream)
+    headers = limit_headers(_runtime().pipeline, key, {}, request.headers.get("X-Tally-User"))
+    result.headers.update(headers)
     return _send(result)
 
 
@@ -129,7 +130,8 @@ def _proxy(endpoint: Endpoint) -> Response:
     verified = verified_user(key)
     body = _json_body()
     header_user = request.headers.get("X-Tally-User")
-    return _send(proxy(_runtime(), endpoint, key, body, header_user, g.request_id, verified))
+    pipeline = _runtime().pipeline
+    return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
 
 
 def _require_key() -> AuthenticatedKey:

@@ -25,7 +25,8 @@ from tally.limits.policy_store import (
 )
 from tally.operators.accounts import ROLES, create_operator
 from tally.runtime.process import Runtime
-from tally.tracking.config import FIELDS, active_config, save_config
+from tally.tracking.config import FIELDS
+from tally.tracking.store import active_config, save_config
 from tally.verification.idp import active_idp, save_idp
 from tally.verification.idp_config import FIELDS as IDP_FIELDS
 

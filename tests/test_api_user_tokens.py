@@ -13,7 +13,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tally.tracking.config import TrackingConfig, derive_identifier
+from tally.tracking.config import TrackingConfig
+from tally.tracking.identifiers import derive_identifier
 from tests.conftest import HASH_KEY
 from tests.fakes import completion
 from tests.idp_support import ISSUER, ORIGIN, call, expect_401

@@ -11,7 +11,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from tally.end_users.directory import search_identities, trace_identifier
+from tally.end_users.directory import trace_identifier
+from tally.end_users.search import search_identities
 from tally.errors import DomainError
 from tally.keys.api_keys import create_api_key
 from tally.limits.checks import subject_keys

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tally.end_users.claims import EndUserClaim
 from tally.reports import ranking
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tests.conftest import reset_database
 
 FIRST_DAY = datetime(2026, 1, 20, 12, 0)

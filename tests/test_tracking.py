@@ -8,13 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tally.errors import InvalidRequest
-from tally.tracking.config import (
-    ConfigFieldError,
-    TrackingConfig,
-    attach,
-    check_identifier,
-    derive_identifier,
-)
+from tally.tracking.config import ConfigFieldError, TrackingConfig
+from tally.tracking.identifiers import attach, check_identifier, derive_identifier
 
 KEY = b"test-hash-key"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}

@@ -10,14 +10,9 @@ from sqlalchemy.orm import Session
 
 from tally.errors import DomainError
 from tally.models import ConfigRevision
-from tally.tracking.config import (
-    ConfigFieldError,
-    TrackingConfig,
-    config_history,
-    config_of,
-    derive_identifier,
-    save_config,
-)
+from tally.tracking.config import ConfigFieldError, TrackingConfig
+from tally.tracking.identifiers import derive_identifier
+from tally.tracking.store import config_history, config_of, save_config
 
 
 class RevisionError(DomainError):

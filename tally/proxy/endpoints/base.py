@@ -12,7 +12,7 @@ from typing import Any
 
 from tally.errors import InvalidRequest, TallyError
 from tally.proxy.sse import encode_event
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 
 class StreamWatcher:

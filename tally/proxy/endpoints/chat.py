@@ -23,7 +23,7 @@ from tally.proxy.endpoints.base import (
     usage_of,
 )
 from tally.proxy.sse import event_data
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 
 class ChatCompletions(Endpoint):

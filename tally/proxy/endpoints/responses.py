@@ -26,7 +26,7 @@ from tally.proxy.endpoints.base import (
     usage_of,
 )
 from tally.proxy.sse import event_data
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _DELTA = b"event: response.output_text.delta"
