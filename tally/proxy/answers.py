@@ -51,12 +51,10 @@ def upstream_error(status: int, content: bytes, upstream: UpstreamClient) -> Ups
         kind, code, param = error.get("type"), error.get("code"), error.get("param")
     elif isinstance(error, str):
         message = error
-    err = UpstreamError(
+    return UpstreamError(
         upstream.scrub(message),
-        status=status,
-        param=param,
+        param if isinstance(param, str) else None,
         code=str(code) if code is not None else f"upstream_{status}",
+        upstream_status=status,
+        upstream_type=kind if isinstance(kind, str) else None,
     )
-    if isinstance(kind, str):
-        err.type = kind
-    return err

@@ -18,6 +18,7 @@ from tally.keys.api_keys import AuthenticatedKey
 from tally.limits.admission import Admission, count_usage
 from tally.limits.runtime import LimitsRuntime
 from tally.proxy.endpoints.base import Endpoint, elapsed_ms
+from tally.proxy.openai_errors import status_of
 from tally.proxy.upstream import UpstreamClient
 from tally.usage.call import CallRecord, Outcome
 from tally.usage.costs import cached_prices, settle_cost
@@ -61,7 +62,7 @@ class Call:
         """Settle the call's cost (tally.usage.costs), count its tokens and cost in its
         limits' counters, record its row and its metrics (once its answer has ended)."""
         if error is not None:
-            self.outcome.fail(error.status, error.code, error.message)
+            self.outcome.fail(status_of(error), error.code, error.message)
         out, record, pipeline = self.outcome, self.record, self.pipeline
         out.latency_ms = elapsed_ms(self.started)
         settle_cost(

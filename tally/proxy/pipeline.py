@@ -16,12 +16,13 @@ from typing import Any
 
 from tally import metrics
 from tally.end_users.claims import EndUserClaim, resolve_end_user
-from tally.errors import TallyError, UpstreamError
+from tally.errors import RateLimited, TallyError, UpstreamError
 from tally.keys.api_keys import AuthenticatedKey
 from tally.limits.admission import StaleConfig, admit, checks_config, peek_headers
 from tally.proxy.answers import ProxyResponse
 from tally.proxy.call import Call, Pipeline
 from tally.proxy.endpoints.base import Endpoint
+from tally.proxy.openai_errors import status_of
 from tally.proxy.relay import answer
 from tally.tracking.config import TrackingConfig
 from tally.tracking.identifiers import attach, stamp
@@ -45,10 +46,10 @@ def proxy(
     try:
         result = _forward(call, header_user, verified)
     except TallyError as exc:
-        if exc.status == 429:  # a limit or budget refused it
+        if isinstance(exc, RateLimited):  # a limit or budget refused it
             metrics.record_refusal(exc.code)
         headers = call.admission.headers
-        if not headers and exc.status < 500:  # refused before the admission
+        if not headers and status_of(exc) < 500:  # refused before the admission
             headers = limit_headers(pipeline, key, body, header_user, verified)
         exc.headers = {**headers, **exc.headers}
         raise

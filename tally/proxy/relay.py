@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from tally.errors import UpstreamError
 from tally.proxy.answers import ProxyResponse, upstream_error
 from tally.proxy.call import Call
+from tally.proxy.openai_errors import status_of
 from tally.proxy.sse import EventSplitter
 from tally.proxy.upstream import UpstreamResponse
 
@@ -91,10 +92,10 @@ def relay(call: Call, response: UpstreamResponse) -> Iterator[bytes]:
             yield rest + b"\n\n"
         if not watcher.done and call.outcome.error_code is None:
             err = UpstreamError(call.endpoint.incomplete_message, code="stream_incomplete")
-            call.outcome.fail(err.status, err.code, err.message)
+            call.outcome.fail(status_of(err), err.code, err.message)
             yield watcher.error_event(err)
     except UpstreamError as err:
-        call.outcome.fail(err.status, err.code, err.message)
+        call.outcome.fail(status_of(err), err.code, err.message)
         yield watcher.error_event(err)
     except GeneratorExit:
         if not watcher.done:

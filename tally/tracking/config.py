@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 
 HASH_MODES = ("hmac-sha256", "sha256", "none")
 DIALECTS = ("openrouter", "openai", "orq", "compatible")
@@ -33,7 +33,7 @@ PROFILE_FIELDS = ("display_name", "email", "metadata", "tags")
 CLIENT_USER_FIELDS = frozenset({"user", "identity", "safety_identifier", "prompt_cache_key"})
 
 
-class ConfigFieldError(DomainError):
+class ConfigFieldError(InvalidInput):
     """A tracking-config field or value that is not allowed. ``field`` names it."""
 
     def __init__(self, field: str, message: str):

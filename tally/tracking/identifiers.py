@@ -10,7 +10,7 @@ import hmac
 from typing import Any
 
 from tally.end_users.claims import EndUserClaim
-from tally.errors import InvalidRequest
+from tally.errors import InvalidInput
 from tally.tracking.config import (
     CLIENT_USER_FIELDS,
     MAX_IDENTIFIER_LENGTH,
@@ -34,11 +34,11 @@ def derive_identifier(config: TrackingConfig, internal_id: str, hash_key: bytes)
 def check_identifier(identifier: str, param: str, limit: int = MAX_IDENTIFIER_LENGTH) -> None:
     """Refuse an identifier the upstream would not take (longer than ``limit``)."""
     if len(identifier) > limit:
-        raise InvalidRequest(
+        raise InvalidInput(
             f"The upstream identifier derived from {param} would be {len(identifier)} "
             f"characters; the limit is {limit}. Send a shorter {param}, "
             "or ask the operator for a hash mode or a shorter prefix.",
-            param=param,
+            field=param,
             code="identifier_too_long",
         )
 
@@ -82,10 +82,10 @@ def stamp(config: TrackingConfig, claim: EndUserClaim | None, hash_key: bytes) -
     identifier the dialect cannot carry."""
     if claim is None:
         if config.require_identity:
-            raise InvalidRequest(
+            raise InvalidInput(
                 "This gateway requires an end user: send identity.id, user, "
                 "safety_identifier, or the X-Tally-User header.",
-                param="user",
+                field="user",
                 code="identity_required",
             )
         return None
