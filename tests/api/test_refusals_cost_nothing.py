@@ -66,6 +66,7 @@ def call(server, refusal: Refusal, refused: bool = False):
 
 
 def remaining(response) -> int:
+    """The answer's X-RateLimit-Remaining."""
     return int(response.headers["X-RateLimit-Remaining"])
 
 
@@ -92,6 +93,7 @@ def lose_counters(flask_app) -> None:
 
 
 def error_code(response) -> str:
+    """The error's code (its type when it has none)."""
     error = response.json()["error"]
     return error["code"] or error["type"]
 

@@ -45,15 +45,18 @@ def priced(tally):
 
 
 def body_of(response) -> bytes:
+    """The whole answer, read as it streams."""
     return b"".join(response.iter_content(chunk_size=None))
 
 
 def one_row(flask_app):
+    """The one request row (written when the stream ended)."""
     [row] = wait_for(lambda: request_rows(flask_app))
     return row
 
 
 def day_total(flask_app) -> DailyTotal:
+    """The one daily totals row."""
     with flask_app.extensions["tally"].sessions() as session:
         [total] = session.scalars(select(DailyTotal)).all()
         return total
@@ -94,6 +97,7 @@ def test_a_chat_stream_is_one_full_row_whether_usage_was_asked_for_or_not(
 
 
 def respond_streamed(server) -> requests.Response:
+    """A streamed Responses API call for ``ada``."""
     body = {"model": MODEL, "input": "Hi there", "user": "ada", "stream": True}
     headers = {"Authorization": f"Bearer {server.key}"}
     return requests.post(
