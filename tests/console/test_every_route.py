@@ -9,16 +9,18 @@ import pytest
 
 from blueprints.console_base import NAVIGATION
 from tests.console.routes import (
+    CHANGING,
     CSRF_MESSAGE,
     READ_ONLY_POSTS,
     SAMPLE_FORMS,
     build_world,
+    console_rules,
     pages,
     sample_form,
     state_changes,
     url_of,
 )
-from tests.console_client import text
+from tests.console_client import Console, text
 from tests.snapshot import changes, reflect, snapshot
 
 pytest_plugins = ["tests.console_support"]
@@ -134,3 +136,58 @@ def test_each_sample_form_changes_something_when_allowed(app, admin, world, tabl
     response = admin.client.open(url_of(rule, world), method=method, data=form)
     assert response.status_code < 400, text(response)[:500]
     assert bool(changes(before, tables())) is (endpoint not in READ_ONLY_POSTS)
+
+
+# Routes a visitor who is not logged in may use, with the reason.
+LOGGED_OUT_ALLOWED = {"auth.login": "the login form itself"}
+
+
+def test_every_route_sends_a_logged_out_visitor_to_the_login(app, world, tables):
+    visitor, failures = Console(app), []
+    for rule in console_rules(app):
+        if rule.endpoint in LOGGED_OUT_ALLOWED:
+            continue
+        url = url_of(rule, world)
+        for method in sorted(rule.methods & {"GET", *CHANGING}):
+            before = tables()
+            form = {**sample_form(rule.endpoint, world), "csrf_token": visitor.csrf_token()}
+            plain = visitor.client.open(url, method=method, data=form)
+            htmx = visitor.client.open(url, method=method, headers={"HX-Request": "true"})
+            if plain.status_code not in (302, 303) or not is_login(plain.location):
+                failures.append(f"{method} {url}: {plain.status_code} {plain.location}")
+            if htmx.status_code != 401 or not is_login(htmx.headers.get("HX-Redirect")):
+                failures.append(f"{method} {url} over htmx: {htmx.status_code}")
+            if changed := changes(before, tables()):
+                failures.append(f"{method} {url} changed {changed}")
+    assert not failures, "\n".join(failures)
+
+
+def is_login(location: str | None) -> bool:
+    """True for the login page (with or without ``next``)."""
+    return bool(location) and location.split("?")[0] == "/login"
+
+
+# Routes that read no field at all, so have no text to refuse, with the reason.
+NO_FIELDS_READ = {"auth.logout": "logs out whatever the form holds; stores nothing of it"}
+
+
+def test_every_route_refuses_nul_characters_and_changes_nothing(app, admin, world, tables):
+    """PostgreSQL cannot store a NUL and no person types one: a 400 on every route."""
+    failures = []
+    for rule in console_rules(app):
+        if rule.endpoint in NO_FIELDS_READ:
+            continue
+        url = url_of(rule, world)
+        for method in sorted(rule.methods & {"GET", *CHANGING}):
+            before = tables()
+            if method == "GET":
+                response = admin.get(f"{url}?q=a%00b")
+            else:
+                form = {**sample_form(rule.endpoint, world), "note": "a\x00b"}
+                form["csrf_token"] = admin.csrf_token()
+                response = admin.client.open(url, method=method, data=form)
+            if response.status_code != 400 or "NUL" not in text(response):
+                failures.append(f"{method} {url}: {response.status_code}")
+            if method != "GET" and (changed := changes(before, tables())):
+                failures.append(f"{method} {url} changed {changed}")
+    assert not failures, "\n".join(failures)
