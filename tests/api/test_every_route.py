@@ -21,10 +21,13 @@ def tables(tally):
     return lambda: snapshot(engine, metadata)
 
 
-def call(server, rule, method: str, authorization: str | None) -> requests.Response:
-    """One request to ``rule`` (a body every endpoint takes when it is a POST)."""
-    headers = {} if authorization is None else {"Authorization": authorization}
-    body = ANY_ENDPOINT_BODY if method == "POST" else None
+def call(
+    server, rule, method: str, authorization: str | None, body=ANY_ENDPOINT_BODY, **headers
+) -> requests.Response:
+    """One request to ``rule`` (by default a body every endpoint takes, when a POST)."""
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    body = body if method == "POST" else None
     url = server.url + rule.rule
     return requests.request(method, url, json=body, headers=headers, timeout=10)
 
@@ -33,16 +36,22 @@ def refusal_problem(response: requests.Response, code: str = "invalid_api_key") 
     """What is wrong with ``response`` as a 401 in OpenAI's shape (None: nothing)."""
     if response.status_code != 401:
         return f"status {response.status_code}"
-    if not response.headers.get("Content-Type", "").startswith("application/json"):
-        return f"content type {response.headers.get('Content-Type')}"
-    error = response.json().get("error")
-    if not isinstance(error, dict) or set(error) != {"message", "type", "code", "param"}:
+    if not is_openai_error(response):
         return f"body {response.text[:200]}"
+    error = response.json()["error"]
     if (error["type"], error["code"]) != ("invalid_request_error", code) or not error["message"]:
         return f"error {error}"
     if not response.headers.get("WWW-Authenticate", "").startswith("Bearer"):
         return "no WWW-Authenticate"
     return None
+
+
+def is_openai_error(response: requests.Response) -> bool:
+    """True for a JSON body in OpenAI's error shape."""
+    if not response.headers.get("Content-Type", "").startswith("application/json"):
+        return False
+    error = response.json().get("error")
+    return isinstance(error, dict) and set(error) == {"message", "type", "code", "param"}
 
 
 def walk(server, upstream, tables, prefix: str, attempts: dict[str, str | None]) -> list[str]:
@@ -98,3 +107,42 @@ def test_every_admin_api_route_needs_a_live_admin_token(tally, upstream, tables)
     attempts["the revoked admin token"] = f"Bearer {secret}"
     failures = walk(tally, upstream, tables, "/admin/api/", attempts)
     assert not failures, "\n".join(failures)
+
+
+LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+def test_every_v1_answer_carries_its_request_id_and_the_users_limit_headers(tally, upstream):
+    """Served or refused for its body, an answer names its request and the end user's
+    quota (PRODUCT.md: every answer of the API carries X-RateLimit-*)."""
+    failures = []
+    user = {"X-Tally-User": "header-user"}
+    for rule, method in api_routes(tally.flask_app, "/v1/"):
+        served = call(tally, rule, method, f"Bearer {tally.key}", **user)
+        answers = {"served": served}
+        if method == "POST":  # a body no endpoint takes: refused before admission
+            answers["refused"] = call(tally, rule, method, f"Bearer {tally.key}", {}, **user)
+        answers["unauthenticated"] = call(tally, rule, method, None)
+        for how, response in answers.items():
+            wanted = ("X-Request-Id", *(() if how == "unauthenticated" else LIMIT_HEADERS))
+            missing = [name for name in wanted if not response.headers.get(name)]
+            if missing:
+                failures.append(f"{method} {rule.rule} {how} ({response.status_code}): {missing}")
+        if method == "POST" and answers["refused"].status_code != 400:
+            failures.append(f"{method} {rule.rule} took an empty body")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_v1_post_refuses_bad_json_and_a_body_too_large(tally, upstream):
+    failures = []
+    key = {"Authorization": f"Bearer {tally.key}", "Content-Type": "application/json"}
+    too_large = b'{"input": "' + b"x" * 70_000 + b'"}'  # the fixture allows 65,536 bytes
+    for rule, method in api_routes(tally.flask_app, "/v1/"):
+        if method != "POST":
+            continue
+        for body, status in ((b'{"model": ', 400), (too_large, 413)):
+            response = requests.post(tally.url + rule.rule, data=body, headers=key, timeout=10)
+            if response.status_code != status or not is_openai_error(response):
+                failures.append(f"POST {rule.rule}: {response.status_code} {response.text[:80]}")
+    assert not failures, "\n".join(failures)
+    assert upstream.requests == []
