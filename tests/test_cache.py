@@ -12,7 +12,7 @@ from tally.models import ApiKey
 from tally.tracking.config import active_config
 from tally.usage.records import CallRecord, Outcome, record_call_safely
 from tally.versions import FileVersion
-from tests.support import configure
+from tests.helpers.rows import configure
 
 
 class Counter:

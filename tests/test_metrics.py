@@ -12,10 +12,12 @@ import requests
 
 from tally import metrics
 from tally.logs import configure_logging
-from tests.fakes import completion
-from tests.limits_support import set_limits
-from tests.support import chat
-from tests.test_limits_gunicorn import fire, start_gunicorn, stop
+from tests.helpers.api import chat
+from tests.helpers.faults import fire
+from tests.helpers.gunicorn import start_gunicorn, stop, tally_env
+from tests.helpers.limits import set_limits
+from tests.helpers.outage import unreachable_database
+from tests.helpers.payloads import completion
 
 USAGE = {
     "prompt_tokens": 12,
@@ -104,11 +106,9 @@ def test_upstream_errors_are_counted_by_code(tally, upstream):
 
 
 def test_a_database_outage_503_is_counted(app, make_key, monkeypatch):
-    from tests.test_degraded import _dead
-
     key = make_key()
     before = metrics.DATABASE_UNAVAILABLE._value.get()
-    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
+    unreachable_database(monkeypatch, app)
     response = app.test_client().post(
         "/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
@@ -167,8 +167,14 @@ def test_open_without_a_token(tally):
 def test_one_scrape_counts_every_gunicorn_worker(database_url, upstream, app, make_key, tmp_path):
     """Two workers, concurrent requests (spread over both: each worker's own metric file
     holds some of them), one scrape, whichever worker answers it, counts them all."""
-    env = {"TALLY_METRICS_TOKEN": "scrape-me-123", "TMPDIR": str(tmp_path)}
-    proc = start_gunicorn(database_url, upstream.url, 2, **env)
+    env = tally_env(
+        database_url,
+        TALLY_UPSTREAM_URL=upstream.url,
+        TALLY_RATELIMIT_STORAGE_URI="",  # unset: the instance's counter file
+        TALLY_METRICS_TOKEN="scrape-me-123",
+        TMPDIR=str(tmp_path),
+    )
+    proc = start_gunicorn(env, workers=2)
     try:
         [metrics_dir] = tmp_path.glob("tally-metrics-*")
         key = make_key()

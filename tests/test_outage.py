@@ -12,9 +12,8 @@ from sqlalchemy.exc import OperationalError
 from blueprints import health
 from tally.cache import Cache
 from tally.errors import ServiceUnavailable
-from tests.support import BASE
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.api import BASE
+from tests.helpers.outage import unreachable_database
 
 
 class Counter:
@@ -112,7 +111,7 @@ def test_a_revoked_key_is_dropped_not_served_stale(app, make_key):
 def test_the_api_answers_503_with_retry_after_when_the_database_fails(app, make_key, monkeypatch):
     key = make_key()
     client = app.test_client()
-    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
+    unreachable_database(monkeypatch, app)
     response = client.post(
         "/v1/chat/completions", json=BASE, headers={"Authorization": f"Bearer {key}"}
     )
@@ -129,7 +128,7 @@ def test_known_keys_are_served_during_an_outage_and_new_users_too(app, make_key,
     assert client.post("/v1/chat/completions", json=BASE, headers=headers).status_code == 200
     runtime = app.extensions["tally"]
     monkeypatch.setattr(runtime.cache, "max_age", 0.0)  # every lookup tries the database
-    monkeypatch.setattr(runtime.sessions, "kw", _dead(app))
+    unreachable_database(monkeypatch, app)
     headers["X-Tally-User"] = "never-seen-before"
     response = client.post("/v1/chat/completions", json=BASE, headers=headers)
     assert response.status_code == 200  # the new end user is created by the recording path
@@ -148,23 +147,8 @@ def test_readyz_is_degraded_while_known_keys_can_be_served(app, make_key, monkey
 
 
 def test_the_console_shows_a_plain_503_page(app, admin, monkeypatch):
-    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
+    unreachable_database(monkeypatch, app)
     response = admin.get("/keys")
     assert response.status_code == 503
     assert "Database unavailable" in response.get_data(as_text=True)
     assert response.headers["Retry-After"]
-
-
-def _dead(app) -> dict:
-    """The session factory's arguments, bound to a database that cannot be reached."""
-    return {**app.extensions["tally"].sessions.kw, "bind": _dead_engine(app)}
-
-
-def _dead_engine(app):
-    """An engine on a port nothing listens on (or a SQLite file that cannot exist)."""
-    from tally.db import make_engine
-
-    url = app.config["TALLY"].database_url
-    if url.startswith("sqlite"):
-        return make_engine("sqlite:////nonexistent-dir/tally.db")
-    return make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")

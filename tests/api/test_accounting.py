@@ -19,7 +19,8 @@ from sqlalchemy import event, select, text
 from tally.models import DailyTotal
 from tally.proxy import pipeline
 from tally.usage.price_table import set_price
-from tests.fakes import (
+from tests.helpers.api import body_of, chat
+from tests.helpers.payloads import (
     RESPONSE_USAGE,
     chunks,
     completion,
@@ -27,7 +28,8 @@ from tests.fakes import (
     response_events,
     response_object,
 )
-from tests.support import chat, configure, request_rows, wait_for
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
 MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
 USAGE = {
@@ -62,10 +64,6 @@ def price(flask_app, model=MODEL, prompt=0.5, completion=2.0, cached=0.25):
 def totals(flask_app) -> list[DailyTotal]:
     with flask_app.extensions["tally"].sessions() as session:
         return list(session.scalars(select(DailyTotal)))
-
-
-def body_of(response) -> bytes:
-    return b"".join(response.iter_content(chunk_size=None))
 
 
 def one_row(flask_app):

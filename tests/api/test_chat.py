@@ -9,9 +9,10 @@ import pytest
 import requests
 
 from tally.keys.api_keys import revoke_api_key
-from tests.conftest import HASH_KEY
-from tests.fakes import completion
-from tests.support import BASE, chat, configure, end_users, identifiers, request_rows
+from tests.helpers.api import BASE, chat
+from tests.helpers.payloads import completion
+from tests.helpers.rows import configure, end_users, identifiers, request_rows
+from tests.helpers.settings import HASH_KEY
 
 PROFILE = {
     "id": "user_2N4Z",

@@ -3,22 +3,10 @@ but orq: embeddings have no safety_identifier nor prompt_cache_key) and the call
 recorded with its endpoint and tokens."""
 
 import pytest
-import requests
 
-from tests.fakes import embedding_answer
-from tests.support import configure, request_rows
-
-BODY = {"model": "openai/text-embedding-3-small", "input": ["first text", "second text"]}
-
-
-def embed(server, body=None, **extra):
-    """POST an embeddings call to Tally."""
-    return requests.post(
-        f"{server.url}/v1/embeddings",
-        json={**BODY, **extra} if body is None else body,
-        headers={"Authorization": f"Bearer {server.key}"},
-        timeout=10,
-    )
+from tests.helpers.api import EMBEDDINGS_BODY, embed
+from tests.helpers.payloads import embedding_answer
+from tests.helpers.rows import configure, request_rows
 
 
 @pytest.mark.parametrize(
@@ -36,7 +24,7 @@ def test_upstream_receives_exactly_the_stamped_body(tally, upstream, dialect, st
     response = embed(tally, user="user_2N4Z", prompt_cache_key="x", safety_identifier="y")
     assert response.status_code == 200, response.text
     assert upstream.last.path == "/api/v1/embeddings"
-    assert upstream.last.body == {**BODY, **stamped}
+    assert upstream.last.body == {**EMBEDDINGS_BODY, **stamped}
 
 
 def test_the_answer_is_relayed_and_the_call_recorded(tally, upstream):
@@ -66,7 +54,11 @@ def test_stream_in_the_body_does_not_make_a_stream(tally, upstream):
     ["", [], [""], [[]], [1.5], [True], {"text": "x"}, None, [["a"]]],
 )
 def test_bad_input_is_refused_naming_the_field_and_costs_nothing(tally, upstream, value):
-    body = {"model": BODY["model"]} if value is None else {**BODY, "input": value}
+    body = (
+        {"model": EMBEDDINGS_BODY["model"]}
+        if value is None
+        else {**EMBEDDINGS_BODY, "input": value}
+    )
     response = embed(tally, body)
     assert response.status_code == 400
     error = response.json()["error"]

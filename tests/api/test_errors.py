@@ -1,13 +1,13 @@
 """Bad input and upstream failures: OpenAI's error shape, the right status, and nothing
 written that should not be."""
 
-import socket
-
 import pytest
 import requests
 
-from tests.fakes import Pause, completion
-from tests.support import BASE, chat, configure, end_users, identifiers, request_rows
+from tests.helpers.api import BASE, chat
+from tests.helpers.loopback import free_port
+from tests.helpers.payloads import Pause, completion
+from tests.helpers.rows import configure, end_users, identifiers, request_rows
 
 LONG = "x" * 256
 
@@ -189,10 +189,7 @@ def test_a_malformed_upstream_answer_is_a_502(tally, upstream):
 
 
 def test_an_unreachable_upstream_is_a_502(make_app, serve, make_key):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once the socket closes
-    server = serve(make_app(TALLY_UPSTREAM_URL=f"http://127.0.0.1:{port}/v1"))
+    server = serve(make_app(TALLY_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}/v1"))
     server.key = make_key()
     response = chat(server, user="u1")
     assert response.status_code == 502

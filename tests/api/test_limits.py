@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import chunks, completion
-from tests.limits_support import T0, Clock, iso, next_month, reset, set_limits, use_clock
-from tests.support import chat
+from tests.helpers.api import body_of, chat, embed, respond
+from tests.helpers.limits import T0, Clock, iso, next_month, reset, set_limits, use_clock
+from tests.helpers.payloads import (
+    chunks,
+    completion,
+    embedding_answer,
+    response_events,
+    response_object,
+)
 
 
 @pytest.fixture
@@ -252,10 +258,6 @@ def test_answers_before_admission_carry_the_users_headers_and_cost_nothing(tally
 
 
 def test_every_endpoint_shares_the_users_quota_and_carries_the_headers(tally, clock):
-    from tests.fakes import embedding_answer, response_events, response_object
-    from tests.test_api_embeddings import embed
-    from tests.test_api_responses import body_of, respond
-
     set_limits(tally.flask_app, "tier:default", "messages=3", "daily_tokens=1000")
     tally.upstream.reply(json=response_object())
     whole = respond(tally, user="u-1")

@@ -6,28 +6,11 @@ import json
 import threading
 
 import pytest
-import requests
 
-from tests.fakes import RESPONSE_USAGE, response_events, response_object, typed
-from tests.support import configure, request_rows, wait_for
-
-BODY = {"model": "openai/gpt-4o-mini", "input": "Hi there"}
-
-
-def respond(server, body=None, *, stream=False, headers=None, **extra):
-    """POST a Responses API call to Tally."""
-    payload = {**BODY, **extra, **({"stream": True} if stream else {})}
-    return requests.post(
-        f"{server.url}/v1/responses",
-        json=payload if body is None else body,
-        headers={"Authorization": f"Bearer {server.key}", **(headers or {})},
-        stream=stream,
-        timeout=10,
-    )
-
-
-def body_of(response) -> bytes:
-    return b"".join(response.iter_content(chunk_size=None))
+from tests.helpers.api import RESPONSES_BODY, body_of, respond
+from tests.helpers.payloads import RESPONSE_USAGE, response_events, response_object, typed
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
 
 @pytest.mark.parametrize(
@@ -60,7 +43,7 @@ def test_upstream_receives_exactly_the_stamped_body(tally, upstream, dialect, ca
     )
     assert response.status_code == 200, response.text
     assert upstream.last.path == "/api/v1/responses"
-    assert upstream.last.body == {**BODY, "instructions": "Be brief.", **stamped}
+    assert upstream.last.body == {**RESPONSES_BODY, "instructions": "Be brief.", **stamped}
 
 
 def test_safety_identifier_names_the_end_user_when_user_is_absent(tally, upstream):
@@ -94,7 +77,11 @@ def test_a_stream_is_relayed_byte_for_byte_and_recorded_from_response_completed(
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert body_of(response) == b"".join(events)
-    assert upstream.last.body == {**BODY, "stream": True, "user": upstream.last.body["user"]}
+    assert upstream.last.body == {
+        **RESPONSES_BODY,
+        "stream": True,
+        "user": upstream.last.body["user"],
+    }
     [row] = wait_for(lambda: request_rows(tally.flask_app))
     assert (row.endpoint, row.status, row.stream, row.error_code) == ("responses", 200, True, None)
     assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (11, 2, 4)
@@ -221,10 +208,14 @@ def test_an_upstream_error_status_keeps_its_status_and_message(tally, upstream):
     ("body", "param", "message"),
     [
         ({"input": "hi"}, "model", "model is required"),
-        ({**BODY, "input": 3}, "input", "input must be a string or an array"),
-        ({**BODY, "stream": "yes"}, "stream", "stream must be a boolean"),
-        ({**BODY, "instructions": ["x"]}, "instructions", "instructions must be a string"),
-        ({**BODY, "safety_identifier": ""}, "safety_identifier", "1 to 255 characters"),
+        ({**RESPONSES_BODY, "input": 3}, "input", "input must be a string or an array"),
+        ({**RESPONSES_BODY, "stream": "yes"}, "stream", "stream must be a boolean"),
+        (
+            {**RESPONSES_BODY, "instructions": ["x"]},
+            "instructions",
+            "instructions must be a string",
+        ),
+        ({**RESPONSES_BODY, "safety_identifier": ""}, "safety_identifier", "1 to 255 characters"),
         ([1, 2], None, "must be a JSON object"),
     ],
 )

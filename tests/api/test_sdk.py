@@ -3,8 +3,15 @@
 import openai
 import pytest
 
-from tests.fakes import chunks, completion, embedding_answer, response_events, response_object
-from tests.support import configure, request_rows, wait_for
+from tests.helpers.payloads import (
+    chunks,
+    completion,
+    embedding_answer,
+    response_events,
+    response_object,
+)
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
 
 @pytest.fixture

@@ -7,14 +7,12 @@ import threading
 
 import pytest
 
-from tests.fakes import chunks, sse
-from tests.support import chat, configure, request_rows, wait_for
+from tests.helpers.api import body_of, chat
+from tests.helpers.payloads import chunks, sse
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
 PROCESSING = b": OPENROUTER PROCESSING\n\n"
-
-
-def body_of(response) -> bytes:
-    return b"".join(response.iter_content(chunk_size=None))
 
 
 def test_streamed_bytes_are_the_upstreams_when_the_client_asked_for_usage(tally, upstream):

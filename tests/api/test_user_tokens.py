@@ -14,10 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tally.tracking.config import TrackingConfig, derive_identifier
-from tests.conftest import HASH_KEY
-from tests.fakes import completion
-from tests.idp_support import ISSUER, ORIGIN, call, expect_401
-from tests.support import chat, configure, end_users, request_rows
+from tests.helpers.api import chat
+from tests.helpers.identity_provider import ISSUER, ORIGIN, call, expect_401
+from tests.helpers.payloads import completion
+from tests.helpers.rows import configure, end_users, request_rows
+from tests.helpers.settings import HASH_KEY
 
 
 def b64(data: bytes) -> str:

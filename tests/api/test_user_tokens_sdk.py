@@ -12,10 +12,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.fakes import chunks, response_events
-from tests.support import configure, request_rows, wait_for
+from tests.helpers.payloads import chunks, response_events
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
-JS = Path(__file__).parent / "js"
+JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 
 
 def test_openai_sdk_streams_with_a_user_token(tally, upstream, idp, user_key):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import chunks, completion, response_events, response_object
-from tests.support import configure, request_rows, wait_for
+from tests.helpers.payloads import chunks, completion, response_events, response_object
+from tests.helpers.rows import configure, request_rows
+from tests.helpers.waiting import wait_for
 
-JS = Path(__file__).parent / "js"
+JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 
 if not (shutil.which("node") and (JS / "node_modules" / "ai").is_dir()):
     if os.environ.get("TALLY_REQUIRE_NODE"):

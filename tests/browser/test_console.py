@@ -9,9 +9,7 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from tally.models import AuditEntry
-from tests.browser.conftest import log_in
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.browser import log_in
 
 
 def test_log_in_and_out(page, tally, operator_of, fast_passwords):
@@ -146,7 +144,7 @@ def _hmac16(internal_id: str) -> str:
     import hashlib
     import hmac
 
-    from tests.conftest import HASH_KEY
+    from tests.helpers.settings import HASH_KEY
 
     return hmac.new(HASH_KEY.encode(), internal_id.encode(), hashlib.sha256).hexdigest()[:16]
 

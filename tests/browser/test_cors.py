@@ -5,13 +5,12 @@ preflight and answer; another origin's call is blocked by the browser before it 
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from werkzeug.wrappers import Response
 
 from tally.keys.api_keys import create_api_key
-from tests.fakes import completion
+from tests.helpers.loopback import LoopbackServer
+from tests.helpers.payloads import completion
 
 CALL = """async ([url, key, token]) => {
   try {
@@ -35,34 +34,18 @@ CALL = """async ([url, key, token]) => {
 }"""
 
 
-class Site:
-    """A web page's own origin: serves one blank page on a loopback port."""
+PAGE = b"<!doctype html><title>frontend</title><p>a chat frontend</p>"
 
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                body = b"<!doctype html><title>frontend</title><p>a chat frontend</p>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self._httpd.server_port}"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+def frontend(environ, start_response):
+    """A web page's own origin: one blank page, whatever the path."""
+    return Response(PAGE, mimetype="text/html")(environ, start_response)
 
 
 @pytest.fixture
 def sites():
-    made = [Site(), Site()]
+    """Two origins serving the page: the key's and a stranger's."""
+    made = [LoopbackServer(frontend), LoopbackServer(frontend)]
     yield made
     for site in made:
         site.close()
@@ -73,22 +56,22 @@ def test_fetch_from_the_keys_origin_works_and_another_origin_is_blocked(
 ):
     allowed, stranger = sites
     with tally.flask_app.extensions["tally"].sessions() as session:
-        _, key = create_api_key(session, "spa", "test", user_token=True, origins=[allowed.origin])
+        _, key = create_api_key(session, "spa", "test", user_token=True, origins=[allowed.url])
     upstream.reply(json=completion("Hello, browser"))
 
-    page.goto(allowed.origin + "/")
-    token = idp.token("ed", azp=allowed.origin)
+    page.goto(allowed.url + "/")
+    token = idp.token("ed", azp=allowed.url)
     result = page.evaluate(CALL, [tally.url, key, token])
     assert result.get("status") == 200, result
     assert result["text"] == "Hello, browser"
     assert result["requestId"]  # an exposed header: the page can read it
     assert upstream.last.body["user"] != "mallory"
-    forged = idp.token("ed", azp=allowed.origin, iss="https://evil.example")
+    forged = idp.token("ed", azp=allowed.url, iss="https://evil.example")
     refused = page.evaluate(CALL, [tally.url, key, forged])
     assert refused["status"] == 401 and refused["error"]["code"] == "token_wrong_issuer"
 
     sent = len(upstream.requests)
-    page.goto(stranger.origin + "/")
-    result = page.evaluate(CALL, [tally.url, key, idp.token("ed", azp=stranger.origin)])
+    page.goto(stranger.url + "/")
+    result = page.evaluate(CALL, [tally.url, key, idp.token("ed", azp=stranger.url)])
     assert "blocked" in result and "Failed to fetch" in result["blocked"], result
     assert len(upstream.requests) == sent  # the preflight failed: the call was never sent

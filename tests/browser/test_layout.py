@@ -12,10 +12,8 @@ import pytest
 from tally.demo.seed import seed_demo_traffic
 from tally.operators.accounts import create_operator
 from tally.tracking.config import active_config, save_config
-from tests.browser.conftest import LAPTOP, PHONE, log_in
-from tests.console_client import PASSWORD
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.browser import LAPTOP, PHONE, log_in
+from tests.helpers.console import PASSWORD
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PAGES = {

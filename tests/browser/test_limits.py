@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
-from tests.support import chat
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.api import chat
+from tests.helpers.browser import log_in
 
 
 def test_set_a_tier_see_a_user_limited_and_reset_them(page, tally, operator_of, fast_passwords):

@@ -127,7 +127,7 @@ def test_dev_seed_writes_demo_traffic(runner, client):
     result = runner.invoke(args=["dev", "seed", "--requests", "300", "--users", "12"])
     assert result.exit_code == 0
     assert result.output.strip() == "Seeded 300 demo requests for 12 demo users."
-    from tests.support import end_users, identifiers, request_rows
+    from tests.helpers.rows import end_users, identifiers, request_rows
 
     app = client.application
     rows = request_rows(app)

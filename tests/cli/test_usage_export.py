@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from tests.breakdown_data import EXPECTED
-
-pytest_plugins = ["tests.breakdown_support"]
+from tests.helpers.breakdowns import EXPECTED
 
 RANGE = ["--from", "2026-02-27", "--to", "2026-04-02"]
 

@@ -12,9 +12,7 @@ from sqlalchemy import select
 
 from tally.keys.admin_tokens import create_admin_token
 from tally.models import AdminToken, AuditEntry
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
 
 SECRET = re.compile(r'id="new-admin-token" readonly value="(tadm_[^"]+)"')
 PAGE = "/keys/admin-tokens"

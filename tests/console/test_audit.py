@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from tally.audit import add_audit
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
 
 
 def fill(app):

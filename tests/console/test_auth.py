@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.console_client import PASSWORD, Console, text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import PASSWORD, Console, text
 
 PAGES = [
     "/",

@@ -10,10 +10,8 @@ from html import unescape
 import pytest
 
 from blueprints import console_usage
-from tests.breakdown_data import END, EXPECTED, START
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support", "tests.breakdown_support"]
+from tests.helpers.breakdowns import END, EXPECTED, START
+from tests.helpers.console import text
 
 RANGE = f"start={START.isoformat()}&end={END.isoformat()}"
 

@@ -9,10 +9,8 @@ from sqlalchemy import func, select
 
 from tally.models import AuditEntry, ConfigRevision
 from tally.tracking.config import TrackingConfig, active_config, derive_identifier
-from tests.conftest import HASH_KEY
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
+from tests.helpers.settings import HASH_KEY
 
 FORM = {
     "enabled": "on",

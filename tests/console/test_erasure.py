@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from tally.limits.checks import subject_keys
 from tally.models import AuditEntry, EndUser
-from tests.console_client import text
-from tests.erasure_support import (
+from tests.helpers.console import text
+from tests.helpers.erasure import (
     EMAIL,
     IDENTIFIERS,
     USER,
@@ -22,14 +22,12 @@ from tests.erasure_support import (
     personal_values,
 )
 
-pytest_plugins = ["tests.console_support"]
-
 FORM = 'name="confirm"'
 
 
 @pytest.fixture
 def person(app, db):
-    """The user to erase (tests/erasure_support.py)."""
+    """The user to erase (tests.helpers.erasure)."""
     return build_person(db)
 
 

@@ -11,10 +11,8 @@ from sqlalchemy import select
 from tally.db import utcnow
 from tally.end_users.directory import upsert_end_user, upsert_identifier
 from tally.models import AuditEntry
-from tests.console_client import text
-from tests.support import record_traffic
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
+from tests.helpers.rows import record_traffic
 
 
 @pytest.fixture

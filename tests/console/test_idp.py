@@ -11,11 +11,8 @@ from sqlalchemy import select
 
 from tally.models import ApiKey, AuditEntry
 from tally.verification.idp import active_idp
-from tests.console_client import text
-from tests.idp_support import ISSUER
-from tests.test_console_keys import SECRET
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import SECRET, text
+from tests.helpers.identity_provider import ISSUER
 
 
 @pytest.fixture
@@ -90,7 +87,7 @@ def test_the_key_page_sets_and_shows_user_token_and_origins(admin, db, client):
 
 
 def test_identities_show_which_users_were_verified(admin, tally, idp, user_key):
-    from tests.idp_support import call
+    from tests.helpers.identity_provider import call
 
     assert call(tally, idp.token(sub="user_real"), user_key).status_code == 200
     assert call(tally, None, user="user_claimed").status_code == 200

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from sqlalchemy import select
 
 from tally.models import ApiKey, AuditEntry
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support"]
-
-SECRET = re.compile(r'id="new-key" readonly value="(tly_[^"]+)"')
+from tests.helpers.console import SECRET, text
 
 
 def api_status(client, secret: str) -> int:

@@ -8,11 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from tally.models import AuditEntry, EndUser
-from tests.console_client import Console, text
-from tests.limits_support import set_limits
-from tests.support import chat
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.api import chat
+from tests.helpers.console import Console, text
+from tests.helpers.limits import set_limits
 
 
 def test_the_page_shows_the_shipped_default_and_login_throttling(admin):

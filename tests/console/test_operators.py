@@ -6,9 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from tally.models import AuditEntry, Operator
-from tests.console_client import PASSWORD, Console, text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import PASSWORD, Console, text
 
 
 def operator(db, email: str) -> Operator:

@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from tally.end_users.directory import upsert_end_user, upsert_identifier
-from tests.console_client import text
+from tests.helpers.console import text
 
-pytest_plugins = ["tests.console_support"]
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["/", "/config", "/identities", "/usage", "/keys", "/limits", "/audit", "/operators"]
 # page -> the id of the fragment its HTMX requests get
 FRAGMENTS = {
@@ -167,6 +165,6 @@ def test_nul_characters_are_a_bad_request_not_a_500(admin, method, path, data):
 
 
 def test_nul_in_a_login_is_a_bad_request(app):
-    from tests.console_client import Console
+    from tests.helpers.console import Console
 
     assert Console(app).login("a\x00@example.com", "x").status_code == 400

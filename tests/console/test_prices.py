@@ -9,10 +9,8 @@ from sqlalchemy import select
 
 from tally.db import utcnow
 from tally.models import AuditEntry, EndUser, ModelPrice, RequestLog
-from tests.console_client import text
-from tests.support import record_traffic
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
+from tests.helpers.rows import record_traffic
 
 
 def prices(db) -> dict[str, tuple]:

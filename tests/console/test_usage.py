@@ -10,10 +10,8 @@ import pytest
 
 from tally.db import utcnow
 from tally.end_users.directory import upsert_end_user
-from tests.console_client import text
-from tests.support import record_traffic
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
+from tests.helpers.rows import record_traffic
 
 
 @pytest.fixture

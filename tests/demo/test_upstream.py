@@ -7,7 +7,7 @@ import urllib3
 
 from tally.demo import upstream as demo
 from tally.proxy.upstream import UpstreamClient
-from tests.support import request_rows
+from tests.helpers.rows import request_rows
 
 
 def test_demo_models_over_http(client):

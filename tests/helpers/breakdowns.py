@@ -2,7 +2,7 @@
 (the API's path): three users with different profiles, anonymous traffic, two API keys,
 March 2026 whole plus two days either side, and rows just outside the range.
 
-The ``workload`` fixture that records them is in tests.breakdown_support.
+The ``workload`` fixture that records them is in tests.plugins.breakdowns.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The console's test client: logs in and sends the CSRF token the way the browser does
-(from the page's meta tag). Fixtures built on it are in tests/console_support.py."""
+(from the page's meta tag). Fixtures built on it are in tests.plugins.console."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 
 PASSWORD = "correct horse battery"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+SECRET = re.compile(r'id="new-key" readonly value="(tly_[^"]+)"')  # a new key, shown once
 
 
 class Console:

@@ -2,7 +2,7 @@
 identifiers, request rows (one with an error quoting the identifier and a generation
 id), audit entries naming them (a search, a trace, a profile view, a limit override and
 reset, a bound key), beside a bystander who must stay untouched. Used by
-tests/test_erasure.py and tests/test_console_erasure.py (their ``person`` fixtures)."""
+tests/privacy/test_erasure.py and tests/console/test_erasure.py (their ``person`` fixtures)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tally.keys.api_keys import create_api_key
 from tally.limits.policy_store import reset_user, set_policy
 from tally.models import DailyModelTotal, DailyTotal, EndUser, MonthlyUserTotal
 from tally.usage.records import CallRecord, Outcome, record_calls
-from tests.test_totals import assert_same, fresh_aggregate, stored
+from tests.helpers.totals import assert_same, fresh_aggregate, stored
 
 USER = "zelda-7f3q"
 NAME = "Zelda Quintero"
@@ -42,6 +42,7 @@ class Person:
 
 
 def user_call(user: str, identifier: str, minutes: int, key_id: int, **outcome) -> tuple:
+    """One call of ``user`` (USER with a full profile) ``minutes`` after START."""
     profile = {
         "display_name": NAME,
         "email": EMAIL,

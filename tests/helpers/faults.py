@@ -1,6 +1,6 @@
-"""The fault harness: a loopback TCP proxy a test can cut and restore, Tally under
-gunicorn on a database of the test's choosing, and a steady load that notes every
-answer's status and X-Request-Id.
+"""The fault harness: a loopback TCP proxy a test can cut and restore, a steady load that
+notes every answer's status and X-Request-Id, and a burst of concurrent calls. Tally
+under gunicorn, which they run against, is started by tests.helpers.gunicorn.
 
 The proxy stands between Tally and PostgreSQL (or Redis): cutting it closes every open
 connection and refuses new ones at once, as a database that restarts or fails over
@@ -10,20 +10,14 @@ does, without ever touching the machine's servers. Also used by bench/chaos.py.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.loopback import listener
 
 
 class TcpProxy:
@@ -31,7 +25,7 @@ class TcpProxy:
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = listener()
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -96,72 +90,6 @@ def _shut(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (gunicorn binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gunicorn(env: dict[str, str], workers: int = 1, stderr=None) -> subprocess.Popen:
-    """gunicorn with gunicorn.conf.py and ``env`` (TALLY_DATABASE_URL, TALLY_UPSTREAM_URL,
-    TALLY_INSTANCE_PATH …) on a free port; ``proc.url`` once /healthz answers. Its log
-    goes to ``stderr`` (a file), else nowhere."""
-    port = free_port()
-    full = {**os.environ, **env, "TALLY_BIND": f"127.0.0.1:{port}"}
-    full["TALLY_WORKERS"] = str(workers)
-    full.pop("TALLY_USAGE_WRITES", None)  # as in production: background writes
-    # what a master exports to its own children, never inherited from another
-    for name in ("TALLY_USAGE_SOCKET", "TALLY_LIMITS_DB"):
-        full.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=full,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr or subprocess.DEVNULL,
-    )
-    proc.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(proc.url + "/healthz", timeout=5)
-            return proc
-        except requests.RequestException:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc)
-                raise RuntimeError("gunicorn did not start") from None
-            time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
-    """SIGTERM (a graceful stop), SIGKILL if it takes longer than ``timeout``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-def writer_pids(master_pid: int) -> list[int]:
-    """The usage writer processes among the children of gunicorn's master."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == master_pid and b"tally.usage.writer.process" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 @dataclass
@@ -230,11 +158,15 @@ class Load:
         return response.status_code, response.headers.get("X-Request-Id")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1) -> object:
-    """Poll ``predicate`` until truthy or ``timeout``; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
+def fire(url: str, key: str, users: list[str], total: int, threads: int = 24) -> list[int]:
+    """``total`` chat requests at once from ``threads`` clients; their statuses."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    def one(index: int) -> int:
+        headers = {"Authorization": f"Bearer {key}", "X-Tally-User": users[index % len(users)]}
+        return requests.post(
+            url + "/v1/chat/completions", json=body, headers=headers, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(total)))

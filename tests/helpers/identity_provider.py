@@ -1,25 +1,21 @@
 """A tiny identity provider for the tests: a JWKS server on loopback with keys made in
-the test (RSA, EC P-256, Ed25519), and tokens signed with them.
-
-Import the fixtures into a test module: ``from tests.idp_support import idp  # noqa``.
+the test (RSA, EC P-256, Ed25519), tokens signed with them, and calls that carry them.
+Its fixtures (``jwks``, ``idp``, ``user_key``) are in tests.plugins.identity_provider.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from werkzeug.wrappers import Request, Response
 
-from tally.keys.api_keys import create_api_key
-from tally.verification.idp import save_idp
-from tests.support import chat
+from tests.helpers.api import chat
+from tests.helpers.loopback import LoopbackServer
 
 ISSUER = "https://clerk.example.test"
 ORIGIN = "http://app.example.test"
@@ -53,28 +49,17 @@ class JwksServer:
         self.keys = dict(_KEYS)
         self.fetches = 0
         self.down = False
-        server = self
+        self.server = LoopbackServer(self.wsgi)
+        self.url = self.server.url + "/jwks.json"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                server.fetches += 1
-                if server.down or self.path != "/jwks.json":
-                    self.send_response(503 if server.down else 404)
-                    self.end_headers()
-                    return
-                body = json.dumps(server.document()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/jwks.json"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+    def wsgi(self, environ, start_response):
+        """Answer a fetch: the key set, 503 while down, 404 for any other path."""
+        self.fetches += 1
+        if self.down or Request(environ).path != "/jwks.json":
+            response = Response(status=503 if self.down else 404)
+        else:
+            response = Response(json.dumps(self.document()), mimetype="application/json")
+        return response(environ, start_response)
 
     def document(self) -> dict:
         """The JWKS the provider publishes now."""
@@ -101,33 +86,7 @@ class JwksServer:
 
     def close(self) -> None:
         """Stop serving."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-@pytest.fixture
-def jwks():
-    """The test identity provider's JWKS server."""
-    server = JwksServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def idp(tally, jwks):
-    """The served Tally configured with the test identity provider; returns the JWKS
-    server (tokens: ``idp.token(...)``)."""
-    with tally.flask_app.extensions["tally"].sessions() as session:
-        save_idp(session, {"issuer": ISSUER, "jwks_url": jwks.url}, "test")
-    return jwks
-
-
-@pytest.fixture
-def user_key(tally):
-    """A --user-token key of the served Tally, with one allowed origin."""
-    with tally.flask_app.extensions["tally"].sessions() as session:
-        _, raw = create_api_key(session, "spa", "test", user_token=True, origins=[ORIGIN])
-    return raw
+        self.server.close()
 
 
 def call(tally, token=None, key=None, **body):

@@ -1,33 +1,17 @@
-"""Small helpers shared by the API tests."""
+"""Arranging and reading the database as the tests do: a tracking-config revision, the
+rows Tally wrote (request log, end users, identifiers), and traffic recorded as the API
+records it."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
-import requests
 from sqlalchemy import select
 
 from tally.end_users.claims import EndUserClaim
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
 from tally.tracking.config import active_config, save_config
 from tally.usage.records import CallRecord, Outcome, record_calls
-
-MESSAGES = [{"role": "user", "content": "Hi there"}]
-BASE = {"model": "openai/gpt-4o-mini", "messages": MESSAGES}
-
-
-def chat(server, body=None, *, key=None, headers=None, stream=False, **extra):
-    """POST a chat completion to Tally over HTTP; ``stream`` sets the body's ``stream``
-    and reads the answer as it arrives."""
-    if stream:
-        extra["stream"] = True
-    payload = {**BASE, **extra} if body is None else body
-    sent = {"Authorization": f"Bearer {key or server.key}", **(headers or {})}
-    kwargs = {"data": payload} if isinstance(payload, bytes | str) else {"json": payload}
-    return requests.post(
-        f"{server.url}/v1/chat/completions", headers=sent, stream=stream, timeout=10, **kwargs
-    )
 
 
 def configure(flask_app, **fields) -> int:
@@ -59,16 +43,6 @@ def identifiers(flask_app) -> list[UpstreamIdentifier]:
         for row in found:
             _ = row.user
         return list(found)
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    """Poll until ``predicate()`` is truthy (rows written after a stream ends); return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def record_traffic(session, calls: list[dict]) -> None:

@@ -17,9 +17,9 @@ from tally.limits import engine
 from tally.limits.storage.counter_file import create, remove
 from tally.limits.storage.lmdb_file import LMDBStorage
 from tally.limits.storage.lmdb_plans import LMDBPlans
-from tests.console_client import Console
-from tests.limits_support import Clock, set_limits
-from tests.support import chat
+from tests.helpers.api import chat
+from tests.helpers.console import Console
+from tests.helpers.limits import Clock, set_limits
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from tally.limits.storage.registry import SWEEP_BATCH, LocalStorage
-from tests.limits_support import Clock
+from tests.helpers.limits import Clock
 
 
 def test_moving_window_is_exact_to_the_second():

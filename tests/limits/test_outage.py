@@ -12,9 +12,9 @@ import pytest
 
 from tally.limits.runtime import runtime_of
 from tally.limits.storage.lmdb_file import LMDBStorage
-from tests.faults import TcpProxy
-from tests.limits_support import forget_counters, forget_redis_counters, set_limits
-from tests.support import chat
+from tests.helpers.api import chat
+from tests.helpers.faults import TcpProxy
+from tests.helpers.limits import forget_counters, forget_redis_counters, set_limits
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
 

@@ -12,7 +12,7 @@ from limits.storage import storage_from_string
 from tally.limits import engine
 from tally.limits.storage.redis_plans import RedisPlans, plans_for
 from tally.limits.storage.registry import LocalStorage
-from tests.limits_support import Clock
+from tests.helpers.limits import Clock
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_URL")

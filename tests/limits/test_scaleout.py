@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tally.keys.api_keys import create_api_key
-from tests.fakes import completion
-from tests.limits_support import forget_counters, forget_redis_counters, set_limits
-from tests.support import chat
+from tests.helpers.api import chat
+from tests.helpers.limits import forget_counters, forget_redis_counters, set_limits
+from tests.helpers.payloads import completion
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("TALLY_TEST_DATABASE_URL") and os.environ.get("TALLY_TEST_REDIS_URL")),

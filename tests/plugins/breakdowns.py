@@ -1,14 +1,11 @@
-"""The ``workload`` fixture: tests.breakdown_data's CALLS recorded with two API keys.
-
-A module loads it with ``pytest_plugins = ["tests.breakdown_support"]``.
-"""
+"""The ``workload`` fixture: tests.helpers.breakdowns's CALLS recorded with two API keys."""
 
 from __future__ import annotations
 
 import pytest
 
 from tally.keys.api_keys import create_api_key
-from tests.breakdown_data import CALLS, record
+from tests.helpers.breakdowns import CALLS, record
 
 
 @pytest.fixture

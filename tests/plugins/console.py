@@ -1,7 +1,5 @@
-"""Fixtures for the console's tests: operators and logged-in console clients.
-
-A test module loads them with ``pytest_plugins = ["tests.console_support"]``.
-"""
+"""Fixtures for the console's tests: operators and logged-in console clients
+(tests.helpers.console)."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from argon2 import PasswordHasher
 
 from tally.operators import accounts as operators
 from tally.operators.accounts import create_operator
-from tests.console_client import PASSWORD, Console
+from tests.helpers.console import PASSWORD, Console
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
 from tally.privacy.erasure import erase_user, erasure_ref
 from tally.privacy.redaction import REDACTED, Needles, redact_entry
 from tally.usage.records import record_calls
-from tests.conftest import HASH_KEY
-from tests.erasure_support import (
+from tests.helpers.erasure import (
     EMAIL,
     IDENTIFIERS,
     NAME,
@@ -32,7 +31,8 @@ from tests.erasure_support import (
     personal_values,
     user_call,
 )
-from tests.limits_support import forget_redis_counters
+from tests.helpers.limits import forget_redis_counters
+from tests.helpers.settings import HASH_KEY
 
 REF = erasure_ref(HASH_KEY.encode(), USER)
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
@@ -40,7 +40,7 @@ REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
 
 @pytest.fixture
 def person(app, db):
-    """The user to erase (tests/erasure_support.py)."""
+    """The user to erase (tests.helpers.erasure)."""
     return build_person(db)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ import requests
 
 from tally.errors import UpstreamError, UpstreamTimeout
 from tally.proxy.upstream import UpstreamClient
+from tests.helpers.loopback import free_port, listener
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -41,7 +41,7 @@ class RawServer:
         self.scripts = list(scripts)
         self.received: list[bytes] = []
         self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = listener()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -173,11 +173,8 @@ def test_a_compressed_answer_is_decoded():
 
 
 def test_an_unreachable_upstream():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once the socket closes
     with pytest.raises(UpstreamError) as failure:
-        chat(UpstreamClient(f"http://127.0.0.1:{port}/v1", None, 5))
+        chat(UpstreamClient(f"http://127.0.0.1:{free_port()}/v1", None, 5))
     assert failure.type is UpstreamError
     assert failure.value.message == "The upstream could not be reached (ConnectionError)."
     assert (failure.value.status, failure.value.code) == (502, "upstream_unreachable")
@@ -190,7 +187,7 @@ def test_an_upstream_that_hangs_up_without_answering():
 
 
 def test_a_tls_failure_is_an_ssl_error():
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = listener()
 
     def answer_in_plain_text():
         conn, _ = sock.accept()

@@ -12,9 +12,7 @@ from sqlalchemy import delete, select
 
 from tally.models import ApiKey, EndUser, RequestLog
 from tally.reports.breakdowns import BreakdownError, columns, grouped_rows, row_cursor
-from tests.breakdown_data import CY, END, EXPECTED, START, figures, record
-
-pytest_plugins = ["tests.breakdown_support"]
+from tests.helpers.breakdowns import CY, END, EXPECTED, START, figures, record
 
 
 @pytest.mark.parametrize("group_by", sorted(EXPECTED))

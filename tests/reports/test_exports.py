@@ -9,9 +9,7 @@ import pytest
 from tally.reports import exports
 from tally.reports.breakdowns import BreakdownError, columns, grouped_rows
 from tally.reports.exports import csv_chunks, export_chunks, json_chunks
-from tests.breakdown_data import END, EXPECTED, START
-
-pytest_plugins = ["tests.breakdown_support"]
+from tests.helpers.breakdowns import END, EXPECTED, START
 
 ROWS = [
     {"tag": None, "requests": 1, "cost_usd": 0.5},

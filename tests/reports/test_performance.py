@@ -15,9 +15,7 @@ from tally.models import AuditEntry, EndUser
 from tally.reports import performance
 from tally.reports.performance import percentile, percentiles, user_performance
 from tally.usage.records import CallRecord, Outcome, record_calls
-from tests.console_client import text
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import text
 
 
 def _call(user, when, latency, ttft=None, status=200, prompt=10, cached=0):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tally.end_users.claims import EndUserClaim
 from tally.reports import ranking
 from tally.usage.records import CallRecord, Outcome, record_calls
-from tests.conftest import reset_database
+from tests.helpers.database import reset_database
 
 FIRST_DAY = datetime(2026, 1, 20, 12, 0)
 

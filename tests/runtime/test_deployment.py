@@ -9,9 +9,7 @@ import pytest
 
 from tally.operators.accounts import create_operator, set_operator_active
 from tally.settings import SettingsError, load_settings
-from tests.console_client import PASSWORD, Console
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import PASSWORD, Console
 
 
 def _operator(app, role: str = "admin") -> str:

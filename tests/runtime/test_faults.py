@@ -1,4 +1,4 @@
-"""Faults under load, through the shipped gunicorn config (tests/faults.py): the
+"""Faults under load, through the shipped gunicorn config (tests.helpers.faults): the
 database cut for 5 s, the SQLite file locked for 5 s, the usage writer process killed,
 the instance stopped with streams open. Whatever happens: no 500, and every answered
 call has exactly one row once the database (or the writer) is back."""
@@ -22,21 +22,18 @@ from tally import schema
 from tally.db import make_engine, make_session_factory
 from tally.keys.api_keys import create_api_key
 from tally.models import RequestLog, UpstreamIdentifier
-from tests.conftest import HASH_KEY
-from tests.faults import Load, TcpProxy, start_gunicorn, stop, wait_until, writer_pids
-from tests.test_totals import TABLES, assert_same, fresh_aggregate, stored
+from tally.usage.totals import TABLES
+from tests.helpers.faults import Load, TcpProxy
+from tests.helpers.gunicorn import start_gunicorn, stop, tally_env, writer_pids
+from tests.helpers.totals import assert_same, fresh_aggregate, stored
+from tests.helpers.waiting import wait_for
 
 ON_POSTGRES = (os.environ.get("TALLY_TEST_DATABASE_URL") or "").startswith("postgresql")
 
 
 def gunicorn_env(database_url: str, instance: Path) -> dict[str, str]:
     """Tally on ``database_url`` and the demo upstream, with its own instance folder."""
-    return {
-        "TALLY_DATABASE_URL": database_url,
-        "TALLY_INSTANCE_PATH": str(instance),
-        "TALLY_HASH_KEY": HASH_KEY,
-        "TALLY_SECRET_KEY": "test-secret-key",
-    }
+    return tally_env(database_url, TALLY_INSTANCE_PATH=str(instance))
 
 
 def recorded(engine) -> Counter:
@@ -58,13 +55,13 @@ def assert_all_recorded(engine, load: Load, instance: Path, timeout: float = 25)
         rows = recorded(engine)
         return rows if set(answered) <= set(rows) else None
 
-    rows = wait_until(complete, timeout)
+    rows = wait_for(complete, timeout, step=0.1)
     assert rows, f"{len(set(answered) - set(recorded(engine)))} answered calls have no row"
     assert max(rows.values()) == 1
     with engine.connect() as conn:
         counted = conn.scalar(select(func.sum(UpstreamIdentifier.request_count)))
     assert counted == sum(rows.values())
-    assert wait_until(lambda: not list(instance.glob("usage-spool/*.spool")), 10)
+    assert wait_for(lambda: not list(instance.glob("usage-spool/*.spool")), 10, step=0.1)
     with Session(engine) as session:  # replays counted once in the daily totals too
         for table in TABLES:
             assert_same(fresh_aggregate(session, table), stored(session, table))
@@ -190,7 +187,9 @@ def test_sigkill_of_the_writer_process_loses_no_answered_row(app, make_key, data
 
     def kill() -> None:
         os.kill(writer, signal.SIGKILL)
-        restarted = wait_until(lambda: [p for p in writer_pids(proc.pid) if p != writer], 10)
+        restarted = wait_for(
+            lambda: [p for p in writer_pids(proc.pid) if p != writer], 10, step=0.1
+        )
         assert restarted, "the usage writer process was not started again"
 
     try:

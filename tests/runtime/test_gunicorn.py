@@ -7,17 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import requests
 from sqlalchemy import create_engine
 
-from tests.fakes import chunks
-from tests.support import request_rows
+from tests.helpers.gunicorn import COMMAND, ROOT
+from tests.helpers.payloads import chunks
+from tests.helpers.rows import request_rows
 
-ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i} " for i in range(10)]
 
 
@@ -94,7 +92,7 @@ def test_a_locked_database_does_not_stall_the_api(gunicorn, upstream, app, make_
 def test_a_bad_server_setting_stops_gunicorn_with_one_line_naming_it():
     env = {**os.environ, "TALLY_WORKERS": "two"}
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        COMMAND,
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -8,9 +8,10 @@ import requests
 
 from tally.keys.api_keys import create_api_key
 from tally.verification.idp import save_idp
-from tests.fakes import chunks
-from tests.idp_support import ISSUER
-from tests.support import request_rows, wait_for
+from tests.helpers.identity_provider import ISSUER
+from tests.helpers.payloads import chunks
+from tests.helpers.rows import request_rows
+from tests.helpers.waiting import wait_for
 
 
 def test_a_user_token_key_streams_under_gunicorn(gunicorn, upstream, app, jwks):

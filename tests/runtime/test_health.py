@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app import create_app
 from tally.logs import JsonFormatter, Redactor, configure_logging
-from tests.conftest import HASH_KEY
+from tests.helpers.settings import HASH_KEY
 
 
 def test_healthz_says_the_process_is_alive(client):

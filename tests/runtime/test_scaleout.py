@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from tally.keys.api_keys import create_api_key, revoke_api_key
 from tally.models import RequestLog, UpstreamIdentifier
-from tests.limits_support import forget_counters, forget_redis_counters
-from tests.support import chat, configure
+from tests.helpers.api import chat
+from tests.helpers.limits import forget_counters, forget_redis_counters
+from tests.helpers.rows import configure
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("TALLY_TEST_DATABASE_URL") and os.environ.get("TALLY_TEST_REDIS_URL")),

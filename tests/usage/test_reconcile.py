@@ -18,8 +18,11 @@ from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestL
 from tally.usage import reconcile
 from tally.usage.generations import GenerationClient, read_generation
 from tally.usage.reconcile import MAX_ATTEMPTS, Reconciler, reconcile_pass
-from tests.fakes import FakeUpstream, chunks
-from tests.support import chat, request_rows, wait_for
+from tests.helpers.api import chat
+from tests.helpers.payloads import chunks
+from tests.helpers.rows import request_rows
+from tests.helpers.upstream import FakeUpstream
+from tests.helpers.waiting import wait_for
 
 GEN = "gen-fake-2"  # the id of the fake upstream's stream chunks
 FOUND = {
@@ -48,10 +51,11 @@ class GenerationUpstream(FakeUpstream):
         self.asked: list[tuple[str, str]] = []  # (id, Authorization header)
         super().__init__()
 
-    def _app(self, environ, start_response):
+    def wsgi(self, environ, start_response):
+        """The generation endpoint; anything else as the fake upstream answers it."""
         request = Request(environ)
         if not request.path.endswith("/generation"):
-            return super()._app(environ, start_response)
+            return super().wsgi(environ, start_response)
         gen_id = request.args.get("id", "")
         self.asked.append((gen_id, request.headers.get("Authorization", "")))
         queue = self.answers.get(gen_id)

@@ -103,7 +103,7 @@ def test_a_live_process_segment_is_left_alone_a_dead_one_is_adopted(tmp_path):
 
 _HOLD = """
 import sys
-from tests.test_spool import item
+from tests.usage.test_spool import item
 from tally.usage.writer.spool import Spool
 spool = Spool(sys.argv[1], 1 << 20)
 spool.append([item("orphan")])

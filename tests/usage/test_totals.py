@@ -5,10 +5,8 @@ groups included."""
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from datetime import datetime, timedelta
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
@@ -21,8 +19,8 @@ from tally.keys.api_keys import create_api_key
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
 from tally.usage import records as usage
 from tally.usage.records import CallRecord, Outcome, record_calls
-from tally.usage.totals import SUMS, TABLES, group_key, row_sums
-from tests.conftest import empty_database, reset_database
+from tests.helpers.database import empty_database, reset_database
+from tests.helpers.totals import assert_same, fresh_aggregate, stored
 
 START = datetime(2026, 1, 30, 20, 0)  # the workload crosses a day and a month
 
@@ -65,34 +63,6 @@ def _call(spec: dict, key_ids: list[int]) -> tuple[CallRecord, Outcome, datetime
     }
     outcome = Outcome(status=spec["status"], usage=usage)
     return call, outcome, START + timedelta(minutes=spec["minutes"])
-
-
-def fresh_aggregate(session, table) -> dict[tuple, tuple]:
-    """The request log added up from scratch, keyed like ``table``."""
-    found: dict[tuple, list] = defaultdict(lambda: [0] * len(SUMS))
-    for log in session.scalars(select(RequestLog)):
-        row = {c.name: getattr(log, c.key) for c in RequestLog.__table__.columns}
-        key = group_key(row)
-        acc = found[tuple(key[name] for name in TABLES[table])]
-        for n, value in enumerate(row_sums(row)):
-            acc[n] += value
-    return {key: tuple(sums) for key, sums in found.items()}
-
-
-def stored(session, table) -> dict[tuple, tuple]:
-    """What ``table`` holds, keyed by its key columns."""
-    names = TABLES[table]
-    return {
-        tuple(row._mapping[n] for n in names): tuple(row._mapping[s] for s in SUMS)
-        for row in session.execute(select(table))
-    }
-
-
-def assert_same(expected: dict, actual: dict) -> None:
-    assert expected.keys() == actual.keys()
-    for key, sums in expected.items():
-        assert actual[key][:-1] == sums[:-1], key  # counts and tokens: exactly
-        assert actual[key][-1] == pytest.approx(sums[-1], rel=1e-9, abs=1e-9), key  # cost
 
 
 @settings(

@@ -19,7 +19,7 @@ from tally.end_users.claims import EndUserClaim
 from tally.usage.records import CallRecord, Outcome
 from tally.usage.writer import wire as writer_socket
 from tally.usage.writer.wire import FRAME, decode_batch, encode_batch
-from tests.support import request_rows
+from tests.helpers.rows import request_rows
 
 
 def test_a_batch_crosses_the_socket_unchanged():

@@ -16,7 +16,7 @@ from tally.verification.jwks import (
     fetch_jwks,
     signing_keys,
 )
-from tests.idp_support import call, expect_401
+from tests.helpers.identity_provider import call, expect_401
 
 
 class Clock:
