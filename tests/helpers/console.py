@@ -32,8 +32,13 @@ class Console:
         """Post the login form; the session (and its CSRF token) is new afterwards."""
         data = {"email": email, "password": password, "csrf_token": self.csrf_token(), **extra}
         response = self.client.post("/login", data=data)
-        self._token = None
+        self.session_renewed()
         return response
+
+    def session_renewed(self) -> None:
+        """Forget the CSRF token: the session is new (a login, a password change), and
+        the next form reads the new session's token from a page, as a browser would."""
+        self._token = None
 
     def get(self, url: str, htmx: bool = False, **kwargs):
         """GET, as HTMX (``HX-Request: true``) when ``htmx``."""

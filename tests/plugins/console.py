@@ -17,7 +17,7 @@ from tests.helpers.console import PASSWORD, Console
 def fast_passwords(monkeypatch):
     """Cheap argon2 parameters: the real ones cost a quarter second a hash, by design."""
     monkeypatch.setattr(
-        operators, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+        operators, "hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
     )
 
 

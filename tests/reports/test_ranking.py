@@ -8,8 +8,10 @@ from datetime import date, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from tally.end_users.claims import EndUserClaim
+from tally.models import EndUser
 from tally.reports import ranking
 from tally.usage.records import CallRecord, Outcome, record_calls
 from tests.helpers.database import reset_database
@@ -52,10 +54,26 @@ def test_top_users_equal_a_full_ranking(app, workload, limit, span):
         assert ranking.top_users(session, start, end, limit) == everyone[:limit]
 
 
-def test_months_of_a_range():
-    assert ranking._months(date(2026, 11, 15), date(2027, 2, 1)) == [
-        date(2026, 11, 1),
-        date(2026, 12, 1),
-        date(2027, 1, 1),
-        date(2027, 2, 1),
+def test_a_range_across_a_year_reads_every_month_it_touches(db):
+    """One user's spend in each month of 2026-11-15..2027-02-01, the last on its last
+    day: a month the ranking skipped would leave its user out."""
+    spend = {
+        "nov": (datetime(2026, 11, 15), 1.0),
+        "dec": (datetime(2026, 12, 31, 23), 2.0),
+        "jan": (datetime(2027, 1, 1), 3.0),
+        "feb": (datetime(2027, 2, 1, 23), 4.0),
+        "before": (datetime(2026, 11, 14), 9.0),  # in November's totals, not in the range
+    }
+    batch = [
+        (
+            CallRecord(uuid.uuid4().hex, None, EndUserClaim(user, "user"), None, None, "m", False),
+            Outcome(usage={"cost": cost}),
+            when,
+        )
+        for user, (when, cost) in spend.items()
     ]
+    record_calls(db, batch)
+    names = dict(db.execute(select(EndUser.id, EndUser.external_id)).all())
+    for limit in (1, 2, 3, 4):
+        ranked = ranking.top_users(db, date(2026, 11, 15), date(2027, 2, 1), limit)
+        assert [names[user_id] for user_id, _ in ranked] == ["feb", "jan", "dec", "nov"][:limit]

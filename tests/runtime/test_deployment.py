@@ -95,7 +95,7 @@ def test_a_password_change_ends_every_other_session(app, make_console):
     assert changed.status_code == 303, changed.get_data(as_text=True)
     assert admin.get("/").status_code == 200  # this session continues
     assert thief.get("/").status_code == 302
-    admin._token = None  # the session was renewed, with a new CSRF token
+    admin.session_renewed()
     wrong = admin.post(
         "/account/password", {"current_password": "nope", "new_password": "another one!"}
     )

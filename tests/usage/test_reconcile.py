@@ -16,8 +16,8 @@ from werkzeug.wrappers import Request, Response
 
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
 from tally.usage import reconcile
-from tally.usage.generations import GenerationClient, read_generation
-from tally.usage.reconcile import MAX_ATTEMPTS, Reconciler, reconcile_pass
+from tally.usage.generations import GenerationClient
+from tally.usage.reconcile import MAX_ATTEMPTS, PassReport, Reconciler, reconcile_pass
 from tests.helpers.api import chat
 from tests.helpers.payloads import chunks
 from tests.helpers.rows import request_rows
@@ -182,15 +182,28 @@ def test_the_waits_grow_and_sum_to_hours():
     assert 1 * 3600 < sum(waits) < 3 * 3600
 
 
+class OvertakenClient:
+    """A generation client through which, at the first ask, another reconciler (a second
+    worker, a cron'd CLI) runs a whole pass: it reads the same rows and applies them
+    before the pass that asked, which read them first, gets its answer."""
+
+    def __init__(self, sessions, client: GenerationClient):
+        self.sessions, self.client = sessions, client
+        self.overtaken: PassReport | None = None
+
+    def fetch(self, generation_id: str):
+        """Let the other reconciler finish first, then answer as the upstream does."""
+        if self.overtaken is None:
+            self.overtaken = reconcile_pass(self.sessions, self.client, due_only=False)
+        return self.client.fetch(generation_id)
+
+
 def test_two_reconcilers_never_apply_one_delta_twice(tally, upstream, estimated):
-    upstream.answers[GEN] = deque([(200, FOUND)])
-    table = RequestLog.__table__
-    columns = [table.c[name] for name in reconcile._COLUMNS]
-    with sessions(tally)() as session:
-        stale = session.execute(select(*columns)).one()  # what both read before either wrote
-    generation = read_generation(FOUND)
-    assert reconcile._apply(sessions(tally), stale, generation) is True
-    assert reconcile._apply(sessions(tally), stale, generation) is False
+    upstream.answers[GEN] = deque([(200, FOUND), (200, FOUND)])
+    racing = OvertakenClient(sessions(tally), client(upstream))
+    report = reconcile_pass(sessions(tally), racing, due_only=False)
+    assert racing.overtaken.reconciled == 1
+    assert (report.reconciled, report.lines) == (0, [f"{GEN}: already reconciled elsewhere"])
     assert figures(tally)["daily_totals"] == (9, 5, 3, 14, 0.0012)
 
 
