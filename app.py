@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from tally.errors import ServiceUnavailable
+from tally.errors import DatabaseUnavailable
 from tally.logs import AccessLog, configure_logging
 from tally.runtime.process import build_runtime
 from tally.settings import default_instance_path, load_settings
@@ -23,7 +23,7 @@ DATABASE_UNAVAILABLE = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
-    ServiceUnavailable,
+    DatabaseUnavailable,
 )
 
 

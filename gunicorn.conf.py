@@ -110,5 +110,5 @@ def worker_exit(server, worker):
     """Hand over (or write) the usage rows still queued before the worker process ends."""
     app = getattr(worker, "wsgi", None)
     runtime = getattr(app, "extensions", {}).get("tally") if app is not None else None
-    if runtime is not None and runtime.writer is not None:
-        runtime.writer.close()
+    if runtime is not None:
+        runtime.usage.close()

@@ -28,7 +28,7 @@ from tally.end_users.claims import EndUserClaim  # noqa: E402
 from tally.keys.api_keys import AuthenticatedKey  # noqa: E402
 from tally.limits.admission import Admission, admit  # noqa: E402
 from tally.limits.policy_store import set_policy  # noqa: E402
-from tally.limits.runtime import make_storage, runtime_of  # noqa: E402
+from tally.limits.runtime import make_storage  # noqa: E402
 from tally.limits.storage.counter_file import create, remove  # noqa: E402
 from tally.limits.storage.lmdb_file import LMDBStorage  # noqa: E402
 
@@ -37,15 +37,15 @@ USERS = 5000
 
 def measure(flask_app, requests: int) -> list[float]:
     """Microseconds per ``admit`` call, users in turn (a first pass warms every counter)."""
-    runtime = flask_app.extensions["tally"]
+    limits = flask_app.extensions["tally"].limits
     key = AuthenticatedKey(1, "bench", None)
     claims = [EndUserClaim(f"user-{i}", "user") for i in range(USERS)]
     for claim in claims:  # first sight: counters rebuilt from the (empty) request log
-        admit(runtime, key, claim, Admission())
+        admit(limits, key, claim, Admission())
     took = []
     for index in range(requests):
         started = time.perf_counter()
-        admit(runtime, key, claims[index % USERS], Admission())
+        admit(limits, key, claims[index % USERS], Admission())
         took.append((time.perf_counter() - started) * 1e6)
     return took
 
@@ -90,7 +90,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="tally-limits-bench-")
     flask_app = create_app({"INSTANCE_PATH": folder, "TALLY_LOG_FORMAT": "text"})
     schema.upgrade(flask_app.extensions["tally"].engine)
-    limits_runtime = runtime_of(flask_app.extensions["tally"])
+    limits_runtime = flask_app.extensions["tally"].limits
     rows = []
 
     def run(name: str) -> None:

@@ -20,8 +20,8 @@ from tally.db import is_unavailable
 from tally.errors import (
     AuthenticationFailed,
     BodyTooLarge,
-    InvalidRequest,
-    ServiceUnavailable,
+    DatabaseUnavailable,
+    InvalidInput,
     TallyError,
 )
 from tally.keys.api_keys import AuthenticatedKey, authenticate
@@ -30,6 +30,7 @@ from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.endpoints.chat import ChatCompletions
 from tally.proxy.endpoints.embeddings import Embeddings
 from tally.proxy.endpoints.responses import Responses
+from tally.proxy.openai_errors import error_headers, error_object, status_of
 from tally.proxy.pipeline import limit_headers, proxy
 from tally.runtime.process import Runtime
 
@@ -76,20 +77,19 @@ def models():
     """The upstream's model list."""
     key = _require_key()
     verified_user(key)
-    result = list_models(_runtime())
-    result.headers.update(limit_headers(_runtime(), key, {}, request.headers.get("X-Tally-User")))
+    result = list_models(_runtime().upstream)
+    headers = limit_headers(_runtime().pipeline, key, {}, request.headers.get("X-Tally-User"))
+    result.headers.update(headers)
     return _send(result)
 
 
 def error_response(error: TallyError) -> Response:
     """The one place a domain error becomes an HTTP answer in OpenAI's shape."""
-    if isinstance(error, ServiceUnavailable):  # a database outage (tally.cache, below)
+    if isinstance(error, DatabaseUnavailable):  # a database outage (tally.cache, below)
         metrics.record_database_unavailable()
-    response = Response(json.dumps(error.to_dict()), error.status, mimetype="application/json")
-    for name, value in error.headers.items():
-        response.headers[name] = value
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="tally"'
+    body = json.dumps(error_object(error))
+    response = Response(body, status_of(error), mimetype="application/json")
+    response.headers.update(error_headers(error))
     return response
 
 
@@ -98,9 +98,11 @@ def http_error_response(exc: HTTPException) -> Response:
     if isinstance(exc, RequestEntityTooLarge):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return error_response(BodyTooLarge(f"The request body is larger than {limit} bytes."))
-    error = TallyError(exc.description or exc.name, status=exc.code or 500)
-    error.type = "invalid_request_error" if (exc.code or 500) < 500 else "api_error"
-    return _with_request_id(error_response(error))
+    status = exc.code or 500
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    error = {"message": exc.description or exc.name, "type": kind, "param": None, "code": None}
+    body = json.dumps({"error": error})
+    return _with_request_id(Response(body, status, mimetype="application/json"))
 
 
 @bp.errorhandler(TallyError)
@@ -117,7 +119,7 @@ def handle_unexpected(error: Exception):
         return http_error_response(error)
     if is_unavailable(error):  # an outage, not a bug: 503, logged once per outage
         _runtime().cache.outage.failed(error)
-        return error_response(ServiceUnavailable())
+        return error_response(DatabaseUnavailable())
     log.exception("unhandled error in request %s", g.get("request_id"))
     return error_response(
         TallyError(f"Internal error (request {g.get('request_id')}). It has been logged.")
@@ -129,7 +131,8 @@ def _proxy(endpoint: Endpoint) -> Response:
     verified = verified_user(key)
     body = _json_body()
     header_user = request.headers.get("X-Tally-User")
-    return _send(proxy(_runtime(), endpoint, key, body, header_user, g.request_id, verified))
+    pipeline = _runtime().pipeline
+    return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
 
 
 def _require_key() -> AuthenticatedKey:
@@ -152,7 +155,7 @@ def _json_body():
     try:
         return json.loads(raw)
     except ValueError:
-        raise InvalidRequest(
+        raise InvalidInput(
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
 

@@ -12,7 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from tally import schema
 from tally.demo import seed as seed_service
 from tally.end_users.directory import trace_identifier
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.keys.api_keys import create_api_key, revoke_api_key
 from tally.limits.policy import parse_assignments as parse_limit_fields
 from tally.limits.policy import parse_tier_key
@@ -25,7 +25,8 @@ from tally.limits.policy_store import (
 )
 from tally.operators.accounts import ROLES, create_operator
 from tally.runtime.process import Runtime
-from tally.tracking.config import FIELDS, active_config, save_config
+from tally.tracking.config import FIELDS
+from tally.tracking.store import active_config, save_config
 from tally.verification.idp import active_idp, save_idp
 from tally.verification.idp_config import FIELDS as IDP_FIELDS
 
@@ -62,13 +63,13 @@ def fail(message: str) -> None:
 
 @contextmanager
 def session_scope():
-    """A session for one command; a refused use case (DomainError) is its one-line error
+    """A session for one command; a refused use case (InvalidInput) is its one-line error
     and exit status 2, with nothing of it kept."""
     runtime: Runtime = current_app.extensions["tally"]
     with runtime.sessions() as session:
         try:
             yield session
-        except DomainError as exc:
+        except InvalidInput as exc:
             session.rollback()
             fail(str(exc))
 

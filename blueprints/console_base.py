@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from blueprints.extensions import limiter
-from tally.errors import DomainError, ServiceUnavailable
+from tally.errors import DatabaseUnavailable, InvalidInput
 from tally.runtime.process import Runtime
 
 bp = Blueprint("console", __name__)
@@ -144,7 +144,7 @@ def form_error(page: str, fragment: str | None, message: str, **context: Any) ->
 def on_domain_error(
     page: str, fragment: str | None, context: Callable[[], dict[str, Any]]
 ) -> Callable:
-    """Decorate a view whose use case may refuse (a :class:`DomainError`): the refusal is
+    """Decorate a view whose use case may refuse (a :class:`InvalidInput`): the refusal is
     answered by :func:`domain_error` with ``page`` (or ``fragment`` for HTMX) and what
     ``context()`` returns, which reads the form as typed from the request."""
 
@@ -159,8 +159,8 @@ def on_domain_error(
     return decorate
 
 
-@bp.errorhandler(DomainError)
-def domain_error(exc: DomainError) -> Response:
+@bp.errorhandler(InvalidInput)
+def domain_error(exc: InvalidInput) -> Response:
     """The one place the console answers a refused use case: nothing of it is kept, and
     the form comes back as typed with the message (422). A view that did not say which
     form it is (:func:`on_domain_error`) answers a plain 400 page."""
@@ -246,11 +246,11 @@ def error_page(exc: HTTPException) -> Response:
 def database_unavailable(exc: Exception) -> Response:
     """The database cannot be reached: a plain page (it needs no session, no user and
     no database), status 503, logged once per outage by the gateway's outage tracker."""
-    error = exc if isinstance(exc, ServiceUnavailable) else ServiceUnavailable()
-    if not isinstance(exc, ServiceUnavailable):
+    error = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable()
+    if not isinstance(exc, DatabaseUnavailable):
         current_app.extensions["tally"].cache.outage.failed(exc)
     # Rendered without the context processors: they ask who is logged in, from the database.
     page = current_app.jinja_env.get_template("errors/unavailable.html").render()
     response = make_response(page, 503)
-    response.headers.update(error.headers)
+    response.headers["Retry-After"] = str(error.retry_after)
     return response

@@ -14,16 +14,9 @@ from blueprints.console_base import (
     render,
     runtime,
 )
-from tally.tracking.config import (
-    DIALECTS,
-    FIELDS,
-    HASH_MODES,
-    ConfigFieldError,
-    TrackingConfig,
-    active_config,
-    save_config,
-)
+from tally.tracking.config import DIALECTS, FIELDS, HASH_MODES, ConfigFieldError, TrackingConfig
 from tally.tracking.revisions import history, preview, rollback_config
+from tally.tracking.store import active_config, save_config
 
 PAGE, PANEL, PREVIEW = "config/page.html", "config/_panel.html", "config/_preview.html"
 DEFAULT_PREVIEW_ID = "user_123"

@@ -16,10 +16,11 @@ from blueprints.console_base import (
     runtime,
 )
 from tally.db import utcnow
-from tally.end_users.directory import identity_detail, search_identities
+from tally.end_users.search import search_identities
 from tally.limits.status import user_limits
 from tally.privacy.erasure import is_erased
 from tally.reports.dashboard import ReportError, parse_range
+from tally.reports.identity import identity_detail
 from tally.reports.performance import user_performance
 
 DETAIL = "identities/detail.html"
@@ -39,7 +40,7 @@ def detail_context(user_id: int, viewer: str | None) -> dict:
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
-    limits = user_limits(runtime(), user.external_id, user.profile_metadata, user.id)
+    limits = user_limits(runtime().limits, user.external_id, user.profile_metadata, user.id)
     form = {k: request.args.get(k, "") for k in ("start", "end")}
     return {"detail": detail, "limits": limits, "performance": None, "form": form}
 

@@ -41,7 +41,7 @@ def _context(**extra):
         "policies": [(s, policies.tier(s) or policies.by_scope[s]) for s in policies.all_scopes()],
         "tier_key": policies.tier_key,
         "fields": FIELDS,
-        "users": busiest_users(db, runtime(), utcnow()),
+        "users": busiest_users(db, runtime().limits, utcnow()),
         "audit": audit,
         "storage": limits_runtime.description if limits_runtime else "none",
         "fail": limits_runtime.fail if limits_runtime else "open",

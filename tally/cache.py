@@ -30,7 +30,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tally.db import is_unavailable
-from tally.errors import ServiceUnavailable
+from tally.errors import DatabaseUnavailable
 from tally.outage import Outage
 from tally.settings import DEFAULT_MAX_STALENESS, Settings
 from tally.versions import Version, make_version
@@ -62,7 +62,7 @@ class Cache:
 
     When a reload fails because the database is unavailable, the last good value is
     served for up to ``max_staleness`` seconds after it was loaded (then, and for what
-    was never loaded, :class:`ServiceUnavailable`: a 503). A revocation made during an
+    was never loaded, :class:`DatabaseUnavailable`: a 503). A revocation made during an
     outage is therefore honoured at most ``max_staleness`` late (docs/operations.md).
     """
 
@@ -108,7 +108,7 @@ class Cache:
                 raise
             self.outage.failed(exc)
             if entry is None:
-                raise ServiceUnavailable() from None
+                raise DatabaseUnavailable() from None
             return self._stale(entry, now)
         self.outage.recovered()
         self.last_load = now
@@ -148,7 +148,7 @@ class Cache:
     def _stale(self, entry: tuple[int | None, float, Any], now: float) -> Any:
         """The last good value during an outage, while it is recent enough."""
         if now - entry[1] > self.max_staleness:
-            raise ServiceUnavailable()
+            raise DatabaseUnavailable()
         return entry[2]
 
 

@@ -1,126 +1,117 @@
-"""Errors. :class:`DomainError`: what the console and the CLI report to a person, in one
-place each. :class:`TallyError`: what the API reports, with what OpenAI's error shape
-needs; the API blueprint turns them into ``{"error": {...}}`` responses in one place."""
+"""Errors: one tree. Everything Tally's domain refuses or cannot do is a
+:class:`TallyError` that says what went wrong (a field and its limit, a limit used up, the
+upstream failing), never which HTTP status to send. Each surface maps them in one place:
+the API into OpenAI's error shape (tally.proxy.openai_errors, used by blueprints/api), the
+console into a form message (blueprints/console/base.py), the CLI into one line and exit
+status 2 (blueprints/cli/common.py)."""
 
 from __future__ import annotations
 
 
-class DomainError(ValueError):
-    """A use case that cannot be done as asked: a duplicate key name, a bad config value,
-    an unknown revision. The message is for the person who asked (the console shows it
-    on the form, the CLI prints it); ``field`` names the form field at fault, if one is."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
 class TallyError(Exception):
-    """Base of every error Tally reports to an API client."""
+    """Base of every error Tally reports to a person or a program. ``field`` names the
+    input at fault, if one is; ``code`` is a stable machine-readable name;
+    ``retry_after`` (seconds) says when asking again may succeed; ``headers`` carries the
+    end user's X-RateLimit-* state, which every API answer shows, refusals included."""
 
-    status = 500
-    type = "api_error"
     default_code: str | None = None
 
     def __init__(
         self,
         message: str,
+        field: str | None = None,
         *,
-        param: str | None = None,
         code: str | None = None,
-        status: int | None = None,
+        retry_after: int | None = None,
         headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.field = field
         self.code = code or self.default_code
-        if status is not None:
-            self.status = status
+        self.retry_after = retry_after
         self.headers = headers or {}
 
-    def to_dict(self) -> dict:
-        """OpenAI's error object."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+
+class InvalidInput(TallyError):
+    """A request, form or command whose body, field or value is not acceptable: bad JSON,
+    a duplicate key name, a bad config value, an unknown revision. The message names the
+    field and the limit."""
 
 
-class InvalidRequest(TallyError):
-    """400: the JSON or one of its fields is not acceptable."""
+class BodyTooLarge(InvalidInput):
+    """The request body is larger than TALLY_MAX_BODY_BYTES."""
 
-    status = 400
-    type = "invalid_request_error"
-
-
-class AuthenticationFailed(TallyError):
-    """401: no Tally key, an unknown key, or a revoked key."""
-
-    status = 401
-    type = "invalid_request_error"
-    default_code = "invalid_api_key"
-
-
-class BodyTooLarge(TallyError):
-    """413: the request body is larger than TALLY_MAX_BODY_BYTES."""
-
-    status = 413
-    type = "invalid_request_error"
     default_code = "request_too_large"
 
 
-class UpstreamError(TallyError):
-    """The upstream answered with an error, could not be reached, or timed out."""
+class AuthenticationFailed(TallyError):
+    """No Tally key, an unknown key, or a revoked key."""
 
-    status = 502
-    type = "upstream_error"
-    default_code = "upstream_unreachable"
-
-
-class UpstreamTimeout(UpstreamError):
-    """504: the upstream sent nothing for TALLY_UPSTREAM_TIMEOUT seconds."""
-
-    status = 504
-    default_code = "upstream_timeout"
+    default_code = "invalid_api_key"
 
 
 class RateLimited(TallyError):
-    """429: a message quota or rate limit is used up (``Retry-After`` in headers)."""
+    """A message quota or rate limit is used up (``retry_after``: when it frees up)."""
 
-    status = 429
-    type = "requests"
     default_code = "rate_limit_exceeded"
 
 
 class BudgetExceeded(RateLimited):
-    """429: a token limit or budget for the day or month is used up."""
+    """A token limit or budget for the day or month is used up."""
 
-    type = "insufficient_quota"
     default_code = "budget_exceeded"
 
 
-class LimitsUnavailable(TallyError):
-    """503: the limit storage cannot be reached and TALLY_RATELIMIT_FAIL is ``closed``."""
+class Unavailable(TallyError):
+    """A store the request needs cannot be reached, and what the request needs is not
+    known well enough without it; asking again after ``retry_after`` may succeed."""
 
-    status = 503
-    type = "api_error"
-    default_code = "limits_unavailable"
+    RETRY_AFTER: int | None = None  # seconds, when the outage's usual length is known
+
+    def __init__(self, message: str, field: str | None = None, **kw):
+        kw.setdefault("retry_after", self.RETRY_AFTER)
+        super().__init__(message, field, **kw)
 
 
-class ServiceUnavailable(TallyError):
-    """503: the database (or another store) is unavailable and what the request needs
-    is not known well enough without it; the client should retry after ``Retry-After``."""
+class DatabaseUnavailable(Unavailable):
+    """The database is unavailable."""
 
-    status = 503
-    type = "api_error"
     default_code = "database_unavailable"
     RETRY_AFTER = 5  # seconds: a failover or a restart usually takes a few
 
     def __init__(self, message: str = "The database is unavailable; retry shortly.", **kw):
-        kw.setdefault("headers", {"Retry-After": str(self.RETRY_AFTER)})
         super().__init__(message, **kw)
+
+
+class LimitsUnavailable(Unavailable):
+    """The limit storage cannot be reached and TALLY_RATELIMIT_FAIL is ``closed``."""
+
+    default_code = "limits_unavailable"
+
+
+class UpstreamError(TallyError):
+    """The upstream could not be reached, answered with something that is not an answer,
+    or answered with an error of its own: then ``upstream_status`` is its HTTP status and
+    ``upstream_type`` its error type, both passed on to the client as they were."""
+
+    default_code = "upstream_unreachable"
+
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        *,
+        upstream_status: int | None = None,
+        upstream_type: str | None = None,
+        **kw,
+    ):
+        super().__init__(message, field, **kw)
+        self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream sent nothing for TALLY_UPSTREAM_TIMEOUT seconds."""
+
+    default_code = "upstream_timeout"

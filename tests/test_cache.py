@@ -9,8 +9,8 @@ from tally.cache import Cache
 from tally.end_users.claims import EndUserClaim
 from tally.keys.api_keys import authenticate, revoke_api_key
 from tally.models import ApiKey
-from tally.tracking.config import active_config
-from tally.usage.records import CallRecord, Outcome, record_call_safely
+from tally.tracking.store import active_config
+from tally.usage.call import CallRecord, Outcome
 from tally.versions import FileVersion
 from tests.helpers.rows import configure
 
@@ -130,7 +130,7 @@ def test_recording_calls_does_not_invalidate_but_a_bulk_update_of_keys_does(app,
         key = authenticate(session, raw, cache)
     before = version.read()
     call = CallRecord("r1", key.id, EndUserClaim("ada", "user"), "tally_ada", None, "m", False)
-    record_call_safely(runtime, call, Outcome())
+    runtime.usage.submit(call, Outcome())
     with runtime.sessions() as session:
         assert session.get(ApiKey, key.id).last_used_at is not None
         assert version.read() == before

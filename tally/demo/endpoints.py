@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tally.demo.upstream import COMPLETION_PRICE, PROMPT_PRICE, answer, json_answer, text_of
+from tally.demo.answers import COMPLETION_PRICE, PROMPT_PRICE, answer, json_answer, text_of
 
 EMBEDDING_DIMENSIONS = 8
 

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 
 from tally.db import utcnow
 from tally.end_users.claims import EndUserClaim
-from tally.tracking.config import active_config, derive_identifier
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.tracking.identifiers import derive_identifier
+from tally.tracking.store import active_config
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 
 # model -> (dollars per prompt token, dollars per completion token)
 MODELS = {

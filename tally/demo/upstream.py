@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
-import time
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
 from urllib3 import HTTPResponse
 
+from tally.demo import chat, endpoints
+from tally.demo.answers import json_answer
+from tally.proxy.upstream import UpstreamClient
+
 BASE_URL = "http://demo-upstream.tally.invalid/v1"
 BASE_PATH = "/v1"
 MODELS = ("tally/demo/upstream-echo", "tally/demo/upstream-mini")
-PROMPT_PRICE = 0.5 / 1_000_000  # dollars per token, like a small hosted model
-COMPLETION_PRICE = 1.5 / 1_000_000
 CREATED = 1735689600
 
 
@@ -44,7 +44,7 @@ def respond(
         ]
         return json_answer(200, {"object": "list", "data": data})
     if method == "POST" and path == "/chat/completions":
-        problem = _check(body)
+        problem = chat.problem(body)
         if problem:
             return json_answer(
                 400,
@@ -57,11 +57,9 @@ def respond(
                     }
                 },
             )
-        return _chat(body, token_delay)
+        return chat.respond(body, token_delay)
     if method == "POST" and path in ("/responses", "/embeddings"):
-        from tally.demo import endpoints as demo_endpoints  # the Responses API and embeddings
-
-        return demo_endpoints.respond(path, body, token_delay)
+        return endpoints.respond(path, body, token_delay)
     return json_answer(
         404,
         {
@@ -73,99 +71,6 @@ def respond(
             }
         },
     )
-
-
-def _check(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return "The request body must be a JSON object."
-    if not isinstance(body.get("model"), str):
-        return "model is required."
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        return "messages must be a non-empty list."
-    return None
-
-
-def _chat(body: dict, token_delay: float):
-    generation_id = "gen-demo-" + secrets.token_hex(12)
-    words = answer(text_of(body["messages"][-1]), body).split(" ")
-    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-    prompt_tokens = max(1, sum(len(text_of(m).split()) + 3 for m in body["messages"]))
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": len(pieces),
-        "total_tokens": prompt_tokens + len(pieces),
-        "cost": round(prompt_tokens * PROMPT_PRICE + len(pieces) * COMPLETION_PRICE, 10),
-    }
-    headers = {"X-Generation-Id": generation_id}
-    base = {"id": generation_id, "created": int(time.time()), "model": body["model"]}
-    if not body.get("stream"):
-        message = {"role": "assistant", "content": "".join(pieces)}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return json_answer(
-            200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage}, headers
-        )
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    headers["Content-Type"] = "text/event-stream"
-    headers["Cache-Control"] = "no-cache"
-    return 200, headers, _stream(base, pieces, usage if include_usage else None, token_delay)
-
-
-def _stream(base: dict, pieces: list[str], usage: dict | None, delay: float) -> Iterator[bytes]:
-    chunk = {**base, "object": "chat.completion.chunk"}
-
-    def event(choices: list, **extra) -> bytes:
-        return b"data: " + json.dumps({**chunk, "choices": choices, **extra}).encode() + b"\n\n"
-
-    yield b": TALLY DEMO PROCESSING\n\n"
-    yield event(
-        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-    )
-    for piece in pieces:
-        if delay:
-            time.sleep(delay)
-        yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-    yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
-    if usage is not None:
-        yield event([], usage=usage)
-    yield b"data: [DONE]\n\n"
-
-
-def answer(said: str, body: dict) -> str:
-    """The demo's reply to ``said``: it names the upstream identifier Tally attached."""
-    said = " ".join(said.split())
-    if len(said) > 200:
-        said = said[:200] + "…"
-    identity = body.get("identity")
-    upstream_id = (
-        identity.get("id")
-        if isinstance(identity, dict)
-        else body.get("safety_identifier") or body.get("user")
-    )
-    seen = (
-        f"Tally attached the upstream identifier {upstream_id}."
-        if upstream_id
-        else ("No upstream identifier was attached.")
-    )
-    return (
-        f"Hello from Tally's demo upstream: no model was called. {seen} "
-        f"You said: {said or '(nothing)'}"
-    )
-
-
-def text_of(message: Any) -> str:
-    """The text of a chat message or a Responses API input item."""
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def json_answer(status: int, payload: dict, headers: dict | None = None):
-    """A whole JSON answer as :func:`respond` returns it."""
-    data = json.dumps(payload).encode()
-    return status, {**(headers or {}), "Content-Type": "application/json"}, iter([data])
 
 
 class DemoPool:
@@ -243,3 +148,9 @@ class _Pieces(io.RawIOBase):
         if close is not None:
             close()
         super().close()
+
+
+def demo_client(timeout: float, token_delay: float = 0.03) -> UpstreamClient:
+    """An upstream client whose pool is the demo's (no ``TALLY_UPSTREAM_URL``): the
+    production client's reading and streaming code, answered in-process."""
+    return UpstreamClient(BASE_URL, None, timeout, pool=DemoPool(token_delay), is_demo=True)

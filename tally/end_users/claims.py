@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tally.errors import InvalidRequest
+from tally.errors import InvalidInput
 
 MAX_ID_LENGTH = 255
 MAX_METADATA_KEYS = 20
@@ -141,5 +141,5 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
-def _invalid(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_identity")
+def _invalid(param: str, message: str) -> InvalidInput:
+    return InvalidInput(message, field=param, code="invalid_identity")

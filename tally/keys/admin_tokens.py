@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
 from tally.db import utcnow
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.keys.minting import hash_secret, mint_secret
 from tally.models import AdminToken
 
@@ -26,7 +26,7 @@ MAX_NAME_LENGTH = 100
 TOUCH_EVERY = timedelta(minutes=1)
 
 
-class AdminTokenError(DomainError):
+class AdminTokenError(InvalidInput):
     """A token operation that cannot be done (bad or duplicate name)."""
 
 

@@ -16,7 +16,7 @@ from tally.cache import Cache
 from tally.db import utcnow
 from tally.end_users.claims import MAX_ID_LENGTH
 from tally.end_users.directory import upsert_end_user
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.keys.cors import normalize_origins
 from tally.keys.minting import hash_secret, mint_secret
 from tally.models import ApiKey, EndUser
@@ -25,7 +25,7 @@ KEY_PREFIX = "tly_"
 MAX_NAME_LENGTH = 100
 
 
-class ApiKeyError(DomainError):
+class ApiKeyError(InvalidInput):
     """A key operation that cannot be done (duplicate name, unknown key, bad name)."""
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 
 MAX_ORIGINS = 20
 MAX_ORIGIN_LENGTH = 255
@@ -35,7 +35,7 @@ ALLOWED_METHODS = "GET, POST, OPTIONS"
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight answer
 
 
-class OriginError(DomainError):
+class OriginError(InvalidInput):
     """An origin that is not ``scheme://host[:port]``."""
 
     def __init__(self, message: str):

@@ -39,11 +39,11 @@ class Admission:
     usage_counters: list[Check] = field(default_factory=list)
 
 
-def peek_headers(gateway, key, claim: EndUserClaim | None) -> dict[str, str]:
+def peek_headers(limits: LimitsRuntime, key, claim: EndUserClaim | None) -> dict[str, str]:
     """The X-RateLimit-* headers for an answer that does not go upstream (an error
     before admission, the model list): nothing counted, nothing refused."""
     admission = Admission()
-    admit(gateway, key, claim, admission, hit=False)
+    admit(limits, key, claim, admission, hit=False)
     return admission.headers
 
 
@@ -52,18 +52,17 @@ class StaleConfig(Exception):
     not be checked): prepare it again with the config read as usual, and admit again."""
 
 
-def checks_config(gateway, key, claim: EndUserClaim | None) -> bool:
+def checks_config(limits: LimitsRuntime, key, claim: EndUserClaim | None) -> bool:
     """True when this request's admission will check the tracking config's cache
     version (a limit applies, and the storage is the Redis the version lives in)."""
-    runtime = gateway.limits
-    if not runtime.checks_versions():
+    if not limits.checks_versions():
         return False
-    policies = load_policies(gateway.sessions, runtime.cache)
-    return bool(gate_for(gateway, policies, key, claim, runtime.clock()).checks)
+    policies = load_policies(limits.sessions, limits.cache)
+    return bool(gate_for(limits, policies, key, claim, limits.clock()).checks)
 
 
 def admit(
-    gateway,
+    limits: LimitsRuntime,
     key,
     claim: EndUserClaim | None,
     admission: Admission,
@@ -76,10 +75,9 @@ def admit(
     was loaded under, to check in the same round trip (:func:`checks_config`); raise
     :class:`StaleConfig`, with nothing counted, when it moved on or the storage
     failed."""
-    runtime = gateway.limits
-    policies = load_policies(gateway.sessions, runtime.cache)
-    now = runtime.clock()
-    gate = gate_for(gateway, policies, key, claim, now)
+    policies = load_policies(limits.sessions, limits.cache)
+    now = limits.clock()
+    gate = gate_for(limits, policies, key, claim, now)
     if not gate.checks:
         return
     checks = gate.checks
@@ -92,13 +90,13 @@ def admit(
         "version": None if version is None else str(version),
     }
     try:
-        result = run_seeded(gateway.sessions, runtime, plan, checks, policies)
+        result = run_seeded(limits, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
         raise
     except Exception as exc:  # any storage failure: redis errors, socket errors, …
         if version is not None:  # the config went unchecked: again, as without limits
             raise StaleConfig() from None
-        runtime.storage_failed(exc, "admitting" if hit else "reading")
+        limits.storage_failed(exc, "admitting" if hit else "reading")
         return
     if result.get("stale"):
         raise StaleConfig()
@@ -111,30 +109,30 @@ def admit(
         raise refusal(checks[refused], stats[refused], now, admission.headers)
 
 
-def run_seeded(sessions, runtime: LimitsRuntime, plan, checks, policies) -> dict:
+def run_seeded(limits: LimitsRuntime, plan, checks, policies) -> dict:
     """Run the plan; first rebuild the counters it claims, or wait for another request
     that is rebuilding them (6 s at most: then it goes on without)."""
-    markers = plan["markers"] = runtime.unready(plan["markers"])
+    markers = plan["markers"] = limits.unready(plan["markers"])
     for _ in range(WAIT_STEPS):
-        result = runtime.run(plan)
+        result = limits.run(plan)
         if result.get("stale"):
             return result
         plan["version"] = None  # it matched: what follows needs no second look
         if "unseeded" not in result:
-            runtime.note_ready(markers)
+            limits.note_ready(markers)
             return result
         if result["unseeded"]:
             seed_counters(
-                sessions, runtime.storage, checks, result["unseeded"], policies, plan["now"]
+                limits.sessions, limits.storage, checks, result["unseeded"], policies, plan["now"]
             )
-            result = runtime.run({**plan, "markers": [], "ready": result["unseeded"]})
-            runtime.note_ready(markers)
+            result = limits.run({**plan, "markers": [], "ready": result["unseeded"]})
+            limits.note_ready(markers)
             return result
         time.sleep(WAIT_STEP)  # a greenlet's sleep under gevent
-    return runtime.run({**plan, "markers": []})
+    return limits.run({**plan, "markers": []})
 
 
-def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any) -> None:
+def count_usage(limits: LimitsRuntime, admission: Admission | None, usage: Any) -> None:
     """Add a finished call's tokens and cost to the counters its admission named (a
     storage failure is logged: the answer is already on its way)."""
     if admission is None or not admission.usage_counters or not isinstance(usage, dict):
@@ -143,15 +141,15 @@ def count_usage(runtime: LimitsRuntime, admission: Admission | None, usage: Any)
     if not tokens:
         tokens = _number(usage.get("total_tokens"))
     nano = round(_number(usage.get("cost")) * 1e9)
-    now = runtime.clock()
+    now = limits.clock()
     additions = [
         [c.key, c.ttl(now), nano if c.unit == "usd" else int(tokens)]
         for c in admission.usage_counters
     ]
     try:
-        runtime.add(additions)
+        limits.add(additions)
     except Exception as exc:
-        runtime.storage_failed(exc, "counting usage")
+        limits.storage_failed(exc, "counting usage")
 
 
 def _shown(gate: Gate, stats: list[list[float]]) -> int:

@@ -172,7 +172,7 @@ def refusal(check: Check, stats: list[float], now: float, headers: dict[str, str
         f"(at {when}); retry after {retry} seconds."
     )
     kind = BudgetExceeded if check.field.endswith("_budget") else RateLimited
-    return kind(message, headers={**headers, "Retry-After": str(retry)})
+    return kind(message, retry_after=retry, headers=dict(headers))
 
 
 def _duration(seconds: int) -> str:

@@ -11,6 +11,7 @@ from tally.end_users.claims import EndUserClaim
 from tally.limits.checks import Check, build_checks, subject_keys
 from tally.limits.policy import Policies, applicable, tier_of
 from tally.limits.policy_store import user_metadata
+from tally.limits.runtime import LimitsRuntime
 
 # A reset older than this clears nothing that still exists (the longest counter is a
 # month's); forgetting it keeps plans small. Shorter than the engine's MARKER_TTL.
@@ -33,13 +34,15 @@ class Gate:
 MEMO_MAX = 50_000  # gates kept per policies; all forgotten when full
 
 
-def gate_for(gateway, policies: Policies, key, claim: EndUserClaim | None, now: float) -> Gate:
+def gate_for(
+    limits: LimitsRuntime, policies: Policies, key, claim: EndUserClaim | None, now: float
+) -> Gate:
     """The gate of this request's end user (or anonymous bucket) and key, kept on
     ``policies`` (a day's checks are the same all day)."""
     external_id = claim.external_id if claim is not None else None
     metadata = tier = None
     if external_id is not None and policies.has_named_tiers():
-        metadata = user_metadata(gateway.sessions, claim, gateway.limits.metadata_cache)
+        metadata = user_metadata(limits.sessions, claim, limits.metadata_cache)
         tier = tier_of(policies, metadata)
     memo_key = (external_id, tier, key.id, key.name, int(now // 86400))
     gate = policies.memo.get(memo_key)

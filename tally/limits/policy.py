@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 
 FIELDS = ("messages", "rpm", "daily_tokens", "monthly_tokens", "daily_budget", "monthly_budget")
 COUNT_FIELDS = frozenset({"messages", "rpm", "daily_tokens", "monthly_tokens"})
@@ -30,7 +30,7 @@ MAX_COUNT = 10**15
 MAX_BUDGET = Decimal("1000000000")
 
 
-class PolicyError(DomainError):
+class PolicyError(InvalidInput):
     """A scope, field or value that is not acceptable (one line, for the CLI and forms)."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits.storage import Storage, storage_from_string
+from sqlalchemy.orm import sessionmaker
 
 from tally.cache import Cache
 from tally.errors import LimitsUnavailable
@@ -35,7 +36,8 @@ class LimitsRuntime:
     """This process's view of the limit storage."""
 
     storage: Storage
-    cache: Cache | None = None  # policies, on the gateway's version (polled on Redis)
+    sessions: sessionmaker | None = None  # policies, users' tiers, counters rebuilt from the log
+    cache: Cache | None = None  # policies, on the runtime's version (polled on Redis)
     metadata_cache: Cache | None = None  # users' stored metadata (tiers), same version
     fail: str = "open"
     clock: Callable[[], float] = wall_clock
@@ -48,7 +50,7 @@ class LimitsRuntime:
     # (storage, what runs a whole plan on it in one call: the storage itself, or for
     # Redis a Lua script), found again when a test swaps the storage
     _runner: tuple[Storage, Any] | None = None
-    # the gateway's cache version when it lives in the Redis the script runs on: then an
+    # the runtime's cache version when it lives in the Redis the script runs on: then an
     # admission checks the tracking config's version in its own round trip
     versions: RedisVersion | None = None
 
@@ -136,23 +138,19 @@ def make_storage(uri: str | None, db_path: str | None) -> tuple[Storage, str]:
     return LocalStorage(), "tally+memory:// (this process)"
 
 
-def build_limits(settings, cache: Cache) -> LimitsRuntime:
-    """This process's limits: the deployment's storage, policies read through ``cache``
-    (a change to them bumps its version everywhere)."""
+def build_limits(settings, cache: Cache, sessions: sessionmaker) -> LimitsRuntime:
+    """This process's limits: the deployment's storage, policies read from ``sessions``
+    through ``cache`` (a change to them bumps its version everywhere)."""
     storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_db)
     version = cache.version
     if isinstance(version, RedisVersion):  # a GET per lookup: poll it instead (in contract)
         version = PolledVersion(version, POLICY_POLL)
     return LimitsRuntime(
         storage,
+        sessions,
         Cache(version, max_staleness=cache.max_staleness),
         Cache(version, max_staleness=cache.max_staleness),  # users' metadata (tiers)
         settings.ratelimit_fail,
         description=description,
         versions=cache.version if isinstance(cache.version, RedisVersion) else None,
     )
-
-
-def runtime_of(gateway) -> LimitsRuntime:
-    """The gateway's limits."""
-    return gateway.limits

@@ -19,6 +19,7 @@ from tally.limits.checks import Check, build_checks
 from tally.limits.gates import admission_plan
 from tally.limits.policy import applicable
 from tally.limits.policy_store import load_policies
+from tally.limits.runtime import LimitsRuntime
 from tally.models import EndUser, RequestLog
 
 CANDIDATES = 50  # users looked at for the "limited and near" list, per criterion
@@ -59,14 +60,13 @@ class UserLimits:
         return self.fraction >= 1.0
 
 
-def user_limits(gateway, external_id: str, metadata, user_id=None) -> UserLimits:
+def user_limits(limits: LimitsRuntime, external_id: str, metadata, user_id=None) -> UserLimits:
     """The limits of ``external_id`` as the API would apply them to a request of theirs
     (key policies aside: they belong to the key, not the user)."""
-    runtime = gateway.limits
-    policies = load_policies(gateway.sessions, runtime.cache)
+    policies = load_policies(limits.sessions, limits.cache)
     scope = applicable(policies, external_id, metadata, 0, "")
     scope = type(scope)(scope.subject, scope.subject_limits, scope.tier, None, None)
-    now = runtime.clock()
+    now = limits.clock()
     checks = build_checks(scope, 0, now)
     if not checks:
         return UserLimits(external_id, user_id, scope.tier, [])
@@ -75,7 +75,7 @@ def user_limits(gateway, external_id: str, metadata, user_id=None) -> UserLimits
     # next request would: the page shows their use, not an empty counter.
     plan = {**admission_plan(policies, checks, now), "hit": False}
     try:
-        result = run_seeded(gateway.sessions, runtime, plan, checks, policies)
+        result = run_seeded(limits, plan, checks, policies)
     except Exception:  # the storage is down: say so, do not fail the page
         return UserLimits(external_id, user_id, scope.tier, [], available=False)
     uses = [_use(check, stats) for check, stats in zip(checks, result["stats"], strict=True)]
@@ -97,7 +97,7 @@ def _use(check: Check, stats: list[float]) -> LimitUse:
     )
 
 
-def busiest_users(session: Session, gateway, now: datetime) -> list[UserLimits]:
+def busiest_users(session: Session, limits: LimitsRuntime, now: datetime) -> list[UserLimits]:
     """Candidates by requests in the last 24 h and by cost today, most used first."""
     since, today = now - timedelta(hours=24), now.replace(hour=0, minute=0, second=0)
     by_requests = (
@@ -118,6 +118,6 @@ def busiest_users(session: Session, gateway, now: datetime) -> list[UserLimits]:
     users = session.execute(
         select(EndUser.id, EndUser.external_id, EndUser.profile_metadata).where(EndUser.id.in_(ids))
     ).all()
-    found = [user_limits(gateway, ext, meta, uid) for uid, ext, meta in users]
+    found = [user_limits(limits, ext, meta, uid) for uid, ext, meta in users]
     found = [u for u in found if u.uses and u.fraction > 0]
     return sorted(found, key=lambda u: (-u.fraction, u.external_id))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from tally.audit import add_audit
 from tally.db import utcnow
 from tally.end_users.claims import EMAIL_RE
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.models import Operator
 
 ROLES = ("admin", "support")
@@ -26,7 +26,7 @@ MAX_EMAIL_LENGTH = 320
 hasher = PasswordHasher()
 
 
-class OperatorError(DomainError):
+class OperatorError(InvalidInput):
     """An operator change that cannot be made."""
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
 from tally.db import utcnow
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.limits.checks import SLACK, subject_keys
 from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, RequestLog, UpstreamIdentifier
 from tally.privacy.redaction import Needles, redact_audit, redact_comments
@@ -38,7 +38,7 @@ ERASED_PREFIX = "erased:"
 ACTION = "identity.erase"
 
 
-class ErasureError(DomainError):
+class ErasureError(InvalidInput):
     """An erasure that cannot be done: no such user, or the confirmation is wrong."""
 
 

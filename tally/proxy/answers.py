@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tally.errors import UpstreamError
-from tally.runtime.process import Runtime
+from tally.proxy.upstream import UpstreamClient
 
 
 @dataclass
@@ -21,15 +21,15 @@ class ProxyResponse:
     body: bytes | Iterator[bytes]
 
 
-def list_models(runtime: Runtime) -> ProxyResponse:
+def list_models(upstream: UpstreamClient) -> ProxyResponse:
     """The upstream's model list, passed through."""
-    response = runtime.upstream.get("/models")
+    response = upstream.get("/models")
     try:
         content = response.read()
     finally:
         response.close()
     if response.status >= 400:
-        raise upstream_error(response.status, content, runtime)
+        raise upstream_error(response.status, content, upstream)
     try:
         json.loads(content)
     except ValueError:
@@ -39,7 +39,7 @@ def list_models(runtime: Runtime) -> ProxyResponse:
     return ProxyResponse(200, {"Content-Type": "application/json"}, content)
 
 
-def upstream_error(status: int, content: bytes, runtime: Runtime) -> UpstreamError:
+def upstream_error(status: int, content: bytes, upstream: UpstreamClient) -> UpstreamError:
     """The upstream's own error (status and message kept), in OpenAI's shape."""
     message, kind, code, param = f"The upstream answered with status {status}.", None, None, None
     try:
@@ -51,12 +51,10 @@ def upstream_error(status: int, content: bytes, runtime: Runtime) -> UpstreamErr
         kind, code, param = error.get("type"), error.get("code"), error.get("param")
     elif isinstance(error, str):
         message = error
-    err = UpstreamError(
-        runtime.upstream.scrub(message),
-        status=status,
-        param=param,
+    return UpstreamError(
+        upstream.scrub(message),
+        param if isinstance(param, str) else None,
         code=str(code) if code is not None else f"upstream_{status}",
+        upstream_status=status,
+        upstream_type=kind if isinstance(kind, str) else None,
     )
-    if isinstance(kind, str):
-        err.type = kind
-    return err

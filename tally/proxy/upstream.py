@@ -13,8 +13,8 @@ Only urllib3's public API is used (``urlopen(preload_content=False)``,
 request is the one requests would send: its default headers (User-Agent and all),
 certifi's CA bundle, no retries, no redirects, compressed answers decoded.
 
-The built-in demo upstream (:mod:`tally.demo.upstream`) plugs in as a pool of its own whose
-answers are real ``urllib3.HTTPResponse`` objects, so reading it runs this same code.
+The built-in demo upstream (:mod:`tally.demo.upstream`) is handed in as a pool of its own
+whose answers are real ``urllib3.HTTPResponse`` objects, so reading it runs this same code.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from tally.demo import upstream as demo
 from tally.errors import UpstreamError, UpstreamTimeout
 
 CONNECT_TIMEOUT = 10.0
@@ -105,27 +104,26 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    """Talks to the configured OpenAI-compatible upstream (or the built-in demo)."""
+    """Talks to the configured OpenAI-compatible upstream (or the pool it is given)."""
 
     def __init__(
         self,
-        base_url: str | None,
+        base_url: str,
         api_key: str | None,
         timeout: float,
         *,
+        pool: Pool | None = None,
         pool_size: int = 256,
-        demo_token_delay: float = 0.03,
+        is_demo: bool = False,
     ):
-        self.is_demo = base_url is None
-        self.base_url = demo.BASE_URL if base_url is None else base_url.rstrip("/")
+        """``pool``: a stand-in for urllib3's connection pool (the built-in demo's, see
+        tally.demo.upstream.demo_client); by default a real pool to ``base_url``."""
+        self.is_demo = is_demo
+        self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self._pool_timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
-        self._pool: Pool
-        if self.is_demo:
-            self._pool = demo.DemoPool(token_delay=demo_token_delay)
-        else:
-            self._pool = _upstream_pool(self.base_url, pool_size)
+        self._pool: Pool = pool if pool is not None else _upstream_pool(self.base_url, pool_size)
         self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
         # Built once: the headers requests would send, then ours (urllib3 only reads them).
         auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from tally.errors import DomainError, InvalidRequest
+from tally.errors import InvalidInput
 from tally.reports.breakdowns import BreakdownError, grouped_rows, parse_group_by, row_cursor
 
 DEFAULT_DAYS = 30  # from/to left out: the last 30 UTC days, today included
@@ -49,17 +49,17 @@ class UsagePage:
 
 
 def parse_usage_query(args: Mapping[str, str], today: date) -> UsageQuery:
-    """The query of ``args`` (the URL's parameters), or InvalidRequest naming the one
+    """The query of ``args`` (the URL's parameters), or InvalidInput naming the one
     at fault."""
     end = _day(args, "to") or today
     start = _day(args, "from") or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
-        raise InvalidRequest("'from' must be on or before 'to'.", param="from")
+        raise InvalidInput("'from' must be on or before 'to'.", field="from")
     group_by = args.get("group_by", "")
     try:
         parse_group_by(group_by)
     except BreakdownError as exc:
-        raise InvalidRequest(str(exc), param="group_by") from None
+        raise InvalidInput(str(exc), field="group_by") from None
     limit = _limit(args.get("limit"))
     return UsageQuery(start, end, group_by, limit, args.get("after"), args.get("key") or None)
 
@@ -80,8 +80,8 @@ def usage_page(session: Session, query: UsageQuery) -> UsagePage:
                 key=query.key,
             )
         )
-    except (DomainError, ValueError) as exc:  # a cursor or a grouping it cannot take
-        raise InvalidRequest(str(exc)) from None
+    except (InvalidInput, ValueError) as exc:  # a cursor or a grouping it cannot take
+        raise InvalidInput(str(exc)) from None
     if len(rows) <= query.limit:
         return UsagePage(rows, None)
     rows = rows[: query.limit]
@@ -99,14 +99,12 @@ def _day(args: Mapping[str, str], name: str) -> date | None:
 
 
 def _bad_day(name: str):
-    raise InvalidRequest(f"'{name}' must be a date written YYYY-MM-DD.", param=name)
+    raise InvalidInput(f"'{name}' must be a date written YYYY-MM-DD.", field=name)
 
 
 def _limit(value: str | None) -> int:
     if not value:
         return DEFAULT_LIMIT
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
-        raise InvalidRequest(
-            f"'limit' must be a whole number from 1 to {MAX_LIMIT}.", param="limit"
-        )
+        raise InvalidInput(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.", field="limit")
     return int(value)

@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.models import ApiKey, DailyModelTotal
 from tally.reports.breakdown_users import (
     SUMS,
@@ -66,7 +66,7 @@ KEY_COLUMNS = {
 _METADATA_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class BreakdownError(DomainError):
+class BreakdownError(InvalidInput):
     """A breakdown asked for by a grouping, cursor or API key that does not exist."""
 
 

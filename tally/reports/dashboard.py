@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.models import DailyModelTotal, DailyTotal, EndUser
 from tally.reports import ranking
 
@@ -26,7 +26,7 @@ REPORT_USERS = 25
 METRICS = ("requests", "tokens", "cost")
 
 
-class ReportError(DomainError):
+class ReportError(InvalidInput):
     """A report asked for with values that make no sense (bad date, reversed range)."""
 
 

@@ -12,6 +12,8 @@ import logging
 
 from sqlalchemy import Engine, text
 
+from tally.limits.storage.lmdb_file import LMDBStorage
+
 log = logging.getLogger(__name__)
 REDIS_TIMEOUT = 1.0
 
@@ -31,8 +33,6 @@ def check_limiter_storage(uri: str | None, db_path: str | None = None) -> str:
     """PING the Redis the rate limits use, or read the instance's counter file (under
     gunicorn); the in-process storage is always there."""
     if not uri and db_path:
-        from tally.limits.storage.lmdb_file import LMDBStorage
-
         if LMDBStorage(f"tally+lmdb://{db_path}").check():
             return "ok"
         log.warning("readiness: the limit counters' file cannot be read")

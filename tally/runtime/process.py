@@ -1,8 +1,9 @@
-"""The per-process runtime: database engine, sessions, upstream client, caches (keys and
-config; the identity provider's signing keys), the usage writer and the HMAC key.
+"""The process's runtime: database engine, sessions, upstream client, caches (keys and
+config; the identity provider's signing keys), limits, the usage recorder and the HMAC key.
 
-Built once by the app factory and kept in ``app.extensions["tally"]``; services take it
-as an argument instead of reaching for globals.
+Built once by the app factory and kept in ``app.extensions["tally"]``. Only the surfaces
+(blueprints, gunicorn's hooks) read it: they hand each use case the parts it uses (a
+session, the cache, the limits, the :class:`~tally.proxy.call.Pipeline` of the API).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from sqlalchemy.orm import sessionmaker
 
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
+from tally.demo.upstream import demo_client
 from tally.limits.runtime import LimitsRuntime, build_limits
+from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
 from tally.settings import Settings
-from tally.usage.writer.background import UsageWriter, build_usage_writer
+from tally.usage.records import InlineRecorder, Recorder
+from tally.usage.writer.background import build_usage_writer
 from tally.verification.jwks import KeySets
 
 
@@ -32,7 +36,8 @@ class Runtime:
     cache: Cache  # API keys and the active config; pass it to authenticate/active_config
     key_sets: KeySets  # the identity provider's signing keys (end-user tokens)
     limits: LimitsRuntime  # where this process counts limits, and the policies' caches
-    writer: UsageWriter | None = None  # background usage rows; None: written inline
+    usage: Recorder  # where finished calls' rows go: the background writer, or inline
+    pipeline: Pipeline  # what every API call needs, built from the above
 
     @property
     def hash_key(self) -> bytes:
@@ -52,18 +57,23 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     cache = build_cache(settings)
     watch_sessions(sessions, cache)
     background = settings.usage_writes == "background"
+    if settings.upstream_url is None:  # the built-in demo upstream
+        upstream = demo_client(settings.upstream_timeout, demo_token_delay)
+    else:
+        upstream = UpstreamClient(
+            settings.upstream_url, settings.upstream_api_key, settings.upstream_timeout
+        )
+    limits = build_limits(settings, cache, sessions)
+    usage = build_usage_writer(settings) if background else InlineRecorder(sessions)
+    hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        upstream=UpstreamClient(
-            settings.upstream_url,
-            settings.upstream_api_key,
-            settings.upstream_timeout,
-            demo_token_delay=demo_token_delay,
-        ),
+        upstream=upstream,
         cache=cache,
         key_sets=KeySets(),
-        limits=build_limits(settings, cache),
-        writer=build_usage_writer(settings) if background else None,
+        limits=limits,
+        usage=usage,
+        pipeline=Pipeline(sessions, cache, hash_key, upstream, limits, usage),
     )

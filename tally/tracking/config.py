@@ -1,27 +1,15 @@
-"""Tracking: the operator's config (every change a new revision, the newest active),
-and the engine that turns an internal user id into the upstream identifier and puts it
-on the upstream request body in the upstream's own dialect.
-
-The engine (:class:`TrackingConfig`, :func:`derive_identifier`, :func:`attach`) is pure
-functions over a frozen config; the store (:func:`active_config`, :func:`save_config`)
-reads and writes revisions.
-"""
+"""The operator's tracking config: its fields, their defaults (PRODUCT.md's first
+values) and the validation a person's input needs. A frozen value, no database:
+tally.tracking.identifiers derives and attaches identifiers under it, tally.tracking.store
+keeps its revisions."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from tally.audit import add_audit
-from tally.cache import Cache
-from tally.errors import DomainError, InvalidRequest
-from tally.models import ConfigRevision
+from tally.errors import InvalidInput
 
 HASH_MODES = ("hmac-sha256", "sha256", "none")
 DIALECTS = ("openrouter", "openai", "orq", "compatible")
@@ -45,7 +33,7 @@ PROFILE_FIELDS = ("display_name", "email", "metadata", "tags")
 CLIENT_USER_FIELDS = frozenset({"user", "identity", "safety_identifier", "prompt_cache_key"})
 
 
-class ConfigFieldError(DomainError):
+class ConfigFieldError(InvalidInput):
     """A tracking-config field or value that is not allowed. ``field`` names it."""
 
     def __init__(self, field: str, message: str):
@@ -160,120 +148,3 @@ def parse_field(name: str, raw: str) -> Any:
             raise ConfigFieldError(name, f"dialect must be one of {', '.join(DIALECTS)}")
         return value
     raise ConfigFieldError(name, f"unknown field {name!r}; fields are {', '.join(FIELDS)}")
-
-
-def derive_identifier(config: TrackingConfig, internal_id: str, hash_key: bytes) -> str:
-    """The upstream identifier for ``internal_id`` under ``config`` (PRODUCT.md's rules)."""
-    raw = internal_id.encode("utf-8")
-    if config.hash_mode == "none":
-        core = internal_id
-    elif config.hash_mode == "sha256":
-        core = hashlib.sha256(raw).hexdigest()[: config.hash_length]
-    else:
-        core = hmac.new(hash_key, raw, hashlib.sha256).hexdigest()[: config.hash_length]
-    return f"{config.prefix}_{core}" if config.prefix else core
-
-
-def check_identifier(identifier: str, param: str, limit: int = MAX_IDENTIFIER_LENGTH) -> None:
-    """Refuse an identifier the upstream would not take (longer than ``limit``)."""
-    if len(identifier) > limit:
-        raise InvalidRequest(
-            f"The upstream identifier derived from {param} would be {len(identifier)} "
-            f"characters; the limit is {limit}. Send a shorter {param}, "
-            "or ask the operator for a hash mode or a shorter prefix.",
-            param=param,
-            code="identifier_too_long",
-        )
-
-
-def attach(
-    body: dict[str, Any],
-    config: TrackingConfig,
-    identifier: str | None,
-    profile: dict[str, Any] | None = None,
-    *,
-    embeddings: bool = False,
-) -> dict[str, Any]:
-    """Return ``body`` without what the client said about its end user, stamped for the
-    upstream in ``config``'s dialect.
-
-    ``profile`` holds the request's own identity fields; they are sent only when
-    :attr:`TrackingConfig.sends_profile` allows. ``embeddings``: the request is an
-    embeddings call, which has neither ``safety_identifier`` nor ``prompt_cache_key``
-    (the ``openai`` dialect then sets ``user``).
-    """
-    out = {k: v for k, v in body.items() if k not in CLIENT_USER_FIELDS}
-    if not config.enabled or identifier is None:
-        return out
-    if config.dialect == "orq":
-        identity: dict[str, Any] = {"id": identifier}
-        if config.sends_profile and profile:
-            identity.update({k: profile[k] for k in PROFILE_FIELDS if k in profile})
-        out["identity"] = identity
-    elif config.dialect == "openai" and not embeddings:
-        out["safety_identifier"] = identifier
-    else:
-        out["user"] = identifier
-    if config.cache_key and not embeddings:
-        out["prompt_cache_key"] = identifier
-    return out
-
-
-# --- the config store ----------------------------------------------------------------
-
-
-def active_config(session: Session, cache: Cache | None = None) -> TrackingConfig:
-    """The active tracking config (PRODUCT.md's defaults before any revision exists).
-
-    Served from ``cache`` (the gateway's, tally.cache) when given: a new revision bumps
-    the cache version, so every instance uses it from the next request. Without it, read
-    from the session (as a transaction that is about to change the config must).
-    """
-    if cache is None:
-        return _load_active_config(session)
-    return cache.get("config", lambda: _load_active_config(session))
-
-
-def _load_active_config(session: Session) -> TrackingConfig:
-    revision = session.scalars(
-        select(ConfigRevision).order_by(ConfigRevision.id.desc()).limit(1)
-    ).first()
-    return config_of(revision) if revision else TrackingConfig()
-
-
-def config_of(revision: ConfigRevision) -> TrackingConfig:
-    """The TrackingConfig a stored revision holds."""
-    return TrackingConfig(
-        **{name: getattr(revision, name) for name in FIELDS}, revision_id=revision.id
-    )
-
-
-def save_config(
-    session: Session, config: TrackingConfig, actor: str, comment: str | None = None
-) -> ConfigRevision:
-    """Store ``config`` as the new active revision, with an audit entry before → after."""
-    before = active_config(session)
-    revision = ConfigRevision(
-        **{name: getattr(config, name) for name in FIELDS},
-        created_by=actor,
-        comment=comment,
-    )
-    session.add(revision)
-    session.flush()
-    add_audit(
-        session,
-        actor,
-        "config.update",
-        target=f"revision {revision.id}",
-        before=before.as_fields(),
-        after=config.as_fields(),
-    )
-    session.commit()
-    return revision
-
-
-def config_history(session: Session, limit: int = 50) -> list[ConfigRevision]:
-    """The newest ``limit`` revisions, newest first."""
-    return list(
-        session.scalars(select(ConfigRevision).order_by(ConfigRevision.id.desc()).limit(limit))
-    )

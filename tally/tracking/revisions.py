@@ -8,19 +8,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.models import ConfigRevision
-from tally.tracking.config import (
-    ConfigFieldError,
-    TrackingConfig,
-    config_history,
-    config_of,
-    derive_identifier,
-    save_config,
-)
+from tally.tracking.config import ConfigFieldError, TrackingConfig
+from tally.tracking.identifiers import derive_identifier
+from tally.tracking.store import config_history, config_of, save_config
 
 
-class RevisionError(DomainError):
+class RevisionError(InvalidInput):
     """A rollback to a revision that does not exist."""
 
 

@@ -11,7 +11,7 @@ generation's own figures. No figure at all: ``cost_source`` null.
 
 The cost is settled in the worker when the call ends (:func:`settle_cost`), so the request
 row, the daily totals and the budget counters all get the same figure. The table is read
-through the gateway's versioned cache (tally.cache): no query per request, and a change
+through the runtime's versioned cache (tally.cache): no query per request, and a change
 applies on every worker and instance within a second.
 """
 
@@ -20,21 +20,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.cache import Cache
 from tally.models import ModelPrice
+from tally.usage.call import ESTIMATED, PRICE_TABLE, UPSTREAM, Outcome
 from tally.usage.numbers import as_float, count
-
-if TYPE_CHECKING:  # tally.usage.records reads its numbers with this module's helpers
-    from tally.usage.records import Outcome
 
 log = logging.getLogger(__name__)
 PER = 1_000_000  # prices are per million tokens
-UPSTREAM, PRICE_TABLE, ESTIMATED = "upstream", "price_table", "estimated"
 CACHE_KEY = "prices"
 
 

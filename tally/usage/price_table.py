@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
 from tally.db import utcnow
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 from tally.models import ModelPrice
 
 FIELDS = ("prompt", "completion", "cached")  # USD per million tokens
@@ -27,9 +27,9 @@ def parse_model(raw: str | None) -> str:
     """A model name as the upstream spells it (``openai/gpt-4o-mini``)."""
     model = (raw or "").strip()
     if not model:
-        raise DomainError("model must not be empty.", field="model")
+        raise InvalidInput("model must not be empty.", field="model")
     if len(model) > MAX_MODEL:
-        raise DomainError(f"model must be at most {MAX_MODEL} characters.", field="model")
+        raise InvalidInput(f"model must be at most {MAX_MODEL} characters.", field="model")
     return model
 
 
@@ -40,15 +40,15 @@ def parse_price(name: str, raw: str | None, optional: bool = False) -> float | N
     if not text:
         if optional:
             return None
-        raise DomainError(f"{name} price is required (USD per million tokens).", field=name)
+        raise InvalidInput(f"{name} price is required (USD per million tokens).", field=name)
     try:
         value = float(text)
     except ValueError:
-        raise DomainError(f"{name} price must be a number, not {text!r}.", field=name) from None
+        raise InvalidInput(f"{name} price must be a number, not {text!r}.", field=name) from None
     if not math.isfinite(value) or value < 0:
-        raise DomainError(f"{name} price must be a number of 0 or more.", field=name)
+        raise InvalidInput(f"{name} price must be a number of 0 or more.", field=name)
     if value > MAX_PRICE:
-        raise DomainError(f"{name} price must be at most {MAX_PRICE:,.0f} USD.", field=name)
+        raise InvalidInput(f"{name} price must be at most {MAX_PRICE:,.0f} USD.", field=name)
     return value
 
 
@@ -78,7 +78,7 @@ def remove_price(session: Session, model: str, actor: str) -> None:
     audited; commits."""
     row = session.scalar(select(ModelPrice).where(ModelPrice.model == model))
     if row is None:
-        raise DomainError(f"No price is set for {model!r}.", field="model")
+        raise InvalidInput(f"No price is set for {model!r}.", field="model")
     add_audit(session, actor, "price.remove", model, _values(row), None)
     session.delete(row)
     session.commit()

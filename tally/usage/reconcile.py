@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally.db import run_native, utcnow
 from tally.models import RequestLog
 from tally.settings import Settings
-from tally.usage.costs import ESTIMATED, UPSTREAM
+from tally.usage.call import ESTIMATED, UPSTREAM
 from tally.usage.generations import Generation, GenerationClient, GenerationPending
 from tally.usage.totals import add_to_totals
 

@@ -4,63 +4,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import utcnow
-from tally.end_users.claims import EndUserClaim
 from tally.end_users.directory import PROFILE_COLUMNS
 from tally.models import EndUser
-from tally.usage.costs import ESTIMATED, UPSTREAM
+from tally.usage.call import ESTIMATED, UPSTREAM, CallRecord, Outcome
 from tally.usage.numbers import as_float, count
 from tally.usage.records_sql import Statements, statements
 from tally.usage.totals import add_to_totals
-
-if TYPE_CHECKING:  # the gateway builds a UsageWriter, which imports this module
-    from tally.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 LOOKUP_CHUNK = 10_000  # names per id lookup statement
 # OpenRouter's generation endpoint answers 404 for a few seconds after a generation ends
 FIRST_WAIT = timedelta(seconds=3)
-
-
-@dataclass
-class Outcome:
-    """What happened to one call, filled in as the answer goes by."""
-
-    status: int = 200
-    error_code: str | None = None
-    error_message: str | None = None
-    usage: dict[str, Any] | None = None
-    generation_id: str | None = None
-    model: str | None = None
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    cost_source: str | None = None  # tally.usage.costs: upstream, price_table, estimated
-
-    def fail(self, status: int, code: str | None, message: str | None) -> None:
-        """Mark the call failed; the first failure seen is the one recorded."""
-        if self.error_code is None and self.status < 400:
-            self.status, self.error_code, self.error_message = status, code, message
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """Who made a call and how it was stamped: known before the upstream answers."""
-
-    request_id: str
-    api_key_id: int | None
-    claim: EndUserClaim | None
-    identifier: str | None
-    revision_id: int | None
-    model: str | None
-    stream: bool
-    endpoint: str = "chat.completions"
-    is_demo: bool = False
 
 
 def record_call(session: Session, call: CallRecord, outcome: Outcome) -> set[str]:
@@ -239,22 +199,44 @@ def _count_requests(conn, sql: Statements, calls, identifier_ids, inserted: set[
         conn.execute(sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
 
 
-def record_call_safely(runtime: Runtime, call: CallRecord, outcome: Outcome) -> None:
-    """Record one finished call; a database failure is logged, never raised into a
-    response that is already on its way to the client.
+class Recorder(Protocol):
+    """Where the pipeline hands each finished call (:class:`InlineRecorder`, or the
+    background writer in tally.usage.writer.background)."""
 
-    With a background writer (``gateway.writer``, production) the row is queued and
-    written after the answer has gone out; else it is written now, in its own session.
-    """
-    if runtime.writer is not None:
-        runtime.writer.submit(call, outcome)
-        return
-    with runtime.sessions() as session:
-        try:
-            record_call(session, call, outcome)
-        except Exception:
-            session.rollback()
-            log.exception("could not record request %s", call.request_id)
+    def submit(self, call: CallRecord, outcome: Outcome) -> None:
+        """Take one finished call's row; never raise into the answer."""
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row taken so far is written; False if that took too long."""
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is left; the process is ending."""
+
+
+class InlineRecorder:
+    """Writes each finished call's row at once, in its own session (tests, and a
+    deployment set to ``TALLY_USAGE_WRITES=inline``); the background writer
+    (tally.usage.writer.background) is the other recorder, with the same two methods."""
+
+    def __init__(self, sessions: sessionmaker):
+        self.sessions = sessions
+
+    def submit(self, call: CallRecord, outcome: Outcome) -> None:
+        """Record one finished call; a database failure is logged, never raised into a
+        response that is already on its way to the client."""
+        with self.sessions() as session:
+            try:
+                record_call(session, call, outcome)
+            except Exception:
+                session.rollback()
+                log.exception("could not record request %s", call.request_id)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Every row is already written."""
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Nothing is queued: nothing to write before the process ends."""
 
 
 def _reconcile_after(outcome: Outcome, ended: datetime) -> datetime | None:

@@ -44,7 +44,7 @@ def _load_idp(session: Session) -> IdpConfig:
 
 def save_idp(session: Session, fields: dict[str, str], actor: str) -> IdpConfig:
     """Apply ``fields`` (text, as typed) to the identity provider; audited before → after.
-    Raises IdpFieldError (a DomainError) for a bad field or value."""
+    Raises IdpFieldError (a InvalidInput) for a bad field or value."""
     before = _load_idp(session)
     config = before.with_fields(fields)
     if config == before:

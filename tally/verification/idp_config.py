@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from urllib.parse import urlsplit
 
-from tally.errors import DomainError
+from tally.errors import InvalidInput
 
 FIELDS = ("issuer", "jwks_url", "audience", "user_claim", "name_claim", "email_claim")
 REQUIRED = ("issuer", "jwks_url", "user_claim")
@@ -21,7 +21,7 @@ CLAIM_RE = re.compile(r"[^\s]{1,255}")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class IdpFieldError(DomainError):
+class IdpFieldError(InvalidInput):
     """An identity-provider field or value that is not allowed. ``field`` names it."""
 
     def __init__(self, field: str, message: str):

@@ -16,7 +16,7 @@ import jwt
 from jwt import exceptions as jwt_errors
 
 from tally.end_users.claims import EMAIL_RE, MAX_ID_LENGTH, MAX_TEXT_LENGTH, EndUserClaim
-from tally.errors import TallyError
+from tally.errors import AuthenticationFailed, Unavailable
 from tally.verification.idp_config import IdpConfig
 from tally.verification.jwks import ALGORITHMS, JwksUnavailable, KeySet
 
@@ -25,24 +25,20 @@ MAX_TOKEN_LENGTH = 16 * 1024
 HEADER = "X-Tally-User-Token"
 
 
-class TokenError(TallyError):
-    """401: the end-user token is missing, malformed, forged, expired or foreign;
-    ``code`` names the problem (``token_expired``, ``token_invalid_signature``, …)."""
+class TokenError(AuthenticationFailed):
+    """The end-user token is missing, malformed, forged, expired or foreign; ``code``
+    names the problem (``token_expired``, ``token_invalid_signature``, …)."""
 
-    status = 401
-    type = "invalid_request_error"
     default_code = "token_invalid"
 
     def __init__(self, code: str, message: str):
-        super().__init__(message, code=code, param=HEADER)
+        super().__init__(message, HEADER, code=code)
 
 
-class IdpUnavailable(TallyError):
-    """503: tokens cannot be verified now (the provider's keys cannot be fetched, or no
+class IdpUnavailable(Unavailable):
+    """Tokens cannot be verified now (the provider's keys cannot be fetched, or no
     provider is configured)."""
 
-    status = 503
-    type = "api_error"
     default_code = "idp_unavailable"
 
 
@@ -201,5 +197,5 @@ def _unavailable(keys: KeySet) -> IdpUnavailable:
     return IdpUnavailable(
         "End-user tokens cannot be verified right now: the identity provider's keys "
         f"could not be fetched. Try again in {retry} s.",
-        headers={"Retry-After": str(retry)},
+        retry_after=retry,
     )

@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import event, select, text
 
 from tally.models import DailyTotal
-from tally.proxy import pipeline
+from tally.proxy import call as proxy_call
 from tally.usage.price_table import set_price
 from tests.helpers.api import body_of, chat
 from tests.helpers.payloads import (
@@ -46,13 +46,13 @@ PRICED = (600 * 0.5 + 400 * 0.25 + 200 * 2.0) / 1e6
 def counted(monkeypatch):
     """The usage each finished call handed to the budget counters."""
     seen = []
-    real = pipeline.count_usage
+    real = proxy_call.count_usage
 
     def spy(runtime, admission, usage):
         seen.append(usage)
         return real(runtime, admission, usage)
 
-    monkeypatch.setattr(pipeline, "count_usage", spy)
+    monkeypatch.setattr(proxy_call, "count_usage", spy)
     return seen
 
 

@@ -15,7 +15,8 @@ from tally.db import utcnow
 from tally.end_users.claims import EndUserClaim
 from tally.keys.admin_tokens import create_admin_token, revoke_admin_token
 from tally.models import AdminToken
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 
 DAY1 = datetime(2026, 11, 2, 9, 30)
 DAY2 = DAY1 + timedelta(days=1)

@@ -222,13 +222,12 @@ def test_the_shipped_default_is_1000_messages(tally, clock):
 
 def test_counters_are_rebuilt_from_the_request_log(tally, clock, make_app):
     """A restarted storage does not hand out a fresh quota: the request log refills it."""
-    from tally.limits.runtime import runtime_of
     from tally.limits.storage.registry import LocalStorage
 
     set_limits(tally.flask_app, "tier:default", "messages=3")
     assert chat(tally, user="u-1").status_code == 200
     assert chat(tally, user="u-1").status_code == 200
-    runtime = runtime_of(tally.flask_app.extensions["tally"])
+    runtime = tally.flask_app.extensions["tally"].limits
     runtime.storage = LocalStorage()  # as after a restart: nothing held
     runtime.ready.clear()  # a restarted instance's workers start with nothing trusted
     runtime.set_clock(__import__("time").time)

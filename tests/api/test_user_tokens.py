@@ -13,7 +13,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tally.tracking.config import TrackingConfig, derive_identifier
+from tally.tracking.config import TrackingConfig
+from tally.tracking.identifiers import derive_identifier
 from tests.helpers.api import chat
 from tests.helpers.identity_provider import ISSUER, ORIGIN, call, expect_401
 from tests.helpers.payloads import completion

@@ -11,7 +11,7 @@ import pytest
 
 from tally.demo.seed import seed_demo_traffic
 from tally.operators.accounts import create_operator
-from tally.tracking.config import active_config, save_config
+from tally.tracking.store import active_config, save_config
 from tests.helpers.browser import LAPTOP, PHONE, log_in
 from tests.helpers.console import PASSWORD
 

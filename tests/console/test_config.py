@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from tally.models import AuditEntry, ConfigRevision
-from tally.tracking.config import TrackingConfig, active_config, derive_identifier
+from tally.tracking.config import TrackingConfig
+from tally.tracking.identifiers import derive_identifier
+from tally.tracking.store import active_config
 from tests.helpers.console import text
 from tests.helpers.settings import HASH_KEY
 

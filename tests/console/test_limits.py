@@ -102,13 +102,12 @@ def tally_admin(tally, make_operator) -> Console:
 
 def test_after_a_restart_the_page_shows_use_rebuilt_from_the_log(tally_admin, tally):
     """Counters a restart lost are rebuilt for the page, before the user's next request."""
-    from tally.limits.runtime import runtime_of
     from tally.limits.storage.registry import LocalStorage
 
     set_limits(tally.flask_app, "tier:default", "messages=5")
     for _ in range(4):
         assert chat(tally, user="back-later").status_code == 200
-    runtime = runtime_of(tally.flask_app.extensions["tally"])
+    runtime = tally.flask_app.extensions["tally"].limits
     runtime.storage = LocalStorage(clock=runtime.clock)  # as after a restart: nothing held
     runtime.ready.clear()
     page = text(tally_admin.get("/limits"))

@@ -6,7 +6,6 @@ import time
 import urllib3
 
 from tally.demo import upstream as demo
-from tally.proxy.upstream import UpstreamClient
 from tests.helpers.rows import request_rows
 
 
@@ -117,7 +116,7 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
 
 
 def test_the_demo_answers_through_urllib3_piece_by_piece():
-    client = UpstreamClient(None, None, 5, demo_token_delay=0.05)
+    client = demo.demo_client(5, token_delay=0.05)
     messages = [{"role": "user", "content": "hi"}]
     body = {"model": "tally/demo/upstream-echo", "stream": True, "messages": messages}
     started = time.perf_counter()
@@ -136,7 +135,7 @@ def test_the_demo_answers_through_urllib3_piece_by_piece():
 
 
 def test_the_demo_answers_every_call_as_an_upstream_would():
-    client = UpstreamClient(None, None, 5, demo_token_delay=0)
+    client = demo.demo_client(5, token_delay=0)
     models = client.get("/models")
     assert [m["id"] for m in json.loads(models.read())["data"]] == list(demo.MODELS)
     missing = client.post("/images/generations", {"model": "m", "prompt": "x"}, stream=False)

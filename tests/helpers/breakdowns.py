@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from tally.end_users.claims import EndUserClaim
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 
 START, END = date(2026, 2, 27), date(2026, 4, 2)
 PROFILES = {

@@ -15,11 +15,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import MetaData, select
 
 from tally.end_users.claims import EndUserClaim
-from tally.end_users.directory import identity_detail, search_identities
+from tally.end_users.search import search_identities
 from tally.keys.api_keys import create_api_key
 from tally.limits.policy_store import reset_user, set_policy
 from tally.models import DailyModelTotal, DailyTotal, EndUser, MonthlyUserTotal
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.reports.identity import identity_detail
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tests.helpers.totals import assert_same, fresh_aggregate, stored
 
 USER = "zelda-7f3q"

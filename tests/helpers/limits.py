@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 from tally.limits.policy import parse_assignments
 from tally.limits.policy_store import reset_user, set_policy
-from tally.limits.runtime import runtime_of
 
 # Today's UTC midnight: request rows are stamped with the real time, and counters rebuilt
 # from them must fall in the same day as the test's clock.
@@ -42,7 +41,7 @@ class Clock:
 
 def use_clock(flask_app, clock: Clock) -> Clock:
     """Make ``flask_app``'s limits (windows and periods) follow ``clock``."""
-    runtime_of(flask_app.extensions["tally"]).set_clock(clock)
+    flask_app.extensions["tally"].limits.set_clock(clock)
     return clock
 
 
@@ -73,7 +72,7 @@ def forget_redis_counters(url: str) -> None:
 def forget_counters(flask_app) -> None:
     """Drop this deployment's limit counters (only Tally's keys: on a shared Redis other
     keys belong to others)."""
-    storage = runtime_of(flask_app.extensions["tally"]).storage
+    storage = flask_app.extensions["tally"].limits.storage
     client = getattr(storage, "storage", None)  # limits' RedisStorage keeps its client here
     if client is None:
         storage.reset()

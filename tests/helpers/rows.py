@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from tally.end_users.claims import EndUserClaim
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
-from tally.tracking.config import active_config, save_config
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.tracking.store import active_config, save_config
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 
 
 def configure(flask_app, **fields) -> int:

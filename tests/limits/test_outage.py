@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tally.limits.runtime import runtime_of
 from tally.limits.storage.lmdb_file import LMDBStorage
 from tests.helpers.api import chat
 from tests.helpers.faults import TcpProxy
@@ -61,7 +60,7 @@ def test_fail_open_serves_logs_once_and_counts(proxied, caplog):
     with caplog.at_level(logging.ERROR, logger="tally.limits.admission"):
         statuses = [chat(tally, user="u-1").status_code for _ in range(4)]
     assert statuses == [200] * 4  # unchecked: served
-    runtime = runtime_of(tally.flask_app.extensions["tally"])
+    runtime = tally.flask_app.extensions["tally"].limits
     assert runtime.unavailable_count >= 4
     lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and "failing open" in lines[0].getMessage()
@@ -84,7 +83,7 @@ def test_fail_closed_answers_503(proxied):
 def test_a_counter_file_that_is_gone(make_app, serve, upstream, tmp_path, fail, status):
     """The default storage's file is gone (its directory removed): the same two behaviours."""
     flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_RATELIMIT_FAIL=fail)
-    runtime = runtime_of(flask_app.extensions["tally"])
+    runtime = flask_app.extensions["tally"].limits
     runtime.storage = LMDBStorage(f"tally+lmdb://{tmp_path}/gone/limits")
     server = serve(flask_app)
     from tally.keys.api_keys import create_api_key

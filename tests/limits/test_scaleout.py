@@ -42,7 +42,7 @@ def pair(make_app, serve, upstream, tmp_path):
     a.key = b.key = key
     yield a, b
     for server in servers:  # rows still queued must land before the tables are emptied
-        assert server.flask_app.extensions["tally"].writer.flush()
+        assert server.flask_app.extensions["tally"].usage.flush()
     forget_redis_counters(os.environ["TALLY_TEST_REDIS_URL"])
 
 

@@ -35,9 +35,8 @@ def make_app(database_url, tmp_path):
 
     yield factory
     for app in apps:
-        writer = app.extensions["tally"].writer
-        if writer is not None:  # its threads (rows, cost reconciliation) stop with the test
-            writer.close(timeout=5)
+        # a background writer's threads (rows, cost reconciliation) stop with the test
+        app.extensions["tally"].usage.close(timeout=5)
         engine = app.extensions["tally"].engine
         if app.config["TALLY"].database_url == database_url:
             reset_database(engine)

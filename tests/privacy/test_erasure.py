@@ -11,8 +11,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from tally.end_users.directory import search_identities, trace_identifier
-from tally.errors import DomainError
+from tally.end_users.directory import trace_identifier
+from tally.end_users.search import search_identities
+from tally.errors import InvalidInput
 from tally.keys.api_keys import create_api_key
 from tally.limits.checks import subject_keys
 from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
@@ -155,7 +156,7 @@ def test_an_unknown_id_is_one_line_and_exit_2(runner, person, internal_id, messa
 def test_erasing_twice_is_refused_and_changes_nothing(app, db, person):
     key = HASH_KEY.encode()
     erase_user(db, USER, "ops@example.com", key)
-    with pytest.raises(DomainError, match="no end user with internal id"):
+    with pytest.raises(InvalidInput, match="no end user with internal id"):
         erase_user(db, USER, "ops@example.com", key)
     entries = db.scalars(select(AuditEntry).where(AuditEntry.action == "identity.erase")).all()
     assert len(entries) == 1 and entries[0].actor == "ops@example.com"

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tally.errors import UpstreamError, UpstreamTimeout
+from tally.proxy.openai_errors import status_of
 from tally.proxy.upstream import UpstreamClient
 from tests.helpers.loopback import free_port, listener
 
@@ -177,7 +178,7 @@ def test_an_unreachable_upstream():
         chat(UpstreamClient(f"http://127.0.0.1:{free_port()}/v1", None, 5))
     assert failure.type is UpstreamError
     assert failure.value.message == "The upstream could not be reached (ConnectionError)."
-    assert (failure.value.status, failure.value.code) == (502, "upstream_unreachable")
+    assert (status_of(failure.value), failure.value.code) == (502, "upstream_unreachable")
 
 
 def test_an_upstream_that_hangs_up_without_answering():
@@ -206,7 +207,7 @@ def test_no_answer_within_the_timeout_is_a_504():
     with pytest.raises(UpstreamTimeout) as failure:
         chat(UpstreamClient(server.url, None, 0.2))
     assert failure.value.message == "The upstream did not answer within 0.2 seconds."
-    assert (failure.value.status, failure.value.code) == (504, "upstream_timeout")
+    assert (status_of(failure.value), failure.value.code) == (504, "upstream_timeout")
 
 
 BROKEN = "The upstream connection broke before the answer was complete."
@@ -237,7 +238,7 @@ def test_a_body_that_stops_before_its_end(script, error, message, stream):
     expected = (
         (504, "upstream_timeout") if error is UpstreamTimeout else (502, "upstream_disconnected")
     )
-    assert (failure.value.status, failure.value.code) == expected
+    assert (status_of(failure.value), failure.value.code) == expected
 
 
 def test_the_api_key_stays_out_of_reprs_and_text():

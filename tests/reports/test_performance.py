@@ -14,7 +14,8 @@ from tally.end_users.claims import EndUserClaim
 from tally.models import AuditEntry, EndUser
 from tally.reports import performance
 from tally.reports.performance import percentile, percentiles, user_performance
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tests.helpers.console import text
 
 

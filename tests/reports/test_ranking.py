@@ -13,7 +13,8 @@ from sqlalchemy import select
 from tally.end_users.claims import EndUserClaim
 from tally.models import EndUser
 from tally.reports import ranking
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tests.helpers.database import reset_database
 
 FIRST_DAY = datetime(2026, 1, 20, 12, 0)

@@ -47,7 +47,7 @@ def instances(make_app, serve, upstream, tmp_path):
     a.key = b.key = key
     yield a, b
     for server in servers:
-        writer = server.flask_app.extensions["tally"].writer
+        writer = server.flask_app.extensions["tally"].usage
         writer.flush()
     forget_redis_counters(os.environ["TALLY_TEST_REDIS_URL"])
 
@@ -55,7 +55,7 @@ def instances(make_app, serve, upstream, tmp_path):
 def flush(*servers) -> None:
     """Wait for both instances' background writers."""
     for server in servers:
-        assert server.flask_app.extensions["tally"].writer.flush()
+        assert server.flask_app.extensions["tally"].usage.flush()
 
 
 def test_a_config_change_on_a_is_used_by_b_from_the_next_request(instances, upstream):

@@ -7,14 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.errors import InvalidRequest
-from tally.tracking.config import (
-    ConfigFieldError,
-    TrackingConfig,
-    attach,
-    check_identifier,
-    derive_identifier,
-)
+from tally.errors import InvalidInput
+from tally.tracking.config import ConfigFieldError, TrackingConfig
+from tally.tracking.identifiers import attach, check_identifier, derive_identifier
 
 KEY = b"test-hash-key"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}
@@ -254,14 +249,14 @@ def test_attach_does_not_mutate_the_client_body():
 
 def test_identifiers_longer_than_the_dialect_allows_are_refused():
     check_identifier("x" * 64, "safety_identifier", 64)
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(InvalidInput) as info:
         check_identifier("x" * 65, "safety_identifier", 64)
     assert "65 characters; the limit is 64" in info.value.message
 
 
 def test_identifiers_longer_than_255_are_refused_naming_the_field():
     check_identifier("x" * 255, "user")
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(InvalidInput) as info:
         check_identifier("x" * 256, "identity.id")
-    assert info.value.param == "identity.id"
+    assert info.value.field == "identity.id"
     assert "256 characters; the limit is 255" in info.value.message

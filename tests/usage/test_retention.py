@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from tally.db import utcnow
 from tally.end_users.claims import EndUserClaim
 from tally.models import AuditEntry, DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 0.25}
 

@@ -15,7 +15,8 @@ from sqlalchemy.exc import OperationalError
 from tally.db import utcnow
 from tally.end_users.claims import EndUserClaim
 from tally.models import RequestLog, UpstreamIdentifier
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tally.usage.writer.background import UsageWriter
 from tally.usage.writer.spool import Spool, read_segment
 

@@ -18,7 +18,8 @@ from tally.end_users.claims import EndUserClaim
 from tally.keys.api_keys import create_api_key
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal, RequestLog
 from tally.usage import records as usage
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_calls
 from tests.helpers.database import empty_database, reset_database
 from tests.helpers.totals import assert_same, fresh_aggregate, stored
 

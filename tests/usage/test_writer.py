@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from tally.end_users.claims import EndUserClaim
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
-from tally.usage.records import CallRecord, Outcome, record_call
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.records import record_call
 from tally.usage.writer.background import UsageWriter
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tally.end_users.claims import EndUserClaim
-from tally.usage.records import CallRecord, Outcome
+from tally.usage.call import CallRecord, Outcome
 from tally.usage.writer import wire as writer_socket
 from tally.usage.writer.wire import FRAME, decode_batch, encode_batch
 from tests.helpers.rows import request_rows

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tally.limits.storage.lmdb_file import close
+
 
 def create() -> str:
     """A private directory (0700) for an instance's counters, in memory (``/dev/shm``)
@@ -36,7 +38,5 @@ def _alive(pid: int) -> bool:
 
 def remove(path: str) -> None:
     """Remove the counters' directory (gunicorn's master, after the last worker)."""
-    from tally.limits.storage.lmdb_file import close
-
     close(path)
     shutil.rmtree(os.path.dirname(path), ignore_errors=True)

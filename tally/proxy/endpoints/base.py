@@ -10,9 +10,10 @@ import json
 import time
 from typing import Any
 
-from tally.errors import InvalidRequest, TallyError
+from tally.errors import InvalidInput, TallyError
+from tally.proxy.openai_errors import error_object
 from tally.proxy.sse import encode_event
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 
 class StreamWatcher:
@@ -31,7 +32,7 @@ class StreamWatcher:
 
     def error_event(self, error: TallyError) -> bytes:
         """The SSE event that tells the client its stream failed (Chat's shape)."""
-        return encode_event(json.dumps(error.to_dict()))
+        return encode_event(json.dumps(error_object(error)))
 
     def first_token(self) -> None:
         """Note the time to first token, once."""
@@ -51,7 +52,7 @@ class Endpoint:
     incomplete_message = "The upstream ended the stream before its end."
 
     def validate(self, body: Any) -> None:
-        """Refuse a body this endpoint cannot take, naming the field (InvalidRequest)."""
+        """Refuse a body this endpoint cannot take, naming the field (InvalidInput)."""
         require_object(body)
         require_model(body)
 
@@ -79,25 +80,25 @@ class Endpoint:
 def require_object(body: Any) -> None:
     """The body must be a JSON object."""
     if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+        raise InvalidInput("The request body must be a JSON object.")
 
 
 def require_model(body: dict[str, Any]) -> None:
     """``model`` must be a non-empty string."""
     if not isinstance(body.get("model"), str) or not body["model"].strip():
-        raise InvalidRequest("model is required and must be a non-empty string.", param="model")
+        raise InvalidInput("model is required and must be a non-empty string.", field="model")
 
 
 def optional_bool(body: dict[str, Any], name: str) -> None:
     """``name``, when present, must be a boolean."""
     if body.get(name) is not None and not isinstance(body[name], bool):
-        raise InvalidRequest(f"{name} must be a boolean.", param=name)
+        raise InvalidInput(f"{name} must be a boolean.", field=name)
 
 
 def optional_object(body: dict[str, Any], name: str) -> None:
     """``name``, when present, must be an object."""
     if body.get(name) is not None and not isinstance(body[name], dict):
-        raise InvalidRequest(f"{name} must be an object.", param=name)
+        raise InvalidInput(f"{name} must be an object.", field=name)
 
 
 def usage_of(

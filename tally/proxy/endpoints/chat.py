@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tally.errors import InvalidRequest
+from tally.errors import InvalidInput
 from tally.proxy.endpoints.base import (
     Endpoint,
     StreamWatcher,
@@ -23,7 +23,7 @@ from tally.proxy.endpoints.base import (
     usage_of,
 )
 from tally.proxy.sse import event_data
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 
 class ChatCompletions(Endpoint):
@@ -40,14 +40,14 @@ class ChatCompletions(Endpoint):
         require_model(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise InvalidRequest(
-                "messages is required and must be a non-empty array.", param="messages"
+            raise InvalidInput(
+                "messages is required and must be a non-empty array.", field="messages"
             )
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidRequest(
+                raise InvalidInput(
                     f"messages[{index}] must be an object with a string role.",
-                    param=f"messages[{index}]",
+                    field=f"messages[{index}]",
                 )
         optional_bool(body, "stream")
         optional_object(body, "stream_options")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tally.errors import InvalidRequest
+from tally.errors import InvalidInput
 from tally.proxy.endpoints.base import (
     Endpoint,
     require_model,
@@ -41,7 +41,7 @@ class Embeddings(Endpoint):
         else:
             ok = False
         if not ok:
-            raise InvalidRequest(_INPUT, param="input")
+            raise InvalidInput(_INPUT, field="input")
 
 
 def _is_input_item(item: Any) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tally.errors import InvalidRequest, TallyError
+from tally.errors import InvalidInput, TallyError
 from tally.proxy.endpoints.base import (
     Endpoint,
     StreamWatcher,
@@ -25,8 +25,9 @@ from tally.proxy.endpoints.base import (
     text,
     usage_of,
 )
+from tally.proxy.openai_errors import type_of
 from tally.proxy.sse import event_data
-from tally.usage.records import Outcome
+from tally.usage.call import Outcome
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _DELTA = b"event: response.output_text.delta"
@@ -45,11 +46,9 @@ class Responses(Endpoint):
         require_object(body)
         require_model(body)
         if body.get("input") is not None and not isinstance(body["input"], str | list):
-            raise InvalidRequest(
-                "input must be a string or an array of input items.", param="input"
-            )
+            raise InvalidInput("input must be a string or an array of input items.", field="input")
         if body.get("instructions") is not None and not isinstance(body["instructions"], str):
-            raise InvalidRequest("instructions must be a string.", param="instructions")
+            raise InvalidInput("instructions must be a string.", field="instructions")
         optional_bool(body, "stream")
 
     def read_answer(self, data: dict[str, Any], outcome: Outcome) -> int | None:
@@ -109,10 +108,11 @@ class _ResponsesWatcher(StreamWatcher):
         """An ``error`` event for a failed stream, readable by every client: the fields
         flat as OpenAI's reference has them, and nested in ``error`` as its streams send
         them (the openai SDK raises on that, the Vercel AI SDK parses it)."""
-        fields = {"code": error.code, "message": error.message, "param": error.param}
+        fields = {"code": error.code, "message": error.message, "param": error.field}
+        kind = type_of(error)
         return _typed_event(
             "error",
-            {**fields, "sequence_number": self.sequence, "error": {"type": error.type, **fields}},
+            {**fields, "sequence_number": self.sequence, "error": {"type": kind, **fields}},
         )
 
 

@@ -19,8 +19,9 @@ from sqlalchemy.orm import sessionmaker
 from tally.db import is_unavailable, make_engine, make_session_factory, run_native, utcnow
 from tally.metrics import count_usage_rows, set_queue_depth
 from tally.settings import Settings
+from tally.usage.call import CallRecord, Outcome
 from tally.usage.reconcile import Reconciler, start_reconciler
-from tally.usage.records import CallRecord, Outcome, record_calls
+from tally.usage.records import record_calls
 from tally.usage.writer.spool import Spool
 from tally.usage.writer.wire import RemoteSink
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tally.usage.records import CallRecord, Outcome
+from tally.usage.call import CallRecord, Outcome
 
 log = logging.getLogger(__name__)
 FRAME = struct.Struct("!I")

@@ -1,0 +1,85 @@
+"""One API call in flight: what the pipeline (tally.proxy.pipeline) carries from step to
+step, and what happens when its answer ends, however it ends: its cost settled, its tokens
+and cost counted against its limits, its row recorded, its metrics noted."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import sessionmaker
+
+from tally import metrics
+from tally.cache import Cache
+from tally.end_users.claims import EndUserClaim
+from tally.errors import UpstreamError
+from tally.keys.api_keys import AuthenticatedKey
+from tally.limits.admission import Admission, count_usage
+from tally.limits.runtime import LimitsRuntime
+from tally.proxy.endpoints.base import Endpoint, elapsed_ms
+from tally.proxy.openai_errors import status_of
+from tally.proxy.upstream import UpstreamClient
+from tally.usage.call import CallRecord, Outcome
+from tally.usage.costs import cached_prices, settle_cost
+from tally.usage.records import Recorder
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What every call needs besides its own input: built once per process by the
+    runtime (tally.runtime.process) and handed to :func:`tally.proxy.pipeline.proxy`."""
+
+    sessions: sessionmaker
+    cache: Cache  # API keys, the tracking config, the price table
+    hash_key: bytes  # TALLY_HASH_KEY's UTF-8 bytes (hmac-sha256 identifiers)
+    upstream: UpstreamClient
+    limits: LimitsRuntime
+    usage: Recorder
+
+
+@dataclass
+class Call:
+    """One call in flight: its input, then what each step of the pipeline adds."""
+
+    pipeline: Pipeline
+    endpoint: Endpoint
+    key: AuthenticatedKey
+    body: Any
+    request_id: str
+    claim: EndUserClaim | None = None
+    started: float = field(default_factory=time.perf_counter)
+    admission: Admission = field(default_factory=Admission)
+    # filled in when the call is prepared under the tracking config
+    record: CallRecord | None = None
+    upstream_body: dict[str, Any] | None = None
+    stream: bool = False
+    hide_usage: bool = False  # usage was asked for on the client's behalf: not relayed
+    reconcilable: bool = False  # an OpenRouter stream: a cut one is costed later
+    outcome: Outcome = field(default_factory=Outcome)
+
+    def finish(self, error: UpstreamError | None = None) -> None:
+        """Settle the call's cost (tally.usage.costs), count its tokens and cost in its
+        limits' counters, record its row and its metrics (once its answer has ended)."""
+        if error is not None:
+            self.outcome.fail(status_of(error), error.code, error.message)
+        out, record, pipeline = self.outcome, self.record, self.pipeline
+        out.latency_ms = elapsed_ms(self.started)
+        settle_cost(
+            out,
+            (out.model, record.model),
+            lambda: cached_prices(pipeline.cache, pipeline.sessions),
+            # the usage never arrived: OpenRouter's generation endpoint will say
+            estimate=self.reconcilable and out.usage is None and bool(out.generation_id),
+        )
+        count_usage(pipeline.limits, self.admission, out.usage)
+        pipeline.usage.submit(record, out)
+        metrics.record_call(
+            self.endpoint.name,
+            out.model or record.model,
+            out.status,
+            out.latency_ms,
+            out.ttft_ms,
+            out.usage,
+            out.error_code,
+        )

@@ -1,0 +1,80 @@
+"""One end user's page: their identifiers, 30-day usage by model and recent requests (a
+view by an operator is audited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tally.audit import add_audit
+from tally.models import EndUser, RequestLog, UpstreamIdentifier
+from tally.reports.dashboard import (
+    DEFAULT_RANGE_DAYS,
+    Row,
+    Totals,
+    per_model,
+    totals_between,
+)
+
+RECENT_REQUESTS = 25
+
+
+@dataclass(frozen=True)
+class IdentityDetail:
+    """Everything the console shows about one end user."""
+
+    user: EndUser
+    identifiers: list[UpstreamIdentifier]
+    month: Totals
+    models: list[Row]
+    recent: list[RequestLog]
+
+
+def identity_detail(
+    session: Session, user_id: int, now: datetime, actor: str | None = None
+) -> IdentityDetail | None:
+    """The end user ``user_id`` with their identifiers, 30-day usage and recent requests,
+    or None. A view by ``actor`` is recorded in the audit log."""
+    user = session.get(EndUser, user_id)
+    if user is None:
+        return None
+    identifiers = list(
+        session.scalars(
+            select(UpstreamIdentifier)
+            .options(selectinload(UpstreamIdentifier.revision))
+            .where(UpstreamIdentifier.user_id == user_id)
+            .order_by(UpstreamIdentifier.last_seen.desc())
+        )
+    )
+    # the last 30 UTC days, from the daily totals; the recent requests off the log's
+    # (user_id, created_at, id) index, newest first
+    start = now.date() - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    recent = list(
+        session.scalars(
+            select(RequestLog)
+            .options(selectinload(RequestLog.identifier))
+            .where(RequestLog.user_id == user_id)
+            .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            .limit(RECENT_REQUESTS)
+        )
+    )
+    detail = IdentityDetail(
+        user=user,
+        identifiers=identifiers,
+        month=totals_between(session, start, now.date(), user_id),
+        models=per_model(session, start, now.date(), user_id),
+        recent=recent,
+    )
+    if actor:
+        add_audit(
+            session,
+            actor,
+            "identity.lookup",
+            target=user.external_id,
+            after={"viewed": user.external_id},
+        )
+        session.commit()
+    return detail
