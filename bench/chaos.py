@@ -1,5 +1,5 @@
 """The database outage of issue 12, on this machine's PostgreSQL, through a TCP proxy
-(tests/faults.py) that is cut and restored: nothing stops the real server.
+(tests/helpers/faults.py) that is cut and restored: nothing stops the real server.
 
     .venv/bin/python -m bench.chaos [--outage 8] [--threads 8] [--workers 2] [--stream]
 
@@ -28,7 +28,9 @@ from tally import schema
 from tally.db import make_engine, make_session_factory
 from tally.keys.api_keys import create_api_key
 from tally.models import RequestLog
-from tests.faults import Load, TcpProxy, start_gunicorn, stop, wait_until
+from tests.helpers.faults import Load, TcpProxy
+from tests.helpers.gunicorn import start_gunicorn, stop
+from tests.helpers.waiting import wait_for
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -79,12 +81,12 @@ def run(url, args) -> dict[str, object]:
             time.sleep(args.outage)
             proxy.restore()
             restored = time.monotonic()
-            wait_until(lambda: not list(instance.glob("usage-spool/*.spool")), 120, step=0.05)
+            wait_for(lambda: not list(instance.glob("usage-spool/*.spool")), 120, step=0.05)
             drained = time.monotonic() - restored
             time.sleep(max(0.0, 3 - drained))
             load.stop()
             answered = set(load.answered())
-            wait_until(lambda: answered <= set(_rows(direct)), 120)
+            wait_for(lambda: answered <= set(_rows(direct)), 120, step=0.1)
             recorded_after = time.monotonic() - restored
         finally:
             stop(proc)

@@ -12,7 +12,7 @@ from tally.models import ApiKey
 from tally.tracking.store import active_config
 from tally.usage.call import CallRecord, Outcome
 from tally.versions import FileVersion
-from tests.support import configure
+from tests.helpers.rows import configure
 
 
 class Counter:

@@ -12,10 +12,12 @@ import requests
 
 from tally import metrics
 from tally.logs import configure_logging
-from tests.fakes import completion
-from tests.limits_support import set_limits
-from tests.support import chat
-from tests.test_limits_gunicorn import fire, start_gunicorn, stop
+from tests.helpers.api import chat
+from tests.helpers.faults import fire
+from tests.helpers.gunicorn import start_gunicorn, stop, tally_env
+from tests.helpers.limits import set_limits
+from tests.helpers.outage import unreachable_database
+from tests.helpers.payloads import completion
 
 USAGE = {
     "prompt_tokens": 12,
@@ -28,9 +30,9 @@ END_USER = "user_2N4Z-secret-person"
 
 
 @pytest.fixture(autouse=True)
-def fresh_metrics():
+def fresh_metrics(monkeypatch):
     """Every labelled series of this process starts from nothing (the registry is the
-    process's own, shared by every test)."""
+    process's own, shared by every test), and so do the bounded labels' values."""
     for metric in (
         metrics.REQUESTS,
         metrics.LATENCY,
@@ -41,8 +43,8 @@ def fresh_metrics():
         metrics.LIMIT_REFUSALS,
     ):
         metric.clear()
-    metrics.model_label._seen.clear()
-    metrics.code_label._seen.clear()
+    monkeypatch.setattr(metrics, "model_label", metrics.BoundedLabel(metrics.MAX_MODELS))
+    monkeypatch.setattr(metrics, "code_label", metrics.BoundedLabel(metrics.MAX_CODES))
 
 
 def scrape(server, token: str | None = None) -> requests.Response:
@@ -104,20 +106,29 @@ def test_upstream_errors_are_counted_by_code(tally, upstream):
 
 
 def test_a_database_outage_503_is_counted(app, make_key, monkeypatch):
-    from tests.test_degraded import _dead
-
     key = make_key()
-    before = metrics.DATABASE_UNAVAILABLE._value.get()
-    monkeypatch.setattr(app.extensions["tally"].sessions, "kw", _dead(app))
-    response = app.test_client().post(
+    client = app.test_client()
+    before = unavailable_count(client)
+    unreachable_database(monkeypatch, app)
+    response = client.post(
         "/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 503
-    assert metrics.DATABASE_UNAVAILABLE._value.get() == before + 1
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    assert f"tally_database_unavailable_total {before + 1}" in text.splitlines()
+    assert unavailable_count(client) == before + 1
+
+
+def unavailable_count(client) -> float:
+    """``tally_database_unavailable_total`` as /metrics shows it (the count of the whole
+    test run so far: the counter is the process's)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    [value] = [
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("tally_database_unavailable_total ")
+    ]
+    return value
 
 
 def test_the_model_label_is_bounded():
@@ -167,8 +178,14 @@ def test_open_without_a_token(tally):
 def test_one_scrape_counts_every_gunicorn_worker(database_url, upstream, app, make_key, tmp_path):
     """Two workers, concurrent requests (spread over both: each worker's own metric file
     holds some of them), one scrape, whichever worker answers it, counts them all."""
-    env = {"TALLY_METRICS_TOKEN": "scrape-me-123", "TMPDIR": str(tmp_path)}
-    proc = start_gunicorn(database_url, upstream.url, 2, **env)
+    env = tally_env(
+        database_url,
+        TALLY_UPSTREAM_URL=upstream.url,
+        TALLY_RATELIMIT_STORAGE_URI="",  # unset: the instance's counter file
+        TALLY_METRICS_TOKEN="scrape-me-123",
+        TMPDIR=str(tmp_path),
+    )
+    proc = start_gunicorn(env, workers=2)
     try:
         [metrics_dir] = tmp_path.glob("tally-metrics-*")
         key = make_key()

@@ -8,7 +8,7 @@ from sqlalchemy import inspect, select
 from tally import schema
 from tally.db import Base, make_engine
 from tally.models import ConfigRevision
-from tests.conftest import empty_database
+from tests.helpers.database import empty_database
 
 
 # SQLite's reflection skips expression indexes (the breakdowns' profile indexes, 0007);

@@ -7,7 +7,7 @@ Everything else (framing, Content-Length truncation, HEAD, sendfile) stays gunic
 
 It leans on gunicorn's internals (``Response.write`` sends the head through
 ``send_headers`` and ``self.sock.sendall`` and sets ``headers_sent``), so it is installed
-only on the gunicorn releases in :data:`SUPPORTED`; tests/test_serving.py checks the
+only on the gunicorn releases in :data:`SUPPORTED`; tests/runtime/test_serving.py checks the
 installed one byte for byte and fails when those internals move or the release leaves
 the range. Kept because it measurably helps a stream's first event (docs/benchmarks.md).
 """

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tally.operators.accounts import create_operator
-from tests.console_client import PASSWORD
+from tests.helpers.browser import LAPTOP
+from tests.helpers.console import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,8 +24,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-LAPTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="session")
@@ -77,12 +76,3 @@ def operator_of(tally):
         return email
 
     return factory
-
-
-def log_in(page, base_url: str, email: str) -> None:
-    """Log in through the form, as a person would."""
-    page.goto(base_url + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base_url + "/")

@@ -8,7 +8,7 @@ re-entering the transaction and reading the window again. Here the same decision
 each counter once and writes each window hit once, inside one transaction
 (tally/limits/storage/lmdb_file.py): the request path's share of limiting
 (docs/benchmarks.md). The tests hold it to the engine's answers on the in-process
-storage, plan by plan (tests/test_limits_lmdb.py). Everything else (the console's
+storage, plan by plan (tests/limits/test_lmdb.py). Everything else (the console's
 status, resets, rebuilding from the log) goes through the storage's ``limits`` API.
 """
 
