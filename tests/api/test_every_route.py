@@ -10,7 +10,7 @@ import requests
 
 from tally.keys.admin_tokens import create_admin_token, get_admin_token, revoke_admin_token
 from tests.api.routes import ANY_ENDPOINT_BODY, api_routes
-from tests.snapshot import changes, reflect, snapshot
+from tests.helpers.snapshot import changes, reflect, snapshot
 
 
 @pytest.fixture

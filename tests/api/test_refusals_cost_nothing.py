@@ -15,8 +15,9 @@ import pytest
 
 from tally.limits.policy_store import unset_policy
 from tally.limits.storage.registry import LocalStorage
-from tests.limits_support import set_limits
-from tests.support import chat, configure, request_rows
+from tests.helpers.api import chat
+from tests.helpers.limits import set_limits
+from tests.helpers.rows import configure, request_rows
 
 USER = "quota-user"
 LONG_USER = "u" * 70  # the openai dialect's safety_identifier takes 64 characters at most

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from tally.models import DailyTotal
 from tally.usage.price_table import set_price
-from tests.fakes import RESPONSE_USAGE, chunks, response_events, sse
-from tests.support import chat, request_rows, wait_for
+from tests.helpers.api import chat
+from tests.helpers.payloads import RESPONSE_USAGE, chunks, response_events, sse
+from tests.helpers.rows import request_rows
+from tests.helpers.waiting import wait_for
 
 MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
 USAGE = {

@@ -21,8 +21,8 @@ from tally.keys.api_keys import create_api_key
 from tally.limits.policy_store import set_policy
 from tally.models import EndUser, Operator
 from tally.usage.price_table import set_price
-from tests.console_client import PASSWORD
-from tests.support import configure, record_traffic
+from tests.helpers.console import PASSWORD
+from tests.helpers.rows import configure, record_traffic
 
 CONSOLE_BLUEPRINTS = ("console", "auth")
 CHANGING = ("POST", "PUT", "PATCH", "DELETE")

@@ -20,10 +20,8 @@ from tests.console.routes import (
     state_changes,
     url_of,
 )
-from tests.console_client import Console, text
-from tests.snapshot import changes, reflect, snapshot
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.console import Console, text
+from tests.helpers.snapshot import changes, reflect, snapshot
 
 # Pages only admins see (the navigation's own flag).
 ADMIN_ONLY = {endpoint for endpoint, _label, admin_only in NAVIGATION if admin_only}

@@ -13,8 +13,9 @@ import requests
 from sqlalchemy import select
 
 from tally.models import EndUser, UpstreamIdentifier
-from tests.console_client import Console, text
-from tests.erasure_support import (
+from tests.helpers.api import chat
+from tests.helpers.console import Console, text
+from tests.helpers.erasure import (
     EMAIL,
     LOGO,
     NAME,
@@ -24,10 +25,7 @@ from tests.erasure_support import (
     find_anywhere,
     snapshot_totals,
 )
-from tests.fakes import chunks, embedding_answer, response_object
-from tests.support import chat
-
-pytest_plugins = ["tests.console_support"]
+from tests.helpers.payloads import chunks, embedding_answer, response_object
 
 PROFILE = {
     "id": USER,
