@@ -9,6 +9,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from blueprints import auth, cli, console, demo, extensions, health
 from blueprints.api import admin, v1
 from blueprints.api.errors import http_error_response
 from blueprints.console.base import database_unavailable, error_page
@@ -58,8 +59,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
     app.extensions["tally"] = build_runtime(settings, app.config["DEMO_TOKEN_DELAY"])
-
-    from blueprints import auth, cli, console, demo, extensions, health
 
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
