@@ -24,8 +24,6 @@ group = AppGroup("keys", help="Tally API keys.")
 )
 def keys_create(name: str, user: str | None, user_token: bool, origins: tuple[str, ...]) -> None:
     """Create a key; the key itself is printed alone on the last line, once."""
-    if user is not None and not 1 <= len(user) <= 255:
-        fail("--user must be 1 to 255 characters")
     if user is not None and user_token:
         fail("--user and --user-token exclude each other")
     with session_scope() as session:
