@@ -9,6 +9,10 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from blueprints import auth, cli, console, demo, extensions, health
+from blueprints.api import admin, v1
+from blueprints.api.errors import http_error_response
+from blueprints.console.base import database_unavailable, error_page
 from tally.errors import DatabaseUnavailable
 from tally.logs import AccessLog, configure_logging
 from tally.runtime.process import build_runtime
@@ -56,33 +60,21 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
     app.extensions["tally"] = build_runtime(settings, app.config["DEMO_TOKEN_DELAY"])
 
-    from blueprints import (
-        admin_api,
-        api,
-        auth,
-        cli,
-        console,
-        console_base,
-        demo,
-        extensions,
-        health,
-    )
-
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway
     lean.session_interface = extensions.NoSessions()
-    lean.register_blueprint(api.bp)
-    lean.register_blueprint(admin_api.bp)
+    lean.register_blueprint(v1.bp)
+    lean.register_blueprint(admin.bp)
     lean.register_blueprint(demo.bp)
     lean.register_blueprint(health.bp)
-    lean.register_error_handler(HTTPException, api.http_error_response)
+    lean.register_error_handler(HTTPException, http_error_response)
 
     extensions.init_app(app)
     app.register_blueprint(auth.bp)
-    app.register_blueprint(console.bp)
-    app.register_error_handler(HTTPException, console_base.error_page)
+    app.register_blueprint(console.blueprint())
+    app.register_error_handler(HTTPException, error_page)
     for unavailable in DATABASE_UNAVAILABLE:
-        app.register_error_handler(unavailable, console_base.database_unavailable)
+        app.register_error_handler(unavailable, database_unavailable)
     cli.register(app)
 
     console_wsgi, lean_wsgi = app.wsgi_app, lean.wsgi_app

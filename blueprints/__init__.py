@@ -1,1 +1,4 @@
-"""Tally's interfaces: the JSON API, the demo upstream, the console and the CLI."""
+"""Tally's interfaces, one package per surface: ``api/`` (the OpenAI-compatible API and
+the admin API, JSON), ``console/`` (HTML, one module per page) with ``auth`` (login) and
+``extensions``, ``cli/`` (the flask commands); and ``demo`` (the demo upstream) and
+``health`` (the probes, /metrics). app.py wires them."""

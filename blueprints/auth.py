@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 
-from blueprints.console_base import get_db, login_redirect, refuse_nul_characters, runtime
+from blueprints.console.base import get_db, login_redirect, refuse_nul_characters, runtime
 from blueprints.extensions import limiter, login_manager
 from tally.operators.accounts import (
     OperatorError,

@@ -8,6 +8,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from blueprints.api.errors import error_response
 from tally import metrics
 from tally.errors import AuthenticationFailed
 from tally.runtime.health import check_database, check_limiter_storage
@@ -51,8 +52,6 @@ def _degraded_or_unavailable(runtime, checks: dict[str, str]) -> str:
 def metrics_text():
     """Prometheus text exposition: every worker's counters under gunicorn. No label names
     a user. With TALLY_METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
-    from blueprints.api import error_response  # the API's 401, in OpenAI's shape
-
     settings = current_app.extensions["tally"].settings
     if settings.metrics_token and not _bearer_matches(settings.metrics_token):
         return error_response(AuthenticationFailed("A valid metrics token is required."))

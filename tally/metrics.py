@@ -2,7 +2,7 @@
 
 Recorded in one place on the request path (tally.proxy.pipeline: each call when its
 row is recorded, each limit refusal) plus the API's 503 for database outages
-(blueprints/api.py). No label names a user, a key or an identifier: only the endpoint,
+(blueprints/api/errors.py). No label names a user, a key or an identifier: only the endpoint,
 the status, the model, the error code and the token kind.
 
 Under gunicorn every worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``

@@ -49,10 +49,14 @@ def create_api_key(
     origins: Sequence[str] = (),
 ) -> tuple[ApiKey, str]:
     """Mint a key named ``name``; return the row and the secret (shown once, never stored).
-    ``user_token``: calls need a verified end-user token; ``origins`` get CORS."""
+    ``bound_external_id``: the end user every call is made for, held to the API's limits
+    on an end user's id; ``user_token``: calls need a verified end-user token;
+    ``origins`` get CORS."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ApiKeyError(f"a key name must be 1 to {MAX_NAME_LENGTH} characters")
+    if bound_external_id is not None and not 1 <= len(bound_external_id) <= MAX_ID_LENGTH:
+        raise ApiKeyError(f"an end user id must be 1 to {MAX_ID_LENGTH} characters", "user")
     if user_token and bound_external_id:
         raise ApiKeyError("a key is bound to one end user or needs user tokens, not both")
     origins = normalize_origins(origins)
@@ -170,16 +174,13 @@ def mint_api_key(
     user_token: bool = False,
     origins: str = "",
 ) -> tuple[ApiKey, str]:
-    """create_api_key for a form: a blank user means an unbound key; a bound user's id is
-    held to the API's limits; ``origins`` is typed text, one origin per line or comma."""
-    bound = bound_external_id.strip() or None
-    if bound is not None and len(bound) > MAX_ID_LENGTH:
-        raise ApiKeyError(f"the end user id must be at most {MAX_ID_LENGTH} characters")
+    """create_api_key for a form: a blank user means an unbound key; ``origins`` is typed
+    text, one origin per line or comma."""
     return create_api_key(
         session,
         name,
         actor,
-        bound_external_id=bound,
+        bound_external_id=bound_external_id.strip() or None,
         user_token=user_token,
         origins=origins.replace(",", " ").split(),
     )

@@ -9,7 +9,7 @@ from html import unescape
 
 import pytest
 
-from blueprints import console_usage
+from blueprints.console import usage as console_usage
 from tests.helpers.breakdowns import END, EXPECTED, START
 from tests.helpers.console import text
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from blueprints.console_base import NAVIGATION
+from blueprints.console.base import NAVIGATION
 from tests.console.routes import (
     CHANGING,
     CSRF_MESSAGE,

@@ -44,7 +44,7 @@ def test_create_bound_to_a_user(admin, db):
         ({"name": ""}, "a key name must be"),
         ({"name": "x" * 101}, "a key name must be"),
         ({"name": "dup"}, "already exists"),
-        ({"name": "long-user", "user": "u" * 256}, "at most 255"),
+        ({"name": "long-user", "user": "u" * 256}, "an end user id must be 1 to 255"),
     ],
 )
 def test_bad_key_form_is_a_422_message(admin, form, message):
@@ -55,6 +55,16 @@ def test_bad_key_form_is_a_422_message(admin, form, message):
     assert 'id="new-key"' not in text(response)
     if form.get("user"):
         assert form["user"] in text(response)  # nothing typed is lost
+
+
+def test_the_form_and_the_cli_refuse_a_long_user_alike(admin, runner, db):
+    """One rule (create_api_key), one message, whichever way a key is minted."""
+    message = "an end user id must be 1 to 255 characters"
+    page = admin.post("/keys", {"name": "web", "user": "u" * 256}, htmx=True)
+    assert page.status_code == 422 and message in text(page)
+    command = runner.invoke(args=["keys", "create", "cli", "--user", "u" * 256])
+    assert (command.exit_code, command.output) == (2, f"Error: {message}\n")
+    assert db.scalars(select(ApiKey)).all() == []
 
 
 def test_revoke_and_the_api_refuses_the_key(admin, client, db, make_key):

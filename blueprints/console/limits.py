@@ -4,11 +4,10 @@ audit entries, and the login throttling that guards this console."""
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import Blueprint, current_app, request
 
-from blueprints.console_base import (
+from blueprints.console.base import (
     actor,
-    bp,
     changed,
     get_db,
     on_domain_error,
@@ -29,6 +28,16 @@ from tally.limits.status import busiest_users
 
 PAGE, PANEL = "limits/page.html", "limits/_panel.html"
 AUDIT_ENTRIES = 20
+
+
+def register(bp: Blueprint) -> None:
+    """The limits' routes and the ``limit_value`` filter on the console blueprint ``bp``."""
+    bp.get("/limits")(limits_page)
+    bp.post("/limits/policies")(limits_set)
+    bp.post("/limits/policies/unset")(limits_unset)
+    bp.post("/limits/tier-key")(limits_tier_key)
+    bp.post("/limits/reset")(limits_reset)
+    bp.add_app_template_filter(limit_value, "limit_value")
 
 
 def _context(**extra):
@@ -60,7 +69,6 @@ def _done(message: str):
     return changed(message, "console.limits_page", _panel)
 
 
-@bp.get("/limits")
 def limits_page():
     """Every policy, the tier key, who is limited or near a limit, recent changes."""
     return render(PAGE, PANEL, **_context())
@@ -72,7 +80,6 @@ def _typed() -> dict[str, str]:
     return form
 
 
-@bp.post("/limits/policies")
 @on_domain_error(PAGE, PANEL, lambda: _context(form=_typed()))
 def limits_set():
     """Set the fields of one scope's policy (blank fields are left as they are)."""
@@ -84,7 +91,6 @@ def limits_set():
     return _done(f"Saved the policy of {form['scope']}.")
 
 
-@bp.post("/limits/policies/unset")
 @on_domain_error(PAGE, PANEL, _context)
 def limits_unset():
     """Drop one scope's policy (a user override, a tier, a key's policy)."""
@@ -93,7 +99,6 @@ def limits_unset():
     return _done(f"Removed the policy of {scope}.")
 
 
-@bp.post("/limits/tier-key")
 @on_domain_error(PAGE, PANEL, _context)
 def limits_tier_key():
     """The identity metadata key whose value names a user's tier."""
@@ -102,7 +107,6 @@ def limits_tier_key():
     return _done(f"Tiers are now picked by the metadata key {value!r}.")
 
 
-@bp.post("/limits/reset")
 @on_domain_error(PAGE, PANEL, _context)
 def limits_reset():
     """Clear one user's counters now (their limit is lifted until they use it again)."""
@@ -111,7 +115,6 @@ def limits_reset():
     return _done(f"Reset the counters of {scope}.")
 
 
-@bp.app_template_filter("limit_value")
 def limit_value(value, name: str) -> str:
     """A policy value as the CLI prints it (``$`` before budgets)."""
     text = format_value(name, value)

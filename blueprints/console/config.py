@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from flask import flash, request
+from flask import Blueprint, flash, request
 
-from blueprints.console_base import (
+from blueprints.console.base import (
     actor,
     back_to,
-    bp,
     get_db,
     is_htmx,
     on_domain_error,
@@ -21,6 +20,14 @@ from tally.tracking.store import active_config, save_config
 PAGE, PANEL, PREVIEW = "config/page.html", "config/_panel.html", "config/_preview.html"
 DEFAULT_PREVIEW_ID = "user_123"
 MAX_PREVIEW_ID = 255
+
+
+def register(bp: Blueprint) -> None:
+    """The tracking config's routes on the console blueprint ``bp``."""
+    bp.get("/config")(config_page)
+    bp.get("/config/preview")(config_preview)
+    bp.post("/config")(config_save)
+    bp.post("/config/revisions/<int:revision_id>/rollback")(config_rollback)
 
 
 def _typed_fields(source) -> dict[str, str]:
@@ -54,14 +61,12 @@ def _panel_context(
     }
 
 
-@bp.get("/config")
 def config_page():
     """The active config as a form, with the preview and the revision history."""
     current = active_config(get_db(), runtime().cache)
     return render(PAGE, PANEL, **_panel_context(current, {}, _preview_id(request.args)))
 
 
-@bp.get("/config/preview")
 def config_preview():
     """The identifier an internal id would get under the current and the edited config."""
     current = active_config(get_db(), runtime().cache)
@@ -78,7 +83,6 @@ def _form_again() -> dict:
     )
 
 
-@bp.post("/config")
 @on_domain_error(PAGE, PANEL, _form_again)
 def config_save():
     """Save the edited config as a new revision (nothing is saved when nothing changed)."""
@@ -99,7 +103,6 @@ def config_save():
     return render(PAGE, PANEL, **_panel_context(current, {}, preview_id, message=message))
 
 
-@bp.post("/config/revisions/<int:revision_id>/rollback")
 @on_domain_error(
     PAGE,
     PANEL,

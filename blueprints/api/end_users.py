@@ -1,15 +1,15 @@
-"""The API's side of verified end users: the end-user token of a request (checked
+"""The ``/v1`` API's side of verified end users: the end-user token of a request (checked
 against the identity provider when sent, required by --user-token keys) and CORS for the
 browser origins of keys (preflights included)."""
 
 from __future__ import annotations
 
-from flask import Response, current_app, g, request
+from flask import Response, g, request
 
+from blueprints.api.base import runtime
 from tally.end_users.claims import EndUserClaim
 from tally.keys.api_keys import AuthenticatedKey
 from tally.keys.cors import answer_headers, preflight_headers
-from tally.runtime.process import Runtime
 from tally.verification.idp import allows_origin, verify_end_user
 from tally.verification.tokens import HEADER
 
@@ -21,9 +21,9 @@ def verified_user(key: AuthenticatedKey) -> EndUserClaim | None:
     token = request.headers.get(HEADER)
     if not key.user_token and token is None:
         return None
-    runtime: Runtime = current_app.extensions["tally"]
-    with runtime.sessions() as session:
-        return verify_end_user(session, runtime.key_sets, key, token, runtime.cache)
+    app_runtime = runtime()
+    with app_runtime.sessions() as session:
+        return verify_end_user(session, app_runtime.key_sets, key, token, app_runtime.cache)
 
 
 def add_cors(response: Response) -> Response:
@@ -38,9 +38,9 @@ def add_cors(response: Response) -> Response:
     if key is not None and not preflight:
         allowed = origin in key.origins
     else:
-        runtime: Runtime = current_app.extensions["tally"]
-        with runtime.sessions() as session:
-            allowed = allows_origin(session, origin, runtime.cache)
+        app_runtime = runtime()
+        with app_runtime.sessions() as session:
+            allowed = allows_origin(session, origin, app_runtime.cache)
     if not allowed:
         return response
     if preflight:

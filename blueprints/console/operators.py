@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import Blueprint, request
 
-from blueprints.console_base import (
+from blueprints.console.base import (
     actor,
-    bp,
     changed,
     get_db,
     on_domain_error,
@@ -23,6 +22,14 @@ from tally.operators.accounts import (
 )
 
 PAGE, PANEL = "operators/page.html", "operators/_panel.html"
+
+
+def register(bp: Blueprint) -> None:
+    """The operators' routes on the console blueprint ``bp``."""
+    bp.get("/operators")(operators_list)
+    bp.post("/operators")(operators_create)
+    bp.post("/operators/<int:operator_id>/role")(operators_role)
+    bp.post("/operators/<int:operator_id>/active")(operators_active)
 
 
 def _panel(status: int = 200, form: dict | None = None, **extra):
@@ -46,14 +53,12 @@ def _form_again() -> dict:
     return {"operators": list_operators(get_db()), "roles": ROLES, "form": form}
 
 
-@bp.get("/operators")
 def operators_list():
     """Every operator with role, status and last login."""
     require_admin()
     return _panel()
 
 
-@bp.post("/operators")
 @on_domain_error(PAGE, PANEL, _form_again)
 def operators_create():
     """Add an operator."""
@@ -64,7 +69,6 @@ def operators_create():
     return _done(f"Created {operator.role} {operator.email}.")
 
 
-@bp.post("/operators/<int:operator_id>/role")
 @on_domain_error(PAGE, PANEL, _form_again)
 def operators_role(operator_id: int):
     """Give an operator another role."""
@@ -72,7 +76,6 @@ def operators_role(operator_id: int):
     return _done(f"{operator.email} is now {operator.role}.")
 
 
-@bp.post("/operators/<int:operator_id>/active")
 @on_domain_error(PAGE, PANEL, _form_again)
 def operators_active(operator_id: int):
     """Disable (``active=off``) or enable (``active=on``) an operator."""

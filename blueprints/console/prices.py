@@ -4,9 +4,9 @@ Admins add, change and remove prices (audited); support sees the table."""
 
 from __future__ import annotations
 
-from flask import request
+from flask import Blueprint, request
 
-from blueprints.console_base import actor, bp, changed, get_db, on_domain_error, render
+from blueprints.console.base import actor, changed, get_db, on_domain_error, render
 from tally.audit import recent_audit
 from tally.usage.price_table import (
     FIELDS,
@@ -20,6 +20,13 @@ from tally.usage.reconcile import awaiting
 
 PAGE, PANEL = "prices/page.html", "prices/_panel.html"
 AUDIT_ENTRIES = 10
+
+
+def register(bp: Blueprint) -> None:
+    """The price table's routes on the console blueprint ``bp``."""
+    bp.get("/usage/prices")(prices_page)
+    bp.post("/usage/prices")(prices_set)
+    bp.post("/usage/prices/remove")(prices_remove)
 
 
 def _context(**extra):
@@ -41,13 +48,11 @@ def _done(message: str):
     return changed(message, "console.prices_page", _panel)
 
 
-@bp.get("/usage/prices")
 def prices_page():
     """The price table, and its recent changes."""
     return render(PAGE, PANEL, **_context())
 
 
-@bp.post("/usage/prices")
 @on_domain_error(PAGE, PANEL, lambda: _context(form=_typed()))
 def prices_set():
     """Add a model's prices or change them (cached blank: the prompt price)."""
@@ -60,7 +65,6 @@ def prices_set():
     return _done(f"Saved the prices of {model}.")
 
 
-@bp.post("/usage/prices/remove")
 @on_domain_error(PAGE, PANEL, _context)
 def prices_remove():
     """Remove a model from the price table."""

@@ -1,8 +1,11 @@
-"""The console blueprint and what its views share: login and role checks, the database
-session of the request, and rendering a full page or its HTMX fragment.
+"""What the console's views share: login and role checks, the database session of the
+request, rendering a full page or its HTMX fragment, the one place each kind of error
+becomes a console answer (a refused use case, :class:`InvalidInput`, its form again with
+the message, 422; an HTTP error an error page; an unreachable database a plain 503 page),
+and the layout's navigation and template filters.
 
-The route modules (``console_*.py``) attach their views to :data:`bp`;
-``blueprints/console.py`` imports them all.
+:func:`register` puts the hooks among these on the console blueprint, which
+blueprints/console/__init__.py builds; each page module registers its own views.
 """
 
 from __future__ import annotations
@@ -38,8 +41,6 @@ from blueprints.extensions import limiter
 from tally.errors import DatabaseUnavailable, InvalidInput
 from tally.runtime.process import Runtime
 
-bp = Blueprint("console", __name__)
-
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # (endpoint, label, admin only)
 NAVIGATION = (
@@ -55,8 +56,22 @@ NAVIGATION = (
 )
 
 
+def register(bp: Blueprint) -> None:
+    """Every console request needs a login and gets its database session closed; a
+    refused use case and a value the database refuses get their console answers; every
+    template of the app gets the navigation and the filters."""
+    bp.before_request(require_operator)
+    bp.teardown_app_request(close_db)
+    bp.register_error_handler(InvalidInput, domain_error)
+    bp.register_error_handler(DataError, database_refused)
+    bp.app_context_processor(console_context)
+    bp.add_app_template_filter(money, "money")
+    bp.add_app_template_filter(count, "count")
+    bp.add_app_template_filter(when, "when")
+
+
 def runtime() -> Runtime:
-    """The app's gateway (engine, sessions, settings)."""
+    """The app's runtime (engine, sessions, settings)."""
     return current_app.extensions["tally"]
 
 
@@ -67,7 +82,6 @@ def get_db() -> Session:
     return g.console_db
 
 
-@bp.teardown_app_request
 def close_db(_exc: BaseException | None) -> None:
     """Close the request's session; a failed request's open transaction is rolled back."""
     session = g.pop("console_db", None)
@@ -109,7 +123,6 @@ def refuse_nul_characters() -> None:
                 abort(400, "Text fields may not contain NUL characters.")
 
 
-@bp.before_request
 def require_operator():
     """Every console page needs a login; only admins change anything."""
     if not current_user.is_authenticated:
@@ -159,7 +172,6 @@ def on_domain_error(
     return decorate
 
 
-@bp.errorhandler(InvalidInput)
 def domain_error(exc: InvalidInput) -> Response:
     """The one place the console answers a refused use case: nothing of it is kept, and
     the form comes back as typed with the message (422). A view that did not say which
@@ -192,20 +204,17 @@ def page_number() -> int:
     return request.args.get("page", 1, type=int) or 1
 
 
-@bp.errorhandler(DataError)
 def database_refused(_exc: DataError) -> Response:
     """A value the database will not store is the client's mistake, never a 500."""
     return error_page(BadRequest("The database refused a value of this request."))
 
 
-@bp.app_context_processor
 def console_context() -> dict[str, Any]:
     """Navigation for the layout."""
     admin = current_user.is_authenticated and current_user.is_admin
     return {"navigation": [(e, label) for e, label, only in NAVIGATION if admin or not only]}
 
 
-@bp.app_template_filter("money")
 def money(value: float | None) -> str:
     """Dollars, with enough decimals for per-request costs."""
     if value is None:
@@ -213,13 +222,11 @@ def money(value: float | None) -> str:
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
 
 
-@bp.app_template_filter("count")
 def count(value: int | float | None) -> str:
     """A whole number with thousands separators."""
     return "–" if value is None else f"{int(value):,}"
 
 
-@bp.app_template_filter("when")
 def when(value: datetime | None) -> str:
     """A stored (naive UTC) time, to the minute."""
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import Blueprint, request
 
-from blueprints.console_base import bp, get_db, page_number, render
+from blueprints.console.base import get_db, page_number, render
 from tally.audit import KINDS, list_audit
 
 
-@bp.get("/audit")
+def register(bp: Blueprint) -> None:
+    """The audit log's route on the console blueprint ``bp``."""
+    bp.get("/audit")(audit_list)
+
+
 def audit_list():
     """Config changes, key and operator changes, identity lookups: newest first."""
     kind = request.args.get("kind", "")

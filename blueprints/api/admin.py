@@ -2,7 +2,7 @@
 
 Bearer admin API tokens (made on the console, tally.keys.admin_tokens); a gateway
 API key, a revoked or an unknown token is 401. Served by the lean app (no cookies, so
-no CSRF); every error is OpenAI's shape, as on ``/v1``.
+no CSRF); every error is OpenAI's shape, as on ``/v1`` (blueprints/api/errors.py).
 """
 
 from __future__ import annotations
@@ -12,20 +12,19 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, request, url_for
 
-from blueprints import api
+from blueprints.api.base import assign_request_id, bearer_token, runtime
+from blueprints.api.errors import register as serve_errors
 from tally.db import utcnow
-from tally.errors import AuthenticationFailed, TallyError
+from tally.errors import AuthenticationFailed
 from tally.keys.admin_tokens import AuthenticatedToken, authenticate_admin_token
 from tally.keys.api_keys import KEY_PREFIX
 from tally.reports.admin_usage import parse_usage_query, usage_page
-from tally.runtime.process import Runtime
 
 bp = Blueprint("admin_api", __name__, url_prefix="/admin/api")
-bp.before_request(api.assign_request_id)
-bp.register_error_handler(TallyError, api.handle_tally_error)
-bp.register_error_handler(Exception, api.handle_unexpected)
+bp.before_request(assign_request_id)
+serve_errors(bp)
 
 
 @bp.get("/usage")
@@ -35,7 +34,7 @@ def usage():
     more rows follow)."""
     _require_admin_token()
     query = parse_usage_query(request.args, utcnow().date())
-    with _runtime().sessions() as session:
+    with runtime().sessions() as session:
         page = usage_page(session, query)
     body: dict[str, Any] = {"rows": page.rows}
     if page.next_after is not None:
@@ -49,9 +48,8 @@ def usage():
 
 
 def _require_admin_token() -> AuthenticatedToken:
-    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-    raw = raw.strip()
-    if scheme.lower() != "bearer" or not raw:
+    raw = bearer_token()
+    if not raw:
         raise AuthenticationFailed(
             "Missing admin API token: send it as 'Authorization: Bearer <admin API token>'."
         )
@@ -60,7 +58,7 @@ def _require_admin_token() -> AuthenticatedToken:
             "This is a gateway API key; the admin API needs an admin API token "
             "(made by an admin on the console's API keys page)."
         )
-    with _runtime().sessions() as session:
+    with runtime().sessions() as session:
         token = authenticate_admin_token(session, raw, utcnow())
     if token is None:
         raise AuthenticationFailed("Incorrect or revoked admin API token.")
@@ -74,7 +72,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _runtime() -> Runtime:
-    return current_app.extensions["tally"]

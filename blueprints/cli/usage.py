@@ -6,17 +6,16 @@ from __future__ import annotations
 from datetime import date
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
-from blueprints.cli import CLI_ACTOR, fail, session_scope
+from blueprints.cli.common import CLI_ACTOR, fail, runtime, session_scope
 from tally.db import utcnow
 from tally.reports.breakdowns import columns, grouped_rows
 from tally.reports.exports import FORMATS, export_chunks
 from tally.usage.reconcile import generation_client, reconcile_pass
 from tally.usage.retention import MONTH_DAYS, oldest_request, prune_requests
 
-usage_cli = AppGroup("usage", help="The request log and its totals.")
+group = AppGroup("usage", help="The request log and its totals.")
 
 
 def _day(option: str, value: str) -> date:
@@ -24,10 +23,9 @@ def _day(option: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         fail(f"{option} must be a date written YYYY-MM-DD, got {value!r}")
-        raise  # not reached: fail exits
 
 
-@usage_cli.command("export")
+@group.command("export")
 @click.option("--from", "start", required=True, help="First UTC day, YYYY-MM-DD.")
 @click.option("--to", "end", required=True, help="Last UTC day (included), YYYY-MM-DD.")
 @click.option(
@@ -50,7 +48,7 @@ def usage_export(start: str, end: str, group_by: str, fmt: str, key: str | None)
             click.echo(chunk, nl=False)
 
 
-@usage_cli.command("prune")
+@group.command("prune")
 @click.option("--older-than", "days", required=True, type=click.IntRange(1, 100_000))
 def usage_prune(days: int) -> None:
     """Delete request rows older than DAYS days; the daily totals stay (for cron)."""
@@ -69,7 +67,7 @@ def usage_prune(days: int) -> None:
         )
 
 
-@usage_cli.command("reconcile")
+@group.command("reconcile")
 @click.option(
     "--all",
     "everything",
@@ -80,13 +78,13 @@ def usage_reconcile(everything: bool) -> None:
     """Run one reconciliation pass: estimated costs (OpenRouter streams cut before their
     usage) fetched from the upstream's generation endpoint; prints what it did (for
     cron). The usage writer process does the same every few seconds under gunicorn."""
-    runtime = current_app.extensions["tally"]
-    client = generation_client(runtime.settings)
+    app_runtime = runtime()
+    client = generation_client(app_runtime.settings)
     if client is None:
         click.echo("No upstream URL is set (the demo upstream has no generation endpoint).")
         return
     try:
-        report = reconcile_pass(runtime.sessions, client, due_only=not everything)
+        report = reconcile_pass(app_runtime.sessions, client, due_only=not everything)
     finally:
         client.close()
     for line in report.lines:

@@ -3,9 +3,9 @@ by any grouping (the chargeback per API key among them), and its streamed export
 
 from __future__ import annotations
 
-from flask import Response, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
-from blueprints.console_base import bp, get_db, on_domain_error, render
+from blueprints.console.base import get_db, on_domain_error, render
 from tally.db import utcnow
 from tally.reports.breakdowns import columns, grouped_rows, parse_group_by, row_cursor
 from tally.reports.dashboard import METRICS, bar_chart, parse_range, usage_report
@@ -15,6 +15,12 @@ PAGE, REPORT = "usage/page.html", "usage/_report.html"
 GROUP_CHOICES = ("model", "user", "endpoint", "day", "tag", "metadata", "key")
 BREAKDOWN_ROWS = 100  # per page of the breakdown table; exports have every row
 DEFAULT_METADATA_KEY = "plan"
+
+
+def register(bp: Blueprint) -> None:
+    """The usage routes on the console blueprint ``bp``."""
+    bp.get("/usage")(usage_page)
+    bp.get("/usage.<fmt>")(usage_export)
 
 
 def _form() -> dict:
@@ -36,7 +42,6 @@ def _form_again() -> dict:
     return {"form": _form(), "metrics": METRICS, "groups": GROUP_CHOICES, "report": None}
 
 
-@bp.get("/usage")
 @on_domain_error(PAGE, REPORT, _form_again)
 def usage_page():
     """The usage report for ``start``..``end`` (the last 30 days by default) and its
@@ -87,7 +92,6 @@ def _link_params(form: dict) -> dict:
     return params
 
 
-@bp.get("/usage.<fmt>")
 @on_domain_error(PAGE, None, _form_again)
 def usage_export(fmt: str):
     """Every row of the page's breakdown (its range, ``group_by``, ``key``) as a CSV or

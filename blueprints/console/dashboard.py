@@ -1,33 +1,23 @@
-"""The operator console (HTML, HTMX): the dashboard lives here; each other area has its
-own module, imported below so its views join :data:`bp`."""
+"""Console: the dashboard (``/``), the console's front page."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from blueprints import (  # noqa: F401  (each module registers its views on bp)
-    console_admin_tokens,
-    console_audit,
-    console_config,
-    console_erasure,
-    console_identities,
-    console_idp,
-    console_keys,
-    console_limits,
-    console_operators,
-    console_prices,
-    console_usage,
-)
-from blueprints.console_base import bp, get_db, render
+from flask import Blueprint
+
+from blueprints.console.base import get_db, render
 from tally.db import utcnow
 from tally.reports.dashboard import DEFAULT_RANGE_DAYS
 from tally.reports.dashboard import dashboard as dashboard_report
 from tally.reports.performance import cache_shares
 
-__all__ = ["bp"]
+
+def register(bp: Blueprint) -> None:
+    """The dashboard's route on the console blueprint ``bp``."""
+    bp.get("/")(dashboard)
 
 
-@bp.get("/")
 def dashboard():
     """Today's and the last 30 days' requests, tokens, cost and errors; the top users,
     with the share of their prompt tokens served from the provider's cache."""

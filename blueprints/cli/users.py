@@ -4,27 +4,25 @@ personal data everywhere and keeps their figures in the totals (tally.privacy.er
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
-from blueprints.cli import CLI_ACTOR, session_scope
+from blueprints.cli.common import CLI_ACTOR, runtime, session_scope
 from tally.privacy.erasure import erase_user
-from tally.runtime.process import Runtime
 
-users_cli = AppGroup("users", help="End users.")
+group = AppGroup("users", help="End users.")
 
 
-@users_cli.command("erase")
+@group.command("erase")
 @click.argument("internal_id")
 def users_erase(internal_id: str) -> None:
     """Erase the end user INTERNAL_ID: profile, identifiers, their rows' personal parts,
     their mentions in the audit log; the totals stay, under an anonymous placeholder."""
-    runtime: Runtime = current_app.extensions["tally"]
-    limits = runtime.limits
+    app_runtime = runtime()
+    limits = app_runtime.limits
     # this process's own memory holds no server's counters: nothing to clear there
     counters = None if limits.description.startswith("tally+memory") else limits.storage
     with session_scope() as session:
-        erased = erase_user(session, internal_id, CLI_ACTOR, runtime.hash_key, counters)
+        erased = erase_user(session, internal_id, CLI_ACTOR, app_runtime.hash_key, counters)
     click.echo(f"Erased the end user; the audit log names them as {erased.ref}.")
     click.echo(f"upstream identifiers deleted: {erased.identifiers}")
     click.echo(f"request rows anonymised: {erased.requests} (tokens and cost kept)")

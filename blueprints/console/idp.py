@@ -4,15 +4,22 @@ from a pasted token, without storing or logging it."""
 
 from __future__ import annotations
 
-from flask import flash, request
+from flask import Blueprint, flash, request
 
-from blueprints.console_base import actor as current_actor
-from blueprints.console_base import back_to, bp, get_db, is_htmx, on_domain_error, render, runtime
+from blueprints.console.base import actor as current_actor
+from blueprints.console.base import back_to, get_db, is_htmx, on_domain_error, render, runtime
 from tally.verification.idp import active_idp, save_idp, try_token
 from tally.verification.idp_config import FIELDS
 
 PAGE, PANEL, VERDICT = "idp/page.html", "idp/_panel.html", "idp/_verdict.html"
 MAX_TOKEN_FIELD = 16 * 1024
+
+
+def register(bp: Blueprint) -> None:
+    """The identity provider's routes on the console blueprint ``bp``."""
+    bp.get("/idp")(idp_page)
+    bp.post("/idp")(idp_save)
+    bp.post("/idp/test")(idp_test)
 
 
 def _typed() -> dict[str, str]:
@@ -24,13 +31,11 @@ def _context(values: dict[str, str] | None = None, **extra) -> dict:
     return {"current": current, "values": {**current.as_fields(), **(values or {})}, **extra}
 
 
-@bp.get("/idp")
 def idp_page():
     """The identity provider as a form, and the token test box."""
     return render(PAGE, PANEL, **_context())
 
 
-@bp.post("/idp")
 @on_domain_error(PAGE, PANEL, lambda: _context(_typed()))
 def idp_save():
     """Save the identity provider (audited); it applies everywhere within a second."""
@@ -42,7 +47,6 @@ def idp_save():
     return render(PAGE, PANEL, **_context(message=message))
 
 
-@bp.post("/idp/test")
 def idp_test():
     """What Tally concludes from a pasted token (never stored, logged nor echoed back)."""
     token = request.form.get("token", "")[:MAX_TOKEN_FIELD]

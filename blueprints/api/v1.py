@@ -1,0 +1,106 @@
+"""The OpenAI-compatible API for frontends: ``/v1/chat/completions``, ``/v1/responses``,
+``/v1/embeddings`` (each through the one pipeline in tally.proxy.pipeline) and
+``/v1/models``.
+
+Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI's shape
+(blueprints/api/errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, Response, g, request
+
+from blueprints.api.base import assign_request_id, bearer_token, runtime
+from blueprints.api.end_users import add_cors, verified_user
+from blueprints.api.errors import register as serve_errors
+from tally.errors import AuthenticationFailed, InvalidInput
+from tally.keys.api_keys import AuthenticatedKey, authenticate
+from tally.proxy.answers import ProxyResponse, list_models
+from tally.proxy.endpoints.base import Endpoint
+from tally.proxy.endpoints.chat import ChatCompletions
+from tally.proxy.endpoints.embeddings import Embeddings
+from tally.proxy.endpoints.responses import Responses
+from tally.proxy.pipeline import limit_headers, proxy
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+bp.before_request(assign_request_id)
+serve_errors(bp)
+
+
+@bp.after_request
+def add_request_id(response: Response) -> Response:
+    """Echo the request id to the client."""
+    response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
+    return add_cors(response)
+
+
+CHAT, RESPONSES, EMBEDDINGS = ChatCompletions(), Responses(), Embeddings()
+
+
+@bp.post("/chat/completions")
+def chat_completions():
+    """Proxy one chat completion (streaming or not) with the end user's identifier."""
+    return _proxy(CHAT)
+
+
+@bp.post("/responses")
+def responses():
+    """Proxy one Responses API call (streaming or not) with the end user's identifier."""
+    return _proxy(RESPONSES)
+
+
+@bp.post("/embeddings")
+def embeddings():
+    """Proxy one embeddings call with the end user's identifier."""
+    return _proxy(EMBEDDINGS)
+
+
+@bp.get("/models")
+def models():
+    """The upstream's model list."""
+    key = _require_key()
+    verified_user(key)
+    result = list_models(runtime().upstream)
+    headers = limit_headers(runtime().pipeline, key, {}, request.headers.get("X-Tally-User"))
+    result.headers.update(headers)
+    return _send(result)
+
+
+def _proxy(endpoint: Endpoint) -> Response:
+    key = _require_key()
+    verified = verified_user(key)
+    body = _json_body()
+    header_user = request.headers.get("X-Tally-User")
+    pipeline = runtime().pipeline
+    return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
+
+
+def _require_key() -> AuthenticatedKey:
+    token = bearer_token()
+    if not token:
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer <Tally API key>'."
+        )
+    app_runtime = runtime()
+    with app_runtime.sessions() as session:
+        key = authenticate(session, token, app_runtime.cache)
+    if key is None:
+        raise AuthenticationFailed("Incorrect or revoked API key.")
+    return key
+
+
+def _json_body():
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidInput(
+            "We could not parse the JSON body of your request. The body must be valid JSON."
+        ) from None
+
+
+def _send(result: ProxyResponse) -> Response:
+    return Response(result.body, result.status, headers=result.headers, direct_passthrough=True)
