@@ -7,7 +7,7 @@ import click
 from flask.cli import AppGroup
 
 from blueprints.cli.common import CLI_ACTOR, fail, session_scope
-from tally.limits.policy import parse_assignments, parse_tier_key
+from tally.limits.policy import format_policy, parse_assignments, parse_scope, parse_tier_key
 from tally.limits.policy_store import (
     policy_lines,
     reset_user,
@@ -40,10 +40,8 @@ def limits_set(scope: str, assignments: tuple[str, ...]) -> None:
             set_tier_key(session, key, CLI_ACTOR)
             click.echo(f"tier_key={key}")
             return
-        fields = parse_assignments(assignments)
-        set_policy(session, scope, fields, CLI_ACTOR)
-        line = next(li for li in policy_lines(session) if li.split(" ", 1)[0] == scope)
-    click.echo(line)
+        fields = set_policy(session, scope, parse_assignments(assignments), CLI_ACTOR)
+    click.echo(format_policy(parse_scope(scope), fields))
 
 
 @group.command("unset")

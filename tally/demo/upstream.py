@@ -29,7 +29,7 @@ from tally.proxy.upstream import UpstreamClient
 
 BASE_URL = "http://demo-upstream.tally.invalid/v1"
 BASE_PATH = "/v1"
-MODELS = ("tally/demo/upstream-echo", "tally/demo/upstream-mini")
+MODELS = ("tally/demo-echo", "tally/demo-mini")
 CREATED = 1735689600
 
 

@@ -132,7 +132,7 @@ def test_the_demo_upstream_streams_with_usage_and_cost(client, make_key, app):
         "/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
         json={
-            "model": "tally/demo/upstream-echo",
+            "model": "tally/demo-echo",
             "stream": True,
             "user": "user_2N4Z",
             "messages": [{"role": "user", "content": "hello demo"}],

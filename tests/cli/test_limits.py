@@ -86,3 +86,13 @@ def test_bad_input_is_one_line_and_exit_2(runner, args, message):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_set_prints_the_policy_of_a_key_whose_name_has_a_space(runner, make_key):
+    make_key("mobile app")
+    result = runner.invoke(args=["limits", "set", "key:mobile app", "messages=900"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "key:mobile app messages=900 rpm=none daily_tokens=none monthly_tokens=none "
+        "daily_budget=none monthly_budget=none"
+    ]

@@ -12,8 +12,8 @@ from tests.helpers.rows import request_rows
 def test_demo_models_over_http(client):
     response = client.get("/demo/v1/models")
     assert [m["id"] for m in response.get_json()["data"]] == [
-        "tally/demo/upstream-echo",
-        "tally/demo/upstream-mini",
+        "tally/demo-echo",
+        "tally/demo-mini",
     ]
 
 
@@ -21,7 +21,7 @@ def test_demo_completion_reports_usage_and_cost(client):
     response = client.post(
         "/demo/v1/chat/completions",
         json={
-            "model": "tally/demo/upstream-echo",
+            "model": "tally/demo-echo",
             "user": "tally_abc",
             "messages": [{"role": "user", "content": "one two three"}],
         },
@@ -48,7 +48,7 @@ def test_tally_uses_the_demo_when_no_upstream_is_set(client, make_key, app):
         "/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
         json={
-            "model": "tally/demo/upstream-mini",
+            "model": "tally/demo-mini",
             "user": "user_2N4Z",
             "messages": [{"role": "user", "content": "hello"}],
         },
@@ -66,7 +66,7 @@ def test_tally_serves_the_responses_api_from_the_demo(client, make_key, app):
     response = client.post(
         "/v1/responses",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "tally/demo/upstream-mini", "input": "hello there", "user": "user_2N4Z"},
+        json={"model": "tally/demo-mini", "input": "hello there", "user": "user_2N4Z"},
     )
     assert response.status_code == 200
     body = json.loads(response.data)
@@ -86,7 +86,7 @@ def test_a_demo_responses_stream_is_typed_events_ending_completed(client, make_k
         "/v1/responses",
         headers={"Authorization": f"Bearer {key}"},
         json={
-            "model": "tally/demo/upstream-mini",
+            "model": "tally/demo-mini",
             "input": [{"role": "user", "content": "hi"}],
             "stream": True,
         },
@@ -107,7 +107,7 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
     response = client.post(
         "/v1/embeddings",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "tally/demo/upstream-embed", "input": ["a b", "a b", "c"]},
+        json={"model": "tally/demo-embed", "input": ["a b", "a b", "c"]},
     )
     data = json.loads(response.data)["data"]
     assert len(data) == 3 and data[0]["embedding"] == data[1]["embedding"] != data[2]["embedding"]
@@ -118,7 +118,7 @@ def test_tally_serves_embeddings_from_the_demo(client, make_key, app):
 def test_the_demo_answers_through_urllib3_piece_by_piece():
     client = demo.demo_client(5, token_delay=0.05)
     messages = [{"role": "user", "content": "hi"}]
-    body = {"model": "tally/demo/upstream-echo", "stream": True, "messages": messages}
+    body = {"model": "tally/demo-echo", "stream": True, "messages": messages}
     started = time.perf_counter()
     response = client.post("/chat/completions", body, stream=True)
     assert (response.status, response.headers["content-type"]) == (200, "text/event-stream")
