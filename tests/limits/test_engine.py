@@ -76,6 +76,7 @@ class RacedStorage(LocalStorage):
     this request's test and its hit."""
 
     def acquire_entry(self, key, limit, expiry, amount=1):
+        """The window is full by now."""
         return False
 
 
@@ -89,6 +90,7 @@ class SlowStorage(LocalStorage):
     """Reads a window slowly: requests arriving together would all test before any hits."""
 
     def get_moving_window(self, key, limit, expiry):
+        """The window, read in 20 ms."""
         found = super().get_moving_window(key, limit, expiry)
         time.sleep(0.02)
         return found

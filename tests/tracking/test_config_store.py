@@ -14,9 +14,11 @@ class FixedVersion:
     """A cache version nothing bumps."""
 
     def read(self) -> int:
+        """Always the same."""
         return 7
 
     def bump(self) -> None:
+        """Not expected here."""
         raise AssertionError("nothing changes here")
 
 

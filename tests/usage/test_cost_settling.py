@@ -21,6 +21,7 @@ def settled(usage, *, prices=lambda: TABLE, **options) -> Outcome:
 
 
 def unreadable():
+    """A price table the database cannot give."""
     raise RuntimeError("database down")
 
 

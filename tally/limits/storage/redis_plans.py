@@ -16,7 +16,8 @@ Mirroring the layout leans on ``limits``' internals, so the script runs only on 
 first built); on any other, the engine runs call by call through ``limits``' own API, as
 on a Cluster, and one log line says so. tests/limits/test_redis_layout.py has ``limits``'
 own storage and strategies and the script count in the same keys, and fails when the
-layout moves or the installed release leaves the range.
+layout moves or the installed release leaves the range. Kept over those calls for speed
+too: 154 µs per admission at p50 against 472 µs (bench/limits_cost.py, 2026-12-02).
 """
 
 from __future__ import annotations
