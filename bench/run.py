@@ -124,7 +124,7 @@ def main() -> None:
             runtime.start()
         unlimited.cli("limits", "set", "tier:default", "messages=none")
         warmed = {}  # every user's counters made once: the steady state
-        for tally in (tallies[0], limited, unlimited):
+        for tally in (*tallies, limited, unlimited):  # the compared tree too: a fair start
             warmed[tally.name] = every_user(tally, USERS, args.endpoint)
         for _ in range(rounds):
             for target in targets:  # direct, floor, Tally, direct, floor, Tally...

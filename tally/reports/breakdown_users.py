@@ -7,15 +7,25 @@ index) and looking each user's totals up by index — whole calendar months in
 (``ix_daily_totals_user_day``). Rows come out in cursor order as they are found, with no
 sort of the whole set: a page of ``limit`` rows after a cursor reads those users alone,
 and a full export streams from its first row.
+
+:class:`OuterFirstJoin` leans on how SQLAlchemy compiles a join (the text its SQLite form
+rewrites), so the rewrite applies only on the releases in :data:`SQLALCHEMY_CHECKED`
+(checked once per process, the first time it compiles; outside them the join stays a
+plain one, the same rows in SQLite's own plan, and one log line says so).
+tests/reports/test_outer_first_join.py checks the SQL and SQLite's plan for it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import ColumnElement, Select, Text, cast, func, null, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -24,6 +34,10 @@ from sqlalchemy.sql.selectable import Join
 from tally.limits.policy import metadata_value
 from tally.models import DailyTotal, EndUser, MonthlyUserTotal
 
+log = logging.getLogger(__name__)
+# [first, past-the-end) SQLAlchemy (major, minor) whose ``visit_join`` writes an inner join
+# as "<left> JOIN <right> ON …" (2.0.30 to 2.1.9 checked): pyproject.toml's range.
+SQLALCHEMY_CHECKED = ((2, 0), (2, 2))
 SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 COST_DIGITS = 6
 CHUNK = 1000  # rows fetched at a time (PostgreSQL: from a server-side cursor)
@@ -63,8 +77,29 @@ class OuterFirstJoin(Join):
 
 @compiles(OuterFirstJoin, "sqlite")
 def _cross_join(join: OuterFirstJoin, compiler, **kw) -> str:
+    plain = compiler.visit_join(join, **kw)
+    if not cross_join_supported():
+        return plain
     # the left side is a plain table: the first " JOIN " is this join's own keyword
-    return compiler.visit_join(join, **kw).replace(" JOIN ", " CROSS JOIN ", 1)
+    return plain.replace(" JOIN ", " CROSS JOIN ", 1)
+
+
+@functools.cache
+def cross_join_supported(version: str = sqlalchemy.__version__) -> bool:
+    """True when ``version`` (default: the installed SQLAlchemy's) is in
+    :data:`SQLALCHEMY_CHECKED`; else False, said in one log line (once: cached)."""
+    major, minor = re.match(r"(\d+)\.(\d+)", version).groups()
+    if SQLALCHEMY_CHECKED[0] <= (int(major), int(minor)) < SQLALCHEMY_CHECKED[1]:
+        return True
+    log.warning(
+        "SQLAlchemy %s is outside %s.%s-%s.%s, the releases tally.reports.breakdown_users was "
+        "checked against: SQLite plans the per-user breakdowns' join itself (the same rows, "
+        "maybe slower: it may read the totals first and sort every user)",
+        version,
+        *SQLALCHEMY_CHECKED[0],
+        *SQLALCHEMY_CHECKED[1],
+    )
+    return False
 
 
 def months_in(start: date, end: date) -> tuple[list[date], bool]:

@@ -8,8 +8,10 @@ Everything else (framing, Content-Length truncation, HEAD, sendfile) stays gunic
 It leans on gunicorn's internals (``Response.write`` sends the head through
 ``send_headers`` and ``self.sock.sendall`` and sets ``headers_sent``), so it is installed
 only on the gunicorn releases in :data:`SUPPORTED`; tests/runtime/test_serving.py checks the
-installed one byte for byte and fails when those internals move or the release leaves
-the range. Kept because it measurably helps a stream's first event (docs/benchmarks.md).
+installed one byte for byte, tests/runtime/test_serving_internals.py that every worker
+class still builds its responses through the swapped class, and both fail when those
+internals move or the release leaves the range. Kept because it measurably helps a
+stream's first event (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import logging
 import gunicorn
 from gunicorn.http import wsgi
 
-# [first, past-the-end) gunicorn (major, minor): pyproject.toml's range.
+# [first, past-the-end) gunicorn (major, minor): pyproject.toml's range (23.0 to 27.0
+# checked).
 SUPPORTED = ((23, 0), (28, 0))
 
 
