@@ -41,7 +41,7 @@ class Group:
 
 GROUPS = {
     "tracking": Group(
-        ("tally/tracking/config.py",),
+        ("tally/tracking/config.py", "tally/tracking/identifiers.py", "tally/tracking/store.py"),
         (
             "tests/tracking/test_config.py",
             "tests/console/test_config.py",
