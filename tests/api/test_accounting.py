@@ -21,6 +21,7 @@ from tally.proxy import call as proxy_call
 from tally.usage.price_table import set_price
 from tests.helpers.api import body_of, chat
 from tests.helpers.payloads import (
+    PRICED,
     RESPONSE_USAGE,
     chunks,
     completion,
@@ -28,18 +29,10 @@ from tests.helpers.payloads import (
     response_events,
     response_object,
 )
+from tests.helpers.payloads import PRICED_MODEL as MODEL
+from tests.helpers.payloads import PRICED_USAGE as USAGE
 from tests.helpers.rows import configure, request_rows
 from tests.helpers.waiting import wait_for
-
-MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
-USAGE = {
-    "prompt_tokens": 1000,
-    "completion_tokens": 200,
-    "total_tokens": 1200,
-    "prompt_tokens_details": {"cached_tokens": 400},
-}
-# 600 uncached x $0.50 + 400 cached x $0.25 + 200 x $2.00, per million tokens
-PRICED = (600 * 0.5 + 400 * 0.25 + 200 * 2.0) / 1e6
 
 
 @pytest.fixture

@@ -13,19 +13,12 @@ from sqlalchemy import select
 from tally.models import DailyTotal
 from tally.usage.price_table import set_price
 from tests.helpers.api import chat
-from tests.helpers.payloads import RESPONSE_USAGE, chunks, response_events, sse
+from tests.helpers.payloads import PRICED, RESPONSE_USAGE, chunks, response_events, sse
+from tests.helpers.payloads import PRICED_MODEL as MODEL
+from tests.helpers.payloads import PRICED_USAGE as USAGE
 from tests.helpers.rows import request_rows
 from tests.helpers.waiting import wait_for
 
-MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
-USAGE = {
-    "prompt_tokens": 1000,
-    "completion_tokens": 200,
-    "total_tokens": 1200,
-    "prompt_tokens_details": {"cached_tokens": 400},
-}
-# 600 uncached x $0.50 + 400 cached x $0.25 + 200 x $2.00, per million tokens
-PRICED = (600 * 0.5 + 400 * 0.25 + 200 * 2.0) / 1e6
 # what the upstream reports -> (its usage, the row's cost, the row's cost source)
 COSTS = {
     "the upstream's cost": ({**USAGE, "cost": 0.0123}, 0.0123, "upstream"),

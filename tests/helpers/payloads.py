@@ -172,3 +172,15 @@ def embedding_answer(count: int = 1, usage: dict | None = None) -> dict:
         "model": "openai/text-embedding-3-small",
         "usage": usage or {"prompt_tokens": 5, "total_tokens": 5},
     }
+
+
+# A call priced by the price table (tests/api/test_accounting.py, test_stream_rows.py):
+PRICED_MODEL = "openai/gpt-4o-mini"  # what the fake upstream answers with
+PRICED_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 200,
+    "total_tokens": 1200,
+    "prompt_tokens_details": {"cached_tokens": 400},
+}
+# 600 uncached x $0.50 + 400 cached x $0.25 + 200 x $2.00, per million tokens
+PRICED = (600 * 0.5 + 400 * 0.25 + 200 * 2.0) / 1e6
