@@ -42,7 +42,7 @@ class Runtime:
     @property
     def hash_key(self) -> bytes:
         """The HMAC key, as UTF-8 bytes of TALLY_HASH_KEY (PRODUCT.md)."""
-        return self.settings.hash_key.encode("utf-8")
+        return self.pipeline.hash_key
 
     def __repr__(self) -> str:
         return f"Runtime({self.settings!r}, {self.upstream!r})"
