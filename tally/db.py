@@ -8,6 +8,7 @@ error messages end up in logs.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -69,6 +70,19 @@ def is_unavailable(error: BaseException) -> bool:
             error, sa_exc.OperationalError | sa_exc.InterfaceError
         )
     return isinstance(error, sa_exc.DisconnectionError | sa_exc.TimeoutError | ConnectionError)
+
+
+# What no text column can hold on every backend: PostgreSQL refuses NUL in text (and in
+# jsonb), and a lone surrogate (what JSON's "\ud800" escape decodes to; a pair decodes to
+# one character) has no UTF-8 encoding, so no driver can send it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = "must not contain NUL characters (\\u0000) or lone surrogates (\\ud800-\\udfff)"
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored in a text or JSON column on every backend (see
+    ``UNSTORABLE_TEXT``: what to tell whoever sent text that cannot)."""
+    return _UNSTORABLE.search(text) is None
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tally.db import UNSTORABLE_TEXT, storable
 from tally.errors import InvalidInput
 
 MAX_ID_LENGTH = 255
 MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 100
+MAX_METADATA_VALUE_LENGTH = 1000  # a string's characters; another value's as JSON text
+MAX_METADATA_LENGTH = 8000  # the whole list as JSON text
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 100
 MAX_TEXT_LENGTH = 255
@@ -102,7 +107,7 @@ def _user_id(value: Any, param: str) -> str:
         raise _invalid(
             param, f"{param} must be 1 to {MAX_ID_LENGTH} characters long, got {len(value)}"
         )
-    return value
+    return _storable(value, param)
 
 
 def _text(value: Any, param: str, limit: int) -> str:
@@ -110,19 +115,69 @@ def _text(value: Any, param: str, limit: int) -> str:
         raise _invalid(param, f"{param} must be a string")
     if len(value) > limit:
         raise _invalid(param, f"{param} must be at most {limit} characters, got {len(value)}")
+    return _storable(value, param)
+
+
+def _storable(value: str, param: str) -> str:
+    """``value``, when every backend can store it (no NUL, no lone surrogate)."""
+    if not storable(value):
+        raise _invalid(param, f"{param} {UNSTORABLE_TEXT}")
     return value
 
 
 def _metadata(value: Any) -> list[dict[str, Any]]:
+    param = "identity.metadata"
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _invalid("identity.metadata", "identity.metadata must be a list of objects")
+        raise _invalid(param, "identity.metadata must be a list of objects")
     keys = sum(len(item) for item in value)
     if keys > MAX_METADATA_KEYS:
         raise _invalid(
-            "identity.metadata",
+            param,
             f"identity.metadata may hold at most {MAX_METADATA_KEYS} keys in all, got {keys}",
         )
+    for item in value:
+        for name, entry in item.items():
+            if len(name) > MAX_METADATA_KEY_LENGTH:
+                raise _invalid(
+                    param,
+                    f"each key of identity.metadata must be at most {MAX_METADATA_KEY_LENGTH} "
+                    f"characters, got {len(name)}",
+                )
+            size = len(entry) if isinstance(entry, str) else len(_json_text(entry))
+            if size > MAX_METADATA_VALUE_LENGTH:
+                raise _invalid(
+                    param,
+                    f"identity.metadata[{name!r}] must be at most {MAX_METADATA_VALUE_LENGTH} "
+                    f"characters, got {size}",
+                )
+    if not all(storable(text) for text in _strings(value)):
+        raise _invalid(param, f"identity.metadata's keys and values {UNSTORABLE_TEXT}")
+    size = len(_json_text(value))
+    if size > MAX_METADATA_LENGTH:
+        raise _invalid(
+            param,
+            f"identity.metadata must be at most {MAX_METADATA_LENGTH} characters as JSON, "
+            f"got {size}",
+        )
     return value
+
+
+def _strings(value: Any):
+    """Every string in a JSON value, keys included."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from item
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _tags(value: Any) -> list[str]:
@@ -138,6 +193,8 @@ def _tags(value: Any) -> list[str]:
                 "identity.tags",
                 f"each of identity.tags must be at most {MAX_TAG_LENGTH} characters",
             )
+        if not storable(tag):
+            raise _invalid("identity.tags", f"each of identity.tags {UNSTORABLE_TEXT}")
     return value
 
 

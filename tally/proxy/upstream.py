@@ -140,8 +140,7 @@ class UpstreamClient:
     def post(self, path: str, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
         """POST ``body`` as JSON to ``path`` (e.g. ``/chat/completions``). With ``stream``
         the body is left for :meth:`UpstreamResponse.stream`; without, it is read here."""
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return self._send("POST", path, data, stream)
+        return self._send("POST", path, encode_body(body), stream)
 
     def get(self, path: str) -> UpstreamResponse:
         """GET ``path`` (e.g. ``/models``), its body read."""
@@ -184,6 +183,17 @@ class UpstreamClient:
             return UpstreamTimeout(f"The upstream did not answer within {seconds:g} seconds.")
         name = "SSLError" if isinstance(exc, SSLError) else "ConnectionError"
         return UpstreamError(f"The upstream could not be reached ({name}).")
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """``body`` as compact UTF-8 JSON. Text Tally does not keep (message content, input,
+    instructions) may hold lone surrogates, sent as JSON escapes such as ``"\\ud800"``:
+    UTF-8 cannot carry them, so such a body goes as ASCII JSON, every one of them
+    escaped again as it came in (the usual body does not pay for the second try)."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def _upstream_pool(base_url: str, size: int) -> urllib3.HTTPConnectionPool:

@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 from jwt import exceptions as jwt_errors
 
+from tally.db import storable
 from tally.end_users.claims import EMAIL_RE, MAX_ID_LENGTH, MAX_TEXT_LENGTH, EndUserClaim
 from tally.errors import AuthenticationFailed, Unavailable
 from tally.verification.idp_config import IdpConfig
@@ -176,18 +177,23 @@ def claim_of(claims: dict[str, Any], config: IdpConfig) -> EndUserClaim:
     user = claims.get(config.user_claim)
     if isinstance(user, int) and not isinstance(user, bool):
         user = str(user)
-    if not isinstance(user, str) or not 1 <= len(user) <= MAX_ID_LENGTH:
+    if not isinstance(user, str) or not 1 <= len(user) <= MAX_ID_LENGTH or not storable(user):
         raise TokenError(
             "token_missing_claim",
             f"The user token's {config.user_claim!r} claim must be a string of 1 to "
-            f"{MAX_ID_LENGTH} characters.",
+            f"{MAX_ID_LENGTH} characters, without NUL characters or lone surrogates.",
         )
     profile: dict[str, Any] = {"verified": True}
     name = claims.get(config.name_claim) if config.name_claim else None
-    if isinstance(name, str) and name.strip():
+    if isinstance(name, str) and name.strip() and storable(name):
         profile["display_name"] = name.strip()[:MAX_TEXT_LENGTH]
     email = claims.get(config.email_claim) if config.email_claim else None
-    if isinstance(email, str) and len(email) <= 320 and EMAIL_RE.fullmatch(email):
+    if (
+        isinstance(email, str)
+        and len(email) <= 320
+        and EMAIL_RE.fullmatch(email)
+        and storable(email)
+    ):
         profile["email"] = email
     return EndUserClaim(user, "token", profile)
 

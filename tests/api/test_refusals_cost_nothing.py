@@ -154,11 +154,6 @@ def test_a_refusal_is_a_request_row_with_its_status_and_code(tally, name):
     assert row.endpoint == "chat.completions"
 
 
-BAD_STRINGS_UNCHECKED = (
-    "the API does not check NUL or lone surrogates yet (PRODUCT.md: Bad strings): today a "
-    "NUL is served and stored, a lone surrogate in the user id is a 500, and one in a "
-    "profile field is served but its row fails to be written"
-)
 NUL, SURROGATE = "\x00", "\ud800"  # json.dumps sends the surrogate as the escape \ud800
 PROFILE = {"id": USER, "display_name": "Ada", "email": "ada@example.com"}
 # the field named in the error -> the body (besides model and messages) that carries it
@@ -174,7 +169,6 @@ BAD_STRINGS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=BAD_STRINGS_UNCHECKED)
 @pytest.mark.parametrize("param", BAD_STRINGS)
 def test_a_bad_string_is_a_400_naming_the_field_that_costs_nothing(tally, upstream, param):
     before = chat(tally, user=USER)

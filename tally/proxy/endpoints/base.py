@@ -10,10 +10,13 @@ import json
 import time
 from typing import Any
 
+from tally.db import UNSTORABLE_TEXT, storable
 from tally.errors import InvalidInput, TallyError
 from tally.proxy.openai_errors import error_object
 from tally.proxy.sse import encode_event
 from tally.usage.call import Outcome
+
+MAX_MODEL_LENGTH = 255  # request_log.model and the price table's model are String(255)
 
 
 class StreamWatcher:
@@ -84,9 +87,17 @@ def require_object(body: Any) -> None:
 
 
 def require_model(body: dict[str, Any]) -> None:
-    """``model`` must be a non-empty string."""
-    if not isinstance(body.get("model"), str) or not body["model"].strip():
+    """``model`` must be a non-empty string that every backend can store in a row."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
         raise InvalidInput("model is required and must be a non-empty string.", field="model")
+    if len(model) > MAX_MODEL_LENGTH:
+        raise InvalidInput(
+            f"model must be at most {MAX_MODEL_LENGTH} characters, got {len(model)}.",
+            field="model",
+        )
+    if not storable(model):
+        raise InvalidInput(f"model {UNSTORABLE_TEXT}.", field="model")
 
 
 def optional_bool(body: dict[str, Any], name: str) -> None:
