@@ -16,7 +16,7 @@ def upstream(path: str):
     """Answer like an OpenAI-compatible upstream would, from canned text."""
     try:
         body = json.loads(request.get_data()) if request.method == "POST" else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past recursion
         body = None
     delay = current_app.config.get("DEMO_TOKEN_DELAY", 0.03)
     status, headers, chunks = demo.respond(request.method, "/" + path, body, delay)

@@ -1,13 +1,22 @@
 """What the API's blueprints (``/v1``, ``/admin/api``) share: the request id every answer
-carries, the Bearer token a request presents, and the app's runtime."""
+carries, the Bearer token a request presents, the JSON body, and the app's runtime."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 from flask import Response, current_app, g, request
 
+from tally.errors import InvalidInput
 from tally.runtime.process import Runtime
+
+# Levels of arrays and objects a JSON body may nest: far more than any request needs
+# (a chat body with a tool whose JSON schema nests 10 levels, OpenAI's own limit for
+# structured outputs, is about 30 deep), and far from what recursion can take.
+MAX_JSON_DEPTH = 128
+_NOT_JSON = "We could not parse the JSON body of your request. The body must be valid JSON."
 
 
 def assign_request_id() -> None:
@@ -26,6 +35,45 @@ def bearer_token() -> str:
     """The token of ``Authorization: Bearer <token>``, stripped; empty when there is none."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def json_body() -> Any:
+    """The request's body as JSON; InvalidInput (400) when it is not JSON (``NaN`` and
+    ``Infinity`` are not: no JSON column or upstream takes them) or nests deeper than
+    MAX_JSON_DEPTH levels."""
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
+    except ValueError:
+        raise InvalidInput(_NOT_JSON) from None
+    except RecursionError:  # nested past what the parser can recurse into
+        body = None
+    else:
+        # a body with fewer brackets than the limit cannot be nested past it (a count is
+        # a few microseconds even at the size cap; a walk of the parsed body is not)
+        if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or within_depth(body):
+            return body
+    raise InvalidInput(
+        f"The JSON body of your request nests arrays and objects more than "
+        f"{MAX_JSON_DEPTH} levels deep."
+    )
+
+
+def within_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests arrays and objects at most ``limit`` levels deep (the
+    body itself is level 1)."""
+    pending = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return False
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def runtime() -> Runtime:

@@ -8,15 +8,14 @@ Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI'
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from flask import Blueprint, Response, g, request
 
-from blueprints.api.base import assign_request_id, bearer_token, runtime
+from blueprints.api.base import assign_request_id, bearer_token, json_body, runtime
 from blueprints.api.end_users import add_cors, verified_user
 from blueprints.api.errors import register as serve_errors
-from tally.errors import AuthenticationFailed, InvalidInput
+from tally.errors import AuthenticationFailed
 from tally.keys.api_keys import AuthenticatedKey, authenticate
 from tally.proxy.answers import ProxyResponse, list_models
 from tally.proxy.endpoints.base import Endpoint
@@ -72,7 +71,7 @@ def models():
 def _proxy(endpoint: Endpoint) -> Response:
     key = _require_key()
     verified = verified_user(key)
-    body = _json_body()
+    body = json_body()
     header_user = request.headers.get("X-Tally-User")
     pipeline = runtime().pipeline
     return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
@@ -90,16 +89,6 @@ def _require_key() -> AuthenticatedKey:
     if key is None:
         raise AuthenticationFailed("Incorrect or revoked API key.")
     return key
-
-
-def _json_body():
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidInput(
-            "We could not parse the JSON body of your request. The body must be valid JSON."
-        ) from None
 
 
 def _send(result: ProxyResponse) -> Response:

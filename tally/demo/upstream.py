@@ -93,7 +93,7 @@ class DemoPool:
         """Answer one request; ``url`` is a path under :data:`BASE_URL`'s."""
         try:
             payload = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past recursion
             payload = None
         path = url.removeprefix(BASE_PATH)
         status, headers, pieces = respond(method, path, payload, self.token_delay)

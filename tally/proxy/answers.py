@@ -32,7 +32,7 @@ def list_models(upstream: UpstreamClient) -> ProxyResponse:
         raise upstream_error(response.status, content, upstream)
     try:
         json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past recursion
         raise UpstreamError(
             "The upstream's model list is not JSON.", code="upstream_malformed"
         ) from None
@@ -44,7 +44,7 @@ def upstream_error(status: int, content: bytes, upstream: UpstreamClient) -> Ups
     message, kind, code, param = f"The upstream answered with status {status}.", None, None, None
     try:
         error = json.loads(content).get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):
         error = None
     if isinstance(error, dict):
         message = error.get("message") if isinstance(error.get("message"), str) else message

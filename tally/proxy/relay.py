@@ -50,7 +50,7 @@ def whole(call: Call, response: UpstreamResponse) -> ProxyResponse:
         raise err
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past recursion
         data = None
     if not isinstance(data, dict):
         err = UpstreamError(

@@ -88,7 +88,7 @@ class _ChatWatcher(StreamWatcher):
             return event
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past recursion
             return event
         if not isinstance(chunk, dict):
             return event

@@ -77,7 +77,7 @@ class _ResponsesWatcher(StreamWatcher):
         self.sequence += 1
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past recursion
             return event
         if not isinstance(payload, dict):
             return event
