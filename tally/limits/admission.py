@@ -11,12 +11,16 @@ what a request is held to is its gate (tally/limits/gates.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from tally.db import is_unavailable
 from tally.end_users.claims import EndUserClaim
-from tally.errors import LimitsUnavailable, RateLimited
+from tally.errors import DatabaseUnavailable, LimitsUnavailable, RateLimited
 from tally.limits.checks import Check, refusal
 from tally.limits.gates import Gate, gate_for, resets_of
 from tally.limits.policy import format_value
@@ -24,6 +28,7 @@ from tally.limits.policy_store import load_policies
 from tally.limits.rebuild import seed_counters
 from tally.limits.runtime import LimitsRuntime
 
+log = logging.getLogger(__name__)
 WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
 # Long enough for the rebuilder's claim to expire (engine.CLAIM_TTL): if it died, a
 # waiter claims the rebuild itself rather than count on an empty counter.
@@ -93,6 +98,9 @@ def admit(
         result = run_seeded(limits, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
         raise
+    except SQLAlchemyError as exc:  # the rebuild reads the request log: not the storage
+        _database_failed(limits, exc, hit)
+        return
     except Exception as exc:  # any storage failure: redis errors, socket errors, …
         if version is not None:  # the config went unchecked: again, as without limits
             raise StaleConfig() from None
@@ -107,6 +115,19 @@ def admit(
     admission.headers.update(_headers(checks[shown], stats[shown]))
     if refused is not None and hit:
         raise refusal(checks[refused], stats[refused], now, admission.headers)
+
+
+def _database_failed(limits: LimitsRuntime, exc: SQLAlchemyError, hit: bool) -> None:
+    """A database error while admitting is never the limit storage being down: failing
+    open on it would serve the call past every limit (as a NUL in a user id once did on
+    PostgreSQL), so the call is refused as when the database is unavailable. Reading the
+    headers of an answer that does not go upstream only goes without them."""
+    if is_unavailable(exc) and limits.cache is not None:
+        limits.cache.outage.failed(exc)  # logged once per outage
+    else:  # a statement the database refused: a bug, logged with its trace (no values)
+        log.error("database error while checking limits", exc_info=exc)
+    if hit:
+        raise DatabaseUnavailable() from exc
 
 
 def run_seeded(limits: LimitsRuntime, plan, checks, policies) -> dict:
