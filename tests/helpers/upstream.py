@@ -33,6 +33,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""  # the body's bytes as sent
 
 
 @dataclass
@@ -90,7 +91,9 @@ class FakeUpstream:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw
-        self.requests.append(Received(request.method, request.path, dict(request.headers), body))
+        self.requests.append(
+            Received(request.method, request.path, dict(request.headers), body, raw)
+        )
         if request.path.endswith("/models"):
             response = Response(json.dumps(MODELS), mimetype="application/json")
             return response(environ, start_response)
