@@ -4,6 +4,7 @@ carries, the Bearer token a request presents, the JSON body, and the app's runti
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any
 
@@ -38,12 +39,12 @@ def bearer_token() -> str:
 
 
 def json_body() -> Any:
-    """The request's body as JSON; InvalidInput (400) when it is not JSON (``NaN`` and
-    ``Infinity`` are not: no JSON column or upstream takes them) or nests deeper than
-    MAX_JSON_DEPTH levels."""
+    """The request's body as JSON; InvalidInput (400) when it is not JSON (``NaN``,
+    ``Infinity`` and a number too large for a float, ``1e999``, are not: no JSON column
+    or upstream takes them) or nests deeper than MAX_JSON_DEPTH levels."""
     raw = request.get_data(cache=False)
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         raise InvalidInput(_NOT_JSON) from None
     except RecursionError:  # nested past what the parser can recurse into
@@ -74,6 +75,13 @@ def within_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"{text} is too large")
+    return number
 
 
 def runtime() -> Runtime:
