@@ -101,7 +101,12 @@ def admit(
     except SQLAlchemyError as exc:  # the rebuild reads the request log: not the storage
         _database_failed(limits, exc, hit)
         return
-    except Exception as exc:  # any storage failure: redis errors, socket errors, …
+    except Exception as exc:  # a storage failure: redis errors, socket errors, …
+        if not limits.is_storage_error(exc):  # a bug, or text no storage takes
+            if hit:
+                raise  # a 500, logged: never served unchecked as if the storage were down
+            log.error("error while reading limits", exc_info=exc)
+            return
         if version is not None:  # the config went unchecked: again, as without limits
             raise StaleConfig() from None
         limits.storage_failed(exc, "admitting" if hit else "reading")

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from limits.storage import Storage, storage_from_string
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from sqlalchemy.orm import sessionmaker
 
 from tally.cache import Cache
@@ -100,6 +101,16 @@ class LimitsRuntime:
             remote(additions)
         else:
             engine.add_usage(self.storage, additions)
+
+    def is_storage_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the limit storage failing (Redis unreachable, the counter
+        file gone or full: what TALLY_RATELIMIT_FAIL is for), not a bug nor text no
+        storage takes. A storage in this process's memory cannot be unreachable."""
+        if isinstance(self.storage, LocalStorage | MemoryStorage):
+            return False
+        kinds = self.storage.base_exceptions
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        return isinstance(exc, (StorageError, OSError, *kinds))
 
     def storage_failed(self, exc: Exception, what: str) -> None:
         """Count it, log it at most once a minute; raise 503 when failing closed."""

@@ -3,7 +3,9 @@ reached, while its engine, caches and everything else stay as they were."""
 
 from __future__ import annotations
 
-from tally.db import make_engine
+from sqlalchemy.orm import sessionmaker
+
+from tally.db import make_engine, make_session_factory
 
 
 def unreachable_database(monkeypatch, app) -> None:
@@ -11,6 +13,12 @@ def unreachable_database(monkeypatch, app) -> None:
     be reached (``sessionmaker.kw``, restored by ``monkeypatch``)."""
     sessions = app.extensions["tally"].sessions
     monkeypatch.setattr(sessions, "kw", {**sessions.kw, "bind": _unreachable_engine(app)})
+
+
+def unreachable_sessions(app) -> sessionmaker:
+    """A session factory on a database that cannot be reached (to hand to one part of
+    ``app``, such as its limits, while the rest keeps the real one)."""
+    return make_session_factory(_unreachable_engine(app))
 
 
 def _unreachable_engine(app):
