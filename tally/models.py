@@ -217,7 +217,8 @@ class LimitPolicy(Base):
 
 
 class LimitSetting(Base):
-    """A named setting of the limits (today only ``tier_key``)."""
+    """A named setting of the limits: ``tier_key``, and ``changed_at`` (when any policy
+    last changed, epoch ms: tally.limits.policy.Policies.stamp)."""
 
     __tablename__ = "limit_settings"
 

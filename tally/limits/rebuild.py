@@ -1,5 +1,7 @@
 """Rebuilding counters from the request log, for counters the storage does not hold:
-after the instance (or Redis) restarted, or when a limit was just set.
+after the instance (or Redis) restarted, or when the policies changed (a limit set
+again counts its whole window, what was sent while it was off included). A rebuild
+replaces what the counter held.
 
 Without this a restart would silently hand everyone a fresh 24 h quota and month's
 budget. The request log is the truth: every call that reached the upstream has a row
@@ -17,6 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from tally.limits.checks import NANO, Check
+from tally.limits.demand import peak_entries
+from tally.limits.engine import settle
 from tally.limits.policy import Policies
 from tally.models import EndUser, RequestLog
 
@@ -40,6 +44,7 @@ def seed_counters(
             if where is None:
                 continue
             where = [*where, RequestLog.created_at >= _naive(since)]
+            storage.clear(check.key)
             if check.kind == "window":
                 stamps = session.scalars(
                     select(RequestLog.created_at)
@@ -63,6 +68,27 @@ def seed_counters(
                 )
             if amount:
                 storage.incr(check.key, check.ttl(now), amount)
+
+
+def seed_peaks(sessions: sessionmaker, storage: Storage, model: str, now: float) -> None:
+    """Raise ``model``'s peaks (tally.limits.demand) to the largest completion and cost
+    of one of its calls in the log today and yesterday."""
+    day = int(now // 86400) * 86400
+    with sessions() as session:
+        for start in (day - 86400, day):
+            largest = session.execute(
+                select(func.max(RequestLog.completion_tokens), func.max(RequestLog.cost)).where(
+                    RequestLog.model == model,
+                    RequestLog.created_at >= _naive(start),
+                    RequestLog.created_at < _naive(start + 86400),
+                )
+            ).one()
+            completion, cost = int(largest[0] or 0), round(float(largest[1] or 0.0) * NANO)
+            if completion or cost:
+                at = start + 43200  # the peaks of that day
+                entries = peak_entries(model, completion, cost, at)
+                expiry = entries[0][1] - int(now - at)
+                settle(storage, {"peaks": [[k, max(expiry, 1), v] for k, _e, v in entries]})
 
 
 def _rows_of(session, subject: str) -> list | None:

@@ -241,4 +241,4 @@ class InlineRecorder:
 
 def _reconcile_after(outcome: Outcome, ended: datetime) -> datetime | None:
     """When the reconciler first asks for an estimated call's generation (None: never)."""
-    return ended + FIRST_WAIT if outcome.cost_source == ESTIMATED else None
+    return ended + FIRST_WAIT if outcome.cost_source == ESTIMATED and outcome.reconcile else None
