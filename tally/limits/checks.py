@@ -129,9 +129,7 @@ def _periods_of_day(day: int) -> dict[str, tuple[str, float, float]]:
     }
 
 
-def check_for(
-    name: str, value: Any, subject: str, label: str, spans, stamp: int = 0
-) -> Check:
+def check_for(name: str, value: Any, subject: str, label: str, spans, stamp: int = 0) -> Check:
     """The check of field ``name`` limited to ``value`` for ``subject``."""
     if name in WINDOWS:
         part, length = WINDOWS[name]

@@ -21,7 +21,14 @@ def window(key: str, limit: int = 2, expiry: int = 60) -> dict:
 
 def counter(key: str, limit: int = 100, reset: float = 9e9) -> dict:
     """A usage-counter check."""
-    return {"kind": "counter", "unit": "tokens", "key": key, "limit": limit, "expiry": 0, "reset": reset}
+    return {
+        "kind": "counter",
+        "unit": "tokens",
+        "key": key,
+        "limit": limit,
+        "expiry": 0,
+        "reset": reset,
+    }
 
 
 def test_a_plan_of_checks_alone_is_a_decision():

@@ -158,7 +158,14 @@ def test_plans_answer_as_on_the_in_process_storage(path):
         checks = [
             {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
             {"kind": "window", "key": "rpm", "limit": 2, "expiry": 10, "reset": 0.0},
-            {"kind": "counter", "unit": "tokens", "key": "tok", "limit": 100, "expiry": 0, "reset": 9e9},
+            {
+                "kind": "counter",
+                "unit": "tokens",
+                "key": "tok",
+                "limit": 100,
+                "expiry": 0,
+                "reset": 9e9,
+            },
         ]
         answers = []
         for step in range(14):

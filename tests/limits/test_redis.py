@@ -21,7 +21,14 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_UR
 def _plan(prefix: str, now: float, **extra) -> dict:
     checks = [
         {"kind": "window", "key": f"{prefix}/msg", "limit": 3, "expiry": 60, "reset": 0.0},
-        {"kind": "counter", "unit": "tokens", "key": f"{prefix}/tok", "limit": 100, "expiry": 3600, "reset": 9e9},
+        {
+            "kind": "counter",
+            "unit": "tokens",
+            "key": f"{prefix}/tok",
+            "limit": 100,
+            "expiry": 3600,
+            "reset": 9e9,
+        },
     ]
     return {"checks": checks, "markers": [], "resets": [], "now": now, **extra}
 

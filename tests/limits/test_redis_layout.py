@@ -41,7 +41,14 @@ def window(key: str, limit: int = 3, expiry: int = 60) -> dict:
 
 def counter(key: str, limit: int = 100, reset: float = 9e9) -> dict:
     """A usage counter check of the admission plan."""
-    return {"kind": "counter", "unit": "tokens", "key": key, "limit": limit, "expiry": 3600, "reset": reset}
+    return {
+        "kind": "counter",
+        "unit": "tokens",
+        "key": key,
+        "limit": limit,
+        "expiry": 3600,
+        "reset": reset,
+    }
 
 
 def admit(plans: RedisPlans, *checks: dict, now: float | None = None, hit: bool = True):
