@@ -186,7 +186,7 @@ ADMIT = ADMIT.replace("HOLD_RETRY", str(HOLD_RETRY))
 ADMIT = ADMIT.replace("VERSION_KEY", RedisVersion.KEY)
 
 # ARGV[1]: the key prefix; ARGV[2]: the settlement as JSON
-# (tally.limits.engine.settle: release, add, peaks).
+# (tally.limits.engine.settle: release, add, adjust, peaks).
 SETTLE = """
 local prefix = ARGV[1] .. ':'
 local settlement = cjson.decode(ARGV[2])
@@ -198,6 +198,11 @@ for _, entry in ipairs(settlement.add or {}) do
   if amount ~= 0 then
     local value = redis.call('incrby', key, amount)
     if value == amount then redis.call('expire', key, expiry) end
+  end
+end
+for _, entry in ipairs(settlement.adjust or {}) do
+  if entry[2] ~= 0 and redis.call('exists', prefix .. entry[1]) == 1 then
+    redis.call('incrby', prefix .. entry[1], entry[2])
   end
 end
 for _, entry in ipairs(settlement.peaks or {}) do
@@ -263,8 +268,9 @@ class RedisPlans:
         release = [[held, str(ident)] for held, ident, _ in settlement.get("release", ())]
         add = [entry for entry in settlement.get("add", ()) if entry[2]]
         peaks = settlement.get("peaks", [])
-        if release or add or peaks:
-            body = {"release": release, "add": add, "peaks": peaks}
+        adjust = [entry for entry in settlement.get("adjust", ()) if entry[1]]
+        if release or add or peaks or adjust:
+            body = {"release": release, "add": add, "peaks": peaks, "adjust": adjust}
             self._run(self._settle, [self.storage.key_prefix, _dump(body)])
 
     def _run(self, script, args: list[Any]) -> Any:
