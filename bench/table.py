@@ -82,11 +82,16 @@ class Table:
         cells += [f"{errors(tally)} | | | " for tally, _floor in self.pairs]
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
-    def limits_cost(self, limited: Target, unlimited: Target, storage: str) -> None:
-        """The lines on what limiting costs: a Tally with the default policy against the
-        same Tally with no limit (bench/run.py's limits_ab: their paired ``ab`` runs)."""
+    def limits_cost(
+        self, limited: Target, unlimited: Target, storage: str, policy: str = "messages=1000"
+    ) -> None:
+        """The lines on what limiting costs: a Tally with ``policy`` for everyone against
+        the same Tally with no limit (bench/run.py's limits_ab: their paired ``ab`` runs)."""
         pairs = len(limited.ab["thr"])
-        title = f"{storage} storage; {limited.name} vs {unlimited.name}, {pairs} pairs of runs"
+        title = (
+            f"{storage} storage, tier:default {policy}; {limited.name} vs {unlimited.name}, "
+            f"{pairs} pairs of runs"
+        )
         print(f"\nWhat limiting costs ({title}):\n")
         print("| | limits on | limits off | difference (median of pairs) | goal |")
         print("|---|---|---|---|---|")

@@ -177,7 +177,8 @@ def run_seeded(limits: LimitsRuntime, plan, checks, policies) -> dict:
             return result
         if result["unseeded"]:
             unseeded, now = result["unseeded"], plan["now"]
-            seed_counters(limits.sessions, limits.storage, checks, unseeded, policies, now)
+            seeder = getattr(limits.runner(), "seed_window", None)
+            seed_counters(limits.sessions, limits.storage, checks, unseeded, policies, now, seeder)
             model = plan.get("peak_model")
             if model is not None and peak_marker(model, policies.stamp) in unseeded:
                 seed_peaks(limits.sessions, limits.storage, model, now)

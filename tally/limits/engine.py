@@ -173,8 +173,10 @@ def _evaluate(storage: Storage, plan: dict[str, Any]) -> dict[str, Any]:
 
 def settle(storage: Storage, settlement: dict[str, Any]) -> None:
     """A call's end on the counters: its reservations dropped (``release``: ``[key, call
-    id, amount]``), its tokens and cost added (``add``: ``[key, expiry, amount]``) and its
-    model's peaks raised (``peaks``: ``[key, expiry, value]``)."""
+    id, amount]``), its tokens and cost added (``add``: ``[key, expiry, amount]``), its
+    model's peaks raised (``peaks``: ``[key, expiry, value]``); and a correction of an
+    estimate (``adjust``: ``[key, amount]``, added only to a counter that exists: one
+    that does not will be rebuilt from the corrected log)."""
     lock = getattr(storage, "lock", None)
     with lock if lock is not None else contextlib.nullcontext():
         release = getattr(storage, "release", None)
@@ -186,6 +188,9 @@ def settle(storage: Storage, settlement: dict[str, Any]) -> None:
         for key, expiry, amount in settlement.get("add", ()):
             if amount:
                 storage.incr(key, expiry, amount)
+        for key, amount in settlement.get("adjust", ()):
+            if amount and storage.get(key):
+                storage.incr(key, 1, amount)
         raise_to = getattr(storage, "raise_to", None)
         for key, expiry, value in settlement.get("peaks", ()):
             if raise_to is not None:

@@ -32,8 +32,11 @@ def seed_counters(
     markers,
     policies: Policies,
     now: float,
+    seed_window=None,
 ) -> None:
-    """Fill the counters whose markers this caller claimed from the request log."""
+    """Fill the counters whose markers this caller claimed from the request log.
+    ``seed_window(key, stamps, expiry)``: what puts a window's hits back at their times
+    on a storage that cannot itself (the Redis script's)."""
     wanted = set(markers)
     with sessions() as session:
         for check in checks:
@@ -52,7 +55,7 @@ def seed_counters(
                     .order_by(RequestLog.created_at.desc())
                     .limit(check.limit)
                 ).all()
-                _seed_window(storage, check, [_epoch(s) for s in stamps])
+                _seed_window(storage, check, [_epoch(s) for s in stamps], seed_window)
                 continue
             if check.unit == "usd":
                 total = session.scalar(
@@ -101,15 +104,18 @@ def _rows_of(session, subject: str) -> list | None:
     return [RequestLog.api_key_id == int(name)]
 
 
-def _seed_window(storage: Storage, check: Check, stamps: list[float]) -> None:
+def _seed_window(storage: Storage, check: Check, stamps: list[float], seed_window) -> None:
     if not stamps:
         return
     seed = getattr(storage, "seed_entries", None)
     if seed is not None:
         seed(check.key, stamps, check.expiry)
+    elif seed_window is not None:  # Redis, through the script that knows limits' layout
+        seed_window(check.key, stamps, check.expiry)
     else:
-        # Redis and friends take no timestamps: the hits count from now, so a user may
-        # wait up to one window longer than exact after a restart (never less).
+        # A storage that takes no timestamps (a Redis Cluster, a limits release the
+        # script was not checked against): the hits count from now, so a user may wait
+        # up to one window longer than exact after a rebuild (never less).
         storage.acquire_entry(check.key, check.limit, check.expiry, amount=len(stamps))
 
 

@@ -89,5 +89,8 @@ class LMDBPlans:
             for key, expiry, amount in settlement.get("add", ()):
                 if amount:
                     storage.incr(key, expiry, amount)
+            for key, amount in settlement.get("adjust", ()):
+                if amount and storage.counter(key, storage.clock()):
+                    storage.incr(key, 1, amount)
             for key, expiry, value in settlement.get("peaks", ()):
                 storage.raise_to(key, expiry, value)

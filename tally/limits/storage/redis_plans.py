@@ -186,7 +186,7 @@ ADMIT = ADMIT.replace("HOLD_RETRY", str(HOLD_RETRY))
 ADMIT = ADMIT.replace("VERSION_KEY", RedisVersion.KEY)
 
 # ARGV[1]: the key prefix; ARGV[2]: the settlement as JSON
-# (tally.limits.engine.settle: release, add, peaks).
+# (tally.limits.engine.settle: release, add, adjust, peaks).
 SETTLE = """
 local prefix = ARGV[1] .. ':'
 local settlement = cjson.decode(ARGV[2])
@@ -200,6 +200,11 @@ for _, entry in ipairs(settlement.add or {}) do
     if value == amount then redis.call('expire', key, expiry) end
   end
 end
+for _, entry in ipairs(settlement.adjust or {}) do
+  if entry[2] ~= 0 and redis.call('exists', prefix .. entry[1]) == 1 then
+    redis.call('incrby', prefix .. entry[1], entry[2])
+  end
+end
 for _, entry in ipairs(settlement.peaks or {}) do
   local key, expiry, value = prefix .. entry[1], entry[2], entry[3]
   if value > tonumber(redis.call('get', key) or '0') then
@@ -209,6 +214,16 @@ end
 return 0
 """
 
+
+# ARGV[1]: the key prefix; ARGV[2]: the window's key; ARGV[3]: its expiry; then its hits'
+# timestamps, newest first (limits' layout), at most its limit.
+SEED_WINDOW = """
+local key = ARGV[1] .. ':' .. ARGV[2]
+redis.call('del', key)
+for index = 4, #ARGV do redis.call('rpush', key, ARGV[index]) end
+if #ARGV >= 4 then redis.call('expire', key, ARGV[3]) end
+return 0
+"""
 
 NO_DEMAND = [""] * 10
 
@@ -225,6 +240,7 @@ class RedisPlans:
         self._pool = connection.connection_pool
         self._admit = connection.register_script(ADMIT)
         self._settle = connection.register_script(SETTLE)
+        self._seed = connection.register_script(SEED_WINDOW)
 
     def evaluate(self, plan: dict[str, Any]) -> dict[str, Any]:
         """The engine's answer to ``plan`` (see :func:`tally.limits.engine.evaluate`)."""
@@ -263,9 +279,16 @@ class RedisPlans:
         release = [[held, str(ident)] for held, ident, _ in settlement.get("release", ())]
         add = [entry for entry in settlement.get("add", ()) if entry[2]]
         peaks = settlement.get("peaks", [])
-        if release or add or peaks:
-            body = {"release": release, "add": add, "peaks": peaks}
+        adjust = [entry for entry in settlement.get("adjust", ()) if entry[1]]
+        if release or add or peaks or adjust:
+            body = {"release": release, "add": add, "peaks": peaks, "adjust": adjust}
             self._run(self._settle, [self.storage.key_prefix, _dump(body)])
+
+    def seed_window(self, key: str, stamps: list[float], expiry: int) -> None:
+        """Put a window's hits back at the times they were made (a rebuild from the
+        request log, tally/limits/rebuild.py): what it held is replaced."""
+        newest_first = [repr(float(s)) for s in sorted(stamps, reverse=True)]
+        self._run(self._seed, [self.storage.key_prefix, key, expiry, *newest_first])
 
     def _run(self, script, args: list[Any]) -> Any:
         """``EVALSHA`` (``EVAL`` once when Redis does not hold the script yet) on a
