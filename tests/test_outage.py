@@ -14,6 +14,7 @@ from tally.cache import Cache
 from tally.errors import DatabaseUnavailable
 from tally.proxy.openai_errors import error_headers, status_of
 from tests.helpers.api import BASE
+from tests.helpers.limits import set_limits
 from tests.helpers.outage import unreachable_database
 
 
@@ -125,16 +126,34 @@ def test_the_api_answers_503_with_retry_after_when_the_database_fails(app, make_
 
 
 def test_known_keys_are_served_during_an_outage_and_new_users_too(app, make_key, monkeypatch):
+    """A new end user is served (created later by the recording path) when no limit
+    applies to them; when one does, its counters are rebuilt from the request log first,
+    so the call waits for the database (503), never served unchecked."""
     key = make_key()
     client = app.test_client()
-    headers = {"Authorization": f"Bearer {key}", "X-Tally-User": "u-1"}
-    assert client.post("/v1/chat/completions", json=BASE, headers=headers).status_code == 200
+
+    def call(user: str):
+        headers = {"Authorization": f"Bearer {key}", "X-Tally-User": user}
+        return client.post("/v1/chat/completions", json=BASE, headers=headers)
+
     runtime = app.extensions["tally"]
-    monkeypatch.setattr(runtime.cache, "max_age", 0.0)  # every lookup tries the database
-    unreachable_database(monkeypatch, app)
-    headers["X-Tally-User"] = "never-seen-before"
-    response = client.post("/v1/chat/completions", json=BASE, headers=headers)
-    assert response.status_code == 200  # the new end user is created by the recording path
+    set_limits(app, "tier:default", "messages=none")
+    assert call("u-1").status_code == 200  # the key, config and policies are loaded
+    with monkeypatch.context() as outage:
+        outage.setattr(runtime.cache, "max_age", 0.0)  # every lookup tries the database
+        unreachable_database(outage, app)
+        assert call("never-seen-before").status_code == 200  # no limit applies
+    set_limits(app, "tier:default", "messages=1000")
+    assert call("u-1").status_code == 200  # u-1's counter rebuilt from the log
+    with monkeypatch.context() as outage:
+        outage.setattr(runtime.cache, "max_age", 0.0)
+        unreachable_database(outage, app)
+        assert call("u-1").status_code == 200
+        refused = call("never-seen-before")  # its messages counter cannot be rebuilt
+        assert refused.status_code == 503
+        assert refused.json["error"]["code"] == "database_unavailable"
+        assert refused.headers["Retry-After"] == "5"
+    assert call("never-seen-before").status_code == 200
 
 
 def test_readyz_is_degraded_while_known_keys_can_be_served(app, make_key, monkeypatch):
