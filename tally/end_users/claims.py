@@ -137,19 +137,7 @@ def _metadata(value: Any) -> list[dict[str, Any]]:
         )
     for item in value:
         for name, entry in item.items():
-            if len(name) > MAX_METADATA_KEY_LENGTH:
-                raise _invalid(
-                    param,
-                    f"each key of identity.metadata must be at most {MAX_METADATA_KEY_LENGTH} "
-                    f"characters, got {len(name)}",
-                )
-            size = len(entry) if isinstance(entry, str) else len(_json_text(entry))
-            if size > MAX_METADATA_VALUE_LENGTH:
-                raise _invalid(
-                    param,
-                    f"identity.metadata[{name!r}] must be at most {MAX_METADATA_VALUE_LENGTH} "
-                    f"characters, got {size}",
-                )
+            _metadata_entry(name, entry)
     if not all(storable(text) for text in _strings(value)):
         raise _invalid(param, f"identity.metadata's keys and values {UNSTORABLE_TEXT}")
     size = len(_json_text(value))
@@ -160,6 +148,24 @@ def _metadata(value: Any) -> list[dict[str, Any]]:
             f"got {size}",
         )
     return value
+
+
+def _metadata_entry(name: str, entry: Any) -> None:
+    """One key and its value, each within its size."""
+    param = "identity.metadata"
+    if len(name) > MAX_METADATA_KEY_LENGTH:
+        raise _invalid(
+            param,
+            f"each key of identity.metadata must be at most {MAX_METADATA_KEY_LENGTH} "
+            f"characters, got {len(name)}",
+        )
+    size = len(entry) if isinstance(entry, str) else len(_json_text(entry))
+    if size > MAX_METADATA_VALUE_LENGTH:
+        raise _invalid(
+            param,
+            f"identity.metadata[{name!r}] must be at most {MAX_METADATA_VALUE_LENGTH} "
+            f"characters, got {size}",
+        )
 
 
 def _strings(value: Any):
