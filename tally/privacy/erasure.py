@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from tally.audit import add_audit
 from tally.db import utcnow
 from tally.errors import InvalidInput
-from tally.limits.checks import SLACK, subject_keys
+from tally.limits.checks import SLACK, marker_of, subject_keys
+from tally.limits.policy_store import read_policies
 from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, RequestLog, UpstreamIdentifier
 from tally.privacy.redaction import Needles, redact_audit, redact_comments
 
@@ -104,7 +105,8 @@ def erase_user(
     erased = Erased(ref, user.id, len(identifiers), requests, entries, keys, limits, False)
     add_audit(session, actor, ACTION, target=f"end user {ref}", after=_summary(erased))
     session.commit()
-    return _with_counters(erased, counters, internal_id, now)
+    stamp = read_policies(session).stamp if counters is not None else 0
+    return _with_counters(erased, counters, internal_id, now, stamp)
 
 
 def _scrub_requests(session: Session, user_id: int) -> int:
@@ -162,16 +164,19 @@ def _summary(erased: Erased) -> dict[str, int | str]:
 
 
 def _with_counters(
-    erased: Erased, counters: Storage | None, internal_id: str, now: datetime
+    erased: Erased, counters: Storage | None, internal_id: str, now: datetime, stamp: int = 0
 ) -> Erased:
-    """Clear the user's counters (and their markers) in the limit storage; a storage
-    that cannot be reached is logged (without the id: logs carry no user ids)."""
+    """Clear the user's counters (and their markers, under the policies of ``stamp``) in
+    the limit storage; a storage that cannot be reached is logged (without the id: logs
+    carry no user ids)."""
     if counters is None:
         return erased
     subject = f"user:{internal_id}"
     epoch = calendar.timegm(now.timetuple())
     keys = set(subject_keys(subject, epoch)) | set(subject_keys(subject, epoch - SLACK))
+    markers = {marker_of(key, stamp) for key in keys}
     keys |= {f"{key}/seeded" for key in keys} | {f"tally/reset/{subject}"}
+    keys |= markers | {f"{marker}/ready" for marker in markers}
     try:
         for key in sorted(keys):
             counters.clear(key)

@@ -9,7 +9,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from tally.limits.checks import subject_keys
+from tally.limits.checks import marker_of, subject_keys
+from tally.limits.policy_store import read_policies
 from tally.models import AuditEntry, EndUser
 from tests.helpers.console import text
 from tests.helpers.erasure import (
@@ -117,5 +118,9 @@ def test_their_limit_counters_are_cleared(app, admin, person):
     counter = next(k for k in keys if k.startswith("tally/tok/d"))
     storage.incr(counter, 3600, 500)
     storage.incr(counter + "/seeded", 3600)
+    with app.extensions["tally"].sessions() as session:  # the markers of today's policies
+        marker = marker_of(counter, read_policies(session).stamp)
+    storage.incr(marker + "/ready", 3600)
     admin.post(f"/identities/{person.user_id}/erase", {"confirm": USER})
     assert storage.get(counter) == 0 and storage.get(counter + "/seeded") == 0
+    assert storage.get(marker + "/ready") == 0  # its name holds their id
