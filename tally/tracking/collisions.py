@@ -45,9 +45,10 @@ def collision_warning(config: TrackingConfig, users: int) -> str | None:
         return None
     shown = "over 99.9 %" if chance > 0.999 else f"{chance * 100:.1f} %"
     warning = (
-        f"Collision risk: with {users:,} end users, a hash_length of {config.hash_length} "
-        f"gives a {shown} chance that two of them share an upstream identifier (the "
-        "router would see them as one user; trace lists both), and more as users are added."
+        f"Collision risk: with {users:,} end users and a hash_length of "
+        f"{config.hash_length}, the chance that two of them share an upstream identifier "
+        f"is {shown} (the router would see them as one user; trace lists both), and it "
+        "grows as users are added."
     )
     better = safe_length(users, config.hash_length + 1)
     if better is not None:
