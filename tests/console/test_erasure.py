@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from tally.limits.checks import marker_of, subject_keys
 from tally.limits.policy_store import read_policies
-from tally.models import AuditEntry, EndUser
+from tally.models import ApiKey, AuditEntry, EndUser
 from tests.helpers.console import text
 from tests.helpers.erasure import (
     EMAIL,
@@ -85,6 +85,8 @@ def test_erase_redirects_to_the_directory_and_leaves_nothing(app, admin, db, per
     assert response.headers["Location"].endswith("/identities")
     page = text(admin.get("/identities"))
     assert "Erased the end user: 3 identifiers deleted, 7 request rows anonymised" in page
+    bound = db.scalars(select(ApiKey).where(ApiKey.revoked_at.is_not(None))).one()
+    assert f"1 bound keys revoked and renamed erased-key-{bound.id}; the totals stay." in page
     assert not still_there(db)
     assert find_anywhere(app.extensions["tally"].engine, personal_values()) == []
     assert_totals_whole(db, person.totals)
