@@ -164,6 +164,18 @@ def main() -> None:
             f"(wrk abandons up to its connection count in flight at its deadline; "
             f"Tally still answers and records those)"
         )
+    if args.max_cpu_ratio is not None:
+        sys.exit(hold_the_line(table.cpu_ratios(), args.max_cpu_ratio))
+
+
+def hold_the_line(ratios: dict[str, float], threshold: float) -> int:
+    """Exit status 1, with one line each, when a Tally's CPU per request over its floor's
+    (32 clients, this run) is above ``threshold``; 0 otherwise."""
+    over = {name: value for name, value in ratios.items() if value > threshold}
+    for name, value in ratios.items():
+        verdict = "over" if name in over else "within"
+        print(f"\n{name}: CPU per request {value:.2f}× its floor's, {verdict} {threshold:.2f}×")
+    return 1 if over else 0
 
 
 def limits_ab(limited: Tally, unlimited: Tally, pairs: int, seconds: int, endpoint: str) -> None:
@@ -215,6 +227,13 @@ def parse_args() -> argparse.Namespace:
         type=int,
         metavar="N",
         help="limits on/off pairs of 3 s runs (default 4 × rounds)",
+    )
+    parser.add_argument(
+        "--max-cpu-ratio",
+        type=float,
+        metavar="R",
+        help="exit 1 when a Tally's CPU per request (32 clients) is over R times its "
+        "floor's in this run (for CI or a reviewer to hold the line; e.g. 1.6)",
     )
     parser.add_argument(
         "--compare-tree",

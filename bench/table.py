@@ -49,6 +49,13 @@ class Table:
         self.line("short request meanwhile: max (ms)", None, "probemax", "< 100")
         self.line("short request meanwhile: errors", None, "probe_errors", "0", 0, added=False)
 
+    def cpu_ratios(self) -> dict[str, float]:
+        """Each Tally's CPU per request over its floor's, 32 clients (the medians)."""
+        return {
+            tally: self.value(tally, "thr", "cpu_ms") / self.value(floor, "thr", "cpu_ms")
+            for tally, floor in self.pairs
+        }
+
     def line(
         self,
         label: str,

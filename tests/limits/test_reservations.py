@@ -189,3 +189,20 @@ def test_a_client_that_never_reads_its_stream_cannot_hold_a_budget_forever(tally
     _ = hanging.content  # the upstream's stall ends it (timeout): estimated, released
     upstream.reply(json=completion(usage=USAGE))
     assert wait_for(lambda: chat(tally, user=who, max_tokens=10).status_code == 200)
+
+
+@pytest.mark.parametrize("cap", [10**30, -5, 2.5, "lots", None, True])
+def test_any_max_tokens_is_held_as_a_number_never_a_failure(tally, upstream, cap):
+    """A cap a client made up is held as at most 100 million tokens (or ignored when it
+    is not a whole number): the call is served, and the limit still holds."""
+    set_limits(tally.flask_app, "tier:default", "messages=none", "daily_tokens=1000")
+    who = user()
+    gate = threading.Event()
+    upstream.reply(events=[*chunks(["a"])[:1], gate, *chunks(["b"], usage=USAGE)[1:]])
+    held = chat(tally, user=who, stream=True, max_tokens=cap)
+    assert held.status_code == 200
+    second = chat(tally, user=who)
+    gate.set()
+    _ = held.content
+    huge = isinstance(cap, int) and not isinstance(cap, bool) and cap > 1000
+    assert second.status_code == (429 if huge else 200)

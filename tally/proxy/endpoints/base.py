@@ -75,7 +75,7 @@ class Endpoint:
         for name in self.cap_fields:
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return value
+                return min(value, MAX_CAP)
         return None
 
     def prepare_stream(self, upstream_body: dict[str, Any]) -> bool:
@@ -100,6 +100,9 @@ class Endpoint:
 
 
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
+# a completion cap held at most (no model answers more; keeps every amount exact in a
+# double, and in the Redis script's numbers, whatever a client sends)
+MAX_CAP = 100_000_000
 PER_ITEM = 4  # tokens each message (or input item) adds around its text
 # parts that are not text: an image's or a file's bytes say nothing of its tokens
 NOT_TEXT = frozenset({"image_url", "input_audio", "file", "file_data", "image", "audio"})

@@ -117,7 +117,10 @@ def main(corrections=None) -> None:
     limits' counters)."""
     socket_path, instance_path = sys.argv[1], sys.argv[2]
     settings = load_settings(instance_path)
-    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
+    configure_logging(
+        settings.log_format,
+        [settings.upstream_api_key, settings.hash_key, settings.secret_key],
+    )
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
     sessions = make_session_factory(engine)
     writer = UsageWriter(sessions, spool=build_spool(settings))
