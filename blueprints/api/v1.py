@@ -12,9 +12,11 @@ import json
 import uuid
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints.api.base import assign_request_id, bearer_token, runtime
 from blueprints.api.end_users import add_cors, verified_user
+from blueprints.api.errors import body_too_large
 from blueprints.api.errors import register as serve_errors
 from tally.errors import AuthenticationFailed, InvalidInput
 from tally.keys.api_keys import AuthenticatedKey, authenticate
@@ -23,7 +25,7 @@ from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.endpoints.chat import ChatCompletions
 from tally.proxy.endpoints.embeddings import Embeddings
 from tally.proxy.endpoints.responses import Responses
-from tally.proxy.pipeline import limit_headers, proxy
+from tally.proxy.pipeline import limit_headers, proxy, refuse_unread
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(assign_request_id)
@@ -72,9 +74,13 @@ def models():
 def _proxy(endpoint: Endpoint) -> Response:
     key = _require_key()
     verified = verified_user(key)
-    body = _json_body()
     header_user = request.headers.get("X-Tally-User")
     pipeline = runtime().pipeline
+    try:
+        body = _json_body()
+    except InvalidInput as exc:  # a refusal once the key was accepted: a request row
+        refuse_unread(pipeline, endpoint, key, exc, header_user, g.request_id, verified)
+        raise
     return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
 
 
@@ -93,7 +99,10 @@ def _require_key() -> AuthenticatedKey:
 
 
 def _json_body():
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise body_too_large() from None
     try:
         return json.loads(raw)
     except ValueError:

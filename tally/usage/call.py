@@ -27,6 +27,7 @@ class Outcome:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     cost_source: str | None = None  # tally.usage.costs: upstream, price_table, estimated
+    refused: bool = False  # Tally refused the call before the upstream (tally.proxy.refusals)
 
     def fail(self, status: int, code: str | None, message: str | None) -> None:
         """Mark the call failed; the first failure seen is the one recorded."""

@@ -21,7 +21,6 @@ from tests.helpers.rows import configure, request_rows
 
 USER = "quota-user"
 LONG_USER = "u" * 70  # the openai dialect's safety_identifier takes 64 characters at most
-ROWS_MISSING = "refusals are not recorded as request rows yet (PRODUCT.md: Refusals are visible)"
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,6 @@ def test_a_429_on_the_users_own_limit_costs_nothing(tally, upstream, restart):
     assert len(upstream.requests) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=ROWS_MISSING)
 @pytest.mark.parametrize("name", REFUSALS)
 def test_a_refusal_is_a_request_row_with_its_status_and_code(tally, name):
     refusal = REFUSALS[name]
