@@ -6,8 +6,10 @@ user (tally.end_users.claims), derive the upstream identifier and attach it in t
 configured dialect (tally.tracking.identifiers), admit the call under the limits that
 apply (tally.limits.admission: a 429 here costs nothing), forward (tally.proxy.upstream),
 relay the answer (tally.proxy.relay) and record one request row when the answer ends,
-however it ends (:meth:`Call.finish`). What differs between endpoints (body rules, where
-usage is found, how a stream ends) is an :class:`~tally.proxy.endpoints.base.Endpoint`.
+however it ends (:meth:`Call.finish`). A call refused before the upstream (a 400, 413 or
+429 of Tally's own) is a request row too, marked refused (tally.proxy.refusals). What
+differs between endpoints (body rules, where usage is found, how a stream ends) is an
+:class:`~tally.proxy.endpoints.base.Endpoint`.
 """
 
 from __future__ import annotations
