@@ -49,7 +49,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(app.instance_path, tally_overrides)
     configure_logging(
         settings.log_format,
-        [settings.upstream_api_key, settings.hash_key, settings.metrics_token],
+        [settings.upstream_api_key, settings.hash_key, settings.secret_key, settings.metrics_token],
     )
     app.config.update(
         SECRET_KEY=settings.secret_key,

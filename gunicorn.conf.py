@@ -75,7 +75,8 @@ def when_ready(server):
         return  # every row is written before its answer ends: nothing to hand over
     from tally.usage.writer.process import start
 
-    server.tally_usage_writer = start(cwd=server.cfg.chdir)
+    # the writer process, its reconciler correcting the limits' counters too
+    server.tally_usage_writer = start(cwd=server.cfg.chdir, module="tally.runtime.writer")
 
 
 def on_exit(server):

@@ -43,7 +43,10 @@ in alternating rounds (direct, floor, Tally, direct, ...):
    (on this VM one run differs from the next by up to ±10 %: a pair's two runs are
    seconds apart, so their ratio is what to read). Their storage is the default (the
    instance's ``tally+lmdb://`` file) unless ``--ratelimit-storage`` names one, e.g.
-   ``redis://127.0.0.1:6379/14``, for both.
+   ``redis://127.0.0.1:6379/14``, for both. ``--limits daily_tokens=1000000000
+   daily_budget=1000000`` adds limits to the limits-on Tally's default tier (large
+   enough never to refuse): then every call also reserves and settles its tokens and
+   cost.
 
 ``--endpoint`` picks what the non-streaming loads (wrk, the short requests) ask for, on
 every target: chat completions (default), ``/v1/responses`` or ``/v1/embeddings``. The
@@ -123,6 +126,8 @@ def main() -> None:
         for runtime in [*gateways, limited, unlimited]:
             runtime.start()
         unlimited.cli("limits", "set", "tier:default", "messages=none")
+        if args.limits:  # e.g. a token limit and a budget besides the message quota
+            limited.cli("limits", "set", "tier:default", *args.limits)
         warmed = {}  # every user's counters made once: the steady state
         for tally in (*tallies, limited, unlimited):  # the compared tree too: a fair start
             warmed[tally.name] = every_user(tally, USERS, args.endpoint)
@@ -151,13 +156,26 @@ def main() -> None:
     head(args, rounds, streamed)
     table = Table(list(floors.values()), pairs, runs, slow)
     table.print(streams, slow_tokens)
-    table.limits_cost(limited, unlimited, args.ratelimit_storage or "default")
+    policy = " ".join(args.limits or ["messages=1000"])
+    table.limits_cost(limited, unlimited, args.ratelimit_storage or "default", policy)
     for name, (written, answered) in rows.items():
         print(
             f"\n{name}: {written} request rows written for {answered} answers "
             f"(wrk abandons up to its connection count in flight at its deadline; "
             f"Tally still answers and records those)"
         )
+    if args.max_cpu_ratio is not None:
+        sys.exit(hold_the_line(table.cpu_ratios(), args.max_cpu_ratio))
+
+
+def hold_the_line(ratios: dict[str, float], threshold: float) -> int:
+    """Exit status 1, with one line each, when a Tally's CPU per request over its floor's
+    (32 clients, this run) is above ``threshold``; 0 otherwise."""
+    over = {name: value for name, value in ratios.items() if value > threshold}
+    for name, value in ratios.items():
+        verdict = "over" if name in over else "within"
+        print(f"\n{name}: CPU per request {value:.2f}× its floor's, {verdict} {threshold:.2f}×")
+    return 1 if over else 0
 
 
 def limits_ab(limited: Tally, unlimited: Tally, pairs: int, seconds: int, endpoint: str) -> None:
@@ -198,10 +216,24 @@ def parse_args() -> argparse.Namespace:
         help="TALLY_RATELIMIT_STORAGE_URI for both Tallies (default: the instance's file)",
     )
     parser.add_argument(
+        "--limits",
+        nargs="+",
+        metavar="FIELD=VALUE",
+        help="the limits-on Tally's tier:default besides the shipped messages=1000, e.g. "
+        "daily_tokens=1000000000 daily_budget=1000000 (reservations on every call)",
+    )
+    parser.add_argument(
         "--ab-pairs",
         type=int,
         metavar="N",
         help="limits on/off pairs of 3 s runs (default 4 × rounds)",
+    )
+    parser.add_argument(
+        "--max-cpu-ratio",
+        type=float,
+        metavar="R",
+        help="exit 1 when a Tally's CPU per request (32 clients) is over R times its "
+        "floor's in this run (for CI or a reviewer to hold the line; e.g. 1.6)",
     )
     parser.add_argument(
         "--compare-tree",

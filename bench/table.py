@@ -49,6 +49,13 @@ class Table:
         self.line("short request meanwhile: max (ms)", None, "probemax", "< 100")
         self.line("short request meanwhile: errors", None, "probe_errors", "0", 0, added=False)
 
+    def cpu_ratios(self) -> dict[str, float]:
+        """Each Tally's CPU per request over its floor's, 32 clients (the medians)."""
+        return {
+            tally: self.value(tally, "thr", "cpu_ms") / self.value(floor, "thr", "cpu_ms")
+            for tally, floor in self.pairs
+        }
+
     def line(
         self,
         label: str,
@@ -82,11 +89,16 @@ class Table:
         cells += [f"{errors(tally)} | | | " for tally, _floor in self.pairs]
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
-    def limits_cost(self, limited: Target, unlimited: Target, storage: str) -> None:
-        """The lines on what limiting costs: a Tally with the default policy against the
-        same Tally with no limit (bench/run.py's limits_ab: their paired ``ab`` runs)."""
+    def limits_cost(
+        self, limited: Target, unlimited: Target, storage: str, policy: str = "messages=1000"
+    ) -> None:
+        """The lines on what limiting costs: a Tally with ``policy`` for everyone against
+        the same Tally with no limit (bench/run.py's limits_ab: their paired ``ab`` runs)."""
         pairs = len(limited.ab["thr"])
-        title = f"{storage} storage; {limited.name} vs {unlimited.name}, {pairs} pairs of runs"
+        title = (
+            f"{storage} storage, tier:default {policy}; {limited.name} vs {unlimited.name}, "
+            f"{pairs} pairs of runs"
+        )
         print(f"\nWhat limiting costs ({title}):\n")
         print("| | limits on | limits off | difference (median of pairs) | goal |")
         print("|---|---|---|---|---|")

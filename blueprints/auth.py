@@ -3,11 +3,15 @@ per IP (flask-limiter). A successful login is never counted."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from urllib.parse import unquote, urljoin, urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RoutingException
 
 from blueprints.console.base import get_db, login_redirect, refuse_nul_characters, runtime
 from blueprints.extensions import limiter, login_manager
@@ -81,11 +85,38 @@ def _per_ip() -> str:
     return current_app.config["LOGIN_LIMIT_PER_IP"]
 
 
+_HOST = "console.invalid"  # a stand-in host to resolve ``next`` against
+
+
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never an open redirect to another host."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """``next`` when it is a page of the console, else the dashboard: never an open
+    redirect. Browsers strip tabs and newlines from a Location and read a backslash as a
+    slash, so ``/%09/evil.example`` or ``/%5Cevil.example`` would lead off-site; a CR or LF
+    cannot go in a header at all. So the raw value and its decoded path must be free of
+    control characters, whitespace and backslashes, be a path (no scheme, no host, no
+    ``//``) that stays on this host when resolved, and name a console page."""
+    if not target or not _plain_path(target):
         return "/"
-    return target
+    parts = urlsplit(target)
+    path = unquote(parts.path)
+    if parts.scheme or parts.netloc or not _plain_path(path):
+        return "/"
+    if urlsplit(urljoin(f"http://{_HOST}/", target)).netloc != _HOST:
+        return "/"
+    try:
+        endpoint, _ = current_app.url_map.bind(_HOST).match(path, method="GET")
+    except (HTTPException, RoutingException):  # no page there (or only a redirect)
+        return "/"
+    return "/" if endpoint == "static" else target
+
+
+def _plain_path(text: str) -> bool:
+    """Starts with one slash; no control character, whitespace or backslash anywhere."""
+    if not text.startswith("/") or text.startswith("//"):
+        return False
+    return not any(
+        ch == "\\" or ch.isspace() or unicodedata.category(ch).startswith("C") for ch in text
+    )
 
 
 @bp.route("/login", methods=["GET", "POST"])

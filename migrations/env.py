@@ -28,14 +28,40 @@ def run_migrations_online() -> None:
     """Run the migrations inside one transaction per migration."""
     engine = _engine()
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=sqlite,
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite:
+                _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection, on: bool) -> None:
+    """SQLite's batch migrations copy a table, drop it and rename the copy; with foreign
+    keys on, dropping a table other rows refer to (upstream_identifiers, 0009) fails.
+    Alembic's advice: turn them off around the migrations. The pragma is ignored inside
+    a transaction, hence the commits; the connection goes back to the pool with them on."""
+    connection.commit()
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
+
+
+def _check_foreign_keys(connection) -> None:
+    """What the migrations left must hold as if foreign keys had been on."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError(f"the migrations broke foreign keys: {broken[:5]}")
 
 
 if context.is_offline_mode():

@@ -1,13 +1,16 @@
 """Database engine and sessions (SQLAlchemy 2.x, no Flask extension).
 
 SQLite runs in WAL mode with a busy timeout so several gunicorn workers can share
-one file; PostgreSQL gets a pre-pinged connection pool and a connect timeout. Errors
+one file, which holds personal data: Tally creates it 0600 (SQLite gives its -wal and
+-shm files the database file's mode) and takes others' access away from one an earlier
+version created 0644. PostgreSQL gets a pre-pinged connection pool and a connect timeout. Errors
 never carry SQL parameters (``hide_parameters``): those hold internal user ids, and
 error messages end up in logs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 # Named constraints: alembic can then alter them the same way on SQLite and PostgreSQL.
@@ -42,6 +46,7 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
     """Create the engine for ``url`` with the settings each backend needs (``pool_size``
     overrides the default: 20 connections on SQLite, 10 plus 20 overflow on PostgreSQL)."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -74,6 +79,30 @@ def is_unavailable(error: BaseException) -> bool:
 def make_session_factory(engine: Engine) -> sessionmaker:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite database file of ``url`` readable by its owner only (an empty
+    file is an empty database), before SQLite would create it 0644; an existing one, and
+    its -wal and -shm files, lose any access by others (the group's is kept: a backup may
+    run as the group)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no such folder, not writable: SQLite says so itself
+        return
+    for path in (database, database + "-wal", database + "-shm"):
+        try:
+            mode = os.stat(path).st_mode
+            if mode & 0o007:
+                os.chmod(path, mode & 0o770)
+        except OSError:  # absent, or not ours to change
+            continue
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

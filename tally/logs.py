@@ -1,10 +1,15 @@
-"""Structured logs: one JSON object per line on stderr, with the request id.
+"""Structured logs: one JSON object per line on stderr, with the request id (or, with
+``TALLY_LOG_FORMAT=text``, one plain line per record).
 
-Nothing secret is written: API keys (``tly_…``), bearer tokens and the upstream API key
-are masked in every message and traceback, and the engine hides SQL parameters from its
-errors (``tally.db``), so an internal user id never reaches a log line through a failed
-statement. Log lines carry request ids, never user ids: a request id leads to its usage
-row, and from there to the user, only for someone allowed to read the database.
+A record is one line whatever a client sent: JSON escapes every line break, and the text
+format escapes line breaks and other control characters (a traceback included), so no
+path or value can forge a line of its own. Nothing secret is written: API keys
+(``tly_…``), admin API tokens (``tadm_…``), bearer tokens, the upstream API key and the
+HMAC key are masked in every message and traceback, in both formats, and the engine hides
+SQL parameters from its errors (``tally.db``), so an internal user id never reaches a log
+line through a failed statement. Log lines carry request ids, never user ids: a request
+id leads to its usage row, and from there to the user, only for someone allowed to read
+the database.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ _HANDLER_NAME = "tally.json"
 # LogRecord's own attributes: whatever else a record carries came in through ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _PATTERNS = [
-    (re.compile(r"tly_[A-Za-z0-9_-]{8,}"), "tly_[redacted]"),
+    (re.compile(r"tly_[A-Za-z0-9_-]{8,}"), "tly_[redacted]"),  # API keys (tally.keys)
+    (re.compile(r"tadm_[A-Za-z0-9_-]{8,}"), "tadm_[redacted]"),  # admin API tokens
     (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1[redacted]"),
 ]
-_MARKERS = ("tly_", "bearer")
+_MARKERS = ("tly_", "tadm_", "bearer")
+# What would break a line, or hide what a line says: control characters (C0, DEL, C1),
+# Unicode's line and paragraph separators, and the backslash that starts an escape.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
 class Redactor:
-    """Masks API keys, bearer tokens and the given secrets in text."""
+    """Masks API keys, admin API tokens, bearer tokens and the given secrets in text."""
 
     def __init__(self, secrets: Iterable[str | None] = ()):
         self._secrets = [s for s in secrets if s and len(s) >= 6]
@@ -68,7 +78,39 @@ class JsonFormatter(logging.Formatter):
                 data[name] = self._redact(value) if isinstance(value, str) else value
         if record.exc_info:
             data["exc"] = self._redact(self.formatException(record.exc_info))
-        return json.dumps(data, default=str, ensure_ascii=False)
+        line = json.dumps(data, default=str, ensure_ascii=False)
+        # JSON leaves these raw, and many readers (Python's splitlines too) end lines there
+        return (
+            line.replace("\x85", "\\u0085")
+            .replace("\u2028", "\\u2028")
+            .replace("\u2029", "\\u2029")
+        )
+
+
+class TextFormatter(logging.Formatter):
+    r"""``time LEVEL logger message`` on one line, a traceback included (its line breaks
+    escaped as ``\n``), secrets masked as in the JSON format."""
+
+    def __init__(self, redact: Redactor | None = None):
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._redact = redact or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of text."""
+        return one_line(self._redact(super().format(record)))
+
+
+def one_line(text: str) -> str:
+    r"""``text`` with control characters, line separators and backslashes escaped
+    (``\n``, ``\r``, ``\t``, ``\\``, ``\x1b``, ``\u2028``): one line, read unambiguously."""
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 def current_request_id() -> str | None:
@@ -82,13 +124,12 @@ def configure_logging(
     fmt: str = "json", secrets: Iterable[str | None] = (), stream: IO[str] | None = None
 ) -> logging.Handler:
     """Send Tally's and gunicorn's logs to ``stream`` (stderr) as JSON lines (or as plain
-    text with ``fmt="text"``). Calling it again replaces the handler it installed."""
+    text lines with ``fmt="text"``), ``secrets`` masked. Calling it again replaces the
+    handler it installed."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter(Redactor(secrets)))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    handler.setFormatter(formatter(Redactor(secrets)))
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
@@ -144,7 +185,9 @@ class AccessLog:
         return self._closing(body, closed)
 
     def _write(self, environ, answer: dict, started: float) -> None:
-        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        # WSGI hands the path over as latin-1; the client sent UTF-8 (as werkzeug reads it)
+        path = environ.get("PATH_INFO", "").encode("latin-1", "replace").decode("utf-8", "replace")
         status = int(answer.get("status", "0 ?").split(" ", 1)[0])
         request_id = next(
             (v for k, v in answer.get("headers", ()) if k.lower() == "x-request-id"), None

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     cast,
     false,
     func,
@@ -86,12 +87,16 @@ class ConfigRevision(Base):
 
 
 class UpstreamIdentifier(Base):
-    """An identifier Tally has sent upstream, kept forever so old logs still resolve."""
+    """An identifier Tally has sent upstream for one end user, kept forever so old logs
+    still resolve. Two users whose ids collide (a short ``hash_length``) each get a row
+    of the same identifier: the key is (identifier, user), and its index serves every
+    lookup by identifier (exact, or a prefix range) as a unique one did (migration 0009)."""
 
     __tablename__ = "upstream_identifiers"
+    __table_args__ = (UniqueConstraint("identifier", "user_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    identifier: Mapped[str] = mapped_column(String(255), unique=True)
+    identifier: Mapped[str] = mapped_column(String(255))
     user_id: Mapped[int] = mapped_column(ForeignKey("end_users.id", ondelete="CASCADE"), index=True)
     revision_id: Mapped[int | None] = mapped_column(ForeignKey("config_revisions.id"))
     first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -221,7 +226,8 @@ class LimitPolicy(Base):
 
 
 class LimitSetting(Base):
-    """A named setting of the limits (today only ``tier_key``)."""
+    """A named setting of the limits: ``tier_key``, and ``changed_at`` (when any policy
+    last changed, epoch ms: tally.limits.policy.Policies.stamp)."""
 
     __tablename__ = "limit_settings"
 

@@ -72,7 +72,7 @@ class Settings:
 def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None) -> Settings:
     """Read the ``TALLY_*`` variables of the environment, ``overrides`` taking precedence."""
     env = {**os.environ, **(overrides or {})}
-    Path(instance_path).mkdir(parents=True, exist_ok=True)
+    Path(instance_path).mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets, database
     database_url = env.get("TALLY_DATABASE_URL") or (
         "sqlite:///" + str(Path(instance_path, "tally.db").resolve())
     )

@@ -1,15 +1,15 @@
 """The schema is made by alembic only, and the migrations match the models."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import delete, insert, inspect, select, text, update
 
 from tally import schema
 from tally.db import Base, make_engine
-from tally.models import ConfigRevision
+from tally.models import ConfigRevision, EndUser, RequestLog, UpstreamIdentifier
 from tests.helpers.database import empty_database
 
 
@@ -46,15 +46,110 @@ def test_db_upgrade_command_builds_the_schema(tmp_path, make_app):
         app.extensions["tally"].engine.dispose()
 
 
+# --- 0009: one identifier, several users -------------------------------------------------
+
+T = [datetime(2026, 11, 1, 9, 0, n) for n in range(6)]
+
+
+def _legacy_collision(conn) -> None:
+    """What 0008's upsert left after a collision: user 2's requests under user 1's
+    identifier row (its count holding theirs too); user 3 apart. Revision 3 (a dialect
+    change: same identifiers) came between user 1's first request and user 2's."""
+    revisions, users = ConfigRevision.__table__, EndUser.__table__
+    idents, log = UpstreamIdentifier.__table__, RequestLog.__table__
+    config = {"enabled": True, "prefix": "tally", "hash_mode": "sha256", "hash_length": 8}
+    config |= {"dialect": "openrouter", "forward_profile": False, "require_identity": False}
+    conn.execute(delete(revisions).where(revisions.c.id > 1))
+    conn.execute(update(revisions).values(created_at=datetime(2026, 1, 1)))
+    conn.execute(
+        insert(revisions),
+        [
+            {"id": 2, "created_at": T[0], "created_by": "t", **config},
+            {"id": 3, "created_at": T[1] + timedelta(seconds=0.5), "created_by": "t", **config},
+        ],
+    )
+    conn.execute(
+        insert(users),
+        [
+            {"id": n, "external_id": f"u{n}", "first_seen": T[0], "last_seen": T[5]}
+            for n in (1, 2, 3)
+        ],
+    )
+    shared = {"identifier": "tally_ab4ef502", "user_id": 1, "revision_id": 2}
+    conn.execute(
+        insert(idents),
+        [
+            # ids 1 and 2 (from the sequence: the migration adds a row after them)
+            {**shared, "first_seen": T[1], "last_seen": T[5], "request_count": 5},
+            {"identifier": "tally_c", "user_id": 3, "revision_id": 2}
+            | {"first_seen": T[2], "last_seen": T[2], "request_count": 1},
+        ],
+    )
+    calls = [(1, 1, T[1]), (2, 1, T[2]), (2, 1, T[3]), (1, 1, T[4]), (2, 1, T[5]), (3, 2, T[2])]
+    conn.execute(
+        insert(log),
+        [
+            {"request_id": f"r{n}", "user_id": user, "identifier_id": ident, "created_at": when}
+            | {"status": 200, "endpoint": "chat.completions", "stream": False, "is_demo": False}
+            for n, (user, ident, when) in enumerate(calls)
+        ],
+    )
+
+
+def _identifier_rows(conn):
+    idents = UpstreamIdentifier.__table__
+    columns = (idents.c.id, idents.c.identifier, idents.c.user_id, idents.c.revision_id)
+    more = (idents.c.first_seen, idents.c.last_seen, idents.c.request_count)
+    return [tuple(r) for r in conn.execute(select(*columns, *more).order_by(idents.c.id))]
+
+
+def _log_identifiers(conn):
+    log = RequestLog.__table__
+    return conn.execute(select(log.c.identifier_id).order_by(log.c.request_id)).scalars().all()
+
+
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_0009_gives_each_user_of_a_shared_identifier_a_row(tmp_path):
+    with empty_database(tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            schema.upgrade(engine, "0008")
+            with engine.begin() as conn:
+                _legacy_collision(conn)
+            schema.upgrade(engine)
+            with engine.connect() as conn:
+                assert _identifier_rows(conn) == [
+                    (1, "tally_ab4ef502", 1, 2, T[1], T[5], 2),
+                    (2, "tally_c", 3, 2, T[2], T[2], 1),
+                    # user 2's own row: from their requests; the revision active at the first
+                    (3, "tally_ab4ef502", 2, 3, T[2], T[5], 3),
+                ]
+                assert _log_identifiers(conn) == [1, 3, 3, 1, 3, 2]
+                if conn.dialect.name == "sqlite":  # turned off for the batch copy, back on
+                    assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            schema.downgrade(engine, "0008")  # folded back into the oldest row
+            with engine.connect() as conn:
+                assert _identifier_rows(conn) == [
+                    (1, "tally_ab4ef502", 1, 2, T[1], T[5], 5),
+                    (2, "tally_c", 3, 2, T[2], T[2], 1),
+                ]
+                assert _log_identifiers(conn) == [1, 1, 1, 1, 1, 2]
+            schema.upgrade(engine)
+            with engine.connect() as conn:
+                assert len(_identifier_rows(conn)) == 3
+        finally:
+            engine.dispose()
+
+
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_refusals_migration_keeps_old_rows_as_calls_and_its_downgrade_drops_refusals(tmp_path):
-    """0009: rows logged before it were calls that reached the upstream (refused false,
+    """0010: rows logged before it were calls that reached the upstream (refused false,
     the totals' refused 0); going back drops the refusal rows, which the code before it
     would count against limits."""
     with empty_database(tmp_path) as url:
         engine = make_engine(url)
         try:
-            schema.upgrade(engine, "0008")
+            schema.upgrade(engine, "0009")
             row = {"created_at": datetime(2026, 11, 2), "endpoint": "chat.completions"}
             with engine.begin() as conn:
                 conn.execute(
@@ -89,7 +184,7 @@ def test_refusals_migration_keeps_old_rows_as_calls_and_its_downgrade_drops_refu
                     ),
                     row,
                 )
-            schema.downgrade(engine, "0008")
+            schema.downgrade(engine, "0009")
             with engine.connect() as conn:
                 ids = conn.execute(text("SELECT request_id FROM request_log")).scalars().all()
             assert ids == ["old"]

@@ -62,11 +62,13 @@ def embeddings():
 
 @bp.get("/models")
 def models():
-    """The upstream's model list."""
+    """The upstream's model list, with the end user's X-RateLimit-* headers (a verified
+    end user's when the key needs a token: what X-Tally-User says is then ignored)."""
     key = _require_key()
-    verified_user(key)
+    verified = verified_user(key)
     result = list_models(runtime().upstream)
-    headers = limit_headers(runtime().pipeline, key, {}, request.headers.get("X-Tally-User"))
+    header_user = request.headers.get("X-Tally-User")
+    headers = limit_headers(runtime().pipeline, key, {}, header_user, verified)
     result.headers.update(headers)
     return _send(result)
 

@@ -6,6 +6,8 @@ import click
 from flask.cli import AppGroup
 
 from blueprints.cli.common import CLI_ACTOR, parse_assignments, session_scope
+from tally.end_users.directory import count_end_users
+from tally.tracking.collisions import collision_warning
 from tally.tracking.config import FIELDS
 from tally.tracking.store import active_config, save_config
 
@@ -29,6 +31,9 @@ def config_set(assignments: tuple[str, ...]) -> None:
     with session_scope() as session:
         config = active_config(session).with_fields(fields)
         revision = save_config(session, config, CLI_ACTOR)
+        warning = collision_warning(config, count_end_users(session))
     click.echo(f"Saved revision {revision.id}.")
     for name, value in config.as_fields().items():
         click.echo(f"{name}={value}")
+    if warning:  # saved all the same: a warning, not an error
+        click.echo(f"Warning: {warning}", err=True)

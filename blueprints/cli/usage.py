@@ -4,12 +4,14 @@ reconcile)."""
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 import click
 from flask.cli import AppGroup
 
 from blueprints.cli.common import CLI_ACTOR, fail, runtime, session_scope
 from tally.db import utcnow
+from tally.limits.corrections import correct_counters
 from tally.reports.breakdowns import columns, grouped_rows
 from tally.reports.exports import FORMATS, export_chunks
 from tally.usage.reconcile import generation_client, reconcile_pass
@@ -84,7 +86,14 @@ def usage_reconcile(everything: bool) -> None:
         click.echo("No upstream URL is set (the demo upstream has no generation endpoint).")
         return
     try:
-        report = reconcile_pass(app_runtime.sessions, client, due_only=not everything)
+        # the limits' counters take the corrections too, where this process reaches them
+        # (Redis; the instance's counter file belongs to the running server's processes)
+        report = reconcile_pass(
+            app_runtime.sessions,
+            client,
+            due_only=not everything,
+            on_reconciled=partial(correct_counters, app_runtime.limits),
+        )
     finally:
         client.close()
     for line in report.lines:

@@ -16,7 +16,8 @@ group = AppGroup("users", help="End users.")
 @click.argument("internal_id")
 def users_erase(internal_id: str) -> None:
     """Erase the end user INTERNAL_ID: profile, identifiers, their rows' personal parts,
-    their mentions in the audit log; the totals stay, under an anonymous placeholder."""
+    their mentions in the audit log; keys bound to them are revoked and renamed
+    erased-key-<id>; the totals stay, under an anonymous placeholder."""
     app_runtime = runtime()
     limits = app_runtime.limits
     # this process's own memory holds no server's counters: nothing to clear there
@@ -27,7 +28,8 @@ def users_erase(internal_id: str) -> None:
     click.echo(f"upstream identifiers deleted: {erased.identifiers}")
     click.echo(f"request rows anonymised: {erased.requests} (tokens and cost kept)")
     click.echo(f"audit entries redacted: {erased.audit_entries}")
-    click.echo(f"bound API keys revoked: {erased.keys}")
+    renamed = f" (renamed {', '.join(erased.renamed_keys)})" if erased.renamed_keys else ""
+    click.echo(f"bound API keys revoked: {erased.keys}{renamed}")
     click.echo(f"limit overrides and resets removed: {erased.limits}")
     click.echo(f"totals kept under placeholder end user #{erased.placeholder_id}")
     if erased.counters_cleared:

@@ -13,6 +13,7 @@ from blueprints.console.base import (
     render,
     runtime,
 )
+from tally.end_users.directory import count_end_users
 from tally.tracking.config import DIALECTS, FIELDS, HASH_MODES, ConfigFieldError, TrackingConfig
 from tally.tracking.revisions import history, preview, rollback_config
 from tally.tracking.store import active_config, save_config
@@ -47,12 +48,13 @@ def _panel_context(
     except ConfigFieldError as exc:
         edited, field_error = None, exc
     key = runtime().hash_key
+    users = count_end_users(get_db())  # the collision warning is reckoned for them
     return {
         "values": {**current.as_fields(), **values},
         "current": current,
         "preview_id": preview_id,
         "current_preview": preview(current, preview_id, key),
-        "edited_preview": preview(edited, preview_id, key) if edited else None,
+        "edited_preview": preview(edited, preview_id, key, users) if edited else None,
         "preview_error": str(field_error) if field_error else None,
         "history": history(get_db()),
         "hash_modes": HASH_MODES,

@@ -20,7 +20,7 @@ from blueprints.console.base import (
 from tally.db import utcnow
 from tally.end_users.search import search_identities
 from tally.limits.status import user_limits
-from tally.privacy.erasure import erase_user_by_id, is_erased
+from tally.privacy.erasure import Erased, erase_user_by_id, is_erased
 from tally.reports.dashboard import ReportError, parse_range
 from tally.reports.identity import identity_detail
 from tally.reports.performance import user_performance
@@ -75,6 +75,11 @@ def erased_test(external_id: str) -> bool:
     return is_erased(external_id)
 
 
+def _renamed(erased: Erased) -> str:
+    """`` and renamed erased-key-3, …`` when keys bound to the user were renamed."""
+    return f" and renamed {', '.join(erased.renamed_keys)}" if erased.renamed_keys else ""
+
+
 def _erase_again() -> dict:
     """The page again after a refused erasure, with what was typed (not re-audited)."""
     context = detail_context(request.view_args["user_id"], None)
@@ -100,7 +105,7 @@ def identity_erase(user_id: int):
     flash(
         f"Erased the end user: {erased.identifiers} identifiers deleted, "
         f"{erased.requests} request rows anonymised, {erased.audit_entries} audit entries "
-        f"redacted, {erased.keys} bound keys revoked; the totals stay."
+        f"redacted, {erased.keys} bound keys revoked{_renamed(erased)}; the totals stay."
     )
     if is_htmx():
         response = make_response("", 200)

@@ -8,12 +8,13 @@ written to the audit log (``identity.lookup``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tally.db import utcnow
 from tally.models import EndUser, UpstreamIdentifier
@@ -56,8 +57,10 @@ def upsert_identifier(
     revision_id: int | None,
     now: datetime | None = None,
 ) -> int:
-    """Record that ``identifier`` was sent for ``user_id``. The first mapping is kept for
-    good, so an identifier from old router logs resolves to whom it meant then."""
+    """Record that ``identifier`` was sent for ``user_id``. Each (identifier, user) pair
+    has one row, whose first revision is kept for good, so an identifier from old router
+    logs resolves to whom it meant then; a second user whose id collides with the first's
+    gets a row of their own (see :func:`trace_users`)."""
     now = now or utcnow()
     stmt = _insert(session, UpstreamIdentifier).values(
         identifier=identifier,
@@ -68,17 +71,63 @@ def upsert_identifier(
         request_count=1,
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=[UpstreamIdentifier.identifier],
+        index_elements=[UpstreamIdentifier.identifier, UpstreamIdentifier.user_id],
         set_={"last_seen": now, "request_count": UpstreamIdentifier.request_count + 1},
     ).returning(UpstreamIdentifier.id)
     return session.execute(stmt).scalar_one()
 
 
+def trace_users(session: Session, identifier: str) -> list[UpstreamIdentifier]:
+    """Every end user ``identifier`` was sent for, one stored row each (with its user and
+    revision), first sent first; empty if never sent. More than one row: the identifier
+    is shared (:func:`shared_note` says how)."""
+    return list(
+        session.scalars(
+            select(UpstreamIdentifier)
+            .options(
+                selectinload(UpstreamIdentifier.user), selectinload(UpstreamIdentifier.revision)
+            )
+            .where(UpstreamIdentifier.identifier == identifier.strip())
+            .order_by(UpstreamIdentifier.first_seen, UpstreamIdentifier.id)
+        )
+    )
+
+
 def trace_identifier(session: Session, identifier: str) -> UpstreamIdentifier | None:
-    """The stored identifier (with its user and revision), or None if never sent."""
-    return session.scalars(
-        select(UpstreamIdentifier).where(UpstreamIdentifier.identifier == identifier.strip())
-    ).first()
+    """The first end user's stored row of ``identifier`` (with its user and revision),
+    or None if never sent. An identifier can be shared: :func:`trace_users` has them all."""
+    found = trace_users(session, identifier)
+    return found[0] if found else None
+
+
+def shared_note(mappings: Sequence[UpstreamIdentifier]) -> str | None:
+    """``shared by N users (hash collision)`` when several users are behind one
+    identifier (None for one): two digests cut to ``hash_length`` that agree, or, in
+    ``none`` mode, a prefix and id that spell another's (``a`` + ``b_c``, ``a_b`` + ``c``)."""
+    if len(mappings) < 2:
+        return None
+    plain = any(m.revision is not None and m.revision.hash_mode == "none" for m in mappings)
+    kind = "prefix and id collide" if plain else "hash collision"
+    return f"shared by {len(mappings)} users ({kind})"
+
+
+def shared_counts(session: Session, identifiers: Sequence[str]) -> dict[str, int]:
+    """How many end users each of ``identifiers`` was sent for, for those with more than
+    one (off the (identifier, user) index)."""
+    if not identifiers:
+        return {}
+    rows = session.execute(
+        select(UpstreamIdentifier.identifier, func.count())
+        .where(UpstreamIdentifier.identifier.in_(list(identifiers)))
+        .group_by(UpstreamIdentifier.identifier)
+        .having(func.count() > 1)
+    )
+    return {identifier: n for identifier, n in rows}
+
+
+def count_end_users(session: Session) -> int:
+    """How many end users Tally knows (the number a collision risk is reckoned for)."""
+    return session.scalar(select(func.count(EndUser.id))) or 0
 
 
 def _insert(session: Session, model):

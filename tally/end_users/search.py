@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
-from tally.end_users.directory import trace_identifier
+from tally.end_users.directory import shared_note, trace_users
 from tally.models import EndUser, UpstreamIdentifier
 
 PER_PAGE = 20
@@ -35,7 +35,15 @@ class SearchPage:
     page: int
     pages: int
     total: int
-    exact: Match | None  # the user whose upstream identifier is exactly the query
+    # every user the query was sent for as an upstream identifier, first sent first:
+    # several when the identifier is shared (a collision), ``shared`` then says so
+    traced: list[Match]
+    shared: str | None = None
+
+    @property
+    def exact(self) -> Match | None:
+        """The first user whose upstream identifier is exactly the query."""
+        return self.traced[0] if self.traced else None
 
 
 def search_identities(
@@ -61,8 +69,8 @@ def search_identities(
         users = list(session.scalars(listing.offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
     hits = _identifier_hits(session, query, [u.id for u in users]) if query else {}
     matches = [Match(user, hits.get(user.id, [])) for user in users]
-    traced = trace_identifier(session, query) if query else None
-    exact = Match(traced.user, [traced.identifier]) if traced else None
+    mappings = trace_users(session, query) if query else []
+    traced = [Match(found.user, [found.identifier]) for found in mappings]
     if actor and query:
         add_audit(
             session,
@@ -72,7 +80,7 @@ def search_identities(
             after={"query": query, "results": total, "page": page},
         )
         session.commit()
-    return SearchPage(query, matches, page, pages, total, exact)
+    return SearchPage(query, matches, page, pages, total, traced, shared_note(mappings))
 
 
 def _matching_ids(session: Session, query: str) -> list[int]:

@@ -12,16 +12,19 @@ what a request is held to is its gate (tally/limits/gates.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tally.end_users.claims import EndUserClaim
 from tally.errors import LimitsUnavailable, RateLimited
-from tally.limits.checks import Check, refusal
+from tally.limits.checks import NANO, Check, refusal
+from tally.limits.demand import Demand, peak_entries, peak_marker
+from tally.limits.engine import held_key
 from tally.limits.gates import Gate, gate_for, resets_of
 from tally.limits.policy import format_value
 from tally.limits.policy_store import load_policies
-from tally.limits.rebuild import seed_counters
+from tally.limits.rebuild import seed_counters, seed_peaks
 from tally.limits.runtime import LimitsRuntime
 
 WAIT_STEP = 0.01  # seconds between two looks at a counter another request is rebuilding
@@ -37,6 +40,19 @@ class Admission:
 
     headers: dict[str, str] = field(default_factory=dict)
     usage_counters: list[Check] = field(default_factory=list)
+    # what the call holds in usage_counters until it ends: (tokens, nano-dollars, its
+    # model's peak cost of one call), under its id (tally.limits.demand.call_id)
+    reserved: tuple[int, int, int] | None = None
+    call: int | None = None
+    peaks_of: str | None = None  # the model whose peaks the call's end raises (None: none kept)
+
+    @property
+    def peak_cost(self) -> float | None:
+        """The largest cost of one call of this call's model today or yesterday (USD),
+        when the admission read it; what a cut stream of an unpriced model is costed at."""
+        if self.reserved is None or not self.reserved[2]:
+            return None
+        return self.reserved[2] / NANO
 
 
 def peek_headers(limits: LimitsRuntime, key, claim: EndUserClaim | None) -> dict[str, str]:
@@ -68,16 +84,21 @@ def admit(
     admission: Admission,
     hit: bool = True,
     version: int | None = None,
+    demand: Callable[[], Demand] | None = None,
 ) -> None:
     """Check and count one request about to go upstream; raise 429 when a limit is
     used up (then nothing is counted), else fill ``admission``. With ``hit`` false,
     only fill the headers. ``version``: the cache version the request's tracking config
     was loaded under, to check in the same round trip (:func:`checks_config`); raise
     :class:`StaleConfig`, with nothing counted, when it moved on or the storage
-    failed."""
+    failed. ``demand``: the call's expected use (called only when a token limit or a
+    budget applies), held against them until :func:`count_usage`."""
     policies = load_policies(limits.sessions, limits.cache)
     now = limits.clock()
     gate = gate_for(limits, policies, key, claim, now)
+    wanted = demand() if hit and demand is not None and policies.has_counters else None
+    if wanted is not None and wanted.model:
+        admission.peaks_of = wanted.model
     if not gate.checks:
         return
     checks = gate.checks
@@ -89,6 +110,10 @@ def admit(
         "hit": hit,
         "version": None if version is None else str(version),
     }
+    if wanted is not None and gate.counters:
+        plan["demand"] = wanted.as_plan(now)
+        plan["peak_model"] = wanted.model or ""
+        plan["markers"] = [*gate.markers, peak_marker(wanted.model or "", policies.stamp)]
     try:
         result = run_seeded(limits, plan, checks, policies)
     except (LimitsUnavailable, RateLimited):
@@ -102,6 +127,9 @@ def admit(
         raise StaleConfig()
     stats = result["stats"]
     admission.usage_counters = gate.counters
+    if "demand" in plan and result.get("reserved") is not None:
+        admission.reserved = tuple(result["reserved"])
+        admission.call = plan["demand"]["id"]
     refused = result["refused"]
     shown = refused if refused is not None else _shown(gate, stats)
     admission.headers.update(_headers(checks[shown], stats[shown]))
@@ -122,9 +150,12 @@ def run_seeded(limits: LimitsRuntime, plan, checks, policies) -> dict:
             limits.note_ready(markers)
             return result
         if result["unseeded"]:
-            seed_counters(
-                limits.sessions, limits.storage, checks, result["unseeded"], policies, plan["now"]
-            )
+            unseeded, now = result["unseeded"], plan["now"]
+            seeder = getattr(limits.runner(), "seed_window", None)
+            seed_counters(limits.sessions, limits.storage, checks, unseeded, policies, now, seeder)
+            model = plan.get("peak_model")
+            if model is not None and peak_marker(model, policies.stamp) in unseeded:
+                seed_peaks(limits.sessions, limits.storage, model, now)
             result = limits.run({**plan, "markers": [], "ready": result["unseeded"]})
             limits.note_ready(markers)
             return result
@@ -133,21 +164,36 @@ def run_seeded(limits: LimitsRuntime, plan, checks, policies) -> dict:
 
 
 def count_usage(limits: LimitsRuntime, admission: Admission | None, usage: Any) -> None:
-    """Add a finished call's tokens and cost to the counters its admission named (a
-    storage failure is logged: the answer is already on its way)."""
-    if admission is None or not admission.usage_counters or not isinstance(usage, dict):
+    """A finished call on the counters its admission named: what it held released, its
+    tokens and cost added, its model's peaks raised (a storage failure is logged: the
+    answer is already on its way)."""
+    if admission is None or not (admission.usage_counters or admission.peaks_of):
         return
-    tokens = _number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens"))
+    usage = usage if isinstance(usage, dict) else {}
+    completion = _number(usage.get("completion_tokens"))
+    tokens = _number(usage.get("prompt_tokens")) + completion
     if not tokens:
         tokens = _number(usage.get("total_tokens"))
     nano = round(_number(usage.get("cost")) * 1e9)
     now = limits.clock()
-    additions = [
-        [c.key, c.ttl(now), nano if c.unit == "usd" else int(tokens)]
-        for c in admission.usage_counters
-    ]
+    settlement: dict[str, list] = {}
+    if admission.usage_counters:
+        settlement["add"] = [
+            [c.key, c.ttl(now), nano if c.unit == "usd" else int(tokens)]
+            for c in admission.usage_counters
+        ]
+    if admission.reserved is not None and (admission.reserved[0] or admission.reserved[1]):
+        held_tokens, held_nano, _peak = admission.reserved
+        settlement["release"] = [
+            [held_key(c.key), admission.call, held_nano if c.unit == "usd" else held_tokens]
+            for c in admission.usage_counters
+        ]
+    if admission.peaks_of and usage:
+        settlement["peaks"] = peak_entries(admission.peaks_of, int(completion), nano, now)
+    if not any(settlement.values()):
+        return
     try:
-        limits.add(additions)
+        limits.settle(settlement)
     except Exception as exc:
         limits.storage_failed(exc, "counting usage")
 

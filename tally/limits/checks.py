@@ -41,6 +41,7 @@ class Check:
     reset: float = 0.0  # counters: when the period ends (epoch seconds)
     since: float = 0.0  # counters: when the period starts (windows: see start)
     label: str = ""
+    stamp: int = 0  # the policies' last change (Policies.stamp): a new one rebuilds it
 
     def ttl(self, now: float) -> int:
         """Seconds a counter made now lives: a window's length, or until an hour after
@@ -60,13 +61,15 @@ class Check:
 
     @property
     def marker(self) -> str:
-        """Set once the counter has been rebuilt since the storage started."""
-        return f"{self.key}/seeded"
+        """Set once the counter has been rebuilt from the request log since the storage
+        started and the policies last changed (:func:`marker_of`)."""
+        return marker_of(self.key, self.stamp)
 
     def as_plan(self) -> dict[str, Any]:
         """The check as the engine (maybe as a Redis script) reads it."""
         return {
             "kind": self.kind,
+            "unit": self.unit,
             "key": self.key,
             "limit": self.limit,
             "expiry": self.expiry,
@@ -97,6 +100,13 @@ class Check:
         return f"{what} {self.label}"
 
 
+def marker_of(key: str, stamp: int) -> str:
+    """The rebuild marker of counter ``key`` under the policies of ``stamp``: a limit set
+    (again) changes the stamp, so its counter is rebuilt from the log and counts its
+    whole window, what was sent while it was off included."""
+    return f"{key}/seeded/{stamp}"
+
+
 def periods(now: float) -> dict[str, tuple[str, float, float]]:
     """``day``/``month`` -> (key part, start, end) in epoch seconds, UTC."""
     return _periods_of_day(int(now // 86400))
@@ -119,20 +129,20 @@ def _periods_of_day(day: int) -> dict[str, tuple[str, float, float]]:
     }
 
 
-def check_for(name: str, value: Any, subject: str, label: str, spans) -> Check:
+def check_for(name: str, value: Any, subject: str, label: str, spans, stamp: int = 0) -> Check:
     """The check of field ``name`` limited to ``value`` for ``subject``."""
     if name in WINDOWS:
         part, length = WINDOWS[name]
         key = f"tally/{part}/{subject}"
-        return Check(name, subject, "window", key, int(value), length, label=label)
+        return Check(name, subject, "window", key, int(value), length, label=label, stamp=stamp)
     part, start, end = spans["day" if name.startswith("daily") else "month"]
     unit = "usd" if name in BUDGET_FIELDS else "tok"
     limit = round(float(value) * NANO) if unit == "usd" else int(value)
     key = f"tally/{unit}/{part}/{subject}"
-    return Check(name, subject, "counter", key, limit, 0, end, start, label)
+    return Check(name, subject, "counter", key, limit, 0, end, start, label, stamp)
 
 
-def build_checks(scope: Applicable, key_id: int, now: float) -> list[Check]:
+def build_checks(scope: Applicable, key_id: int, now: float, stamp: int = 0) -> list[Check]:
     """Every limit of the end user (or anonymous bucket) and of the key that is set: the
     same all UTC day (nothing in a check depends on the time of day)."""
     spans = periods(now)
@@ -148,7 +158,7 @@ def build_checks(scope: Applicable, key_id: int, now: float) -> list[Check]:
     ):
         for name in FIELDS:
             if limits.get(name) is not None:
-                checks.append(check_for(name, limits[name], subject, label, spans))
+                checks.append(check_for(name, limits[name], subject, label, spans, stamp))
     return checks
 
 

@@ -50,7 +50,7 @@ def gate_for(
         if len(policies.memo) >= MEMO_MAX:
             policies.memo.clear()
         scope = applicable(policies, external_id, metadata, key.id, key.name)
-        checks = build_checks(scope, key.id, now)
+        checks = build_checks(scope, key.id, now, policies.stamp)
         quota = next(
             (
                 i

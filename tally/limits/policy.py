@@ -19,6 +19,7 @@ from tally.errors import InvalidInput
 FIELDS = ("messages", "rpm", "daily_tokens", "monthly_tokens", "daily_budget", "monthly_budget")
 COUNT_FIELDS = frozenset({"messages", "rpm", "daily_tokens", "monthly_tokens"})
 BUDGET_FIELDS = frozenset({"daily_budget", "monthly_budget"})
+COUNTER_FIELDS = ("daily_tokens", "monthly_tokens", "daily_budget", "monthly_budget")
 DEFAULT_TIER = "tier:default"
 ANONYMOUS_TIER = "tier:anonymous"
 DEFAULT_TIER_KEY = "plan"
@@ -41,6 +42,9 @@ class Policies:
     by_scope: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tier_key: str = DEFAULT_TIER_KEY
     resets: Mapping[str, float] = field(default_factory=dict)  # subject -> epoch seconds
+    # when any policy last changed (epoch ms; 0: never): the counters' rebuild markers
+    # carry it, so a limit set again is rebuilt from the log (tally.limits.checks.marker_of)
+    stamp: int = 0
     # what callers derive from these policies and keep while they hold (a new Policies
     # comes with every change): tally.limits.admission keeps each request kind's checks
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -59,6 +63,13 @@ class Policies:
         return sorted(
             scopes, key=lambda s: (s != DEFAULT_TIER, order.get(s.partition(":")[0], 9), s)
         )
+
+    @functools.cached_property
+    def has_counters(self) -> bool:
+        """True when some policy sets a token limit or a budget (then calls reserve, and
+        each model's peaks are kept: tally.limits.engine.reservation)."""
+        fields = [*self.by_scope.values(), self.tier(DEFAULT_TIER) or {}]
+        return any(f.get(n) is not None for f in fields for n in COUNTER_FIELDS)
 
     def has_named_tiers(self) -> bool:
         """True when a tier other than default and anonymous exists (then a user's

@@ -8,6 +8,7 @@ policy from its next request, within the cache's one-second bound at worst.
 from __future__ import annotations
 
 import calendar
+import time
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -30,17 +31,30 @@ from tally.limits.policy import (
 from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, LimitSetting
 
 POLICIES_CACHE_KEY = "limits.policies"
+CHANGED_AT = "changed_at"  # the LimitSetting that holds Policies.stamp
 
 
 def read_policies(session: Session) -> Policies:
     """Every policy, the tier key and the resets, from the database."""
     by_scope = {p.scope: dict(p.fields) for p in session.scalars(select(LimitPolicy))}
-    setting = session.scalar(select(LimitSetting).where(LimitSetting.name == "tier_key"))
+    settings = {s.name: s.value for s in session.scalars(select(LimitSetting))}
     resets = {
         r.subject: calendar.timegm(r.reset_at.timetuple()) + r.reset_at.microsecond / 1e6
         for r in session.scalars(select(LimitReset))
     }
-    return Policies(by_scope, setting.value if setting else DEFAULT_TIER_KEY, resets)
+    tier_key = settings.get("tier_key", DEFAULT_TIER_KEY)
+    return Policies(by_scope, tier_key, resets, int(settings.get(CHANGED_AT, 0)))
+
+
+def _changed(session: Session) -> None:
+    """Note that the policies changed now (Policies.stamp): every counter is rebuilt from
+    the request log on its next use, so a limit set again counts its whole window."""
+    row = session.scalar(select(LimitSetting).where(LimitSetting.name == CHANGED_AT))
+    stamp = str(int(time.time() * 1000))
+    if row is None:
+        session.add(LimitSetting(name=CHANGED_AT, value=stamp))
+    else:
+        row.value = stamp
 
 
 def load_policies(sessions: sessionmaker, cache: Cache | None = None) -> Policies:
@@ -113,6 +127,7 @@ def set_policy(session: Session, scope: str, fields: dict[str, Any], actor: str)
         before = dict(row.fields)
     row.fields = {**(before or row.fields), **fields}
     row.updated_at, row.updated_by = utcnow(), actor
+    _changed(session)
     add_audit(session, actor, "limits.set", scope, before, dict(row.fields))
     session.commit()
     return dict(row.fields)
@@ -128,6 +143,7 @@ def unset_policy(session: Session, scope: str, actor: str) -> None:
         raise PolicyError(f"no policy for {scope}")
     before = dict(row.fields)
     session.delete(row)
+    _changed(session)
     add_audit(session, actor, "limits.unset", scope, before, None)
     session.commit()
 
@@ -140,6 +156,7 @@ def set_tier_key(session: Session, value: str, actor: str) -> None:
         session.add(LimitSetting(name="tier_key", value=value))
     else:
         row.value = value
+    _changed(session)
     add_audit(
         session, actor, "limits.tier_key", "tier_key", {"tier_key": before}, {"tier_key": value}
     )

@@ -1,5 +1,7 @@
 """Rebuilding counters from the request log, for counters the storage does not hold:
-after the instance (or Redis) restarted, or when a limit was just set.
+after the instance (or Redis) restarted, or when the policies changed (a limit set
+again counts its whole window, what was sent while it was off included). A rebuild
+replaces what the counter held.
 
 Without this a restart would silently hand everyone a fresh 24 h quota and month's
 budget. The request log is the truth: every call that reached the upstream has a row
@@ -18,6 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from tally.limits.checks import NANO, Check
+from tally.limits.demand import peak_entries
+from tally.limits.engine import settle
 from tally.limits.policy import Policies
 from tally.models import EndUser, RequestLog
 
@@ -29,8 +33,11 @@ def seed_counters(
     markers,
     policies: Policies,
     now: float,
+    seed_window=None,
 ) -> None:
-    """Fill the counters whose markers this caller claimed from the request log."""
+    """Fill the counters whose markers this caller claimed from the request log.
+    ``seed_window(key, stamps, expiry)``: what puts a window's hits back at their times
+    on a storage that cannot itself (the Redis script's)."""
     wanted = set(markers)
     with sessions() as session:
         for check in checks:
@@ -41,6 +48,7 @@ def seed_counters(
             if where is None:
                 continue
             where = [*where, RequestLog.created_at >= _naive(since), RequestLog.refused.is_(False)]
+            storage.clear(check.key)
             if check.kind == "window":
                 stamps = session.scalars(
                     select(RequestLog.created_at)
@@ -48,7 +56,7 @@ def seed_counters(
                     .order_by(RequestLog.created_at.desc())
                     .limit(check.limit)
                 ).all()
-                _seed_window(storage, check, [_epoch(s) for s in stamps])
+                _seed_window(storage, check, [_epoch(s) for s in stamps], seed_window)
                 continue
             if check.unit == "usd":
                 total = session.scalar(
@@ -66,6 +74,27 @@ def seed_counters(
                 storage.incr(check.key, check.ttl(now), amount)
 
 
+def seed_peaks(sessions: sessionmaker, storage: Storage, model: str, now: float) -> None:
+    """Raise ``model``'s peaks (tally.limits.demand) to the largest completion and cost
+    of one of its calls in the log today and yesterday."""
+    day = int(now // 86400) * 86400
+    with sessions() as session:
+        for start in (day - 86400, day):
+            largest = session.execute(
+                select(func.max(RequestLog.completion_tokens), func.max(RequestLog.cost)).where(
+                    RequestLog.model == model,
+                    RequestLog.created_at >= _naive(start),
+                    RequestLog.created_at < _naive(start + 86400),
+                )
+            ).one()
+            completion, cost = int(largest[0] or 0), round(float(largest[1] or 0.0) * NANO)
+            if completion or cost:
+                at = start + 43200  # the peaks of that day
+                entries = peak_entries(model, completion, cost, at)
+                expiry = entries[0][1] - int(now - at)
+                settle(storage, {"peaks": [[k, max(expiry, 1), v] for k, _e, v in entries]})
+
+
 def _rows_of(session, subject: str) -> list | None:
     kind, _, name = subject.partition(":")
     if kind == "user":
@@ -76,15 +105,18 @@ def _rows_of(session, subject: str) -> list | None:
     return [RequestLog.api_key_id == int(name)]
 
 
-def _seed_window(storage: Storage, check: Check, stamps: list[float]) -> None:
+def _seed_window(storage: Storage, check: Check, stamps: list[float], seed_window) -> None:
     if not stamps:
         return
     seed = getattr(storage, "seed_entries", None)
     if seed is not None:
         seed(check.key, stamps, check.expiry)
+    elif seed_window is not None:  # Redis, through the script that knows limits' layout
+        seed_window(check.key, stamps, check.expiry)
     else:
-        # Redis and friends take no timestamps: the hits count from now, so a user may
-        # wait up to one window longer than exact after a restart (never less).
+        # A storage that takes no timestamps (a Redis Cluster, a limits release the
+        # script was not checked against): the hits count from now, so a user may wait
+        # up to one window longer than exact after a rebuild (never less).
         storage.acquire_entry(check.key, check.limit, check.expiry, amount=len(stamps))
 
 

@@ -93,13 +93,13 @@ class LimitsRuntime:
         remote = getattr(self.runner(), "evaluate", None)
         return remote(plan) if remote is not None else engine.evaluate(self.storage, plan)
 
-    def add(self, additions: list[list[Any]]) -> None:
-        """Add a call's usage to its counters."""
-        remote = getattr(self.runner(), "add_usage", None)
+    def settle(self, settlement: dict[str, Any]) -> None:
+        """A call's end on the counters (tally.limits.engine.settle)."""
+        remote = getattr(self.runner(), "settle", None)
         if remote is not None:
-            remote(additions)
+            remote(settlement)
         else:
-            engine.add_usage(self.storage, additions)
+            engine.settle(self.storage, settlement)
 
     def storage_failed(self, exc: Exception, what: str) -> None:
         """Count it, log it at most once a minute; raise 503 when failing closed."""

@@ -67,7 +67,7 @@ def user_limits(limits: LimitsRuntime, external_id: str, metadata, user_id=None)
     scope = applicable(policies, external_id, metadata, 0, "")
     scope = type(scope)(scope.subject, scope.subject_limits, scope.tier, None, None)
     now = limits.clock()
-    checks = build_checks(scope, 0, now)
+    checks = build_checks(scope, 0, now, policies.stamp)
     if not checks:
         return UserLimits(external_id, user_id, scope.tier, [])
     # A reset made since the user's last request is applied, and counters not rebuilt

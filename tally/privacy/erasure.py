@@ -6,10 +6,11 @@ hash>``, no profile), so the request rows and the daily and monthly totals that 
 it by id stay whole and still add up; a new request with the same internal id creates a
 fresh user. Gone: the profile; the upstream identifiers (``trace`` no longer resolves
 them); the request rows' identifier link, upstream generation id and error message; the
-user's limit override, counter reset and live counters; the binding of keys bound to
-the user (revoked); their id, e-mail, name and identifiers in earlier audit entries and
-config comments. One audit entry records the erasure, naming the user by
-:func:`erasure_ref` only. See docs/architecture.md ("Erasure").
+user's limit override, counter reset and live counters; the keys bound to the user are
+revoked, unbound and renamed ``erased-key-<row id>`` (their ``key:NAME`` policy and the
+audit entries about them follow the new name); their id, e-mail, name and identifiers
+in earlier audit entries and config comments. One audit entry records the erasure,
+naming the user by :func:`erasure_ref` only. See docs/architecture.md ("Erasure").
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import calendar
 import hashlib
 import hmac
 import logging
+import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -28,13 +30,15 @@ from sqlalchemy.orm import Session
 from tally.audit import add_audit
 from tally.db import utcnow
 from tally.errors import InvalidInput
-from tally.limits.checks import SLACK, subject_keys
+from tally.limits.checks import SLACK, marker_of, subject_keys
+from tally.limits.policy_store import read_policies
 from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, RequestLog, UpstreamIdentifier
-from tally.privacy.redaction import Needles, redact_audit, redact_comments
+from tally.privacy.redaction import Needles, redact_audit, redact_comments, rename_key_in_audit
 
 log = logging.getLogger(__name__)
 
 ERASED_PREFIX = "erased:"
+ERASED_KEY_PREFIX = "erased-key-"
 ACTION = "identity.erase"
 
 
@@ -54,6 +58,7 @@ class Erased:
     keys: int
     limits: int  # limit overrides and counter resets
     counters_cleared: bool
+    renamed_keys: tuple[str, ...] = ()  # the new names of the keys bound to the user
 
 
 def erasure_ref(hash_key: bytes, internal_id: str) -> str:
@@ -97,14 +102,20 @@ def erase_user(
     ref = erasure_ref(hash_key, internal_id)
     requests = _scrub_requests(session, user.id)
     session.execute(delete(UpstreamIdentifier).where(UpstreamIdentifier.user_id == user.id))
-    keys = _unbind_keys(session, user.id, now)
+    renamed = _retire_keys(session, user.id, now)
     limits = _drop_limits(session, internal_id)
-    entries = redact_audit(session, needles) + redact_comments(session, needles)
+    entries = sum(rename_key_in_audit(session, old, new) for old, new in renamed)
+    entries += redact_audit(session, needles) + redact_comments(session, needles)
     _blank_profile(user, ref)
-    erased = Erased(ref, user.id, len(identifiers), requests, entries, keys, limits, False)
+    new_names = tuple(new for _, new in renamed)
+    erased = Erased(
+        ref, user.id, len(identifiers), requests, entries, len(renamed), limits, False, new_names
+    )
     add_audit(session, actor, ACTION, target=f"end user {ref}", after=_summary(erased))
     session.commit()
-    return _with_counters(erased, counters, internal_id, now)
+    subjects = [f"user:{internal_id}", *(f"key:{old}" for old, _ in renamed)]
+    stamp = read_policies(session).stamp if counters is not None else 0
+    return _with_counters(erased, counters, subjects, now, stamp)
 
 
 def _scrub_requests(session: Session, user_id: int) -> int:
@@ -122,14 +133,32 @@ def _scrub_requests(session: Session, user_id: int) -> int:
     return result.rowcount or 0
 
 
-def _unbind_keys(session: Session, user_id: int, now: datetime) -> int:
-    """Keys bound to the user are revoked and unbound: a key that speaks for one person
-    would otherwise keep sending as the placeholder, or bring the person back."""
+def _retire_keys(session: Session, user_id: int, now: datetime) -> list[tuple[str, str]]:
+    """Keys bound to the user are revoked, unbound and renamed; returns their (old, new)
+    names. A key that speaks for one person would otherwise keep sending as the
+    placeholder, or bring the person back; and its name is theirs too, as often as not
+    ("Ada's phone", their id): every call it made was theirs, so the neutral name
+    ``erased-key-<row id>`` loses nothing but them. Its ``key:NAME`` policy follows."""
     keys = session.scalars(select(ApiKey).where(ApiKey.bound_user_id == user_id)).all()
+    renamed = []
     for key in keys:
         key.bound_user_id = None
         key.revoked_at = key.revoked_at or now
-    return len(keys)
+        old, key.name = key.name, _neutral_key_name(session, key.id)
+        renamed.append((old, key.name))
+        for model, column in ((LimitPolicy, LimitPolicy.scope), (LimitReset, LimitReset.subject)):
+            session.execute(
+                update(model).where(column == f"key:{old}").values({column: f"key:{key.name}"})
+            )
+    return renamed
+
+
+def _neutral_key_name(session: Session, key_id: int) -> str:
+    """``erased-key-<row id>``, with a random tail should an operator have taken it."""
+    name = f"{ERASED_KEY_PREFIX}{key_id}"
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name, ApiKey.id != key_id)):
+        name = f"{name}-{secrets.token_hex(4)}"
+    return name
 
 
 def _drop_limits(session: Session, internal_id: str) -> int:
@@ -149,7 +178,7 @@ def _blank_profile(user: EndUser, ref: str) -> None:
     user.verified = False
 
 
-def _summary(erased: Erased) -> dict[str, int | str]:
+def _summary(erased: Erased) -> dict[str, int | str | list[str]]:
     return {
         "user_ref": erased.ref,
         "placeholder_id": erased.placeholder_id,
@@ -157,21 +186,30 @@ def _summary(erased: Erased) -> dict[str, int | str]:
         "requests": erased.requests,
         "audit_entries": erased.audit_entries,
         "keys_revoked": erased.keys,
+        "keys_renamed": list(erased.renamed_keys),
         "limits": erased.limits,
     }
 
 
 def _with_counters(
-    erased: Erased, counters: Storage | None, internal_id: str, now: datetime
+    erased: Erased,
+    counters: Storage | None,
+    subjects: list[str],
+    now: datetime,
+    stamp: int = 0,
 ) -> Erased:
-    """Clear the user's counters (and their markers) in the limit storage; a storage
+    """Clear the counters (and their markers, under the policies of ``stamp``) of
+    ``subjects`` (the user, the old names of their keys) in the limit storage; a storage
     that cannot be reached is logged (without the id: logs carry no user ids)."""
     if counters is None:
         return erased
-    subject = f"user:{internal_id}"
     epoch = calendar.timegm(now.timetuple())
-    keys = set(subject_keys(subject, epoch)) | set(subject_keys(subject, epoch - SLACK))
-    keys |= {f"{key}/seeded" for key in keys} | {f"tally/reset/{subject}"}
+    counted: set[str] = set()
+    for subject in subjects:
+        counted |= set(subject_keys(subject, epoch)) | set(subject_keys(subject, epoch - SLACK))
+    markers = {marker_of(key, stamp) for key in counted}
+    keys = counted | {f"tally/reset/{subject}" for subject in subjects}
+    keys |= {f"{key}/seeded" for key in counted} | markers | {f"{m}/ready" for m in markers}
     try:
         for key in sorted(keys):
             counters.clear(key)

@@ -1,6 +1,7 @@
 """Finding and removing what names one end user in free text and JSON: earlier audit
 entries (targets, before/after values, the queries of identity searches), config
-comments. Used by the erasure (tally.privacy.erasure).
+comments; and the audit entries of a key the erasure renamed. Used by the erasure
+(tally.privacy.erasure).
 
 What names a user (their *needles*): the internal id, the e-mail, the display name, the
 logo URL and every upstream identifier sent for them. A needle is replaced wherever it
@@ -227,6 +228,33 @@ def redact_audit(session: Session, needles: Needles) -> int:
                 )
                 changed += 1
         last = rows[-1][0]
+
+
+def rename_key_in_audit(session: Session, old: str, new: str) -> int:
+    """Earlier audit entries about the API key named ``old`` — its creation and
+    revocation (target the name), its ``key:NAME`` policy (target the scope) — name it
+    ``new`` instead, so the trail still follows a key an erasure renamed; returns how
+    many changed. The caller commits."""
+    scope = f"key:{old}"
+    rows = session.execute(
+        select(AuditEntry.id, AuditEntry.action, AuditEntry.target, AuditEntry.after).where(
+            AuditEntry.target.in_([old, scope])
+        )
+    ).all()
+    changed = 0
+    for entry_id, action, target, after in rows:
+        if action.startswith("key.") and target == old:
+            renamed = new
+        elif action.startswith("limits.") and target == scope:
+            renamed = f"key:{new}"
+        else:  # a search for the name, say: not about the key
+            continue
+        values: dict[str, Any] = {"target": renamed}
+        if isinstance(after, dict) and after.get("name") == old:
+            values["after"] = {**after, "name": new}
+        session.execute(update(AuditEntry).where(AuditEntry.id == entry_id).values(**values))
+        changed += 1
+    return changed
 
 
 def _loads(text: str | None) -> Any:

@@ -16,6 +16,7 @@ from tally.end_users.claims import EndUserClaim
 from tally.errors import UpstreamError
 from tally.keys.api_keys import AuthenticatedKey
 from tally.limits.admission import Admission, count_usage
+from tally.limits.demand import Demand
 from tally.limits.runtime import LimitsRuntime
 from tally.proxy.endpoints.base import Endpoint, elapsed_ms
 from tally.proxy.openai_errors import status_of
@@ -56,22 +57,55 @@ class Call:
     stream: bool = False
     hide_usage: bool = False  # usage was asked for on the client's behalf: not relayed
     reconcilable: bool = False  # an OpenRouter stream: a cut one is costed later
+    streaming: bool = False  # the upstream's stream is being relayed
     outcome: Outcome = field(default_factory=Outcome)
+    _prompt_tokens: int | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's tokens, estimated from its text (once)."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = self.endpoint.prompt_tokens(self.body)
+        return self._prompt_tokens
+
+    def demand(self) -> Demand:
+        """What the call is expected to use, reserved while it is in flight against the
+        token limits and budgets that apply (tally.limits.demand)."""
+        model = self.body.get("model")
+        price = self._prices().get(model)
+        return Demand(
+            self.request_id,
+            model,
+            self.prompt_tokens,
+            self.endpoint.completion_cap(self.body),
+            None if price is None else (price.prompt, price.completion),
+        )
 
     def finish(self, error: UpstreamError | None = None) -> None:
         """Settle the call's cost (tally.usage.costs), count its tokens and cost in its
-        limits' counters, record its row and its metrics (once its answer has ended)."""
+        limits' counters, record its row and its metrics (once its answer has ended). A
+        stream that ended without its usage (cut by either side) counts an estimate: the
+        prompt's tokens and one per content event relayed, costed like a reservation,
+        until the upstream's generation endpoint says better (OpenRouter)."""
         if error is not None:
             self.outcome.fail(status_of(error), error.code, error.message)
         out, record, pipeline = self.outcome, self.record, self.pipeline
         out.latency_ms = elapsed_ms(self.started)
-        settle_cost(
-            out,
-            (out.model, record.model),
-            lambda: cached_prices(pipeline.cache, pipeline.sessions),
-            # the usage never arrived: OpenRouter's generation endpoint will say
-            estimate=self.reconcilable and out.usage is None and bool(out.generation_id),
-        )
+        cut = self.streaming and out.usage is None
+        if cut:
+            prompt = self.prompt_tokens
+            out.usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": out.streamed,
+                "total_tokens": prompt + out.streamed,
+                "cached_tokens": None,
+                "cost": None,
+            }
+            out.reconcile = self.reconcilable and bool(out.generation_id)
+        prices = lambda: cached_prices(pipeline.cache, pipeline.sessions)  # noqa: E731
+        settle_cost(out, (out.model, record.model), prices, estimate=cut)
+        if cut and out.usage.get("cost") is None:
+            out.usage["cost"] = self.admission.peak_cost  # no price: the model's peak
         count_usage(pipeline.limits, self.admission, out.usage)
         pipeline.usage.submit(record, out)
         metrics.record_call(
@@ -83,3 +117,11 @@ class Call:
             out.usage,
             out.error_code,
         )
+
+    def _prices(self) -> dict:
+        """The price table (the cached one; empty when it cannot be read)."""
+        pipeline = self.pipeline
+        try:
+            return cached_prices(pipeline.cache, pipeline.sessions)
+        except Exception:  # the database is down: nothing is priced, nothing fails
+            return {}

@@ -146,7 +146,9 @@ def _admitted(call: Call, peeked: tuple[TrackingConfig, int] | None) -> None:
         with pipeline.sessions() as session:
             config, version = active_config(session, pipeline.cache), None
     _prepare(call, config)
-    admit(pipeline.limits, call.key, call.claim, call.admission, version=version)
+    admit(
+        pipeline.limits, call.key, call.claim, call.admission, version=version, demand=call.demand
+    )
 
 
 def _prepare(call: Call, config: TrackingConfig) -> None:

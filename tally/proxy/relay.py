@@ -27,6 +27,7 @@ def answer(call: Call, response: UpstreamResponse) -> ProxyResponse:
     content_type = response.headers.get("Content-Type", "")
     if call.stream and response.status < 400 and content_type.startswith("text/event-stream"):
         headers = dict(STREAM_HEADERS)
+        call.streaming = True
         call.outcome.generation_id = response.headers.get("X-Generation-Id")
         if call.outcome.generation_id:
             headers["X-Generation-Id"] = call.outcome.generation_id

@@ -1,8 +1,9 @@
 """The upstream router client: Tally's only outbound HTTP on the request path.
 
 One connection pool per process. Connection-level failures become
-:class:`UpstreamError` (502) or :class:`UpstreamTimeout` (504); an upstream answer of
-any status is handed back, as an :class:`UpstreamResponse`, for the caller to relay.
+:class:`UpstreamError` (502) or :class:`UpstreamTimeout` (504), and so does a redirect
+(3xx, never followed: 502); an upstream answer of any other status is handed back, as
+an :class:`UpstreamResponse`, for the caller to relay.
 
 The hot path calls urllib3's ``HTTPConnectionPool.urlopen`` itself instead of going
 through ``requests.Session``: urllib3 is requests' own transport, and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import certifi
 import urllib3
@@ -166,6 +168,11 @@ class UpstreamClient:
             )
         except (HTTPError, OSError) as exc:
             raise self._unreachable(exc) from None
+        if 300 <= raw.status < 400:  # not followed: an answer that is not an answer
+            location = raw.headers.get("Location")
+            raw.close()
+            raw.release_conn()
+            raise self._redirected(raw.status, path, location)
         response = UpstreamResponse(raw)
         if not stream:
             try:
@@ -173,6 +180,29 @@ class UpstreamClient:
             finally:
                 response.close()  # read to the end: the connection is back in the pool
         return response
+
+    def _redirected(self, status: int, path: str, location: str | None) -> UpstreamError:
+        """The error for a redirect, which Tally never follows (the upstream key would go
+        along, and a POST may not be repeated): it names where the upstream pointed —
+        scheme, host and path only, the upstream key scrubbed — so the operator can fix
+        TALLY_UPSTREAM_URL."""
+        where = "with no Location"
+        if location:
+            try:
+                target = urlsplit(urljoin(self.base_url + path, location.strip()))
+                host = target.hostname or ""
+                if target.port is not None:
+                    host = f"{host}:{target.port}"
+            except ValueError:  # an unreadable host or port
+                where = "to an unreadable Location"
+            else:
+                bare = urlunsplit((target.scheme, host, target.path, "", ""))
+                where = "to " + self.scrub(bare)
+        return UpstreamError(
+            f"The upstream answered a redirect ({status}) {where[:300]}; Tally does not "
+            "follow redirects: check TALLY_UPSTREAM_URL.",
+            code="upstream_malformed",
+        )
 
     def _unreachable(self, exc: BaseException) -> UpstreamError:
         """The error for a request that got no answer. urllib3 makes a refused connection

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from tally.audit import add_audit
+from tally.end_users.directory import shared_counts
 from tally.models import EndUser, RequestLog, UpstreamIdentifier
 from tally.reports.dashboard import (
     DEFAULT_RANGE_DAYS,
@@ -28,6 +29,7 @@ class IdentityDetail:
 
     user: EndUser
     identifiers: list[UpstreamIdentifier]
+    shared: dict[str, int]  # identifier -> users it was sent for, those with several
     month: Totals
     models: list[Row]
     recent: list[RequestLog]
@@ -64,6 +66,7 @@ def identity_detail(
     detail = IdentityDetail(
         user=user,
         identifiers=identifiers,
+        shared=shared_counts(session, [item.identifier for item in identifiers]),
         month=totals_between(session, start, now.date(), user_id),
         models=per_model(session, start, now.date(), user_id),
         recent=recent,

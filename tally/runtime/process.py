@@ -9,6 +9,7 @@ session, the cache, the limits, the :class:`~tally.proxy.call.Pipeline` of the A
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -16,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
 from tally.demo.upstream import demo_client
+from tally.limits.corrections import correct_counters
 from tally.limits.runtime import LimitsRuntime, build_limits
 from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
@@ -64,7 +66,8 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
             settings.upstream_url, settings.upstream_api_key, settings.upstream_timeout
         )
     limits = build_limits(settings, cache, sessions)
-    usage = build_usage_writer(settings) if background else InlineRecorder(sessions)
+    corrections = partial(correct_counters, limits)  # reconciled estimates, on the counters
+    usage = build_usage_writer(settings, corrections) if background else InlineRecorder(sessions)
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
     return Runtime(
         settings=settings,

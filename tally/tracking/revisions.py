@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from tally.errors import InvalidInput
 from tally.models import ConfigRevision
+from tally.tracking.collisions import collision_warning
 from tally.tracking.config import ConfigFieldError, TrackingConfig
 from tally.tracking.identifiers import derive_identifier
 from tally.tracking.store import config_history, config_of, save_config
@@ -26,6 +27,7 @@ class Preview:
     identifier: str | None
     note: str | None = None
     warning: str | None = None  # what the config means for ids of other lengths
+    collision: str | None = None  # the chance two current users share an identifier
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class HistoryEntry:
     changes: dict[str, tuple[str, str]]  # field -> (before, after)
 
 
-def preview(config: TrackingConfig, internal_id: str, hash_key: bytes) -> Preview:
-    """The upstream identifier ``internal_id`` would get under ``config``."""
+def preview(config: TrackingConfig, internal_id: str, hash_key: bytes, users: int = 0) -> Preview:
+    """The upstream identifier ``internal_id`` would get under ``config``, and, with
+    ``users`` end users known, a warning when two of them likely share one."""
     if not config.enabled:
         return Preview(None, "tracking is off: no identifier is sent")
     identifier = derive_identifier(config, internal_id, hash_key)
@@ -49,7 +52,7 @@ def preview(config: TrackingConfig, internal_id: str, hash_key: bytes) -> Previe
             f"longer than the {limit} characters the {config.dialect} dialect allows: "
             "requests would be refused"
         )
-    return Preview(identifier, note, config.length_warning())
+    return Preview(identifier, note, config.length_warning(), collision_warning(config, users))
 
 
 def history(session: Session, limit: int = 50) -> list[HistoryEntry]:

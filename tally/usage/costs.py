@@ -5,9 +5,11 @@ does): ``cost_source`` ``upstream``. Otherwise the model's row of the price tabl
 per million tokens, edited by admins on the console) prices its tokens:
 ``(prompt - cached) x prompt price + cached x cached price + completion x completion
 price``, with the prompt price for cached tokens when the row names none: ``price_table``.
-An OpenRouter stream that ended before its usage arrived is ``estimated`` (the price
-table's figure, or no cost) until the reconciler (tally.usage.reconcile) fetches the
-generation's own figures. No figure at all: ``cost_source`` null.
+A stream that ended before its usage arrived (cut by either side) is ``estimated``: its
+prompt's tokens and one per content event relayed (tally.proxy.call), at the price
+table's price, or the model's largest cost of one call when it has none; an OpenRouter
+stream's estimate is replaced by the generation's own figures when the reconciler
+(tally.usage.reconcile) fetches them. No figure at all: ``cost_source`` null.
 
 The cost is settled in the worker when the call ends (:func:`settle_cost`), so the request
 row, the daily totals and the budget counters all get the same figure. The table is read

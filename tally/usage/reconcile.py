@@ -15,8 +15,9 @@ One pass (:func:`reconcile_pass`) takes the estimated rows that are due
   growing wait (5 s, doubling, at most 30 min); after :data:`MAX_ATTEMPTS` (about 1.7
   hours in all) the row stays estimated for good, logged once.
 
-The budget counters of the limits are not moved: they counted the estimate, and take
-the reconciled figures when they are next rebuilt from the log (a restart).
+Each reconciled row is also handed to ``on_reconciled`` (a :class:`Correction`: the
+difference and the real figures), which the runtime wires to the limits' counters
+(tally.limits.corrections): the token limits and budgets count the real figures too.
 
 It runs in the usage writer process under gunicorn (one per instance), on a thread of
 the app otherwise (:func:`start_reconciler`), and as ``flask --app app usage reconcile``.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,7 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import run_native, utcnow
-from tally.models import RequestLog
+from tally.models import EndUser, RequestLog
 from tally.settings import Settings
 from tally.usage.call import ESTIMATED, UPSTREAM
 from tally.usage.generations import Generation, GenerationClient, GenerationPending
@@ -56,6 +58,21 @@ _COLUMNS = (
     "endpoint",
     *FIGURES,
 )
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A reconciled call, for the limits' counters: who made it, when it ended, what
+    changed (new minus estimated), and its real figures."""
+
+    external_id: str | None
+    api_key_id: int | None
+    ended_at: datetime  # naive UTC, as the row's created_at
+    model: str | None
+    tokens: int  # prompt + completion tokens, the difference
+    cost: float  # USD, the difference
+    completion_tokens: int
+    call_cost: float
 
 
 @dataclass
@@ -86,9 +103,11 @@ def reconcile_pass(
     now: datetime | None = None,
     limit: int = BATCH,
     due_only: bool = True,
+    on_reconciled: Callable[[Correction], None] | None = None,
 ) -> PassReport:
     """Ask for the generations of up to ``limit`` estimated rows due at ``now`` (every
-    estimated row still being asked about, with ``due_only`` False) and apply the answers."""
+    estimated row still being asked about, with ``due_only`` False) and apply the
+    answers; each reconciled row goes to ``on_reconciled`` once committed."""
     now = now or utcnow()
     table = RequestLog.__table__
     query = select(*(table.c[name] for name in _COLUMNS)).where(
@@ -105,7 +124,10 @@ def reconcile_pass(
         except GenerationPending as exc:
             _not_yet(sessions, row, now, exc.reason, report)
             continue
-        if _apply(sessions, row, generation):
+        correction = _apply(sessions, row, generation)
+        if correction is not None:
+            if on_reconciled is not None:
+                on_reconciled(correction)
             report.reconciled += 1
             report.lines.append(
                 f"{row.generation_id}: reconciled, cost {generation.cost:.6f} USD "
@@ -116,9 +138,9 @@ def reconcile_pass(
     return report
 
 
-def _apply(sessions: sessionmaker, row, generation: Generation) -> bool:
+def _apply(sessions: sessionmaker, row, generation: Generation) -> Correction | None:
     """The upstream's figures on the row and the difference on the totals, in one
-    transaction; False when another reconciler got there first."""
+    transaction; None when another reconciler got there first."""
     table = RequestLog.__table__
     new = {
         "prompt_tokens": generation.prompt_tokens,
@@ -136,13 +158,27 @@ def _apply(sessions: sessionmaker, row, generation: Generation) -> bool:
         ).rowcount
         if changed != 1:
             session.rollback()
-            return False
+            return None
         delta = {name: (new[name] or 0) - (getattr(row, name) or 0) for name in FIGURES}
         key = {name: getattr(row, name) for name in ("created_at", "user_id", "api_key_id")}
         key.update(model=row.model, endpoint=row.endpoint)
         add_to_totals(conn, [{**key, **delta}], requests=0)
+        external_id = None
+        if row.user_id is not None:
+            external_id = session.scalar(
+                select(EndUser.external_id).where(EndUser.id == row.user_id)
+            )
         session.commit()
-    return True
+    return Correction(
+        external_id,
+        row.api_key_id,
+        row.created_at,
+        row.model,
+        delta["prompt_tokens"] + delta["completion_tokens"],
+        delta["cost"],
+        new["completion_tokens"] or 0,
+        new["cost"] or 0.0,
+    )
 
 
 def _not_yet(sessions: sessionmaker, row, now: datetime, reason: str, report: PassReport):
@@ -204,8 +240,15 @@ def generation_client(settings: Settings) -> GenerationClient | None:
 class Reconciler:
     """Runs :func:`reconcile_pass` every :data:`INTERVAL` seconds on a daemon thread."""
 
-    def __init__(self, sessions: sessionmaker, client: GenerationClient, interval=INTERVAL):
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        client: GenerationClient,
+        interval=INTERVAL,
+        on_reconciled: Callable[[Correction], None] | None = None,
+    ):
         self._sessions, self._client, self._interval = sessions, client, interval
+        self._on_reconciled = on_reconciled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tally-reconcile", daemon=True)
         self._failing = False
@@ -220,11 +263,14 @@ class Reconciler:
         self._stop.set()
         self._thread.join(timeout)
 
+    def _pass(self) -> PassReport:
+        return reconcile_pass(self._sessions, self._client, on_reconciled=self._on_reconciled)
+
     def _run(self) -> None:
         # run_native: under gevent, the database calls leave the event loop
         while not self._stop.wait(self._interval):
             try:
-                report = run_native(reconcile_pass, self._sessions, self._client)
+                report = run_native(self._pass)
             except Exception as exc:  # the database is down: the rows wait, nothing lost
                 if not self._failing:
                     log.warning("cost reconciliation failed (%s); will retry", type(exc).__name__)
@@ -235,7 +281,14 @@ class Reconciler:
                 log.info("cost reconciliation: %s", report.summary())
 
 
-def start_reconciler(settings: Settings, sessions: sessionmaker) -> Reconciler | None:
-    """A background reconciler for ``settings``' upstream (None for the demo upstream)."""
+def start_reconciler(
+    settings: Settings,
+    sessions: sessionmaker,
+    on_reconciled: Callable[[Correction], None] | None = None,
+) -> Reconciler | None:
+    """A background reconciler for ``settings``' upstream (None for the demo upstream);
+    ``on_reconciled``: see :func:`reconcile_pass`."""
     client = generation_client(settings)
-    return Reconciler(sessions, client).start() if client is not None else None
+    if client is None:
+        return None
+    return Reconciler(sessions, client, on_reconciled=on_reconciled).start()

@@ -58,7 +58,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
                 "created_at": now,
                 "api_key_id": call.api_key_id,
                 "user_id": user_ids.get(external_id),
-                "identifier_id": identifier_ids.get(call.identifier),
+                "identifier_id": identifier_ids.get(_sent(call, user_ids)),
                 "endpoint": call.endpoint,
                 "model": outcome.model or call.model,
                 "stream": call.stream,
@@ -83,7 +83,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
             last_used[call.api_key_id] = max(now, last_used.get(call.api_key_id, now))
     # --- idempotence (issue 12): insert what is new, count only that -----------------
     inserted = _insert_rows(conn, sql, rows)
-    _count_requests(conn, sql, calls, identifier_ids, inserted)
+    _count_requests(conn, sql, calls, user_ids, identifier_ids, inserted)
     # Daily totals, from the rows actually inserted (a replayed batch adds nothing), in
     # this same transaction.
     add_to_totals(conn, [row for row in rows if row["request_id"] in inserted])
@@ -134,16 +134,28 @@ def _upsert_profiles(module, columns: tuple[str, ...]):
     )
 
 
-def _upsert_identifiers(conn, sql: Statements, calls, user_ids: dict[str, int]) -> dict[str, int]:
-    seen: dict[str, dict] = {}
+def _sent(call: CallRecord, user_ids: dict[str, int]) -> tuple[str, int] | None:
+    """The (identifier, user id) pair ``call`` sent upstream, None when it sent none."""
+    if call.claim is None or call.identifier is None:
+        return None
+    return call.identifier, user_ids[call.claim.external_id]
+
+
+def _upsert_identifiers(
+    conn, sql: Statements, calls, user_ids: dict[str, int]
+) -> dict[tuple[str, int], int]:
+    """Upsert one row per (identifier, user) the batch sent: two users whose ids collide
+    on one identifier each have theirs. Returns the rows' ids by that pair."""
+    seen: dict[tuple[str, int], dict] = {}
     for call, _outcome, now in calls:
-        if call.claim is None or call.identifier is None:
+        pair = _sent(call, user_ids)
+        if pair is None:
             continue
-        entry = seen.get(call.identifier)
+        entry = seen.get(pair)
         if entry is None:
-            seen[call.identifier] = {
+            seen[pair] = {
                 "identifier": call.identifier,
-                "user_id": user_ids[call.claim.external_id],
+                "user_id": pair[1],
                 "revision_id": call.revision_id,
                 "first_seen": now,
                 "last_seen": now,
@@ -153,8 +165,14 @@ def _upsert_identifiers(conn, sql: Statements, calls, user_ids: dict[str, int]) 
             entry["last_seen"] = max(entry["last_seen"], now)
     if not seen:
         return {}
-    conn.execute(sql.upsert_identifiers, [seen[name] for name in sorted(seen)])  # key order
-    return _ids(conn, sql.identifier_ids, list(seen))
+    conn.execute(sql.upsert_identifiers, [seen[pair] for pair in sorted(seen)])  # key order
+    names = sorted({identifier for identifier, _user_id in seen})
+    found: dict[tuple[str, int], int] = {}
+    for start in range(0, len(names), LOOKUP_CHUNK):  # a statement's parameters are bounded
+        rows = conn.execute(sql.identifier_ids, {"names": names[start : start + LOOKUP_CHUNK]})
+        # an identifier shared with users outside this batch brings their rows too
+        found.update({(name, user): id_ for name, user, id_ in rows if (name, user) in seen})
+    return found
 
 
 def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
@@ -189,11 +207,13 @@ def _insert_rows(conn, sql: Statements, rows: list[dict]) -> set[str]:
     return inserted
 
 
-def _count_requests(conn, sql: Statements, calls, identifier_ids, inserted: set[str]) -> None:
-    """Add each identifier's newly inserted rows to its ``request_count``."""
+def _count_requests(
+    conn, sql: Statements, calls, user_ids, identifier_ids, inserted: set[str]
+) -> None:
+    """Add each identifier row's newly inserted rows to its ``request_count``."""
     counts: dict[int, int] = {}
     for call, _outcome, _now in calls:
-        ident_id = identifier_ids.get(call.identifier)
+        ident_id = identifier_ids.get(_sent(call, user_ids))
         if ident_id is not None and call.request_id in inserted:
             counts[ident_id] = counts.get(ident_id, 0) + 1
     if counts:
@@ -243,4 +263,4 @@ class InlineRecorder:
 
 def _reconcile_after(outcome: Outcome, ended: datetime) -> datetime | None:
     """When the reconciler first asks for an estimated call's generation (None: never)."""
-    return ended + FIRST_WAIT if outcome.cost_source == ESTIMATED else None
+    return ended + FIRST_WAIT if outcome.cost_source == ESTIMATED and outcome.reconcile else None

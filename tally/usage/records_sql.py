@@ -26,14 +26,15 @@ class Statements:
             users.c.external_id.in_(bindparam("names", expanding=True))
         )
         upsert = module.insert(idents)
+        # one row per (identifier, user): two users whose ids collide each keep theirs
         self.upsert_identifiers = upsert.on_conflict_do_update(
-            index_elements=[idents.c.identifier],
+            index_elements=[idents.c.identifier, idents.c.user_id],
             set_={
                 "last_seen": upsert.excluded.last_seen,
                 "request_count": idents.c.request_count + upsert.excluded.request_count,
             },
         )
-        self.identifier_ids = select(idents.c.identifier, idents.c.id).where(
+        self.identifier_ids = select(idents.c.identifier, idents.c.user_id, idents.c.id).where(
             idents.c.identifier.in_(bindparam("names", expanding=True))
         )
         # ON CONFLICT DO NOTHING: a replayed row is skipped; RETURNING names the rows

@@ -144,18 +144,24 @@ def test_a_stream_cut_mid_way_is_estimated_until_the_upstream_says(tally, upstre
     body_of(chat(tally, stream=True, user="ada"))
     row = one_row(tally.flask_app)
     assert (row.status, row.generation_id, row.cost_source) == (502, "gen-fake-2", "estimated")
-    assert row.cost is None and row.prompt_tokens is None  # no tokens known to price
+    # the prompt's 7 tokens ("user", "Hi there", the message's 4) and the two content
+    # events relayed (the role chunk, "partial"), at $0.5 and $2 per million
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (7, 2, 9)
+    assert row.cost == pytest.approx(7.5e-06)
+    assert counted[-1]["cost"] == row.cost  # the limits' counters took the estimate too
     assert row.reconcile_after is not None and row.reconcile_attempts == 0
     [total] = totals(tally.flask_app)
-    assert (total.requests, total.errors, total.cost) == (1, 1, 0.0)
+    assert (total.requests, total.errors, total.total_tokens) == (1, 1, 9)
+    assert total.cost == pytest.approx(7.5e-06)
 
 
-def test_a_cut_stream_is_not_estimated_outside_the_openrouter_dialect(tally, upstream):
+def test_a_cut_stream_outside_the_openrouter_dialect_is_estimated_for_good(tally, upstream):
     configure(tally.flask_app, dialect="compatible")
     upstream.reply(events=chunks(["partial"], usage=False)[:2], cut=True)
     body_of(chat(tally, stream=True, user="ada"))
     row = one_row(tally.flask_app)
-    assert (row.status, row.cost, row.cost_source, row.reconcile_after) == (502, None, None, None)
+    assert (row.status, row.cost, row.cost_source) == (502, None, "estimated")  # no price
+    assert (row.total_tokens, row.reconcile_after) == (9, None)  # nothing will say better
 
 
 def test_a_client_gone_mid_stream_is_estimated(tally, upstream):
@@ -167,6 +173,7 @@ def test_a_client_gone_mid_stream_is_estimated(tally, upstream):
     row = one_row(tally.flask_app)
     assert (row.status, row.error_code) == (499, "client_disconnected")
     assert (row.cost_source, row.cost, row.generation_id) == ("estimated", None, "gen-fake-2")
+    assert row.prompt_tokens == 6 and 1 <= row.completion_tokens < 200  # what was relayed
     [total] = wait_for(lambda: totals(tally.flask_app))
     assert (total.requests, total.errors) == (1, 1)
 

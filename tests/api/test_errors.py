@@ -5,10 +5,17 @@ cost) and nothing else."""
 import pytest
 import requests
 
-from tests.helpers.api import BASE, chat
+from tests.helpers.api import BASE, chat, embed, respond
 from tests.helpers.loopback import free_port
-from tests.helpers.payloads import Pause, completion
+from tests.helpers.payloads import (
+    Pause,
+    chunks,
+    completion,
+    embedding_answer,
+    response_object,
+)
 from tests.helpers.rows import configure, end_users, identifiers, only_refusal, request_rows
+from tests.helpers.upstream import MODELS
 
 LONG = "x" * 256
 
@@ -190,6 +197,71 @@ def test_a_malformed_upstream_answer_is_a_502(tally, upstream):
     assert error_of(response)["code"] == "upstream_malformed"
     [row] = request_rows(tally.flask_app)
     assert (row.status, row.error_code) == (502, "upstream_malformed")
+
+
+REDIRECTED = {
+    "chat": (lambda server: chat(server, user="u1"), {"json": completion()}),
+    "chat-stream": (
+        lambda server: chat(server, user="u1", stream=True),
+        {"events": chunks(["Hello", "!"])},
+    ),
+    "responses": (lambda server: respond(server, user="u1"), {"json": response_object()}),
+    "embeddings": (lambda server: embed(server, user="u1"), {"json": embedding_answer(2)}),
+}
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+@pytest.mark.parametrize("endpoint", list(REDIRECTED))
+def test_an_upstream_redirect_is_a_502_never_followed(tally, upstream, endpoint, status):
+    send, body = REDIRECTED[endpoint]
+    location = "/api/v1/moved/sk-up-secret/here?key=sk-up-secret#sk-up-secret"
+    upstream.reply(status=status, headers={"Location": location}, **body)
+    response = send(tally)
+    assert response.status_code == 502, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    message = (
+        f"The upstream answered a redirect ({status}) to {upstream.server.url}"
+        "/api/v1/moved/[redacted]/here; Tally does not follow redirects: check "
+        "TALLY_UPSTREAM_URL."
+    )
+    assert error_of(response) == {
+        "message": message,
+        "type": "upstream_error",
+        "param": None,
+        "code": "upstream_malformed",
+    }
+    assert "sk-up-secret" not in response.text
+    assert len(upstream.requests) == 1  # not followed
+    [row] = request_rows(tally.flask_app)
+    assert (row.status, row.error_code, row.error_message) == (502, "upstream_malformed", message)
+    assert row.user.external_id == "u1" and row.prompt_tokens in (0, None)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_a_redirected_model_list_is_a_502(tally, upstream, status):
+    upstream.reply_models(
+        status=status, json=MODELS, headers={"Location": "https://login.example.test/sso?k=1"}
+    )
+    response = requests.get(
+        f"{tally.url}/v1/models", headers={"Authorization": f"Bearer {tally.key}"}, timeout=10
+    )
+    assert response.status_code == 502, response.text
+    error = error_of(response)
+    assert error["code"] == "upstream_malformed"
+    assert error["message"] == (
+        f"The upstream answered a redirect ({status}) to https://login.example.test/sso; "
+        "Tally does not follow redirects: check TALLY_UPSTREAM_URL."
+    )
+
+
+def test_a_redirect_without_location_is_a_502(tally, upstream):
+    upstream.reply(status=302, raw=b"")
+    response = chat(tally, user="u1")
+    assert response.status_code == 502
+    assert error_of(response)["message"] == (
+        "The upstream answered a redirect (302) with no Location; Tally does not follow "
+        "redirects: check TALLY_UPSTREAM_URL."
+    )
 
 
 def test_an_unreachable_upstream_is_a_502(make_app, serve, make_key):

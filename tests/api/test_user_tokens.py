@@ -17,6 +17,7 @@ from tally.tracking.config import TrackingConfig
 from tally.tracking.identifiers import derive_identifier
 from tests.helpers.api import chat
 from tests.helpers.identity_provider import ISSUER, ORIGIN, call, expect_401
+from tests.helpers.limits import set_limits
 from tests.helpers.payloads import completion
 from tests.helpers.rows import configure, end_users, request_rows
 from tests.helpers.settings import HASH_KEY
@@ -129,6 +130,41 @@ def test_a_user_token_key_refuses_calls_without_a_token(tally, idp, user_key):
     assert "X-Tally-User-Token" in error["message"]
     models = tally_get(tally, "/v1/models", user_key)
     assert models.status_code == 401 and models.json()["error"]["code"] == "token_missing"
+
+
+def test_the_model_list_carries_the_verified_users_limit_headers(tally, idp, user_key):
+    set_limits(tally.flask_app, "user:user_2N4Z", "messages=2")
+    set_limits(tally.flask_app, "user:mallory", "messages=7")
+    assert call(tally, idp.token(), user_key).status_code == 200
+    models = tally_get(
+        tally,
+        "/v1/models",
+        user_key,
+        **{"X-Tally-User-Token": idp.token(), "X-Tally-User": "mallory"},
+    )
+    assert models.status_code == 200, models.text
+    assert models.json()["data"][0]["id"] == "openai/gpt-4o-mini"
+    assert models.headers["X-RateLimit-Limit"] == "2"
+    assert models.headers["X-RateLimit-Remaining"] == "1"
+    # an ordinary key that sends a token: its sub wins over X-Tally-User there too
+    ordinary = tally_get(
+        tally,
+        "/v1/models",
+        tally.key,
+        **{"X-Tally-User-Token": idp.token(), "X-Tally-User": "mallory"},
+    )
+    assert ordinary.headers["X-RateLimit-Limit"] == "2"
+    expired = tally_get(
+        tally,
+        "/v1/models",
+        user_key,
+        **{"X-Tally-User-Token": idp.token(exp=int(time.time()) - 120), "X-Tally-User": "mallory"},
+    )
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_expired"
+    assert "X-RateLimit-Limit" not in expired.headers
+    bare = tally_get(tally, "/v1/models", user_key, **{"X-Tally-User": "mallory"})
+    assert bare.status_code == 401 and bare.json()["error"]["code"] == "token_missing"
+    assert "X-RateLimit-Limit" not in bare.headers
 
 
 def tally_get(tally, path, key, **headers):

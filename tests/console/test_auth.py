@@ -3,6 +3,8 @@ on every console page, security headers."""
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 import pytest
 
 from tests.helpers.console import PASSWORD, Console, text
@@ -77,13 +79,57 @@ def test_login_lands_on_the_dashboard(app, make_operator):
     assert email in text(dashboard)
 
 
-def test_login_goes_to_next_but_never_off_site(app, make_operator):
-    email = make_operator("admin")
-    response = Console(app).login(email, next="/keys")
-    assert response.headers["Location"] == "/keys"
-    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
-        response = Console(app).login(email, next=target)
-        assert response.headers["Location"] == "/"
+# ``next`` as it stands in a URL's query string (the form posts it decoded)
+HOSTILE_NEXT = [
+    "/%09/evil.example/x",  # a tab: browsers strip it, leaving //evil.example/x
+    "/%0D/evil.example/x",
+    "/%0A/evil.example/x",
+    "/keys%0D%0ASet-Cookie:%20planted=1",  # CR LF: a header of its own (was a 500)
+    "/%5Cevil.example",  # /\evil.example: browsers read the backslash as a slash
+    "%5C%5Cevil.example",
+    "/%5C/evil.example",
+    "//evil.example/x",
+    "///evil.example/x",
+    "%2F%2Fevil.example",
+    "/%2F%2Fevil.example",  # decoded: ///evil.example
+    "/%252F%252Fevil.example",  # decoded twice: not a console page
+    "https://evil.example/",
+    "https:evil.example",
+    "HTTPS://evil.example",
+    "javascript:alert(document.domain)",
+    "%20//evil.example",
+    "/%E2%80%A8/evil.example",  # LINE SEPARATOR
+    "/%E2%80%8B/evil.example",  # ZERO WIDTH SPACE
+    "/.//evil.example",
+    "/keys@evil.example",
+    "/static/console.css",  # on the site, but not a page
+    "/logout",  # POST only
+    "/nowhere",
+]
+SAFE_NEXT = ["/keys", "/identities?q=tally_", "/usage?from=2025-01-01&to=2025-01-31", "/"]
+
+
+@pytest.mark.parametrize("target", SAFE_NEXT)
+def test_login_goes_to_a_console_page_named_by_next(app, make_operator, admin, target):
+    response = Console(app).login(make_operator("admin"), next=target)
+    assert response.status_code == 303
+    assert response.headers["Location"] == target
+    already = admin.get("/login?next=" + quote(target, safe="/"))
+    assert already.status_code == 302
+    assert already.headers["Location"] == target
+
+
+@pytest.mark.parametrize("raw", HOSTILE_NEXT)
+def test_login_never_leads_off_the_console_whatever_next_hides(app, make_operator, admin, raw):
+    """The logged-in visitor's GET and the POST after the password both land on the
+    dashboard, never on a 500."""
+    already = admin.get("/login?next=" + raw)
+    assert already.status_code == 302, text(already)
+    assert already.headers["Location"] == "/"
+    response = Console(app).login(make_operator("admin"), next=unquote(raw))
+    assert response.status_code == 303, text(response)
+    assert response.headers["Location"] == "/"
+    assert "Set-Cookie: planted" not in str(response.headers)
 
 
 @pytest.mark.parametrize("email_of", ["wrong-password", "unknown", "disabled"])

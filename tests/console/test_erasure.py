@@ -9,8 +9,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from tally.limits.checks import subject_keys
-from tally.models import AuditEntry, EndUser
+from tally.limits.checks import marker_of, subject_keys
+from tally.limits.policy_store import read_policies
+from tally.models import ApiKey, AuditEntry, EndUser
 from tests.helpers.console import text
 from tests.helpers.erasure import (
     EMAIL,
@@ -84,6 +85,8 @@ def test_erase_redirects_to_the_directory_and_leaves_nothing(app, admin, db, per
     assert response.headers["Location"].endswith("/identities")
     page = text(admin.get("/identities"))
     assert "Erased the end user: 3 identifiers deleted, 7 request rows anonymised" in page
+    bound = db.scalars(select(ApiKey).where(ApiKey.revoked_at.is_not(None))).one()
+    assert f"1 bound keys revoked and renamed erased-key-{bound.id}; the totals stay." in page
     assert not still_there(db)
     assert find_anywhere(app.extensions["tally"].engine, personal_values()) == []
     assert_totals_whole(db, person.totals)
@@ -117,5 +120,9 @@ def test_their_limit_counters_are_cleared(app, admin, person):
     counter = next(k for k in keys if k.startswith("tally/tok/d"))
     storage.incr(counter, 3600, 500)
     storage.incr(counter + "/seeded", 3600)
+    with app.extensions["tally"].sessions() as session:  # the markers of today's policies
+        marker = marker_of(counter, read_policies(session).stamp)
+    storage.incr(marker + "/ready", 3600)
     admin.post(f"/identities/{person.user_id}/erase", {"confirm": USER})
     assert storage.get(counter) == 0 and storage.get(counter + "/seeded") == 0
+    assert storage.get(marker + "/ready") == 0  # its name holds their id

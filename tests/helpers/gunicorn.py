@@ -83,6 +83,6 @@ def writer_pids(master_pid: int) -> list[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == master_pid and b"tally.usage.writer.process" in cmdline:
+        if parent == master_pid and b"tally.runtime.writer" in cmdline:
             found.append(int(entry.name))
     return found

@@ -64,6 +64,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.scripts: deque[Script] = deque()
+        self.model_scripts: deque[Script] = deque()
         self.closed_streams = 0
         self.server = LoopbackServer(self.wsgi)
         self.url = self.server.url + "/api/v1"
@@ -71,6 +72,10 @@ class FakeUpstream:
     def reply(self, **script) -> None:
         """Queue the answer to the next chat request."""
         self.scripts.append(Script(**script))
+
+    def reply_models(self, **script) -> None:
+        """Queue the answer to the next model-list request (the list itself when none)."""
+        self.model_scripts.append(Script(**script))
 
     @property
     def last(self) -> Received:
@@ -82,8 +87,9 @@ class FakeUpstream:
         self.server.close()
 
     def wsgi(self, environ, start_response):
-        """Answer one request: the models list, else the next script (a completion when
-        none is queued). A subclass adds endpoints by answering before calling this."""
+        """Answer one request with the next script of its kind: the model list's, else the
+        calls' (the list, or a completion, when none is queued). A subclass adds endpoints
+        by answering before calling this."""
         request = Request(environ)
         raw = request.get_data()
         try:
@@ -92,9 +98,9 @@ class FakeUpstream:
             body = raw
         self.requests.append(Received(request.method, request.path, dict(request.headers), body))
         if request.path.endswith("/models"):
-            response = Response(json.dumps(MODELS), mimetype="application/json")
-            return response(environ, start_response)
-        script = self.scripts.popleft() if self.scripts else Script(json=completion())
+            script = self.model_scripts.popleft() if self.model_scripts else Script(json=MODELS)
+        else:
+            script = self.scripts.popleft() if self.scripts else Script(json=completion())
         if script.hang:
             time.sleep(script.hang)
         if script.raw is not None:

@@ -21,7 +21,14 @@ def window(key: str, limit: int = 2, expiry: int = 60) -> dict:
 
 def counter(key: str, limit: int = 100, reset: float = 9e9) -> dict:
     """A usage-counter check."""
-    return {"kind": "counter", "key": key, "limit": limit, "expiry": 0, "reset": reset}
+    return {
+        "kind": "counter",
+        "unit": "tokens",
+        "key": key,
+        "limit": limit,
+        "expiry": 0,
+        "reset": reset,
+    }
 
 
 def test_a_plan_of_checks_alone_is_a_decision():
@@ -39,7 +46,7 @@ def test_on_limits_own_storage_which_has_no_lock():
         engine.evaluate(storage, {"checks": [window("w")], "now": time.time()}) for _ in range(3)
     ]
     assert [a["refused"] for a in answers] == [None, None, 0]
-    engine.add_usage(storage, [["c", 60, 7]])
+    engine.settle(storage, {"add": [["c", 60, 7]]})
     assert storage.get("c") == 7
 
 

@@ -158,7 +158,14 @@ def test_plans_answer_as_on_the_in_process_storage(path):
         checks = [
             {"kind": "window", "key": "msg", "limit": 3, "expiry": 60, "reset": 0.0},
             {"kind": "window", "key": "rpm", "limit": 2, "expiry": 10, "reset": 0.0},
-            {"kind": "counter", "key": "tok", "limit": 100, "expiry": 0, "reset": 9e9},
+            {
+                "kind": "counter",
+                "unit": "tokens",
+                "key": "tok",
+                "limit": 100,
+                "expiry": 0,
+                "reset": 9e9,
+            },
         ]
         answers = []
         for step in range(14):
@@ -176,9 +183,9 @@ def test_plans_answer_as_on_the_in_process_storage(path):
             assert runner.evaluate(plan) == expected, step
             answers.append(expected.get("refused", "claim"))
             if step == 6:
-                engine.add_usage(local, [["tok", 3600, 150]])
-                engine.add_usage(shared, [["tok", 3600, 150]])
-                runner.add_usage([["tok", 3600, 150]])
+                engine.settle(local, {"add": [["tok", 3600, 150]]})
+                engine.settle(shared, {"add": [["tok", 3600, 150]]})
+                runner.settle({"add": [["tok", 3600, 150]]})
             clock.advance(4)
         # claimed; admitted until rpm (1) then messages (0) are full; the tokens (2) over,
         # freeing up last; the reset lifts messages and tokens; rpm fills up again

@@ -21,7 +21,14 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs TALLY_TEST_REDIS_UR
 def _plan(prefix: str, now: float, **extra) -> dict:
     checks = [
         {"kind": "window", "key": f"{prefix}/msg", "limit": 3, "expiry": 60, "reset": 0.0},
-        {"kind": "counter", "key": f"{prefix}/tok", "limit": 100, "expiry": 3600, "reset": 9e9},
+        {
+            "kind": "counter",
+            "unit": "tokens",
+            "key": f"{prefix}/tok",
+            "limit": 100,
+            "expiry": 3600,
+            "reset": 9e9,
+        },
     ]
     return {"checks": checks, "markers": [], "resets": [], "now": now, **extra}
 
@@ -52,8 +59,8 @@ def test_the_script_answers_as_the_engine_does():
     clock.advance(50.001)  # the first hit is more than 60 s old
     assert both()["refused"] is None
     for runner in (plans, local):
-        adder = runner.add_usage if runner is plans else lambda a: engine.add_usage(local, a)
-        adder([[f"{prefix}/tok", 3600, 150]])
+        adder = runner.settle if runner is plans else lambda a: engine.settle(local, a)
+        adder({"add": [[f"{prefix}/tok", 3600, 150]]})
     clock.advance(60)
     over = both()
     assert over["refused"] == 1 and over["stats"][1] == [9e9, 0]

@@ -41,7 +41,14 @@ def window(key: str, limit: int = 3, expiry: int = 60) -> dict:
 
 def counter(key: str, limit: int = 100, reset: float = 9e9) -> dict:
     """A usage counter check of the admission plan."""
-    return {"kind": "counter", "key": key, "limit": limit, "expiry": 3600, "reset": reset}
+    return {
+        "kind": "counter",
+        "unit": "tokens",
+        "key": key,
+        "limit": limit,
+        "expiry": 3600,
+        "reset": reset,
+    }
 
 
 def admit(plans: RedisPlans, *checks: dict, now: float | None = None, hit: bool = True):
@@ -102,12 +109,12 @@ def test_old_hits_leave_the_window_for_both_and_the_list_stays_trimmed(redis):
 def test_usage_counters_are_limits_counters(redis):
     plans, key = plans_for(redis), f"{redis.test_prefix}/tok"
     fixed, item = FixedWindowRateLimiter(redis), KeyedItem(100, 1)
-    plans.add_usage([[key, 3600, 40]])
+    plans.settle({"add": [[key, 3600, 40]]})
     assert redis.get(key) == 40 and fixed.test(item, key)
     assert redis.get_expiry(key) == pytest.approx(time.time() + 3600, abs=5)
     redis.incr(key, 3600, 59)  # limits' own addition (the engine's add_usage)
     assert admit(plans, counter(key)) == {"refused": None, "stats": [[9e9, 1]]}
-    plans.add_usage([[key, 3600, 1]])
+    plans.settle({"add": [[key, 3600, 1]]})
     assert not fixed.test(item, key)
     assert admit(plans, counter(key)) == {"refused": 0, "stats": [[9e9, 0]]}
 

@@ -129,6 +129,7 @@ def test_a_counters_plan_is_numbers_a_redis_script_takes():
     plan = check_for("daily_budget", 2, "user:u", USER, SPANS).as_plan()
     assert plan == {
         "kind": "counter",
+        "unit": "usd",
         "key": "tally/usd/d2026-01-01/user:u",
         "limit": 2_000_000_000,
         "expiry": 0,

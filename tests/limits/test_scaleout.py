@@ -85,3 +85,23 @@ def test_a_policy_change_on_a_applies_on_b_within_a_second(pair):
         assert time.monotonic() - changed < 1.0
     set_limits(a.flask_app, f"user:{user}", "messages=0")
     assert chat(b, user=user).status_code == 429
+
+
+def test_a_window_rebuilt_on_redis_keeps_its_hits_times(pair):
+    """A policy change rebuilds the counters from the log (PRODUCT.md: a limit set again
+    counts its whole window); on Redis the script puts the hits back at their times, so
+    the window frees up when it would have, not a window after the change."""
+    a, b = pair
+    set_limits(a.flask_app, "tier:default", "messages=5")
+    user = f"u-{uuid.uuid4().hex[:6]}"
+    first = chat(a, user=user)
+    assert first.status_code == 200
+    time.sleep(2.5)
+    assert chat(b, user=user).headers["X-RateLimit-Remaining"] == "3"
+    assert a.flask_app.extensions["tally"].usage.flush()
+    set_limits(a.flask_app, "tier:default", "messages=4")  # rebuilt from the two rows
+    time.sleep(1.1)  # every process has the new policies
+    after = chat(b, user=user)
+    assert after.headers["X-RateLimit-Remaining"] == "1"
+    reset = int(after.headers["X-RateLimit-Reset"])
+    assert abs(reset - int(first.headers["X-RateLimit-Reset"])) <= 1

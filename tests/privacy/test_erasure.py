@@ -6,6 +6,7 @@ naming the user by a keyed hash only."""
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -14,8 +15,9 @@ from sqlalchemy import select
 from tally.end_users.directory import trace_identifier
 from tally.end_users.search import search_identities
 from tally.errors import InvalidInput
-from tally.keys.api_keys import create_api_key
+from tally.keys.api_keys import create_api_key, revoke_api_key
 from tally.limits.checks import subject_keys
+from tally.limits.policy_store import set_policy
 from tally.models import ApiKey, AuditEntry, EndUser, LimitPolicy, RequestLog
 from tally.privacy.erasure import erase_user, erasure_ref
 from tally.privacy.redaction import REDACTED, Needles, redact_entry
@@ -48,13 +50,14 @@ def person(app, db):
 def test_the_cli_erases_everything_personal_and_keeps_the_totals(app, runner, db, person):
     engine = app.extensions["tally"].engine
     assert find_anywhere(engine, personal_values())  # the scan does find them before
+    bound_id = db.scalar(select(ApiKey.id).where(ApiKey.name == person.key_name))
     result = runner.invoke(args=["users", "erase", USER])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"Erased the end user; the audit log names them as {REF}."
     assert "upstream identifiers deleted: 3" in lines
     assert "request rows anonymised: 7 (tokens and cost kept)" in lines
-    assert "bound API keys revoked: 1" in lines
+    assert f"bound API keys revoked: 1 (renamed erased-key-{bound_id})" in lines
     assert "limit overrides and resets removed: 2" in lines
     assert USER not in result.output
     db.expire_all()
@@ -84,8 +87,10 @@ def test_earlier_audit_entries_are_redacted_and_others_kept(runner, db, person):
     limits = db.scalars(select(AuditEntry).where(AuditEntry.action.startswith("limits."))).all()
     assert {e.target for e in limits} == {f"user:{REDACTED}"}
     assert limits[0].after == {"daily_tokens": 5000}  # the figures stay
-    created = db.scalars(select(AuditEntry).where(AuditEntry.target == "mobile-bound")).one()
-    assert created.after["bound_user"] == REDACTED and created.after["name"] == "mobile-bound"
+    key = db.scalars(select(ApiKey).where(ApiKey.revoked_at.is_not(None))).one()
+    created = db.scalars(select(AuditEntry).where(AuditEntry.action == "key.create")).all()
+    assert [(e.target, e.after["name"]) for e in created] == [("web", "web"), (key.name,) * 2]
+    assert created[1].after["bound_user"] == REDACTED
 
 
 def test_rows_keep_their_figures_and_lose_their_personal_parts(runner, db, person):
@@ -103,13 +108,49 @@ def test_rows_keep_their_figures_and_lose_their_personal_parts(runner, db, perso
     assert profile + (placeholder.tags, placeholder.logo_url) == (None,) * 5
 
 
-def test_keys_bound_to_them_are_revoked_and_unbound(runner, db, person):
-    runner.invoke(args=["users", "erase", USER])
-    key = db.scalars(select(ApiKey).where(ApiKey.name == person.key_name)).one()
+def test_keys_bound_to_them_are_revoked_unbound_and_renamed(runner, db, person):
+    bound_id = db.scalar(select(ApiKey.id).where(ApiKey.name == person.key_name))
+    result = runner.invoke(args=["users", "erase", USER])
+    assert f"bound API keys revoked: 1 (renamed erased-key-{bound_id})" in result.output
+    key = db.get(ApiKey, bound_id)
+    assert key.name == f"erased-key-{bound_id}"
     assert key.revoked_at is not None and key.bound_user_id is None
     web = db.scalars(select(ApiKey).where(ApiKey.name == "web")).one()
     assert web.revoked_at is None  # an unbound key is not theirs
     assert not [s for s in db.scalars(select(LimitPolicy.scope)) if s.startswith("user:")]
+
+
+def test_a_bound_keys_policy_and_audit_entries_follow_its_new_name(runner, db, person):
+    set_policy(db, f"key:{person.key_name}", {"messages": 900}, "ops@example.com")
+    revoke_api_key(db, person.key_name, "ops@example.com")
+    bound_id = db.scalar(select(ApiKey.id).where(ApiKey.name == person.key_name))
+    runner.invoke(args=["users", "erase", USER])
+    db.expire_all()
+    renamed = f"erased-key-{bound_id}"
+    policies = {p.scope: p.fields for p in db.scalars(select(LimitPolicy))}
+    assert policies[f"key:{renamed}"]["messages"] == 900
+    assert f"key:{person.key_name}" not in policies
+    about_it = db.scalars(
+        select(AuditEntry).where(AuditEntry.action.in_(["key.create", "key.revoke", "limits.set"]))
+    ).all()
+    assert sorted((e.action, e.target) for e in about_it) == [
+        ("key.create", renamed),
+        ("key.create", "web"),
+        ("key.revoke", renamed),
+        ("limits.set", f"key:{renamed}"),
+        ("limits.set", f"user:{REDACTED}"),
+    ]
+    erasure = db.scalars(select(AuditEntry).where(AuditEntry.action == "identity.erase")).one()
+    assert erasure.after["keys_renamed"] == [renamed]
+
+
+def test_a_taken_neutral_name_gets_a_random_tail(db):
+    bound, _ = create_api_key(db, "zoe's phone", "test", bound_external_id="zoe")
+    create_api_key(db, f"erased-key-{bound.id}", "test")
+    erased = erase_user(db, "zoe", "cli", HASH_KEY.encode())
+    db.refresh(bound)
+    assert re.fullmatch(rf"erased-key-{bound.id}-[0-9a-f]{{8}}", bound.name)
+    assert erased.renamed_keys == (bound.name,)
 
 
 def test_their_identifiers_no_longer_trace(runner, db, person):
@@ -190,7 +231,7 @@ def test_a_non_ascii_id_is_found_in_the_stored_json(db):
     create_api_key(db, "zoe-key", "test", bound_external_id="Zoë-Ünal")
     erase_user(db, "Zoë-Ünal", "cli", HASH_KEY.encode())
     entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "key.create")).one()
-    assert entry.after["bound_user"] == REDACTED and entry.target == "zoe-key"
+    assert entry.after["bound_user"] == REDACTED and entry.target.startswith("erased-key-")
 
 
 @pytest.mark.parametrize(

@@ -35,10 +35,6 @@ PROFILE = {
     "metadata": [{"plan": "pro"}, {"company": "Quintero Labs"}],
     "tags": ["vip"],
 }
-KEYS_NAMING_THEM_KEPT = (
-    "the erasure revokes and unbinds a key bound to the user but keeps its name, and the "
-    "key's limit policy (key:NAME), so a key named after the person still names them"
-)
 
 
 @pytest.fixture
@@ -148,7 +144,6 @@ def test_nothing_they_wrote_anywhere_survives_the_erasure(tally, upstream, conso
     assert not left, "\n".join(left)
 
 
-@pytest.mark.xfail(strict=True, reason=KEYS_NAMING_THEM_KEPT)
 def test_a_bound_key_named_after_them_survives_no_erasure(tally, upstream, console):
     left = erase_and_scan(tally, upstream, console, "console", f"{NAME} {USER} phone")
     assert not left, "\n".join(left)

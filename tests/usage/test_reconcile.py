@@ -73,6 +73,11 @@ def upstream():
     fake.close()
 
 
+# The cut stream's estimate: its prompt ("user", "Hi there" and the message's 4) and its
+# two content events (the role chunk, "partial"); no price, no cost
+ESTIMATE = (7, 2, 0, 9, 0.0)
+
+
 @pytest.fixture
 def estimated(tally, upstream):
     """One OpenRouter stream cut before its usage: its row, estimated."""
@@ -80,6 +85,7 @@ def estimated(tally, upstream):
     b"".join(chat(tally, stream=True, user="ada").iter_content(chunk_size=None))
     [row] = wait_for(lambda: request_rows(tally.flask_app))
     assert (row.cost_source, row.cost, row.generation_id) == ("estimated", None, GEN)
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (7, 2, 9)
     return row
 
 
@@ -118,6 +124,7 @@ def test_success_moves_the_row_and_the_totals_once(tally, upstream, estimated):
     result = tally.flask_app.test_cli_runner().invoke(args=["usage", "reconcile", "--all"])
     assert result.exit_code == 0, result.output
     assert f"{GEN}: reconciled, cost 0.001200 USD (estimated none), 14 tokens" in result.output
+    assert "tokens (estimated 9)" not in result.output
     assert "Estimated costs: 1 reconciled, 0 to ask again later" in result.output
     assert upstream.asked == [(GEN, "Bearer sk-up-secret")]
     [row] = request_rows(tally.flask_app)
@@ -148,7 +155,7 @@ def test_404_then_success(tally, upstream, estimated):
     ]
     [row] = request_rows(tally.flask_app)
     assert (row.cost_source, row.reconcile_attempts) == ("estimated", 1)
-    assert figures(tally)["daily_totals"] == (0, 0, 0, 0, 0.0)
+    assert figures(tally)["daily_totals"] == ESTIMATE
     soon = now + timedelta(seconds=4)
     assert reconcile_pass(sessions(tally), client(upstream), now=soon).lines == []  # not due
     report = reconcile_pass(sessions(tally), client(upstream), now=now + timedelta(seconds=5))
@@ -260,17 +267,55 @@ def test_the_demo_upstream_has_nothing_to_reconcile(runner):
 
 
 def test_under_gunicorn_the_usage_writer_process_reconciles(gunicorn, upstream, app, make_key):
+    """… and corrects the token counter every worker reads (the instance's file)."""
+    from tally.limits.policy_store import set_policy
+
+    with app.extensions["tally"].sessions() as session:
+        set_policy(session, "tier:default", {"messages": None, "daily_tokens": 100}, "test")
     upstream.reply(events=chunks(["partial"], usage=False)[:2], cut=True)
     upstream.answers[GEN] = deque([(404, {}), (200, FOUND)])
-    response = requests.post(
-        gunicorn.url + "/v1/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
-        headers={"Authorization": f"Bearer {make_key()}"},
-        timeout=10,
-    )
+    key = make_key()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "user": "ada"}
+
+    def call(**extra):
+        return requests.post(
+            gunicorn.url + "/v1/chat/completions",
+            json={**body, **extra},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+
+    response = call(stream=True)
     assert response.status_code == 200 and b"upstream" in response.content
     assert wait_for(lambda: [r.cost_source for r in request_rows(app)] == ["estimated"])
     # due 3 s after the call, a pass every 5 s: a 404, then the figures 5 s later
     assert wait_for(lambda: request_rows(app)[0].cost_source == "upstream", timeout=30)
     assert [gen for gen, _auth in upstream.asked] == [GEN, GEN]
     assert figures_of(app)["daily_totals"] == (9, 5, 3, 14, 0.0012)
+    # 8 tokens estimated (6 of prompt, 2 events), then 14: 86 of 100 left
+    assert call().headers["X-RateLimit-Remaining"] == "86"
+
+
+def test_the_limits_count_the_reconciled_figures(tally, upstream, estimated):
+    """The estimate went to the user's token and budget counters; the reconciled call
+    moves them by the difference (9 tokens estimated, 14 real; $0 then $0.0012)."""
+    from tally.limits.policy_store import set_policy
+
+    with sessions(tally)() as session:
+        set_policy(
+            session,
+            "tier:default",
+            {"messages": None, "daily_tokens": 20, "daily_budget": 1},
+            "test",
+        )
+    first = chat(tally, user="ada", max_tokens=1)  # rebuilt from the log: 9 of 20 used
+    assert first.headers["X-RateLimit-Remaining"] == "11"
+    upstream.answers[GEN] = deque([(200, FOUND)])
+    assert reconcile_pass(sessions(tally), client(upstream), due_only=False).reconciled == 1
+    assert first.status_code == 200  # the fake's answer: 15 tokens, $0.00042
+    after = chat(tally, user="ada", max_tokens=1)
+    assert after.status_code == 429  # 14 + 15 tokens
+    with sessions(tally)() as session:
+        set_policy(session, "tier:default", {"daily_tokens": None}, "test")
+    budget = chat(tally, user="ada")
+    assert budget.headers["X-RateLimit-Remaining"] == "0.99838"  # $1 - $0.0012 - $0.00042

@@ -159,7 +159,7 @@ def processes_of(parent: int) -> dict[int, str]:
 
 
 def writer_pid(master: int) -> int:
-    [pid] = [p for p, cmd in processes_of(master).items() if "tally.usage.writer.process" in cmd]
+    [pid] = [p for p, cmd in processes_of(master).items() if "tally.runtime.writer" in cmd]
     return pid
 
 

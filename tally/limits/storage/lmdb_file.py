@@ -10,9 +10,11 @@ write transaction (:attr:`LMDBStorage.lock`), so it is atomic across processes. 
 killed mid-transaction leaves the last committed state, and the mutex passes on (LMDB's
 robust mutexes).
 
-Sub-databases ``counters`` (value, expiry: ``<qd``) and ``windows`` (length, then the
-live hits' timestamps ascending: 8 bytes a hit). Stale hits go when a window is written,
-idle keys in a sweep of the next batch, at most every ``SWEEP_EVERY`` s per process.
+Sub-databases ``counters`` (value, expiry: ``<qd``), ``windows`` (length, then the
+live hits' timestamps ascending: 8 bytes a hit) and ``holds`` (the reservations of calls
+in flight: until, amount, call id, as doubles, 24 bytes a call). Stale hits go when a
+window is written, idle keys in a sweep of the next batch, at most every
+``SWEEP_EVERY`` s per process.
 Nothing is synced: the file is in memory (``/dev/shm``), counters are rebuilt from the
 request log when lost (tally/limits/rebuild.py).
 """
@@ -39,19 +41,20 @@ MAP_SIZE = 4 << 30  # the most the file may grow to (its pages are used as neede
 COUNTER = struct.Struct("<qd")  # value, expires at
 
 
-def _open(path: str) -> tuple[lmdb.Environment, Any, Any]:
+def _open(path: str) -> tuple[lmdb.Environment, Any, Any, Any]:
     """This process's environment on ``path`` and its two sub-databases: one per file
     per process, shared by every storage on it (LMDB forbids opening a file twice in a
     process: closing the second would drop the first's locks)."""
     if _OPEN["forks"] != _FORKS[0]:  # a forked child: its parent's are not its own
-        _INHERITED.extend(env for env, _, _ in _OPEN["envs"].values())  # never closed
+        _INHERITED.extend(opened[0] for opened in _OPEN["envs"].values())  # never closed
         _OPEN["envs"], _OPEN["forks"] = {}, _FORKS[0]
     opened = _OPEN["envs"].get(path)
     if opened is None:
         # not synced: in memory, and rebuilt from the request log when lost
         options = {"sync": False, "metasync": False, "readahead": False, "meminit": False}
-        env = lmdb.open(path, subdir=False, map_size=MAP_SIZE, max_dbs=2, **options)
-        opened = _OPEN["envs"][path] = (env, env.open_db(b"counters"), env.open_db(b"windows"))
+        env = lmdb.open(path, subdir=False, map_size=MAP_SIZE, max_dbs=3, **options)
+        dbs = (env.open_db(b"counters"), env.open_db(b"windows"), env.open_db(b"holds"))
+        opened = _OPEN["envs"][path] = (env, *dbs)
     return opened
 
 
@@ -82,9 +85,9 @@ class LMDBStorage(Storage, MovingWindowSupport):
         self._guard = threading.RLock()
         self._depth = 0
         self.txn: lmdb.Transaction | None = None  # the open write transaction, in lock
-        self.counters = self.windows = None  # the sub-databases
+        self.counters = self.windows = self.holds = None  # the sub-databases
         self._next_sweep = 0.0
-        self._after = {"counters": b"", "windows": b""}
+        self._after = {"counters": b"", "windows": b"", "holds": b""}
         self._transaction = _Transaction(self)
 
     @property
@@ -129,7 +132,7 @@ class LMDBStorage(Storage, MovingWindowSupport):
 
     def _environment(self) -> lmdb.Environment:
         """This process's environment on the file (opened on first use)."""
-        env, self.counters, self.windows = _open(self.path)
+        env, self.counters, self.windows, self.holds = _open(self.path)
         return env
 
     # -- the limits storage API ------------------------------------------------------
@@ -174,8 +177,8 @@ class LMDBStorage(Storage, MovingWindowSupport):
         """Forget everything; the number of keys forgotten."""
         with self.lock:
             count = self.size()
-            self.txn.drop(self.counters, delete=False)
-            self.txn.drop(self.windows, delete=False)
+            for db in (self.counters, self.windows, self.holds):
+                self.txn.drop(db, delete=False)
         return count
 
     def clear(self, key: str) -> None:
@@ -214,7 +217,7 @@ class LMDBStorage(Storage, MovingWindowSupport):
         """Keys held (counters and windows)."""
         with self.lock:
             txn = self.txn
-            return txn.stat(self.counters)["entries"] + txn.stat(self.windows)["entries"]
+            return sum(txn.stat(db)["entries"] for db in (self.counters, self.windows, self.holds))
 
     # -- what the plan runner uses inside lock (tally/limits/storage/lmdb_plans.py) ----------
 
@@ -242,6 +245,45 @@ class LMDBStorage(Storage, MovingWindowSupport):
         value, expires_at = COUNTER.unpack(raw)
         return value if expires_at > now else 0
 
+    def held(self, key: str, now: float) -> int:
+        """What the live reservations under ``key`` add up to (inside lock)."""
+        raw = self.txn.get(key.encode(), db=self.holds)
+        if raw is None:
+            return 0
+        entries = array("d", raw)
+        return int(sum(entries[i + 1] for i in range(0, len(entries), 3) if entries[i] > now))
+
+    def hold(self, key: str, ident: int, amount: int, until: float) -> None:
+        """Reserve ``amount`` under ``key`` for the call ``ident`` until ``until``; expired
+        reservations go (inside lock)."""
+        self._put_holds(key, ident, self.clock(), [until, float(amount), float(ident)])
+
+    def release(self, key: str, ident: int) -> None:
+        """Drop the call ``ident``'s reservation under ``key`` (inside lock)."""
+        self._put_holds(key, ident, self.clock(), [])
+
+    def raise_to(self, key: str, expiry: float, value: int) -> None:
+        """Make the counter at least ``value`` (a peak); a new one expires in ``expiry`` s."""
+        now = self.clock()
+        with self.lock:
+            current = self.counter(key, now)
+            if current == 0 or value > current:
+                self.incr(key, expiry, value - current)
+
+    def _put_holds(self, key: str, ident: int, now: float, added: list[float]) -> None:
+        name = key.encode()
+        raw = self.txn.get(name, db=self.holds)
+        entries = array("d", raw) if raw is not None else array("d")
+        kept = array("d")
+        for i in range(0, len(entries), 3):
+            if entries[i] > now and entries[i + 2] != ident:
+                kept.extend(entries[i : i + 3])
+        kept.extend(added)
+        if kept:
+            self.txn.put(name, kept.tobytes(), db=self.holds)
+        elif raw is not None:
+            self.txn.delete(name, db=self.holds)
+
     def _put_window(self, name: bytes, expiry: float, hits: array) -> None:
         if not hits:
             self.txn.delete(name, db=self.windows)
@@ -255,7 +297,11 @@ class LMDBStorage(Storage, MovingWindowSupport):
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_EVERY
-        for kind, db in (("counters", self.counters), ("windows", self.windows)):
+        for kind, db in (
+            ("counters", self.counters),
+            ("windows", self.windows),
+            ("holds", self.holds),
+        ):
             cursor = txn.cursor(db=db)
             after = self._after[kind]
             found = cursor.set_range(after + b"\0") if after else cursor.first()
@@ -266,6 +312,9 @@ class LMDBStorage(Storage, MovingWindowSupport):
                 last = cursor.key()
                 if kind == "counters":
                     gone = COUNTER.unpack(cursor.value())[1] <= now
+                elif kind == "holds":  # every reservation in it expired
+                    stored = array("d", cursor.value())
+                    gone = all(stored[i] <= now for i in range(0, len(stored), 3))
                 else:
                     stored = array("d", cursor.value())
                     first = bisect.bisect_left(stored, now - stored[0], 1)

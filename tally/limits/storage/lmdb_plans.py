@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tally.limits.engine import claims, hit_made, worst
+from tally.limits.engine import (
+    claims,
+    counter_stats,
+    held_key,
+    hit_made,
+    reservation,
+    worst,
+)
 from tally.limits.storage.lmdb_file import LMDBStorage
 
 
@@ -47,24 +54,43 @@ class LMDBPlans:
                     passes = remaining >= 1
                 else:
                     used = storage.counter(check["key"], now)
-                    reset, remaining = check["reset"], max(0, limit - used)
-                    passes = used < limit
+                    held = storage.held(held_key(check["key"]), now)
+                    reset, remaining, passes = counter_stats(check, used, held, now)
                 stats.append([reset, remaining])
                 if not passes:
                     refused.append(index)
             if refused:
                 return {"refused": worst(refused, stats), "stats": stats}
+            demand = plan.get("demand")
+            reserved = reservation(demand, lambda key: storage.counter(key, now))
             if plan.get("hit", True):
                 for index, hits in windows:
                     check = plan["checks"][index]
                     storage.add_hits(check["key"], hits, check["expiry"], now)
                     hit_made(stats[index], check, now)
-        return {"refused": None, "stats": stats}
+                if demand is not None:
+                    until = now + demand["lease"]
+                    for check in plan["checks"]:
+                        if check["kind"] != "window":
+                            amount = reserved[1] if check["unit"] == "usd" else reserved[0]
+                            if amount:
+                                storage.hold(held_key(check["key"]), demand["id"], amount, until)
+        answer = {"refused": None, "stats": stats}
+        if demand is not None:
+            answer["reserved"] = list(reserved)
+        return answer
 
-    def add_usage(self, additions: list[list[Any]]) -> None:
-        """Add a call's tokens and cost to their counters, in one transaction."""
+    def settle(self, settlement: dict[str, Any]) -> None:
+        """A call's end on the counters, in one transaction (tally.limits.engine.settle)."""
         storage = self.storage
         with storage.lock:
-            for key, expiry, amount in additions:
+            for key, ident, _amount in settlement.get("release", ()):
+                storage.release(key, ident)
+            for key, expiry, amount in settlement.get("add", ()):
                 if amount:
                     storage.incr(key, expiry, amount)
+            for key, amount in settlement.get("adjust", ()):
+                if amount and storage.counter(key, storage.clock()):
+                    storage.incr(key, 1, amount)
+            for key, expiry, value in settlement.get("peaks", ()):
+                storage.raise_to(key, expiry, value)

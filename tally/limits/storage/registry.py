@@ -44,6 +44,7 @@ class LocalStorage(Storage, MovingWindowSupport):
         self._counters: dict[str, list[float]] = {}  # key -> [value, expires_at]
         self._windows: dict[str, array] = {}  # key -> ascending hit timestamps
         self._window_expiry: dict[str, float] = {}
+        self._holds: dict[str, dict[int, tuple[int, float]]] = {}  # key -> id -> (amount, until)
         self._next_sweep = 0.0
         self._sweep: Iterator[str] | None = None
 
@@ -78,10 +79,11 @@ class LocalStorage(Storage, MovingWindowSupport):
 
     def reset(self) -> int:
         """Forget everything; the number of keys forgotten."""
-        count = len(self._counters) + len(self._windows)
+        count = len(self._counters) + len(self._windows) + len(self._holds)
         self._counters.clear()
         self._windows.clear()
         self._window_expiry.clear()
+        self._holds.clear()
         return count
 
     def clear(self, key: str) -> None:
@@ -115,8 +117,46 @@ class LocalStorage(Storage, MovingWindowSupport):
         self._window_expiry[key] = expiry
 
     def size(self) -> int:
-        """Keys held (counters and windows)."""
-        return len(self._counters) + len(self._windows)
+        """Keys held (counters, windows and reservations)."""
+        return len(self._counters) + len(self._windows) + len(self._holds)
+
+    # -- reservations and peaks (tally/limits/engine.py) ------------------------------
+
+    def held(self, key: str, now: float) -> int:
+        """What the live reservations under ``key`` add up to (expired ones go)."""
+        entries = self._holds.get(key)
+        if not entries:
+            return 0
+        total = 0
+        for ident, (amount, until) in list(entries.items()):
+            if until > now:
+                total += amount
+            else:
+                del entries[ident]
+        if not entries:
+            del self._holds[key]
+        return total
+
+    def hold(self, key: str, ident: int, amount: int, until: float) -> None:
+        """Reserve ``amount`` under ``key`` for the call ``ident``, until ``until``."""
+        self._holds.setdefault(key, {})[ident] = (amount, until)
+
+    def release(self, key: str, ident: int) -> None:
+        """Drop the call ``ident``'s reservation under ``key`` (gone already: nothing)."""
+        entries = self._holds.get(key)
+        if entries is not None:
+            entries.pop(ident, None)
+            if not entries:
+                del self._holds[key]
+
+    def raise_to(self, key: str, expiry: float, value: int) -> None:
+        """Make the counter at least ``value`` (a peak); a new one expires in ``expiry`` s."""
+        now = self._tick()
+        entry = self._counters.get(key)
+        if entry is None or entry[1] <= now:
+            self._counters[key] = [value, now + expiry]
+        elif value > entry[0]:
+            entry[0] = value
 
     def _live(self, key: str, expiry: float, now: float) -> array:
         hits = self._windows.get(key)
@@ -135,7 +175,7 @@ class LocalStorage(Storage, MovingWindowSupport):
         now = self.clock()
         if self._sweep is None and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
-            self._sweep = iter([*self._counters, *self._windows])
+            self._sweep = iter([*self._counters, *self._windows, *self._holds])
         if self._sweep is not None:
             for _ in range(SWEEP_BATCH):
                 key = next(self._sweep, None)
@@ -152,6 +192,8 @@ class LocalStorage(Storage, MovingWindowSupport):
         hits = self._windows.get(key)
         if hits is not None and (not hits or hits[-1] < now - self._window_expiry.get(key, 0)):
             self.clear(key)
+        if key in self._holds:
+            self.held(key, now)
 
 
 def _with_lock(method: Callable) -> Callable:
@@ -165,5 +207,5 @@ def _with_lock(method: Callable) -> Callable:
 
 # Threads of one process (the tests' server, flask-limiter's login throttling) may share
 # a LocalStorage.
-for _name in (*_LOCKED, "seed_entries"):
+for _name in (*_LOCKED, "seed_entries", "held", "hold", "release", "raise_to"):
     setattr(LocalStorage, _name, _with_lock(getattr(LocalStorage, _name)))

@@ -7,6 +7,7 @@ relaying, recording — is the pipeline's, the same for every endpoint.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ class StreamWatcher:
         """Note the time to first token, once."""
         if self.outcome.ttft_ms is None:
             self.outcome.ttft_ms = elapsed_ms(self.started)
+        self.outcome.streamed += 1
 
 
 class Endpoint:
@@ -51,10 +53,27 @@ class Endpoint:
     embeddings = False  # embeddings have neither safety_identifier nor prompt_cache_key
     incomplete_message = "The upstream ended the stream before its end."
 
+    prompt_fields: tuple[str, ...] = ()  # where the prompt's text is
+    cap_fields: tuple[str, ...] = ()  # the completion's cap, first given wins
+
     def validate(self, body: Any) -> None:
         """Refuse a body this endpoint cannot take, naming the field (InvalidInput)."""
         require_object(body)
         require_model(body)
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """The prompt's tokens, estimated from its text (:func:`estimate_tokens`)."""
+        return sum(estimate_tokens(body.get(name)) for name in self.prompt_fields)
+
+    def completion_cap(self, body: dict[str, Any]) -> int | None:
+        """The most tokens the answer may have, when the request sets it (embeddings: 0)."""
+        if not self.cap_fields:
+            return 0
+        for name in self.cap_fields:
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return min(value, MAX_CAP)
+        return None
 
     def prepare_stream(self, upstream_body: dict[str, Any]) -> bool:
         """Adjust a streaming request before it goes upstream; True when usage was asked
@@ -75,6 +94,36 @@ class Endpoint:
     def watch(self, outcome: Outcome, started: float, hide_usage: bool) -> StreamWatcher:
         """A watcher for one stream of this endpoint."""
         raise NotImplementedError
+
+
+CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
+# a completion cap held at most (no model answers more; keeps every amount exact in a
+# double, and in the Redis script's numbers, whatever a client sends)
+MAX_CAP = 100_000_000
+PER_ITEM = 4  # tokens each message (or input item) adds around its text
+# parts that are not text: an image's or a file's bytes say nothing of its tokens
+NOT_TEXT = frozenset({"image_url", "input_audio", "file", "file_data", "image", "audio"})
+
+
+def estimate_tokens(value: Any) -> int:
+    """A rough count of the tokens in ``value``: its strings at about four characters a
+    token, its token ids (embeddings' integer inputs) one each, four per object (a
+    message's overhead); images, audio and files are left out. Reservations and cut
+    streams use it (PRODUCT.md, Limits): cheap, and close enough to hold a budget."""
+    chars = tokens = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, dict):
+            tokens += PER_ITEM
+            stack.extend(v for k, v in item.items() if k not in NOT_TEXT)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            tokens += 1
+    return tokens + math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def require_object(body: Any) -> None:

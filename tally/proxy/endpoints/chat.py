@@ -33,6 +33,8 @@ class ChatCompletions(Endpoint):
     path = "/chat/completions"
     streams = True
     incomplete_message = "The upstream ended the stream before [DONE]."
+    prompt_fields = ("messages", "tools")
+    cap_fields = ("max_completion_tokens", "max_tokens")
 
     def validate(self, body: Any) -> None:
         """Refuse a body that is not a chat completion request, naming the field."""
@@ -79,6 +81,7 @@ class _ChatWatcher(StreamWatcher):
         ):
             # A content delta once the ids and the first token are known: nothing in it to
             # note (usage and errors always spell their key), so it is relayed unparsed.
+            outcome.streamed += 1  # about a token each: what a cut stream is costed by
             return event
         data = event_data(event)
         if data is None:

@@ -28,6 +28,7 @@ class Embeddings(Endpoint):
     path = "/embeddings"
     embeddings = True
     content_field = "data"
+    prompt_fields = ("input",)
 
     def validate(self, body: Any) -> None:
         """Refuse a body that is not an embeddings request, naming the field."""

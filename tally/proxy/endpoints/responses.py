@@ -40,6 +40,8 @@ class Responses(Endpoint):
     path = "/responses"
     streams = True
     incomplete_message = "The upstream ended the stream before response.completed."
+    prompt_fields = ("input", "instructions", "tools")
+    cap_fields = ("max_output_tokens",)
 
     def validate(self, body: Any) -> None:
         """Refuse a body that is not a Responses request, naming the field."""
@@ -70,6 +72,7 @@ class _ResponsesWatcher(StreamWatcher):
     def see(self, event: bytes) -> bytes | None:
         if self.outcome.ttft_ms is not None and event.startswith(_DELTA):
             self.sequence += 1  # a text delta once the first token is known: relayed unparsed
+            self.outcome.streamed += 1  # about a token each: what a cut stream is costed by
             return event
         data = event_data(event)
         if data is None:

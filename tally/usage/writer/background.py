@@ -274,7 +274,7 @@ def build_spool(settings: Settings) -> Spool:
     return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
 
 
-def build_usage_writer(settings: Settings) -> UsageWriter:
+def build_usage_writer(settings: Settings, on_reconciled=None) -> UsageWriter:
     """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
 
     With ``settings.usage_socket`` (under gunicorn.conf.py) the batches go to the usage
@@ -285,7 +285,8 @@ def build_usage_writer(settings: Settings) -> UsageWriter:
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
     # no usage writer process to reconcile estimated costs: this writer does it
-    reconciler = None if remote else partial(start_reconciler, settings, sessions)
+    # (``on_reconciled``: the limits' counters, tally.usage.reconcile.reconcile_pass)
+    reconciler = None if remote else partial(start_reconciler, settings, sessions, on_reconciled)
     writer = UsageWriter(
         sessions, remote=remote, spool=build_spool(settings), reconciler=reconciler
     )

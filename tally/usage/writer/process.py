@@ -109,19 +109,25 @@ def serve(writer, path: str) -> None:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-def main() -> None:
+def main(corrections=None) -> None:
     """``python -m tally.usage.writer.process SOCKET INSTANCE_PATH``: the deployment's
     settings (the same environment and instance folder as the workers), an engine of its
-    own and a background usage writer; nothing of the web app."""
+    own and a background usage writer; nothing of the web app. ``corrections``: given
+    the settings, where the reconciler's corrections go (tally.runtime.writer: the
+    limits' counters)."""
     socket_path, instance_path = sys.argv[1], sys.argv[2]
     settings = load_settings(instance_path)
-    configure_logging(settings.log_format, [settings.upstream_api_key, settings.hash_key])
+    configure_logging(
+        settings.log_format,
+        [settings.upstream_api_key, settings.hash_key, settings.secret_key],
+    )
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
     sessions = make_session_factory(engine)
     writer = UsageWriter(sessions, spool=build_spool(settings))
     writer.replayer.start()  # what a previous writer (or a dead worker) spooled
     # one reconciler of estimated costs per instance (tally.usage.reconcile)
-    reconciler = start_reconciler(settings, sessions)
+    on_reconciled = corrections(settings) if corrections is not None else None
+    reconciler = start_reconciler(settings, sessions, on_reconciled)
     try:
         serve(writer, socket_path)
     finally:
@@ -135,8 +141,11 @@ class WriterProcess:
 
     RESTART_DELAY = 0.5  # seconds between a death and the next start: no busy loop
 
-    def __init__(self, directory: str, instance_path: str, cwd: str | None = None):
+    def __init__(
+        self, directory: str, instance_path: str, cwd: str | None = None, module: str = ""
+    ):
         self.directory, self.instance_path, self.cwd = directory, instance_path, cwd
+        self.module = module or "tally.usage.writer.process"  # run as python -m MODULE
         self.path = os.path.join(directory, "usage.sock")
         self._stopping = threading.Event()
         self.proc = self._spawn()
@@ -172,7 +181,7 @@ class WriterProcess:
         if os.path.exists(self.path):  # a killed process's socket: bind would fail
             os.unlink(self.path)
         return subprocess.Popen(
-            [sys.executable, "-m", "tally.usage.writer.process", self.path, self.instance_path],
+            [sys.executable, "-m", self.module, self.path, self.instance_path],
             cwd=self.cwd,
         )
 
@@ -188,14 +197,17 @@ class WriterProcess:
 
 
 def start(
-    cwd: str | None = None, instance_path: str | None = None, timeout: float = 30.0
+    cwd: str | None = None,
+    instance_path: str | None = None,
+    timeout: float = 30.0,
+    module: str = "",
 ) -> WriterProcess | None:
     """Start the writer process, watched and restarted when it dies, and export its
     socket to the workers forked after this (``TALLY_USAGE_SOCKET``, see
     :func:`tally.settings.export_usage_socket`). None, with an error logged, when it does
     not come up: the workers then write their own rows."""
     directory = tempfile.mkdtemp(prefix="tally-usage-")  # mode 0700
-    writer = WriterProcess(directory, instance_path or default_instance_path(), cwd)
+    writer = WriterProcess(directory, instance_path or default_instance_path(), cwd, module)
     if not writer.wait_ready(timeout):
         log.error("usage writer process did not start; workers write their own rows")
         writer.stop(timeout=5)

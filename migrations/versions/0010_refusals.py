@@ -5,16 +5,16 @@ Rows already logged were all calls that reached (or tried to reach) the upstream
 ``refused`` is false for them and the totals' ``refused`` 0, so nothing is backfilled.
 Adding a column with a constant default rewrites no table (SQLite, PostgreSQL >= 11).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02 00:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,104 @@
+"""Tally's log lines as an operator reads them on stderr, in both formats: one line per
+record whatever a client sends, and no secret in any of them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+
+from tally.keys.admin_tokens import create_admin_token
+from tally.logs import configure_logging
+from tests.helpers.settings import HASH_KEY, SECRET_KEY
+
+UPSTREAM_KEY = "sk-up-very-secret"
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) \S+ ")
+# PATH_INFO as the client sent it, percent-encoded: line breaks of every kind
+FORGED_PATHS = {
+    "/v1/models%0A2030-01-01 00:00:00,000 INFO tally.access GET / 200": "\n",
+    "/login%0D%0A{}": "\r\n",
+    "/v1/models%0D2030-01-01": "\r",
+    "/v1/x%E2%80%A8y": "\u2028",
+    "/v1/x%C2%85y": "\x85",
+    "/v1/x%1B[31my": "\x1b",
+}
+
+
+@pytest.fixture
+def stderr_lines(capfd):
+    """The lines written to stderr so far (Tally's log handler writes there)."""
+    yield lambda: capfd.readouterr().err.splitlines()
+    configure_logging("json")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_log_line_is_one_line_whatever_the_client_sends(make_app, stderr_lines, fmt):
+    app = make_app(TALLY_LOG_FORMAT=fmt)
+    stderr_lines()
+    client = app.test_client()
+    for path in FORGED_PATHS:
+        client.get(path).close()  # the access line is written once the body is closed
+    lines = stderr_lines()
+    assert len(lines) == len(FORGED_PATHS), lines
+    for line, breaker in zip(lines, FORGED_PATHS.values(), strict=True):
+        assert breaker not in line
+        if fmt == "json":
+            entry = json.loads(line)
+            assert entry["logger"] == "tally.access"
+            assert breaker in entry["path"] and entry["message"].startswith("GET /")
+        else:
+            assert TEXT_LINE.match(line), line
+            assert " tally.access GET /" in line
+    if fmt == "text":
+        assert lines[0].endswith(
+            " tally.access GET /v1/models\\n2030-01-01 00:00:00,000 INFO tally.access GET / 200 404"
+        )
+        assert lines[1].endswith(" tally.access GET /login\\r\\n{} 404")
+        assert lines[3].endswith(" GET /v1/x\\u2028y 404")
+        assert lines[5].endswith(" GET /v1/x\\x1b[31my 404")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_keys_tokens_and_secrets_never_reach_a_log_line(make_app, make_key, stderr_lines, fmt):
+    app = make_app(TALLY_LOG_FORMAT=fmt, TALLY_UPSTREAM_API_KEY=UPSTREAM_KEY)
+    api_key = make_key()
+    with app.extensions["tally"].sessions() as session:
+        _, admin_token = create_admin_token(session, "reports", "test")
+    assert api_key.startswith("tly_") and admin_token.startswith("tadm_")
+    stderr_lines()
+    client = app.test_client()
+    client.get(f"/v1/{api_key}").close()  # a key pasted into a path
+    client.get(f"/admin/api/{admin_token}").close()
+    log = logging.getLogger("tally.test")
+    log.warning("upstream %s hmac %s session %s", UPSTREAM_KEY, HASH_KEY, SECRET_KEY)
+    try:
+        raise RuntimeError(f"token {admin_token}\nkey {api_key}\nupstream {UPSTREAM_KEY}")
+    except RuntimeError:
+        log.exception("failed with Authorization: Bearer %s", admin_token)
+    lines = stderr_lines()
+    assert len(lines) == 4, lines
+    written = "\n".join(lines)
+    for secret in (api_key, admin_token, UPSTREAM_KEY, HASH_KEY, SECRET_KEY):
+        assert secret not in written
+        assert secret[8:] not in written  # not even the tail of one
+    if fmt == "json":
+        entries = [json.loads(line) for line in lines]
+        assert entries[0]["path"] == "/v1/tly_[redacted]"
+        assert entries[1]["path"] == "/admin/api/tadm_[redacted]"
+        assert entries[2]["message"] == "upstream [redacted] hmac [redacted] session [redacted]"
+        assert entries[3]["message"] == "failed with Authorization: Bearer [redacted]"
+        assert (
+            "RuntimeError: token tadm_[redacted]\nkey tly_[redacted]\nupstream [redacted]"
+            in (entries[3]["exc"])
+        )
+    else:
+        assert all(TEXT_LINE.match(line) for line in lines), lines
+        assert lines[0].endswith(" tally.access GET /v1/tly_[redacted] 404")
+        assert lines[1].endswith(" tally.access GET /admin/api/tadm_[redacted] 404")
+        assert lines[2].endswith(" upstream [redacted] hmac [redacted] session [redacted]")
+        assert " failed with Authorization: Bearer [redacted]\\nTraceback (most recent" in lines[3]
+        assert lines[3].endswith(
+            "RuntimeError: token tadm_[redacted]\\nkey tly_[redacted]\\nupstream [redacted]"
+        )
