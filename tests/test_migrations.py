@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import delete, insert, inspect, select, update
+from sqlalchemy import delete, insert, inspect, select, text, update
 
 from tally import schema
 from tally.db import Base, make_engine
@@ -137,5 +137,56 @@ def test_0009_gives_each_user_of_a_shared_identifier_a_row(tmp_path):
             schema.upgrade(engine)
             with engine.connect() as conn:
                 assert len(_identifier_rows(conn)) == 3
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_refusals_migration_keeps_old_rows_as_calls_and_its_downgrade_drops_refusals(tmp_path):
+    """0010: rows logged before it were calls that reached the upstream (refused false,
+    the totals' refused 0); going back drops the refusal rows, which the code before it
+    would count against limits."""
+    with empty_database(tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            schema.upgrade(engine, "0009")
+            row = {"created_at": datetime(2026, 11, 2), "endpoint": "chat.completions"}
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO request_log (request_id, created_at, endpoint, stream, "
+                        "status, is_demo) VALUES ('old', :created_at, :endpoint, false, 200, "
+                        "false)"
+                    ),
+                    row,
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO daily_totals (day, user_id, api_key_id, model, endpoint, "
+                        "requests, errors, prompt_tokens, completion_tokens, cached_tokens, "
+                        "total_tokens, cost) VALUES ('2026-11-02', 0, 0, '', :endpoint, "
+                        "1, 0, 0, 0, 0, 0, 0.0)"
+                    ),
+                    row,
+                )
+            schema.upgrade(engine)
+            with engine.begin() as conn:
+                assert conn.execute(text("SELECT refused FROM request_log")).scalar_one() in (
+                    False,
+                    0,
+                )
+                assert conn.execute(text("SELECT refused FROM daily_totals")).scalar_one() == 0
+                conn.execute(
+                    text(
+                        "INSERT INTO request_log (request_id, created_at, endpoint, stream, "
+                        "status, is_demo, refused) VALUES ('no', :created_at, :endpoint, "
+                        "false, 429, false, true)"
+                    ),
+                    row,
+                )
+            schema.downgrade(engine, "0009")
+            with engine.connect() as conn:
+                ids = conn.execute(text("SELECT request_id FROM request_log")).scalars().all()
+            assert ids == ["old"]
         finally:
             engine.dispose()

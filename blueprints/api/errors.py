@@ -38,13 +38,18 @@ def error_response(error: TallyError) -> Response:
 def http_error_response(exc: HTTPException) -> Response:
     """Werkzeug's own errors (404, 405, 413 …) on an API path, in OpenAI's shape."""
     if isinstance(exc, RequestEntityTooLarge):
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        return error_response(BodyTooLarge(f"The request body is larger than {limit} bytes."))
+        return error_response(body_too_large())
     status = exc.code or 500
     message = exc.description or exc.name
     # werkzeug's status stands; OpenAI's type is a client's error below 500, else the API's
     error = InvalidInput(message) if status < 500 else TallyError(message)
     return with_request_id(_answer(error, status))
+
+
+def body_too_large() -> BodyTooLarge:
+    """The error of a request body over TALLY_MAX_BODY_BYTES (werkzeug's 413)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return BodyTooLarge(f"The request body is larger than {limit} bytes.")
 
 
 def unexpected_error_response(error: Exception) -> Response:

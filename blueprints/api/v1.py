@@ -11,18 +11,20 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints.api.base import assign_request_id, bearer_token, json_body, runtime
 from blueprints.api.end_users import add_cors, verified_user
+from blueprints.api.errors import body_too_large
 from blueprints.api.errors import register as serve_errors
-from tally.errors import AuthenticationFailed
+from tally.errors import AuthenticationFailed, InvalidInput
 from tally.keys.api_keys import AuthenticatedKey, authenticate
 from tally.proxy.answers import ProxyResponse, list_models
 from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.endpoints.chat import ChatCompletions
 from tally.proxy.endpoints.embeddings import Embeddings
 from tally.proxy.endpoints.responses import Responses
-from tally.proxy.pipeline import limit_headers, proxy
+from tally.proxy.pipeline import limit_headers, proxy, refuse_unread
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(assign_request_id)
@@ -73,9 +75,13 @@ def models():
 def _proxy(endpoint: Endpoint) -> Response:
     key = _require_key()
     verified = verified_user(key)
-    body = json_body()
     header_user = request.headers.get("X-Tally-User")
     pipeline = runtime().pipeline
+    try:
+        body = _json_body()
+    except InvalidInput as exc:  # a refusal once the key was accepted: a request row
+        refuse_unread(pipeline, endpoint, key, exc, header_user, g.request_id, verified)
+        raise
     return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
 
 
@@ -91,6 +97,14 @@ def _require_key() -> AuthenticatedKey:
     if key is None:
         raise AuthenticationFailed("Incorrect or revoked API key.")
     return key
+
+
+def _json_body():
+    """The body as JSON (blueprints.api.base.json_body), a 413 when it is too large."""
+    try:
+        return json_body()
+    except RequestEntityTooLarge:
+        raise body_too_large() from None
 
 
 def _send(result: ProxyResponse) -> Response:

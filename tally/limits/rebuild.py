@@ -6,7 +6,8 @@ replaces what the counter held.
 Without this a restart would silently hand everyone a fresh 24 h quota and month's
 budget. The request log is the truth: every call that reached the upstream has a row
 (written at most a few hundred ms after its answer ended, so calls in that gap are
-missed). Only rows after the subject's last ``limits reset`` count.
+missed). Only rows after the subject's last ``limits reset`` count, and never a refusal's
+row (``refused``: a call Tally refused costs no quota).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def seed_counters(
             where = _rows_of(session, check.subject)
             if where is None:
                 continue
-            where = [*where, RequestLog.created_at >= _naive(since)]
+            where = [*where, RequestLog.created_at >= _naive(since), RequestLog.refused.is_(False)]
             storage.clear(check.key)
             if check.kind == "window":
                 stamps = session.scalars(

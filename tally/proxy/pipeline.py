@@ -6,13 +6,15 @@ user (tally.end_users.claims), derive the upstream identifier and attach it in t
 configured dialect (tally.tracking.identifiers), admit the call under the limits that
 apply (tally.limits.admission: a 429 here costs nothing), forward (tally.proxy.upstream),
 relay the answer (tally.proxy.relay) and record one request row when the answer ends,
-however it ends (:meth:`Call.finish`). What differs between endpoints (body rules, where
-usage is found, how a stream ends) is an :class:`~tally.proxy.endpoints.base.Endpoint`.
+however it ends (:meth:`Call.finish`). A call refused before the upstream (a 400, 413 or
+429 of Tally's own) is a request row too, marked refused (tally.proxy.refusals). What
+differs between endpoints (body rules, where usage is found, how a stream ends) is an
+:class:`~tally.proxy.endpoints.base.Endpoint`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from tally import metrics
 from tally.end_users.claims import EndUserClaim, resolve_end_user
@@ -23,6 +25,7 @@ from tally.proxy.answers import ProxyResponse
 from tally.proxy.call import Call, Pipeline
 from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.openai_errors import status_of
+from tally.proxy.refusals import is_refusal, record_refusal
 from tally.proxy.relay import answer
 from tally.tracking.config import TrackingConfig
 from tally.tracking.identifiers import attach, stamp
@@ -46,15 +49,42 @@ def proxy(
     try:
         result = _forward(call, header_user, verified)
     except TallyError as exc:
-        if isinstance(exc, RateLimited):  # a limit or budget refused it
-            metrics.record_refusal(exc.code)
-        headers = call.admission.headers
-        if not headers and status_of(exc) < 500:  # refused before the admission
-            headers = limit_headers(pipeline, key, body, header_user, verified)
-        exc.headers = {**headers, **exc.headers}
+        _refused(call, exc, header_user, verified)
         raise
     result.headers.update(call.admission.headers)
     return result
+
+
+def refuse_unread(
+    pipeline: Pipeline,
+    endpoint: Endpoint,
+    key: AuthenticatedKey,
+    error: TallyError,
+    header_user: str | None,
+    request_id: str,
+    verified: EndUserClaim | None = None,
+) -> None:
+    """A call whose body could not be read (too large, not JSON): its refusal is
+    recorded and ``error`` gets the end user's X-RateLimit-* headers, as in ``proxy``."""
+    _refused(Call(pipeline, endpoint, key, None, request_id), error, header_user, verified)
+
+
+def _refused(
+    call: Call, exc: TallyError, header_user: str | None, verified: EndUserClaim | None
+) -> None:
+    """``call`` failed with ``exc``: a refusal of Tally's own is counted in the metrics
+    and recorded as a request row (tally.proxy.refusals); ``exc`` gets the headers."""
+    pipeline, key, body = call.pipeline, call.key, call.body
+    if isinstance(exc, RateLimited):  # a limit or budget refused it
+        metrics.record_refusal(exc.code)
+    headers = call.admission.headers
+    claim = call.claim
+    if not headers and status_of(exc) < 500:  # refused before the admission
+        claim = claim or _claim_of(key, body, header_user, verified)
+        headers = peek_headers(pipeline.limits, key, claim) if claim is not False else {}
+    exc.headers = {**headers, **exc.headers}
+    if is_refusal(exc):
+        record_refusal(call, exc, claim or None)
 
 
 def limit_headers(
@@ -67,13 +97,21 @@ def limit_headers(
     """The end user's X-RateLimit-* headers for an answer that does not go upstream (a
     request refused before admission, the model list), when the user can be told from
     the request at all; nothing is counted."""
+    claim = _claim_of(key, body, header_user, verified)
+    return {} if claim is False else peek_headers(pipeline.limits, key, claim)
+
+
+def _claim_of(
+    key: AuthenticatedKey, body: Any, header_user: str | None, verified: EndUserClaim | None
+) -> EndUserClaim | None | Literal[False]:
+    """The end user the request names (None: anonymous), or False when it names one
+    badly (a bad identity: who it is cannot be told)."""
     try:
-        claim = resolve_end_user(
+        return resolve_end_user(
             body if isinstance(body, dict) else {}, header_user, key.bound_external_id, verified
         )
     except TallyError:
-        return {}
-    return peek_headers(pipeline.limits, key, claim)
+        return False
 
 
 def _forward(call: Call, header_user: str | None, verified: EndUserClaim | None):

@@ -60,6 +60,12 @@ def sums_of(columns) -> list[ColumnElement]:
     return [func.coalesce(func.sum(columns[name]), 0).label(name) for name in SUMS]
 
 
+def has_requests(table) -> ColumnElement:
+    """A group's HAVING: some request of it reached the upstream. A group of refused
+    calls alone (the totals' ``refused``) bills nothing and is no row of a breakdown."""
+    return func.sum(table.requests) > 0
+
+
 def ordered(session: Session, expr: ColumnElement) -> ColumnElement:
     """``expr`` compared and sorted in byte order on every database (PostgreSQL's default
     collation would sort differently from SQLite and from the cursor's idea of order)."""
@@ -142,10 +148,10 @@ def user_rows(
     table, where = _source(start, end, key_id)
     if after is None and limit != 0:
         anonymous = session.execute(
-            select(func.count(), *sums_of(table.__table__.c)).where(*where, table.user_id == 0)
+            select(*sums_of(table.__table__.c)).where(*where, table.user_id == 0)
         ).one()
-        if anonymous[0]:
-            yield {"internal_id": None, "display_name": None} | figures(anonymous[1:])
+        if anonymous.requests:
+            yield {"internal_id": None, "display_name": None} | figures(anonymous)
             limit = None if limit is None else limit - 1
     if limit == 0:
         return
@@ -173,6 +179,7 @@ def _users_statement(
         )
         .where(*where)
         .group_by(EndUser.id if is_pg else EndUser.external_id)
+        .having(has_requests(table))
         .order_by(EndUser.external_id)
     )
     return stmt.where(EndUser.external_id > after) if after else stmt
@@ -184,16 +191,14 @@ def _users_page_pg(table, where: list, after: str | None) -> Select:
     the database's collation there (not byte order: the one grouping that differs)."""
     totals = table.__table__
     per_user = (
-        select(func.count().label("found"), *sums_of(totals.c))
-        .where(*where, totals.c.user_id == EndUser.id)
-        .lateral("per_user")
+        select(*sums_of(totals.c)).where(*where, totals.c.user_id == EndUser.id).lateral("per_user")
     )
     internal_id = EndUser.external_id
     stmt = (
         select(EndUser.external_id, EndUser.display_name, *[per_user.c[n] for n in SUMS])
         .select_from(EndUser)
         .join(per_user, true())
-        .where(per_user.c.found > 0)
+        .where(per_user.c.requests > 0)  # a user of refused calls alone is no row
         .order_by(internal_id)
     )
     return stmt.where(internal_id > after) if after else stmt

@@ -47,6 +47,7 @@ from tally.models import ApiKey, DailyModelTotal
 from tally.reports.breakdown_users import (
     SUMS,
     figures,
+    has_requests,
     ordered,
     profile_rows,
     sums_of,
@@ -127,7 +128,8 @@ def grouped_rows(
 ) -> Iterator[dict]:
     """The rows of ``group_by`` over the days ``start``..``end`` (inclusive), ordered by
     their key, those after the cursor ``after``, at most ``limit``; of the API key named
-    ``key`` alone when given. Groups with no traffic in the range are absent.
+    ``key`` alone when given. Groups with no traffic in the range are absent, and so are
+    groups whose calls were all refused (no request reached the upstream).
 
     Arguments are checked now (a BreakdownError before any row is read); the rows are
     read as the iterator is consumed, so an export streams them."""
@@ -187,7 +189,7 @@ def _by_column(
         where.append(table.api_key_id == key_id)
     if kind == "key":
         sums = select(table.api_key_id, *sums_of(table.__table__.c)).where(*where)
-        inner = sums.group_by(table.api_key_id).subquery()
+        inner = sums.group_by(table.api_key_id).having(has_requests(table)).subquery()
         name = ordered(session, func.coalesce(ApiKey.name, literal("")))
         stmt = (
             select(ApiKey.name, *[inner.c[n] for n in SUMS])
@@ -198,6 +200,7 @@ def _by_column(
         return stmt.where(name > after) if after is not None else stmt
     column = getattr(table, kind)
     stmt = select(column, *sums_of(table.__table__.c)).where(*where).group_by(column)
+    stmt = stmt.having(has_requests(table))
     if kind == "day":
         if after:  # no day is null: after "" is every day
             stmt = stmt.where(column > date.fromisoformat(after))

@@ -32,12 +32,14 @@ class ReportError(InvalidInput):
 
 @dataclass(frozen=True)
 class Totals:
-    """Requests, tokens, cost and errors over some rows."""
+    """Requests, tokens, cost and errors over some rows, and the calls Tally refused
+    (none of which is a request: tally.proxy.refusals)."""
 
     requests: int = 0
     tokens: int = 0
     cost: float = 0.0
     errors: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,18 +99,25 @@ class UsageReport:
 
 
 def _aggregates(table):
-    """requests, tokens, cost, errors of the totals rows selected from ``table``."""
+    """requests, tokens, cost, errors, refused of the totals rows selected from ``table``."""
     return (
         func.coalesce(func.sum(table.requests), 0),
         func.coalesce(func.sum(table.total_tokens), 0),
         func.coalesce(func.sum(table.cost), 0.0),
         func.coalesce(func.sum(table.errors), 0),
+        func.coalesce(func.sum(table.refused), 0),
     )
 
 
 def _totals(values) -> Totals:
-    requests, tokens, cost, errors = values
-    return Totals(int(requests or 0), int(tokens or 0), float(cost or 0.0), int(errors or 0))
+    requests, tokens, cost, errors, refused = values
+    return Totals(
+        int(requests or 0),
+        int(tokens or 0),
+        float(cost or 0.0),
+        int(errors or 0),
+        int(refused or 0),
+    )
 
 
 def _source(user_id: int | None):
@@ -211,6 +220,7 @@ def _sum_rows(rows: list[Row]) -> Totals:
         tokens=sum(r.totals.tokens for r in rows),
         cost=sum(r.totals.cost for r in rows),
         errors=sum(r.totals.errors for r in rows),
+        refused=sum(r.totals.refused for r in rows),
     )
 
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from tally.models import DailyTotal, MonthlyUserTotal
 
-# (user_id, (requests, tokens, cost, errors)); user_id 0: anonymous traffic
-Ranked = list[tuple[int, tuple[int, int, float, int]]]
+# (user_id, (requests, tokens, cost, errors, refused)); user_id 0: anonymous traffic
+Ranked = list[tuple[int, tuple[int, int, float, int, int]]]
 FIRST_DEPTH = 4  # rows per month first read, times the limit
 MAX_CANDIDATES = 5000  # beyond this, adding up every user of the range is cheaper
 
@@ -65,6 +65,7 @@ def _range_totals(session: Session, start: date, end: date, user_ids: set[int] |
             func.sum(table.total_tokens),
             func.sum(table.cost),
             func.sum(table.errors),
+            func.sum(table.refused),
         )
         .where(table.day >= start, table.day <= end)
         .group_by(table.user_id)
@@ -74,8 +75,8 @@ def _range_totals(session: Session, start: date, end: date, user_ids: set[int] |
             return []
         stmt = stmt.where(table.user_id.in_(sorted(user_ids)))
     return [
-        (user_id, (int(req or 0), int(tok or 0), float(cost or 0.0), int(err or 0)))
-        for user_id, req, tok, cost, err in session.execute(stmt)
+        (user_id, (int(req or 0), int(tok or 0), float(cost or 0.0), int(err or 0), int(ref or 0)))
+        for user_id, req, tok, cost, err, ref in session.execute(stmt)
     ]
 
 

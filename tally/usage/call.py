@@ -29,6 +29,7 @@ class Outcome:
     cost_source: str | None = None  # tally.usage.costs: upstream, price_table, estimated
     streamed: int = 0  # content events relayed (about a token each): a cut stream's estimate
     reconcile: bool = False  # an estimate the upstream's generation endpoint will correct
+    refused: bool = False  # Tally refused the call before the upstream (tally.proxy.refusals)
 
     def fail(self, status: int, code: str | None, message: str | None) -> None:
         """Mark the call failed; the first failure seen is the one recorded."""

@@ -1,4 +1,5 @@
-"""The request log: one row per call that reached (or tried to reach) the upstream."""
+"""The request log: one row per call that reached (or tried to reach) the upstream, and
+one per call Tally refused once its key was accepted (marked ``refused``)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
                 "ttft_ms": outcome.ttft_ms,
                 "generation_id": outcome.generation_id,
                 "is_demo": call.is_demo,
+                "refused": outcome.refused,
             }
         )
         if call.api_key_id is not None:

@@ -6,6 +6,10 @@ three tables (tally.models): ``daily_totals`` (day x user x key x model x endpoi
 ``daily_model_totals`` (day x key x model x endpoint) and ``monthly_user_totals``
 (month x user). Each is one ``INSERT … ON CONFLICT … DO UPDATE SET x = x + excluded.x``
 ``executemany`` per batch, on SQLite and PostgreSQL alike.
+
+A refused call's row (``refused``: Tally refused it before the upstream) adds 1 to
+``refused`` and nothing else: ``requests``, ``errors``, tokens and cost count the calls
+that reached (or tried to reach) the upstream, which exports and the admin API bill.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ SUMS = (
     "cached_tokens",
     "total_tokens",
     "cost",
+    "refused",
 )
 # table -> its key columns, in primary-key order
 TABLES: dict[Table, tuple[str, ...]] = {
@@ -62,8 +67,13 @@ def _daily_key(row: dict[str, Any]) -> tuple[date, int, int, str, str]:
     )
 
 
+REFUSAL = (0, 0, 0, 0, 0, 0, 0.0, 1)  # a refused call: no request, no tokens, no cost
+
+
 def row_sums(row: dict[str, Any]) -> tuple:
     """What one request row adds to its groups, in ``SUMS`` order."""
+    if row.get("refused"):
+        return REFUSAL
     return (
         1,
         1 if row["status"] >= 400 else 0,
@@ -72,13 +82,14 @@ def row_sums(row: dict[str, Any]) -> tuple:
         row.get("cached_tokens") or 0,
         row.get("total_tokens") or 0,
         row.get("cost") or 0.0,
+        0,
     )
 
 
 def delta_sums(row: dict[str, Any]) -> tuple:
     """What a change to an already counted row adds (its figures are the differences):
-    no request, no error."""
-    return (0, 0, *row_sums(row | {"status": 0})[2:])
+    no request, no error, no refusal."""
+    return (0, 0, *row_sums(row | {"status": 0, "refused": False})[2:-1], 0)
 
 
 def add_to_totals(conn: Connection, rows: Iterable[dict[str, Any]], requests: int = 1) -> None:

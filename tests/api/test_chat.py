@@ -11,7 +11,7 @@ import requests
 from tally.keys.api_keys import revoke_api_key
 from tests.helpers.api import BASE, chat
 from tests.helpers.payloads import completion
-from tests.helpers.rows import configure, end_users, identifiers, request_rows
+from tests.helpers.rows import configure, end_users, identifiers, only_refusal, request_rows
 from tests.helpers.settings import HASH_KEY
 
 PROFILE = {
@@ -136,7 +136,8 @@ def test_require_identity_refuses_anonymous_requests(tally, upstream):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "identity_required"
     assert response.json()["error"]["param"] == "user"
-    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+    assert upstream.requests == []
+    assert only_refusal(tally.flask_app, response, 400, "identity_required").user_id is None
 
 
 def test_a_key_bound_to_a_user_cannot_be_used_to_impersonate(tally, upstream, make_key):

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers.api import EMBEDDINGS_BODY, embed
 from tests.helpers.payloads import embedding_answer
-from tests.helpers.rows import configure, request_rows
+from tests.helpers.rows import configure, only_refusal, request_rows
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,8 @@ def test_bad_input_is_refused_naming_the_field_and_costs_nothing(tally, upstream
     error = response.json()["error"]
     assert error["param"] == "input"
     assert error["message"].startswith("input must be a non-empty string")
-    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+    assert upstream.requests == []
+    only_refusal(tally.flask_app, response, 400, "invalid_request_error", "embeddings")
 
 
 @pytest.mark.parametrize("value", ["one text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])

@@ -1,5 +1,6 @@
 """Bad input and upstream failures: OpenAI's error shape, the right status, and nothing
-written that should not be."""
+written that should not be: a refusal leaves its request row (refused, no tokens, no
+cost) and nothing else."""
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ from tests.helpers.payloads import (
     embedding_answer,
     response_object,
 )
-from tests.helpers.rows import configure, end_users, identifiers, request_rows
+from tests.helpers.rows import configure, end_users, identifiers, only_refusal, request_rows
 from tests.helpers.upstream import MODELS
 
 LONG = "x" * 256
@@ -81,7 +82,7 @@ def error_of(response) -> dict:
         ),
     ],
 )
-def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
+def test_bad_input_is_a_400_naming_the_field_and_writes_its_refusal_alone(
     tally, upstream, body, param, message
 ):
     response = chat(tally, body, headers={"Content-Type": "application/json"})
@@ -91,7 +92,9 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
     assert upstream.requests == []
-    assert request_rows(tally.flask_app) == [] and end_users(tally.flask_app) == []
+    row = only_refusal(tally.flask_app, response, 400, error["code"] or "invalid_request_error")
+    assert row.user_id is None
+    assert end_users(tally.flask_app) == [] and identifiers(tally.flask_app) == []
 
 
 def test_metadata_with_exactly_20_keys_is_accepted(tally, upstream):
@@ -116,7 +119,8 @@ def test_an_oversized_body_is_a_413(tally, upstream):
     assert response.status_code == 413
     error = error_of(response)
     assert error["message"] == "The request body is larger than 65536 bytes."
-    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+    assert upstream.requests == []
+    assert only_refusal(tally.flask_app, response, 413, "request_too_large").model is None
 
 
 @pytest.mark.parametrize(

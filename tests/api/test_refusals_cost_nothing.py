@@ -4,8 +4,8 @@ the end user — identity required, an identifier the dialect cannot carry, a ke
 message limit or budget, the user's own limit — and for the bad bodies and claims it
 refuses before, the user's next allowed call shows one message used since the call
 before the refusal, even when the counters are rebuilt from the request log (a
-restart). A refusal should also be a request row with its status and code, no tokens,
-no cost: marked ``xfail`` where the code does not do that yet."""
+restart). A refusal is also a request row with its status and code, its end user when
+the request names one well, no identifier, no tokens, no cost, marked refused."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import pytest
 
 from tally.limits.policy_store import unset_policy
 from tally.limits.storage.registry import LocalStorage
-from tests.helpers.api import chat
+from tests.helpers.api import BASE, chat
 from tests.helpers.limits import set_limits
 from tests.helpers.rows import configure, request_rows
 
 USER = "quota-user"
 LONG_USER = "u" * 70  # the openai dialect's safety_identifier takes 64 characters at most
-ROWS_MISSING = "refusals are not recorded as request rows yet (PRODUCT.md: Refusals are visible)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,7 @@ class Refusal:
     policy: tuple = ()  # (scope, "field=value", …) set while refusing
     body: dict = field(default_factory=dict)  # what the refused call's body adds
     same_quota_shown: bool = True  # the refusal's headers are the user's quota
+    user_known: bool = True  # the refusal's row names its end user
 
 
 REFUSALS = {
@@ -54,6 +54,7 @@ REFUSALS = {
         "invalid_identity",
         body={"identity": {"id": USER, "email": "not-an-address"}},
         same_quota_shown=False,
+        user_known=False,
     ),
     "a bad body": Refusal(400, "invalid_request_error", body={"messages": []}),
 }
@@ -134,7 +135,6 @@ def test_a_429_on_the_users_own_limit_costs_nothing(tally, upstream, restart):
     assert len(upstream.requests) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=ROWS_MISSING)
 @pytest.mark.parametrize("name", REFUSALS)
 def test_a_refusal_is_a_request_row_with_its_status_and_code(tally, name):
     refusal = REFUSALS[name]
@@ -149,9 +149,15 @@ def test_a_refusal_is_a_request_row_with_its_status_and_code(tally, name):
     ]
     assert len(rows) == 1, "no request row for the refusal"
     [row] = rows
-    assert (row.status, row.error_code) == (refusal.status, refusal.code)
+    assert (row.status, row.error_code, row.refused) == (refusal.status, refusal.code, True)
+    assert row.error_message == refused.json()["error"]["message"]
     assert (row.prompt_tokens, row.completion_tokens, row.cost) == (None, None, None)
-    assert row.endpoint == "chat.completions"
+    assert (row.total_tokens, row.cached_tokens, row.cost_source) == (None, None, None)
+    assert (row.endpoint, row.model, row.identifier) == ("chat.completions", BASE["model"], None)
+    assert (row.user.external_id if row.user else None) == (
+        refusal.user if refusal.user_known else None
+    )
+    assert row.latency_ms is not None
 
 
 NUL, SURROGATE = "\x00", "\ud800"  # json.dumps sends the surrogate as the escape \ud800

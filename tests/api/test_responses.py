@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers.api import RESPONSES_BODY, body_of, respond
 from tests.helpers.payloads import RESPONSE_USAGE, response_events, response_object, typed
-from tests.helpers.rows import configure, request_rows
+from tests.helpers.rows import configure, only_refusal, request_rows
 from tests.helpers.waiting import wait_for
 
 
@@ -226,7 +226,8 @@ def test_bad_bodies_are_refused_naming_the_field_and_cost_nothing(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == param and message in error["message"]
-    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+    assert upstream.requests == []
+    only_refusal(tally.flask_app, response, 400, error["code"] or error["type"], "responses")
 
 
 def test_openai_dialect_refuses_an_unhashed_id_longer_than_64(tally, upstream):

@@ -31,6 +31,18 @@ def request_rows(flask_app) -> list[RequestLog]:
         return list(found)
 
 
+def only_refusal(flask_app, response, status: int, code: str, endpoint="chat.completions"):
+    """The one request row, the refusal ``response`` answered: checked to be refused with
+    ``status`` and ``code`` at ``endpoint``, with no identifier, no tokens and no cost."""
+    [row] = request_rows(flask_app)
+    assert row.request_id == response.headers["X-Request-Id"]
+    assert (row.refused, row.status, row.error_code, row.endpoint) == (True, status, code, endpoint)
+    assert row.identifier_id is None
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (None, None, None)
+    assert (row.cached_tokens, row.cost, row.cost_source) == (None, None, None)
+    return row
+
+
 def end_users(flask_app) -> list[EndUser]:
     """Every end user, oldest first."""
     with flask_app.extensions["tally"].sessions() as session:

@@ -14,6 +14,7 @@ from tally.limits.storage.lmdb_file import LMDBStorage
 from tests.helpers.api import chat
 from tests.helpers.faults import TcpProxy
 from tests.helpers.limits import forget_counters, forget_redis_counters, set_limits
+from tests.helpers.rows import request_rows
 
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL")
 
@@ -92,3 +93,5 @@ def test_a_counter_file_that_is_gone(make_app, serve, upstream, tmp_path, fail, 
         _, server.key = create_api_key(session, "web", "test")
     assert chat(server, user="u-1").status_code == status
     assert runtime.unavailable_count == 1
+    # a 503 of Tally's own is an outage, no refusal: no request row (the served call's)
+    assert [row.status for row in request_rows(flask_app)] == ([200] if status == 200 else [])

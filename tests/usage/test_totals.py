@@ -38,6 +38,7 @@ calls = st.fixed_dictionaries(
         "cached": tokens,
         "cost": st.one_of(st.none(), st.floats(0, 5, allow_nan=False)),
         "minutes": st.integers(0, 4 * 24 * 60),
+        "refused": st.sampled_from([False, False, True]),  # refused by Tally: no usage
     }
 )
 workloads = st.lists(st.lists(calls, min_size=1, max_size=12), min_size=1, max_size=6)
@@ -49,7 +50,7 @@ def _call(spec: dict, key_ids: list[int]) -> tuple[CallRecord, Outcome, datetime
         request_id=uuid.uuid4().hex,
         api_key_id=None if spec["key"] is None else key_ids[spec["key"]],
         claim=claim,
-        identifier=f"tally_{spec['user']}" if spec["user"] else None,
+        identifier=f"tally_{spec['user']}" if spec["user"] and not spec["refused"] else None,
         revision_id=1,
         model=spec["model"],
         stream=False,
@@ -63,6 +64,8 @@ def _call(spec: dict, key_ids: list[int]) -> tuple[CallRecord, Outcome, datetime
         "cost": spec["cost"],
     }
     outcome = Outcome(status=spec["status"], usage=usage)
+    if spec["refused"]:
+        outcome = Outcome(status=spec["status"], error_code="rate_limit_exceeded", refused=True)
     return call, outcome, START + timedelta(minutes=spec["minutes"])
 
 

@@ -1,6 +1,7 @@
 """The totals a batch of calls leaves (tally/usage/totals.py), written out by hand rather
 than added up with the module's own helpers: per day, user, key, model and endpoint;
-per day, key, model and endpoint; per month and user. A 400 is an error."""
+per day, key, model and endpoint; per month and user. A 400 is an error; a call Tally
+refused (a 429 of a limit) is neither a request nor an error, only a refusal."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def call(key: int, user: str | None, model: str | None, endpoint: str, status: i
         uuid.uuid4().hex, key, claim, f"tally_{user}" if user else None, 1, model, False, endpoint
     )
     return record, Outcome(status=status, usage=usage or None)
+
+
+def refusal(key: int, user: str | None, model: str | None, endpoint: str, status: int):
+    """A call Tally refused, as the pipeline hands it to the usage writer."""
+    claim = EndUserClaim(user, "user") if user else None
+    record = CallRecord(uuid.uuid4().hex, key, claim, None, None, model, False, endpoint)
+    return record, Outcome(status=status, error_code="rate_limit_exceeded", refused=True)
 
 
 def rows(db, model) -> dict[tuple, tuple]:
@@ -57,6 +65,9 @@ def test_a_batch_adds_up_in_every_totals_table(db):
             START,
         ),
         (call(acme, "u1", "m1", "chat", 400), START + timedelta(minutes=1)),
+        (refusal(acme, "u1", "m1", "chat", 429), START + timedelta(minutes=2)),
+        (refusal(acme, "u1", "m1", "chat", 429), START + timedelta(minutes=3)),
+        (refusal(globex, "u3", "m3", "responses", 400), START + timedelta(hours=6)),
         (call(acme, None, None, "chat", 200, total_tokens=3, cost=0.25), START),
         (
             call(globex, "u2", "m2", "embeddings", 200, prompt_tokens=7, total_tokens=7),
@@ -66,19 +77,23 @@ def test_a_batch_adds_up_in_every_totals_table(db):
     record_calls(db, [(record, outcome, at) for (record, outcome), at in calls])
     db.commit()
     users = dict(db.execute(select(EndUser.external_id, EndUser.id)).all())
-    u1, u2 = users["u1"], users["u2"]
+    u1, u2, u3 = users["u1"], users["u2"], users["u3"]
+    # requests, errors, prompt, completion, cached, total tokens, cost, refused
     assert rows(db, DailyTotal) == {
-        (JAN_30, u1, acme, "m1", "chat"): (2, 1, 10, 5, 0, 15, 0.5),
-        (JAN_30, 0, acme, "", "chat"): (1, 0, 0, 0, 0, 3, 0.25),
-        (JAN_31, u2, globex, "m2", "embeddings"): (1, 0, 7, 0, 0, 7, 0.0),
+        (JAN_30, u1, acme, "m1", "chat"): (2, 1, 10, 5, 0, 15, 0.5, 2),
+        (JAN_30, 0, acme, "", "chat"): (1, 0, 0, 0, 0, 3, 0.25, 0),
+        (JAN_31, u2, globex, "m2", "embeddings"): (1, 0, 7, 0, 0, 7, 0.0, 0),
+        (JAN_31, u3, globex, "m3", "responses"): (0, 0, 0, 0, 0, 0, 0.0, 1),
     }
     assert rows(db, DailyModelTotal) == {
-        (JAN_30, acme, "m1", "chat"): (2, 1, 10, 5, 0, 15, 0.5),
-        (JAN_30, acme, "", "chat"): (1, 0, 0, 0, 0, 3, 0.25),
-        (JAN_31, globex, "m2", "embeddings"): (1, 0, 7, 0, 0, 7, 0.0),
+        (JAN_30, acme, "m1", "chat"): (2, 1, 10, 5, 0, 15, 0.5, 2),
+        (JAN_30, acme, "", "chat"): (1, 0, 0, 0, 0, 3, 0.25, 0),
+        (JAN_31, globex, "m2", "embeddings"): (1, 0, 7, 0, 0, 7, 0.0, 0),
+        (JAN_31, globex, "m3", "responses"): (0, 0, 0, 0, 0, 0, 0.0, 1),
     }
     assert rows(db, MonthlyUserTotal) == {
-        (JANUARY, u1): (2, 1, 10, 5, 0, 15, 0.5),
-        (JANUARY, 0): (1, 0, 0, 0, 0, 3, 0.25),
-        (JANUARY, u2): (1, 0, 7, 0, 0, 7, 0.0),
+        (JANUARY, u1): (2, 1, 10, 5, 0, 15, 0.5, 2),
+        (JANUARY, 0): (1, 0, 0, 0, 0, 3, 0.25, 0),
+        (JANUARY, u2): (1, 0, 7, 0, 0, 7, 0.0, 0),
+        (JANUARY, u3): (0, 0, 0, 0, 0, 0, 0.0, 1),
     }
