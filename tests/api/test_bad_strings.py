@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.api import chat, embed, respond
 from tests.helpers.identity_provider import call, expect_401
-from tests.helpers.rows import end_users, request_rows
+from tests.helpers.rows import end_users, request_rows, served_rows
 
 USER = "ada"
 NUL, SURROGATE, LOW = "\x00", "\ud800", "\udc00"  # json.dumps sends them as escapes
@@ -140,7 +140,7 @@ def test_content_with_bad_strings_is_forwarded_as_sent(tally, upstream, where):
     [received] = upstream.requests
     for name, value in extra.items():
         assert received.body[name] == value  # the same code points, lone surrogates included
-    [row] = request_rows(tally.flask_app)
+    [row] = served_rows(tally.flask_app)
     assert (row.status, row.user.external_id) == (200, USER)
 
 
@@ -166,5 +166,5 @@ def test_a_tokens_unstorable_name_and_email_are_left_out(tally, upstream, idp):
     assert answer.status_code == 200, answer.text
     [user] = end_users(tally.flask_app)
     assert (user.external_id, user.display_name, user.email) == ("user_2N4Z", None, None)
-    [row] = request_rows(tally.flask_app)
+    [row] = served_rows(tally.flask_app)
     assert row.status == 200

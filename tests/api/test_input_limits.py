@@ -20,7 +20,7 @@ from tally.keys.admin_tokens import create_admin_token
 from tally.proxy.endpoints.base import MAX_MODEL_LENGTH
 from tests.api.routes import ANY_ENDPOINT_BODY, api_routes
 from tests.helpers.api import chat, embed, respond
-from tests.helpers.rows import end_users, request_rows
+from tests.helpers.rows import end_users, request_rows, served_rows
 
 ENDPOINTS = {"chat": chat, "responses": respond, "embeddings": embed}
 
@@ -53,7 +53,7 @@ def test_the_model_name_is_capped(tally, upstream, endpoint):
     assert error["message"] == "model must be at most 255 characters, got 256."
     [received] = upstream.requests
     assert received.body["model"] == "m" * MAX_MODEL_LENGTH
-    [row] = request_rows(tally.flask_app)
+    [row] = served_rows(tally.flask_app)
     assert row.status == 200
 
 
@@ -159,7 +159,8 @@ def test_every_v1_post_refuses_deep_json_and_non_numbers(tally, upstream):
             if response.status_code != 400 or "could not parse" not in response.text:
                 failures.append(f"{path} {name}: {response.status_code} {response.text[:80]}")
     assert not failures, "\n".join(failures)
-    assert upstream.requests == [] and request_rows(tally.flask_app) == []
+    assert upstream.requests == []
+    assert {r.refused for r in request_rows(tally.flask_app)} == {True}  # refusals alone
 
 
 def test_no_admin_api_route_fails_on_deep_json(tally):

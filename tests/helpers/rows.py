@@ -78,3 +78,8 @@ def record_traffic(session, calls: list[dict]) -> None:
         outcome = Outcome(status=spec.get("status", 200), usage=usage)
         batch.append((call, outcome, spec["when"]))
     record_calls(session, batch)
+
+
+def served_rows(flask_app) -> list[RequestLog]:
+    """The request rows of calls that went upstream (not refused), oldest first."""
+    return [row for row in request_rows(flask_app) if not row.refused]
