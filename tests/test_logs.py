@@ -102,3 +102,44 @@ def test_keys_tokens_and_secrets_never_reach_a_log_line(make_app, make_key, stde
         assert lines[3].endswith(
             "RuntimeError: token tadm_[redacted]\\nkey tly_[redacted]\\nupstream [redacted]"
         )
+
+
+def test_the_access_line_written_directly_is_the_line_logging_would_write():
+    """The access log skips ``logging``'s record for its one line per request: that line
+    must be the very one the JSON formatter writes for the record it stands for."""
+    from tally.logs import JsonFormatter, Redactor
+
+    formatter = JsonFormatter(Redactor(["s3cret-value"]))
+    fields = {
+        "method": "PÖST\n\x85",
+        "path": '/v1/x\u2028"\\s3cret-value/tly_abcdefghijkl',
+        "status": 404,
+        "duration_ms": 0.812,
+        "request_id": "5f0c",
+    }
+    message = f"{fields['method']} {fields['path']} {fields['status']}"
+    record = logging.getLogger("tally.access").makeRecord(
+        "tally.access", logging.INFO, "", 0, message, (), None, extra=fields
+    )
+    line = formatter.line_of(record.created, "tally.access", message, fields)
+    assert line == formatter.format(record)
+    assert json.loads(line)["path"] == '/v1/x\u2028"\\[redacted]/tly_[redacted]'
+    assert "\u2028" not in line and "\x85" not in line and "s3cret" not in line
+    without_id = {k: v for k, v in fields.items() if k != "request_id"}
+    record = logging.getLogger("tally.access").makeRecord(
+        "tally.access", logging.INFO, "", 0, message, (), None, extra=without_id
+    )
+    assert formatter.line_of(record.created, "tally.access", message, without_id) == (
+        formatter.format(record)
+    )
+
+
+def test_an_operators_own_handler_still_gets_every_access_record(make_app, caplog):
+    """With a handler besides Tally's own (here pytest's), the access log goes through
+    ``logging`` as before: the direct line is only for Tally's handler alone."""
+    app = make_app()
+    with caplog.at_level(logging.INFO, logger="tally.access"):
+        app.test_client().get("/v1/nowhere").close()
+    [record] = [r for r in caplog.records if r.name == "tally.access"]
+    assert record.getMessage() == "GET /v1/nowhere 404"
+    assert record.path == "/v1/nowhere" and record.status == 404
