@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Named constraints: alembic can then alter them the same way on SQLite and PostgreSQL.
 NAMING = {
@@ -88,6 +89,18 @@ def storable(text: str) -> bool:
     """Whether ``text`` can be stored in a text or JSON column on every backend (see
     ``UNSTORABLE_TEXT``: what to tell whoever sent text that cannot)."""
     return _UNSTORABLE.search(text) is None
+
+
+@contextmanager
+def session_from(source: Session | sessionmaker) -> Iterator[Session]:
+    """``source`` when it is a session; else a session of that factory, closed after.
+    Lookups served from a cache take a factory: a request whose answer is cached then
+    opens no session at all."""
+    if isinstance(source, Session):
+        yield source
+        return
+    with source() as session:
+        yield session
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -92,8 +92,7 @@ def _require_key() -> AuthenticatedKey:
             "Missing API key: send it as 'Authorization: Bearer <Tally API key>'."
         )
     app_runtime = runtime()
-    with app_runtime.sessions() as session:
-        key = authenticate(session, token, app_runtime.cache)
+    key = authenticate(app_runtime.sessions, token, app_runtime.cache)
     if key is None:
         raise AuthenticationFailed("Incorrect or revoked API key.")
     return key

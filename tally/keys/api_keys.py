@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from tally.audit import add_audit
 from tally.cache import Cache
-from tally.db import utcnow
+from tally.db import session_from, utcnow
 from tally.end_users.claims import MAX_ID_LENGTH
 from tally.end_users.directory import upsert_end_user
 from tally.errors import InvalidInput
@@ -115,8 +115,11 @@ def revoke_api_key(session: Session, name: str, actor: str) -> ApiKey:
     return key
 
 
-def authenticate(session: Session, raw: str, cache: Cache | None = None) -> AuthenticatedKey | None:
-    """The active key whose secret is ``raw``, or None.
+def authenticate(
+    session: Session | sessionmaker, raw: str, cache: Cache | None = None
+) -> AuthenticatedKey | None:
+    """The active key whose secret is ``raw``, or None; read in ``session`` (or, given a
+    factory, in a session of its own, opened only when the cache cannot answer).
 
     Served from ``cache`` (the gateway's, tally.cache) when given: a revocation bumps
     the cache version, so a revoked key is refused by the next request anywhere.
@@ -127,27 +130,28 @@ def authenticate(session: Session, raw: str, cache: Cache | None = None) -> Auth
     return cache.get(("key", digest), lambda: _load_key(session, digest))
 
 
-def _load_key(session: Session, digest: str) -> AuthenticatedKey | None:
-    row = session.execute(
-        select(
-            ApiKey.id,
-            ApiKey.name,
-            ApiKey.key_hash,
-            ApiKey.revoked_at,
-            EndUser.external_id,
-            ApiKey.user_token,
-            ApiKey.origins,
+def _load_key(source: Session | sessionmaker, digest: str) -> AuthenticatedKey | None:
+    with session_from(source) as session:
+        row = session.execute(
+            select(
+                ApiKey.id,
+                ApiKey.name,
+                ApiKey.key_hash,
+                ApiKey.revoked_at,
+                EndUser.external_id,
+                ApiKey.user_token,
+                ApiKey.origins,
+            )
+            .outerjoin(EndUser, EndUser.id == ApiKey.bound_user_id)
+            .where(ApiKey.key_hash == digest)
+        ).first()
+        # The lookup is by an index on the digest; compare_digest keeps the final check
+        # constant-time whatever the database does.
+        if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+            return None
+        return AuthenticatedKey(
+            row.id, row.name, row.external_id, bool(row.user_token), tuple(row.origins or ())
         )
-        .outerjoin(EndUser, EndUser.id == ApiKey.bound_user_id)
-        .where(ApiKey.key_hash == digest)
-    ).first()
-    # The lookup is by an index on the digest; compare_digest keeps the final check
-    # constant-time whatever the database does.
-    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
-        return None
-    return AuthenticatedKey(
-        row.id, row.name, row.external_id, bool(row.user_token), tuple(row.origins or ())
-    )
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:

@@ -143,8 +143,7 @@ def _admitted(call: Call, peeked: tuple[TrackingConfig, int] | None) -> None:
     if peeked is not None:
         config, version = peeked
     else:
-        with pipeline.sessions() as session:
-            config, version = active_config(session, pipeline.cache), None
+        config, version = active_config(pipeline.sessions, pipeline.cache), None
     _prepare(call, config)
     admit(
         pipeline.limits, call.key, call.claim, call.admission, version=version, demand=call.demand

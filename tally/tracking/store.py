@@ -4,16 +4,19 @@ through the runtime's versioned cache on the request path."""
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tally.audit import add_audit
 from tally.cache import Cache
+from tally.db import session_from
 from tally.models import ConfigRevision
 from tally.tracking.config import FIELDS, TrackingConfig
 
 
-def active_config(session: Session, cache: Cache | None = None) -> TrackingConfig:
-    """The active tracking config (PRODUCT.md's defaults before any revision exists).
+def active_config(session: Session | sessionmaker, cache: Cache | None = None) -> TrackingConfig:
+    """The active tracking config (PRODUCT.md's defaults before any revision exists),
+    read in ``session`` (given a factory: in a session of its own, opened only when the
+    cache cannot answer).
 
     Served from ``cache`` (the runtime's, tally.cache) when given: a new revision bumps
     the cache version, so every instance uses it from the next request. Without it, read
@@ -24,11 +27,12 @@ def active_config(session: Session, cache: Cache | None = None) -> TrackingConfi
     return cache.get("config", lambda: _load_active_config(session))
 
 
-def _load_active_config(session: Session) -> TrackingConfig:
-    revision = session.scalars(
-        select(ConfigRevision).order_by(ConfigRevision.id.desc()).limit(1)
-    ).first()
-    return config_of(revision) if revision else TrackingConfig()
+def _load_active_config(source: Session | sessionmaker) -> TrackingConfig:
+    with session_from(source) as session:
+        revision = session.scalars(
+            select(ConfigRevision).order_by(ConfigRevision.id.desc()).limit(1)
+        ).first()
+        return config_of(revision) if revision else TrackingConfig()
 
 
 def config_of(revision: ConfigRevision) -> TrackingConfig:
