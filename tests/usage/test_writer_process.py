@@ -215,3 +215,46 @@ def test_the_writer_process_does_not_outlive_a_killed_master(gunicorn):
             break  # exited; only its entry waits for a parent to read it
         assert time.monotonic() < deadline, "the usage writer process is still running"
         time.sleep(0.1)
+
+
+class RecordingWriter:
+    """Stands in for the process's UsageWriter: keeps each batch it is asked to write."""
+
+    def __init__(self, fail: bool = False):
+        self.batches: list[list] = []
+        self.fail = fail
+
+    def write(self, calls) -> None:
+        if self.fail:
+            raise RuntimeError("a bug while writing")
+        self.batches.append(list(calls))
+
+
+def test_frames_of_several_workers_go_in_one_transaction_each_acknowledged_after_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tally.usage.writer.process import Batcher
+
+    writer = RecordingWriter()
+    batcher = Batcher(writer, linger=0.3)
+    frames = [[("worker-1", 1), ("worker-1", 2)], [("worker-2", 1)], [("worker-3", 1)]]
+    try:
+        with ThreadPoolExecutor(3) as pool:  # three connections' frames at once
+            acknowledged = list(pool.map(batcher.write, frames))
+        assert acknowledged == [True, True, True]
+        [batch] = writer.batches  # one write for the three frames
+        assert sorted(batch) == sorted(item for frame in frames for item in frame)
+        assert batcher.write([("worker-1", 3)]) is True  # the next frame: a batch of its own
+        assert writer.batches[1] == [("worker-1", 3)]
+    finally:
+        batcher.close()
+
+
+def test_a_frame_whose_batch_could_not_be_written_is_not_acknowledged():
+    from tally.usage.writer.process import Batcher
+
+    batcher = Batcher(RecordingWriter(fail=True), linger=0.0)
+    try:
+        assert batcher.write([("worker-1", 1)]) is False  # no ACK: the worker writes it
+    finally:
+        batcher.close()
