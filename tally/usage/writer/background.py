@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import time
@@ -76,12 +77,15 @@ class UsageWriter:
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # whether the thread runs in this process: checked on every submit instead of
+        # Thread.is_alive, which under gevent yields to the hub on every call
+        self._running_in: int | None = None
 
     def submit(self, call: CallRecord, outcome: Outcome, ended: datetime | None = None) -> None:
         """Queue one call's row, ended now or at ``ended`` (the outcome is copied: the
         caller may keep its own)."""
         self._queue.put((call, replace(outcome), ended or utcnow()))
-        if self._thread is None or not self._thread.is_alive():
+        if self._running_in != os.getpid():  # not started, stopped, or a forked copy
             self._start()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -109,12 +113,19 @@ class UsageWriter:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._thread = threading.Thread(target=self._run, name="tally-usage", daemon=True)
+            self._running_in = os.getpid()
             self._thread.start()
             if self._make_reconciler is not None and self.reconciler is None:
                 self.reconciler = self._make_reconciler()
             atexit.register(self.close)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._running_in = None  # the next submit starts another
+
+    def _loop(self) -> None:
         while True:
             batch = [self._queue.get()]
             if batch[0] is not _STOP:
