@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import secrets
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -22,13 +22,13 @@ _NOT_JSON = "We could not parse the JSON body of your request. The body must be 
 
 def assign_request_id() -> None:
     """Every API call gets an id, returned as X-Request-Id and stored on its row."""
-    g.request_id = uuid.uuid4().hex
+    g.request_id = secrets.token_hex(16)
 
 
 def with_request_id(response: Response) -> Response:
     """``response`` with the request's id, unless it has one (a fresh id when the request
     got none: an error before any view, such as a 404)."""
-    response.headers.setdefault("X-Request-Id", g.get("request_id") or uuid.uuid4().hex)
+    response.headers.setdefault("X-Request-Id", g.get("request_id") or secrets.token_hex(16))
     return response
 
 

@@ -8,7 +8,7 @@ Bearer Tally keys; every answer carries ``X-Request-Id``; every error is OpenAI'
 
 from __future__ import annotations
 
-import uuid
+import secrets
 
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -34,7 +34,7 @@ serve_errors(bp)
 @bp.after_request
 def add_request_id(response: Response) -> Response:
     """Echo the request id to the client."""
-    response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-Id"] = g.get("request_id") or secrets.token_hex(16)
     return add_cors(response)
 
 
