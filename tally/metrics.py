@@ -118,6 +118,19 @@ class BoundedLabel:
 
 model_label = BoundedLabel(MAX_MODELS)
 code_label = BoundedLabel(MAX_CODES)
+# Each metric's child for a set of label values, once looked up: ``labels()`` checks and
+# converts the values and takes a lock on every call, several times per request. The
+# values are bounded (endpoints, statuses, the bounded model and code labels), so is this.
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric, *values: str):
+    """``metric.labels(*values)``, looked up once."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
 def record_call(
@@ -132,13 +145,13 @@ def record_call(
     """Count one finished call. Never raises: the answer is already on its way."""
     try:
         model = model_label(model)
-        REQUESTS.labels(endpoint, str(status), model).inc()
+        _child(REQUESTS, endpoint, str(status), model).inc()
         if latency_ms is not None:
-            LATENCY.labels(endpoint).observe(latency_ms / 1000)
+            _child(LATENCY, endpoint).observe(latency_ms / 1000)
         if ttft_ms is not None:
-            TTFT.labels(endpoint).observe(ttft_ms / 1000)
+            _child(TTFT, endpoint).observe(ttft_ms / 1000)
         if error_code is not None and error_code != "client_disconnected":
-            UPSTREAM_ERRORS.labels(endpoint, code_label(error_code)).inc()
+            _child(UPSTREAM_ERRORS, endpoint, code_label(error_code)).inc()
         if isinstance(usage, dict):
             _count_usage(model, usage)
     except Exception:  # a metric must never fail a call
@@ -168,10 +181,10 @@ def _count_usage(model: str, usage: dict[str, Any]) -> None:
     for kind, field in (*TOKEN_KINDS, ("cached", "cached_tokens")):
         tokens = _amount(usage.get(field))
         if tokens:
-            TOKENS.labels(model, kind).inc(tokens)
+            _child(TOKENS, model, kind).inc(tokens)
     cost = _amount(usage.get("cost"))
     if cost:
-        COST.labels(model).inc(cost)
+        _child(COST, model).inc(cost)
 
 
 def record_refusal(code: str) -> None:
