@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally.db import utcnow
 from tally.end_users.directory import PROFILE_COLUMNS
 from tally.models import EndUser
+from tally.usage.bulk import execute_many, insert_new
 from tally.usage.call import ESTIMATED, UPSTREAM, CallRecord, Outcome
 from tally.usage.numbers import as_float, count
 from tally.usage.records_sql import Statements, statements
@@ -89,7 +90,8 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     add_to_totals(conn, [row for row in rows if row["request_id"] in inserted])
     # ----------------------------------------------------------------------------------
     if last_used:
-        conn.execute(sql.touch_key, [{"key_id": k, "now": now} for k, now in last_used.items()])
+        touched = [{"key_id": k, "now": now} for k, now in last_used.items()]
+        execute_many(conn, sql.touch_key, touched)
     session.commit()
     return inserted
 
@@ -118,9 +120,8 @@ def _upsert_end_users(conn, sql: Statements, calls) -> dict[str, int]:
         else:
             plain.append(values)
     for columns, params in profiled.items():
-        conn.execute(_upsert_profiles(sql.module, columns), params)
-    if plain:
-        conn.execute(sql.upsert_users, plain)
+        execute_many(conn, _upsert_profiles(sql.module, columns), params)
+    execute_many(conn, sql.upsert_users, plain)
     return _ids(conn, sql.user_ids, list(seen))
 
 
@@ -165,7 +166,7 @@ def _upsert_identifiers(
             entry["last_seen"] = max(entry["last_seen"], now)
     if not seen:
         return {}
-    conn.execute(sql.upsert_identifiers, [seen[pair] for pair in sorted(seen)])  # key order
+    execute_many(conn, sql.upsert_identifiers, [seen[pair] for pair in sorted(seen)])  # key order
     names = sorted({identifier for identifier, _user_id in seen})
     found: dict[tuple[str, int], int] = {}
     for start in range(0, len(names), LOOKUP_CHUNK):  # a statement's parameters are bounded
@@ -188,17 +189,18 @@ def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
 def _insert_rows(conn, sql: Statements, rows: list[dict]) -> set[str]:
     """Insert the rows whose request id is new; return those ids.
 
-    ``INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` says it, and
-    SQLite runs it as cheaply as a plain insert. On PostgreSQL an executemany with
-    RETURNING becomes multi-row statements that psycopg parses anew every time: 3x the
-    CPU per row of the writer's plain executemany (0.19 against 0.06 ms a row, 200-row
-    batches). There the plain insert runs, then one indexed query asks which of the
-    batch's rows this transaction created (``xmin``, PostgreSQL >= 13): as exact, and a
-    row another transaction inserted concurrently is not among them.
+    ``INSERT … ON CONFLICT (request_id) DO NOTHING`` skips the others. On SQLite each
+    row's statement says whether it inserted one (tally.usage.bulk.insert_new: a row at
+    a time through the driver costs less than SQLAlchemy's RETURNING batches). On
+    PostgreSQL an executemany with RETURNING becomes multi-row statements that psycopg
+    parses anew every time: 3x the CPU per row of a plain executemany (0.19 against 0.06
+    ms a row, 200-row batches). There the plain insert runs, then one indexed query asks
+    which of the batch's rows this transaction created (``xmin``, PostgreSQL >= 13): as
+    exact, and a row another transaction inserted concurrently is not among them.
     """
     if sql.new_rows is None:
-        return set(conn.execute(sql.insert_rows_returning, rows).scalars())
-    conn.execute(sql.insert_rows, rows)
+        return insert_new(conn, sql.insert_rows, rows, "request_id")
+    execute_many(conn, sql.insert_rows, rows)
     ids = [row["request_id"] for row in rows]
     inserted: set[str] = set()
     for start in range(0, len(ids), LOOKUP_CHUNK):  # a statement's parameters are bounded
@@ -218,7 +220,7 @@ def _count_requests(
             counts[ident_id] = counts.get(ident_id, 0) + 1
     if counts:
         ordered = sorted(counts.items())  # the identifiers' order, as locked above
-        conn.execute(sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
+        execute_many(conn, sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
 
 
 class Recorder(Protocol):

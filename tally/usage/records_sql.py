@@ -37,12 +37,11 @@ class Statements:
         self.identifier_ids = select(idents.c.identifier, idents.c.user_id, idents.c.id).where(
             idents.c.identifier.in_(bindparam("names", expanding=True))
         )
-        # ON CONFLICT DO NOTHING: a replayed row is skipped; RETURNING names the rows
-        # really inserted (SQLite >= 3.35 and PostgreSQL alike). See _insert_rows.
+        # ON CONFLICT DO NOTHING: a replayed row is skipped. See _insert_rows for how
+        # each dialect tells the rows really inserted.
         self.insert_rows = module.insert(log_table).on_conflict_do_nothing(
             index_elements=[log_table.c.request_id]
         )
-        self.insert_rows_returning = self.insert_rows.returning(log_table.c.request_id)
         self.new_rows = (
             text(
                 "SELECT request_id FROM request_log WHERE request_id = ANY(:ids) "

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tally.models import DailyModelTotal, DailyTotal, MonthlyUserTotal
+from tally.usage.bulk import execute_many
 
 SUMS = (
     "requests",
@@ -124,7 +125,7 @@ def add_to_totals(conn: Connection, rows: Iterable[dict[str, Any]], requests: in
             dict(zip(names, key, strict=True)) | dict(zip(SUMS, groups[key], strict=True))
             for key in sorted(groups)
         ]
-        conn.execute(_upsert(conn.dialect.name, table), params)
+        execute_many(conn, _upsert(conn.dialect.name, table), params)
 
 
 def _add(groups: dict[tuple, list], key: tuple, sums: list) -> None:

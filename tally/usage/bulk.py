@@ -1,0 +1,115 @@
+"""The usage writer's batch statements run as the driver's own ``executemany``.
+
+``conn.execute(statement, rows)`` builds each row's parameters through SQLAlchemy's
+execution machinery (every bind looked up, converted and checked, per row): for the
+request log's batches that was as much CPU as the database's own work (bench numbers in
+docs/benchmarks.md). Here a statement is compiled once per dialect and set of columns,
+and each row becomes the driver's parameters directly, every value converted by the
+bind processor SQLAlchemy would have used (SQLite's text datetimes, for one), then the
+batch goes through ``Connection.exec_driver_sql``: the same SQL, the same values, the
+same error wrapping (an outage is still an ``OperationalError``), in the same
+transaction.
+
+A statement this cannot run exactly as SQLAlchemy would (a Python-side default that is
+not a constant, an expanding or escaped parameter) goes through ``conn.execute``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Dialect
+
+
+class _Plan:
+    """A compiled statement, and how a row's dict becomes its driver parameters."""
+
+    __slots__ = ("sql", "names", "processors", "constants", "positional")
+
+    def __init__(self, sql, names, processors, constants, positional):
+        self.sql: str = sql
+        self.names: tuple[str, ...] = names
+        self.processors: tuple[tuple[int, str, Callable], ...] = processors
+        self.constants: dict[str, Any] = constants
+        self.positional: bool = positional
+
+    def parameters(self, row: dict[str, Any]) -> tuple | dict:
+        """The driver's parameters for ``row``."""
+        if self.constants:
+            row = {**self.constants, **row}
+        if self.positional:
+            values = [row[name] for name in self.names]
+            for index, _name, process in self.processors:
+                if values[index] is not None:
+                    values[index] = process(values[index])
+            return tuple(values)
+        values = {name: row[name] for name in self.names}
+        for _index, name, process in self.processors:
+            if values[name] is not None:
+                values[name] = process(values[name])
+        return values
+
+
+def execute_many(conn: Connection, statement, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(statement, rows)`` for a statement whose result is not read: every
+    row's parameters made once, by the compiled plan (all rows name the same keys)."""
+    if not rows:
+        return
+    plan = _plan(statement, conn.dialect, tuple(rows[0]))
+    if plan is None:
+        conn.execute(statement, rows)
+        return
+    conn.exec_driver_sql(plan.sql, [plan.parameters(row) for row in rows])
+
+
+def insert_new(conn: Connection, statement, rows: list[dict[str, Any]], key: str) -> set[str]:
+    """Run ``statement`` (an ``INSERT … ON CONFLICT DO NOTHING``) for each row, on SQLite;
+    the ``key`` of the rows it inserted (SQLite says, per statement, whether it changed a
+    row). ``executemany`` cannot return rows, and SQLAlchemy's ``RETURNING`` batches
+    cost what this module saves."""
+    plan = _plan(statement, conn.dialect, tuple(rows[0])) if rows else None
+    if plan is None:
+        return set(conn.execute(statement.returning(statement.table.c[key]), rows).scalars())
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.driver_connection.cursor()
+    inserted: set[str] = set()
+    try:
+        for row in rows:
+            cursor.execute(plan.sql, plan.parameters(row))
+            if cursor.rowcount == 1:
+                inserted.add(row[key])
+    except dbapi.Error as exc:  # as SQLAlchemy raises it: an outage is OperationalError
+        raise sa_exc.DBAPIError.instance(
+            plan.sql, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from exc
+    finally:
+        cursor.close()
+    return inserted
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(statement, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
+    """``statement`` compiled for ``dialect`` with the columns ``keys``, or None when it
+    needs more than plain parameters."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    if compiled.escaped_bind_names or compiled.post_compile_params or compiled.returning:
+        return None
+    constants = {}
+    for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+        default = column.default
+        if default is None or not default.is_scalar:
+            return None  # a default computed per row (a callable): SQLAlchemy's to run
+        constants[column.key] = default.arg
+    names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
+    processors = []
+    for index, name in enumerate(names):
+        bind = compiled.binds[name]
+        if bind.value is not None and name not in keys and name not in constants:
+            return None  # a literal bound in the statement itself
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((index, name, process))
+    return _Plan(compiled.string, names, tuple(processors), constants, compiled.positional)
