@@ -4,6 +4,7 @@ without it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -54,6 +55,27 @@ def test_a_batch_crosses_the_socket_unchanged():
         ),
     ]
     assert round_trip(items) == items
+
+
+def test_what_orjson_refuses_crosses_the_socket_unchanged_too():
+    """An upstream's usage may hold an integer past 64 bits or a lone surrogate (both
+    valid JSON escapes to the standard library): such a frame is written by it instead."""
+    call = CallRecord("r3", 1, EndUserClaim("u", "body"), "tally_1", 1, "m", False)
+    for usage in ({"prompt_tokens": 2**70, "cost": 0.5}, {"note": "\ud800", "cost": 0.5}):
+        items = [(call, Outcome(usage=usage), datetime(2026, 1, 2, 3, 4, 5))]
+        decoded = round_trip(items)
+        assert decoded == items and decoded[0][1].usage == usage
+
+
+def test_a_frame_from_a_worker_missing_a_field_gives_that_field_its_default(monkeypatch):
+    """Filled at once when every field came, built through __init__ otherwise."""
+    items = [(CallRecord("r4", 1, None, None, 1, "m", True), Outcome(), datetime(2026, 1, 2))]
+    frame = encode_batch(items)[FRAME.size :]
+    data = json.loads(frame)
+    del data[0][0]["endpoint"], data[0][0]["is_demo"]
+    [(call, _outcome, _ended)] = decode_batch(json.dumps(data).encode())
+    assert call.endpoint == "chat.completions" and call.is_demo is False and call.stream is True
+    assert decode_batch(frame) == items
 
 
 def round_trip(items: list) -> list:

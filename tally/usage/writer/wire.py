@@ -25,6 +25,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from tally.usage.call import CallRecord, Outcome
 
 log = logging.getLogger(__name__)
@@ -36,14 +38,27 @@ Item = tuple[CallRecord, Outcome, datetime]
 
 
 def encode_batch(items: list[Item]) -> bytes:
-    """A batch of finished calls as one frame."""
-    data = json.dumps(
+    """A batch of finished calls as one frame.
+
+    orjson writes the same JSON (dataclasses by field, naive datetimes as ISO text) at a
+    tenth of the CPU, on the workers' hot path; what it refuses (an integer past 64
+    bits, a lone surrogate from an upstream's answer) goes through the standard library,
+    as every frame once did. Frames are read with the standard library: it reads both.
+    """
+    try:
+        data = orjson.dumps(items)
+    except TypeError:  # orjson.JSONEncodeError
+        data = _stdlib_json(items)
+    return FRAME.pack(len(data)) + data
+
+
+def _stdlib_json(items: list[Item]) -> bytes:
+    return json.dumps(
         [[call, outcome, ended] for call, outcome, ended in items],
         separators=(",", ":"),
         default=_encode,
         check_circular=False,  # rows are trees (JSON from the upstream): halves the cost
     ).encode()
-    return FRAME.pack(len(data)) + data
 
 
 def decode_batch(data: bytes) -> list[Item]:
@@ -74,26 +89,48 @@ def rebuild(cls: type, values: dict[str, Any]) -> Any:
     know are dropped (the two ends of one gunicorn run the same code, so neither
     happens but during an upgrade).
     """
-    names, converters = _plan(cls)
-    if values.keys() <= names:
+    plan = _plan(cls)
+    if values.keys() <= plan.names:
         kwargs = dict(values)
     else:
-        kwargs = {name: value for name, value in values.items() if name in names}
-    for name, convert in converters:
+        kwargs = {name: value for name, value in values.items() if name in plan.names}
+    for name, convert in plan.converters:
         value = kwargs.get(name)
         if value is not None:
             kwargs[name] = convert(value)
-    return cls(**kwargs)
+    if not plan.direct or len(kwargs) != len(plan.names):
+        return cls(**kwargs)  # a field missing: the class's own defaults
+    # Every field given, and nothing in __init__ but storing them: the instance's dict
+    # is filled at once (the writer process rebuilds every row of every batch).
+    instance = object.__new__(cls)
+    instance.__dict__.update(kwargs)
+    return instance
+
+
+class _Plan(typing.NamedTuple):
+    names: frozenset[str]  # the init fields
+    converters: tuple[tuple[str, Callable[[Any], Any]], ...]  # JSON value -> field type
+    direct: bool  # __init__ only stores the fields: an instance can be filled directly
 
 
 @functools.cache
-def _plan(cls: type) -> tuple[frozenset[str], tuple[tuple[str, Callable[[Any], Any]], ...]]:
-    """The init fields of ``cls``, and those whose JSON value needs turning back into
-    their type (datetimes, nested dataclasses, tuples) with what does it."""
+def _plan(cls: type) -> _Plan:
+    """The init fields of ``cls``, those whose JSON value needs turning back into their
+    type (datetimes, nested dataclasses, tuples) with what does it, and whether an
+    instance may be made without calling ``__init__`` (no ``__post_init__``, no slots,
+    no field outside ``__init__``)."""
     hints = typing.get_type_hints(cls)
-    names = [field.name for field in dataclasses.fields(cls) if field.init]
+    fields = dataclasses.fields(cls)
+    names = [field.name for field in fields if field.init]
     converters = ((name, _converter(hints[name])) for name in names)
-    return frozenset(names), tuple((name, c) for name, c in converters if c is not None)
+    direct = (
+        not hasattr(cls, "__post_init__")
+        and not hasattr(cls, "__slots__")
+        and all(field.init for field in fields)
+    )
+    return _Plan(
+        frozenset(names), tuple((name, c) for name, c in converters if c is not None), direct
+    )
 
 
 def _converter(hint: Any) -> Callable[[Any], Any] | None:
