@@ -24,8 +24,8 @@ def test_the_ratios_are_taken_round_by_round_then_the_median(capsys):
     args = argparse.Namespace(tree=None, ref="HEAD~1", rounds=3, limits=None)
     print_table(args, floor, [this, base], runs)
     out = capsys.readouterr().out
-    assert "| this | 1.200 | 1.80× | 1000 | 0.56× | 0 |" in out  # ratios 1.8, 1.8, 2.0
-    assert "| HEAD~1 | 1.500 | 2.00× | 900 | 0.50× | 0 |" in out  # 2.0, 2.0, 2.5
+    assert "| this | 1.200 | 1.80× | 1000 | 0.60× | 0 |" in out  # 1.8, 1.8, 2.0; 0.6, 0.6, 0.56
+    assert "| HEAD~1 | 1.500 | 2.00× | 900 | 0.55× | 0 |" in out  # 2.0, 2.0, 2.5; .55, .55, .5
     assert "this / HEAD~1, CPU per request, median of the rounds: 0.900" in out
 
 
