@@ -124,6 +124,14 @@ code_label = BoundedLabel(MAX_CODES)
 _children: dict[tuple, Any] = {}
 
 
+def clear() -> None:
+    """Forget every labelled series of this process, and the children looked up (a
+    child kept after its metric's ``clear()`` would count where no scrape looks)."""
+    for metric in (REQUESTS, LATENCY, TTFT, UPSTREAM_ERRORS, TOKENS, COST, LIMIT_REFUSALS):
+        metric.clear()
+    _children.clear()
+
+
 def _child(metric, *values: str):
     """``metric.labels(*values)``, looked up once."""
     key = (id(metric), values)

@@ -33,16 +33,7 @@ END_USER = "user_2N4Z-secret-person"
 def fresh_metrics(monkeypatch):
     """Every labelled series of this process starts from nothing (the registry is the
     process's own, shared by every test), and so do the bounded labels' values."""
-    for metric in (
-        metrics.REQUESTS,
-        metrics.LATENCY,
-        metrics.TTFT,
-        metrics.UPSTREAM_ERRORS,
-        metrics.TOKENS,
-        metrics.COST,
-        metrics.LIMIT_REFUSALS,
-    ):
-        metric.clear()
+    metrics.clear()
     monkeypatch.setattr(metrics, "model_label", metrics.BoundedLabel(metrics.MAX_MODELS))
     monkeypatch.setattr(metrics, "code_label", metrics.BoundedLabel(metrics.MAX_CODES))
 
