@@ -48,7 +48,9 @@ def test_an_upsert_leaves_the_rows_sqlalchemy_leaves_constant_defaults_included(
         ("u-2", SEEN, False, False),
     ]
     later = SEEN.replace(year=2027)
-    execute_many(db.connection(), sql.upsert_users, [{**users[2], "last_seen": later}])  # the update
+    execute_many(
+        db.connection(), sql.upsert_users, [{**users[2], "last_seen": later}]
+    )  # the update
     db.commit()
     db.expire_all()
     assert db.scalar(select(EndUser.last_seen).where(EndUser.external_id == "u-2")) == later
