@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+# The token columns are INTEGER: 32 bits on PostgreSQL. A count past it is no count an
+# upstream really made; stored, it would fail the whole batch, and the row would be lost.
+MAX_COUNT = 2**31 - 1
+
 
 def count(value: Any) -> int | None:
-    """A token count as the request log stores it (None unless a number)."""
+    """A token count as the request log stores it (None unless a number a column holds)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return int(value)
+    return int(value) if -MAX_COUNT <= value <= MAX_COUNT else None
 
 
 def as_float(value: Any) -> float | None:

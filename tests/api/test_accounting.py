@@ -293,3 +293,16 @@ def _leave_mid_stream(tally) -> None:
     while b"data:" not in received:
         received += sock.recv(65536)
     sock.close()
+
+
+def test_token_counts_no_column_can_hold_leave_the_row_recorded_with_them_unknown(tally, upstream):
+    """An upstream's usage past a 64-bit integer (or a float past it): the row is kept,
+    those counts unknown, instead of the batch failing and the row lost."""
+    usage = {**USAGE, "prompt_tokens": 2**70, "completion_tokens": 1e30, "cost": 0.0123}
+    upstream.reply(json={**completion(), "usage": usage})
+    assert chat(tally, user="ada").status_code == 200
+    row = one_row(tally.flask_app)
+    assert (row.prompt_tokens, row.completion_tokens, row.cost) == (None, None, 0.0123)
+    assert row.cached_tokens == 400
+    [total] = totals(tally.flask_app)
+    assert (total.requests, total.prompt_tokens, total.cost) == (1, 0, 0.0123)
