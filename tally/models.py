@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     cast,
     false,
@@ -247,18 +249,34 @@ class LimitReset(Base):
     reset_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class _Count(TypeDecorator):
+    """A BIGINT count whose SUM reads back as an int: PostgreSQL sums a bigint into a
+    numeric (a Decimal), and ``func.sum`` of a column keeps the column's type."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int(value)
+
+
+# A total's counts: 64 bits (a busy model passes 2**31 tokens a day). SQLite's INTEGER
+# is 64 bits already; PostgreSQL's is 32, so there they are BIGINT (migration 0011).
+Sum = _Count().with_variant(Integer(), "sqlite")
+
+
 class _Sums:
     """What every totals table adds up: the request rows it counts. A refused call
     (``RequestLog.refused``) counts in ``refused`` alone: it is no request, no error."""
 
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)  # status >= 400
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Sum, default=0)
+    errors: Mapped[int] = mapped_column(Sum, default=0)  # status >= 400
+    prompt_tokens: Mapped[int] = mapped_column(Sum, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Sum, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Sum, default=0)
+    total_tokens: Mapped[int] = mapped_column(Sum, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)  # USD
-    refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refused: Mapped[int] = mapped_column(Sum, default=0, server_default="0")
 
 
 class DailyTotal(_Sums, Base):

@@ -101,6 +101,23 @@ def test_anonymous_and_unknown_calls_add_up_in_one_row(app, db):
     assert (row.user_id, row.api_key_id, row.model, row.requests, row.errors) == (0, 0, "", 3, 3)
 
 
+def test_a_days_tokens_add_up_past_a_32_bit_integer(app, db):
+    """A busy model passes 2**31 tokens in a day (25,000 a second does): its totals keep
+    adding up, where a 32-bit column (PostgreSQL's integer) failed every batch after."""
+    biggest = 2**31 - 1  # the largest count a request row keeps (tally.usage.numbers)
+    calls = []
+    for _ in range(3):
+        call = CallRecord(uuid.uuid4().hex, None, None, None, None, "m", False)
+        tokens = {"prompt_tokens": biggest, "completion_tokens": 1, "total_tokens": biggest}
+        calls.append((call, Outcome(usage=tokens), START))
+    for call in calls:  # one batch each: the second one passes the 32-bit line
+        record_calls(db, [call])
+    for model in (DailyTotal, DailyModelTotal, MonthlyUserTotal):
+        row = db.execute(select(model)).scalar_one()
+        assert (row.requests, row.prompt_tokens, row.total_tokens) == (3, 3 * biggest, 3 * biggest)
+    assert len(db.scalars(select(RequestLog)).all()) == 3
+
+
 def test_the_migration_adds_up_the_rows_already_logged(tmp_path):
     with empty_database(tmp_path) as url:
         engine = make_engine(url)
