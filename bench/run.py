@@ -12,7 +12,8 @@ database and no logging) under gunicorn with gunicorn.conf.py's settings and ser
 hooks but no usage writer process (bench/floor_gunicorn.conf.py); and Tally under
 gunicorn with the shipped gunicorn.conf.py, on a fresh SQLite database (or
 ``--database-url``). Then, for the upstream alone, the floor and Tally in front of it,
-in alternating rounds (direct, floor, Tally, direct, ...):
+in rounds, each starting one target further than the last (direct, floor, Tally; then
+floor, Tally, direct; ...):
 
 1. latency: 1 client, non-streaming (wrk -c1): p50 and p99;
 2. throughput: 32 clients, non-streaming (wrk -c32): requests/s, p99, errors, and the
@@ -131,8 +132,11 @@ def main() -> None:
         warmed = {}  # every user's counters made once: the steady state
         for tally in (*tallies, limited, unlimited):  # the compared tree too: a fair start
             warmed[tally.name] = every_user(tally, USERS, args.endpoint)
-        for _ in range(rounds):
-            for target in targets:  # direct, floor, Tally, direct, floor, Tally...
+        for index in range(rounds):
+            # direct, floor, Tally, then floor, Tally, direct...: each round starts one
+            # target further, so no target is always measured after the same one
+            shift = index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
                 run = runs[target.name]
                 run["lat"].append(wrk(target, 1, seconds, args.endpoint))
                 run["thr"].append(wrk(target, 32, seconds, args.endpoint))
