@@ -125,6 +125,9 @@ def test_the_access_line_written_directly_is_the_line_logging_would_write():
     assert line == formatter.format(record)
     assert json.loads(line)["path"] == '/v1/x\u2028"\\[redacted]/tly_[redacted]'
     assert "\u2028" not in line and "\x85" not in line and "s3cret" not in line
+    # encoded as json.dumps encodes it (the characters that end lines escaped after)
+    reference = json.dumps(json.loads(line), ensure_ascii=False)
+    assert line == reference.replace("\x85", "\\u0085").replace("\u2028", "\\u2028")
     without_id = {k: v for k, v in fields.items() if k != "request_id"}
     record = logging.getLogger("tally.access").makeRecord(
         "tally.access", logging.INFO, "", 0, message, (), None, extra=without_id
