@@ -23,6 +23,7 @@ from sqlalchemy import (
     cast,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -148,8 +149,21 @@ class RequestLog(Base):
     ``responses`` or ``embeddings``."""
 
     __tablename__ = "request_log"
-    # (user_id, created_at, id): a user's recent requests, newest first, read off the index
-    __table_args__ = (Index("ix_request_log_user_created", "user_id", "created_at", "id"),)
+    # (…, created_at, id): a user's recent requests, and the console's request log under
+    # each filter (tally/reports/requests.py), newest first, read off an index (0012)
+    __table_args__ = (
+        Index("ix_request_log_user_created", "user_id", "created_at", "id"),
+        Index("ix_request_log_api_key_id_created", "api_key_id", "created_at", "id"),
+        Index("ix_request_log_model_created", "model", "created_at", "id"),
+        Index("ix_request_log_endpoint_created", "endpoint", "created_at", "id"),
+        Index(
+            "ix_request_log_errors_created",
+            "created_at",
+            "id",
+            sqlite_where=text("status >= 400"),
+            postgresql_where=text("status >= 400"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -172,7 +186,8 @@ class RequestLog(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     generation_id: Mapped[str | None] = mapped_column(String(255))
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
-    # upstream | price_table | estimated (awaiting the generation endpoint) | None
+    # upstream | price_table | estimated (awaiting the generation endpoint) | reconciled
+    # (an estimate the generation endpoint's figures replaced) | None
     cost_source: Mapped[str | None] = mapped_column(String(16))
     reconcile_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     reconcile_after: Mapped[datetime | None] = mapped_column(DateTime, index=True)

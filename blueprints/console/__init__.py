@@ -17,11 +17,24 @@ from blueprints.console import (
     limits,
     operators,
     prices,
+    requests,
     usage,
 )
 
 # In the order of the navigation (base.NAVIGATION); prices are a part of usage.
-PAGES = (dashboard, config, identities, usage, prices, keys, idp, limits, audit, operators)
+PAGES = (
+    dashboard,
+    config,
+    identities,
+    usage,
+    requests,
+    prices,
+    keys,
+    idp,
+    limits,
+    audit,
+    operators,
+)
 
 
 def blueprint() -> Blueprint:

@@ -48,6 +48,7 @@ NAVIGATION = (
     ("console.config_page", "Tracking", False),
     ("console.identities_list", "Identities", False),
     ("console.usage_page", "Usage", False),
+    ("console.requests_list", "Requests", False),
     ("console.keys_list", "API keys", False),
     ("console.idp_page", "Identity provider", False),
     ("console.limits_page", "Limits", False),

@@ -12,6 +12,8 @@ from tally.end_users.claims import EndUserClaim
 # Where a call's cost came from (tally.usage.costs): the upstream's usage.cost, the price
 # table, an estimate for a stream cut before its usage (until reconciled).
 UPSTREAM, PRICE_TABLE, ESTIMATED = "upstream", "price_table", "estimated"
+# an estimate the upstream's own figures later replaced (tally.usage.reconcile)
+RECONCILED = "reconciled"
 
 
 @dataclass

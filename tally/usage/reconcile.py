@@ -6,7 +6,7 @@
 One pass (:func:`reconcile_pass`) takes the estimated rows that are due
 (``reconcile_after`` reached, by its index) and asks for each generation:
 
-- found: the row's tokens and cost become the upstream's (``cost_source`` ``upstream``)
+- found: the row's tokens and cost become the upstream's (``cost_source`` ``reconciled``)
   and the daily totals move by the difference, in one transaction. The row's UPDATE is
   conditional (``WHERE cost_source = 'estimated'``) and the totals move only if it
   changed the row: two reconcilers (several workers or instances, a cron'd CLI beside
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally.db import run_native, utcnow
 from tally.models import EndUser, RequestLog
 from tally.settings import Settings
-from tally.usage.call import ESTIMATED, UPSTREAM
+from tally.usage.call import ESTIMATED, RECONCILED
 from tally.usage.generations import Generation, GenerationClient, GenerationPending
 from tally.usage.totals import add_to_totals
 
@@ -154,7 +154,7 @@ def _apply(sessions: sessionmaker, row, generation: Generation) -> Correction | 
         changed = conn.execute(
             update(table)
             .where(table.c.id == row.id, table.c.cost_source == ESTIMATED)
-            .values(**new, cost_source=UPSTREAM, reconcile_after=None)
+            .values(**new, cost_source=RECONCILED, reconcile_after=None)
         ).rowcount
         if changed != 1:
             session.rollback()

@@ -30,6 +30,7 @@ CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 CSRF_MESSAGE = "This form has expired. Reload the page and try again."
 USER = "walk-user-1"
 MODEL = "walk/priced-model"
+REQUEST_ID = "walk-request-1"  # the end user's one call, for /requests/<request_id>
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class World:
             "revision_id": self.revision_id,
             "user_id": self.user_id,
             "fmt": "csv",
+            "request_id": REQUEST_ID,
         }
         return known.get(name, 1)
 
@@ -64,7 +66,14 @@ def build_world(app, admin_email: str, support_email: str) -> World:
     with app.extensions["tally"].sessions() as session:
         key, _ = create_api_key(session, "walk-key", "test")
         token, _ = create_admin_token(session, "walk-token", "test")
-        record_traffic(session, [{"user": USER, "tokens": 10, "cost": 0.01, "when": utcnow()}])
+        call = {
+            "user": USER,
+            "tokens": 10,
+            "cost": 0.01,
+            "when": utcnow(),
+            "request_id": REQUEST_ID,
+        }
+        record_traffic(session, [call])
         set_policy(session, f"user:{USER}", {"messages": 50}, "test")
         set_price(session, MODEL, 1.0, 2.0, None, "test")
         user_id = session.scalar(select(EndUser.id).where(EndUser.external_id == USER))

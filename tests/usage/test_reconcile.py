@@ -128,7 +128,7 @@ def test_success_moves_the_row_and_the_totals_once(tally, upstream, estimated):
     assert "Estimated costs: 1 reconciled, 0 to ask again later" in result.output
     assert upstream.asked == [(GEN, "Bearer sk-up-secret")]
     [row] = request_rows(tally.flask_app)
-    assert (row.cost_source, row.reconcile_after, row.status) == ("upstream", None, 502)
+    assert (row.cost_source, row.reconcile_after, row.status) == ("reconciled", None, 502)
     expected = (9, 5, 3, 14, 0.0012)  # the native token counts, total_cost
     assert figures(tally) == {name: expected for name in figures(tally)}
     again = tally.flask_app.test_cli_runner().invoke(args=["usage", "reconcile", "--all"])
@@ -254,7 +254,7 @@ def test_the_background_reconciler_applies_due_rows(tally, upstream, estimated):
         session.commit()
     worker = Reconciler(sessions(tally), client(upstream), interval=0.05).start()
     try:
-        assert wait_for(lambda: request_rows(tally.flask_app)[0].cost_source == "upstream")
+        assert wait_for(lambda: request_rows(tally.flask_app)[0].cost_source == "reconciled")
     finally:
         worker.stop()
     assert figures(tally)["daily_totals"] == (9, 5, 3, 14, 0.0012)
@@ -289,7 +289,7 @@ def test_under_gunicorn_the_usage_writer_process_reconciles(gunicorn, upstream, 
     assert response.status_code == 200 and b"upstream" in response.content
     assert wait_for(lambda: [r.cost_source for r in request_rows(app)] == ["estimated"])
     # due 3 s after the call, a pass every 5 s: a 404, then the figures 5 s later
-    assert wait_for(lambda: request_rows(app)[0].cost_source == "upstream", timeout=30)
+    assert wait_for(lambda: request_rows(app)[0].cost_source == "reconciled", timeout=30)
     assert [gen for gen, _auth in upstream.asked] == [GEN, GEN]
     assert figures_of(app)["daily_totals"] == (9, 5, 3, 14, 0.0012)
     # 8 tokens estimated (6 of prompt, 2 events), then 14: 86 of 100 left
