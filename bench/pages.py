@@ -39,7 +39,12 @@ from app import create_app  # noqa: E402
 from tally import schema  # noqa: E402
 from tally.db import make_engine, utcnow  # noqa: E402
 from tally.demo.seed import seed_demo_traffic  # noqa: E402
-from tally.models import EndUser, MonthlyUserTotal  # noqa: E402
+from tally.models import (  # noqa: E402
+    EndUser,
+    MonthlyUserTotal,
+    RequestLog,
+    UpstreamIdentifier,
+)
 from tally.operators.accounts import create_operator  # noqa: E402
 
 PASSWORD = "bench password 123"
@@ -146,15 +151,70 @@ def pages(runtime) -> list[tuple[str, str]]:
         )
         count = session.scalar(select(func.count(EndUser.id))) or 1
         typical = session.scalar(select(EndUser.id).order_by(EndUser.id).offset(count // 2))
+    return (
+        [
+            ("dashboard", "/"),
+            ("usage, last 30 days", "/usage"),
+            ("heaviest user's page", f"/identities/{heavy}"),
+            ("a typical user's page", f"/identities/{typical}"),
+            ("search by name", "/identities?q=lovelace"),
+            ("search by id prefix", "/identities?q=demo_user_0420"),
+            ("directory", "/identities"),
+        ]
+        + request_log_pages(runtime, heavy, typical)
+        + exports()
+    )
+
+
+def request_log_pages(runtime, heavy: int, typical: int) -> list[tuple[str, str]]:
+    """The request log: newest, a page deep in the past, each filter alone, the filters
+    that match rarely or never (reading the most index to fill a page), combined ones,
+    and one call's page."""
+    with runtime.sessions() as session:
+        heavy_id, typical_id = (
+            session.scalar(select(EndUser.external_id).where(EndUser.id == user_id))
+            for user_id in (heavy, typical)
+        )
+        identifier = session.scalar(
+            select(UpstreamIdentifier.identifier).where(UpstreamIdentifier.user_id == typical)
+        )
+        count = session.scalar(select(func.count(RequestLog.id))) or 1
+        deep = session.execute(
+            select(RequestLog.created_at, RequestLog.id, RequestLog.request_id)
+            .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            .offset(count // 2)
+            .limit(1)
+        ).one()
+    before = f"{deep.created_at.strftime('%Y%m%dT%H%M%S.%f')}-{deep.id}"
+    day = (utcnow().date() - timedelta(days=3)).isoformat()
     return [
-        ("dashboard", "/"),
-        ("usage, last 30 days", "/usage"),
-        ("heaviest user's page", f"/identities/{heavy}"),
-        ("a typical user's page", f"/identities/{typical}"),
-        ("search by name", "/identities?q=lovelace"),
-        ("search by id prefix", "/identities?q=demo_user_0420"),
-        ("directory", "/identities"),
-    ] + exports()
+        ("request log, newest", "/requests"),
+        ("request log, half a million rows back", f"/requests?before={before}"),
+        ("request log, heaviest user", f"/requests?user={heavy_id}"),
+        ("request log, a user by identifier", f"/requests?user={identifier}"),
+        ("request log, errors", "/requests?status=error"),
+        ("request log, refused (none seeded)", "/requests?status=refused"),
+        ("request log, ok", "/requests?status=ok"),
+        ("request log, embeddings", "/requests?endpoint=embeddings"),
+        ("request log, the rarest model", "/requests?model=meta-llama/llama-3.3-70b-instruct"),
+        ("request log, a model never used", "/requests?model=openai/gpt-4o"),
+        ("request log, a key with no calls", "/requests?key=no-such-key"),
+        ("request log, one day", f"/requests?from={day}&to={day}"),
+        ("request log, heaviest user's errors", f"/requests?user={heavy_id}&status=error"),
+        (
+            "request log, heaviest user's refusals (none)",
+            f"/requests?user={heavy_id}&status=refused",
+        ),
+        (
+            "request log, a typical user's embeddings",
+            f"/requests?user={typical_id}&endpoint=embeddings",
+        ),
+        (
+            "request log, errors of a model on one day",
+            f"/requests?status=error&model=meta-llama/llama-3.3-70b-instruct&from={day}&to={day}",
+        ),
+        ("one call's page", f"/requests/{deep.request_id}"),
+    ]
 
 
 def exports() -> list[tuple[str, str]]:

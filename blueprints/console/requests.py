@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, request
 
-from blueprints.console.base import actor, get_db, on_domain_error, render
+from blueprints.console.base import actor, get_db, is_htmx, on_domain_error, render
 from tally.keys.api_keys import list_api_keys
 from tally.reports.requests import (
     ENDPOINTS,
@@ -45,7 +45,11 @@ def requests_list():
     ``before`` cursor. A filter by end user is a trace, and audited as one."""
     query = parse_filter(request.args)
     log = request_log(get_db(), query, actor())
-    return render(PAGE, LOG, log=log, form=_form_of(query), **_choices())
+    response = render(PAGE, LOG, log=log, form=_form_of(query), **_choices())
+    if is_htmx():  # the address bar shows the filters set, not the form's every field
+        cursor = {"before": request.args["before"]} if query.before else {}
+        response.headers["HX-Push-Url"] = request.path + query.query_string(**cursor)
+    return response
 
 
 def _form_of(query: RequestFilter) -> dict:
