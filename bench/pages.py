@@ -5,7 +5,7 @@ user's page, the identity search and the JSON export of last month, after seedin
     python bench/pages.py                                  # SQLite, 1,000,000 / 100,000
     python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python bench/pages.py --requests 100000 --users 10000  # a quick look
-    python bench/pages.py --reuse /tmp/seeded.db           # time an already seeded SQLite file
+    python bench/pages.py --reuse /tmp/seeded.db           # seed it if missing (kept), time it
 
 With ``--database-url`` (PostgreSQL), a scratch database is created next to the one named
 and dropped at the end. The seed goes through ``seed_demo_traffic`` (``record_calls`` in
@@ -67,7 +67,7 @@ def main() -> None:
             }
         )
         runtime = app.extensions["tally"]
-        if not args.reuse:
+        if not args.reuse or not args.seeded:
             seed(runtime, args.requests, args.users)
         client = login(app, runtime)
         paths = pages(runtime)
@@ -86,8 +86,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--database-url", help="a PostgreSQL URL: a scratch database beside it")
-    parser.add_argument("--reuse", help="an already seeded SQLite file: time the pages only")
-    return parser.parse_args()
+    parser.add_argument(
+        "--reuse", help="a SQLite file: time its pages only, or seed it first if it is missing"
+    )
+    args = parser.parse_args()
+    args.seeded = bool(args.reuse) and os.path.exists(args.reuse)
+    return args
 
 
 @contextmanager

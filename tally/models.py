@@ -142,6 +142,17 @@ class Operator(Base):
     session_nonce: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
+# The request log's partial indexes: their conditions, as tally/reports/requests.py's
+# status filters write them on each database (migration 0012)
+REQUEST_LOG_PARTIAL = {
+    "errors": {
+        "sqlite": "status >= 400 AND refused = 0",
+        "postgresql": "status >= 400 AND refused = false",
+    },
+    "refused": {"sqlite": "refused = 1", "postgresql": "refused = true"},
+}
+
+
 class RequestLog(Base):
     """One API call that reached (or tried to reach) the upstream, or that Tally refused
     once its key was accepted (``refused``: a 400 or 429 of Tally's own, never sent
@@ -150,18 +161,24 @@ class RequestLog(Base):
 
     __tablename__ = "request_log"
     # (…, created_at, id): a user's recent requests, and the console's request log under
-    # each filter (tally/reports/requests.py), newest first, read off an index (0012)
+    # each filter (tally/reports/requests.py), newest first, read off an index (0012);
+    # error answers and refusals, a few in a hundred, each have partial ones of their own
     __table_args__ = (
         Index("ix_request_log_user_created", "user_id", "created_at", "id"),
         Index("ix_request_log_api_key_id_created", "api_key_id", "created_at", "id"),
         Index("ix_request_log_model_created", "model", "created_at", "id"),
         Index("ix_request_log_endpoint_created", "endpoint", "created_at", "id"),
-        Index(
-            "ix_request_log_errors_created",
-            "created_at",
-            "id",
-            sqlite_where=text("status >= 400"),
-            postgresql_where=text("status >= 400"),
+        *(
+            Index(
+                f"ix_request_log_{scope}{kind}_created",
+                *columns,
+                "created_at",
+                "id",
+                sqlite_where=text(where["sqlite"]),
+                postgresql_where=text(where["postgresql"]),
+            )
+            for kind, where in REQUEST_LOG_PARTIAL.items()
+            for scope, columns in (("", ()), ("user_", ("user_id",)))
         ),
     )
 

@@ -19,6 +19,7 @@ from tests.helpers.console import Console, text
 from tests.helpers.limits import set_limits
 from tests.helpers.rows import end_users, record_traffic, request_rows
 
+CURSOR = "20261120T120000.000000-5"  # a page's "older" cursor
 ROW = re.compile(r'<tr data-request-id="([^"]+)">(.*?)</tr>', re.S)
 
 
@@ -265,11 +266,11 @@ def test_support_reads_the_log_and_nobody_logged_out_does(app, support, many):
         ({"key": "web"}, "ix_request_log_api_key_id_created"),
         ({"model": "m"}, "ix_request_log_model_created"),
         ({"endpoint": "embeddings"}, "ix_request_log_endpoint_created"),
-        ({"status": "refused"}, "ix_request_log_errors_created"),
-        (
-            {"status": "error", "before": "20261120T120000.000000-5"},
-            "ix_request_log_errors_created",
-        ),
+        ({"status": "refused"}, "ix_request_log_refused_created"),
+        ({"status": "error", "before": CURSOR}, "ix_request_log_errors_created"),
+        ({"user": "carol", "status": "error"}, "ix_request_log_user_errors_created"),
+        ({"user": "carol", "status": "refused"}, "ix_request_log_user_refused_created"),
+        ({"before": CURSOR}, "ix_request_log_created_at"),
         ({}, "ix_request_log_created_at"),
     ],
 )
@@ -302,3 +303,5 @@ def test_each_filter_reads_its_index_newest_first(many, database_url, args, inde
         event.remove(runtime.engine, "before_cursor_execute", capture)
     assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+    if "before" in args:  # the cursor bounds the index range: a deep page starts there
+        assert "created_at<" in plan, plan
