@@ -25,6 +25,7 @@ from tally.proxy.endpoints.chat import ChatCompletions
 from tally.proxy.endpoints.embeddings import Embeddings
 from tally.proxy.endpoints.responses import Responses
 from tally.proxy.pipeline import limit_headers, proxy, refuse_unread
+from tally.proxy.upstream import PASSED_ON
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(assign_request_id)
@@ -82,7 +83,19 @@ def _proxy(endpoint: Endpoint) -> Response:
     except InvalidInput as exc:  # a refusal once the key was accepted: a request row
         refuse_unread(pipeline, endpoint, key, exc, header_user, g.request_id, verified)
         raise
-    return _send(proxy(pipeline, endpoint, key, body, header_user, g.request_id, verified))
+    passed_on = {name: value for name in PASSED_ON if (value := request.headers.get(name))}
+    return _send(
+        proxy(
+            pipeline,
+            endpoint,
+            key,
+            body,
+            header_user,
+            g.request_id,
+            verified,
+            passed_on or None,
+        )
+    )
 
 
 def _require_key() -> AuthenticatedKey:

@@ -48,6 +48,7 @@ class Call:
     key: AuthenticatedKey
     body: Any
     request_id: str
+    passed_on: dict[str, str] | None = None  # the client's headers the upstream gets
     claim: EndUserClaim | None = None
     started: float = field(default_factory=time.perf_counter)
     admission: Admission = field(default_factory=Admission)

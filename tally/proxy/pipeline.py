@@ -41,11 +41,14 @@ def proxy(
     header_user: str | None,
     request_id: str,
     verified: EndUserClaim | None = None,
+    passed_on: dict[str, str] | None = None,
 ) -> ProxyResponse:
     """Forward one call to ``endpoint``; raise a TallyError for anything refused up front.
     ``verified``: the end user of a verified end-user token (tally.verification.tokens),
-    if any. Answers and errors carry the end user's X-RateLimit-* headers."""
-    call = Call(pipeline, endpoint, key, body, request_id)
+    if any; ``passed_on``: the client's headers that go to the upstream as sent
+    (tally.proxy.upstream.PASSED_ON). Answers and errors carry the end user's
+    X-RateLimit-* headers."""
+    call = Call(pipeline, endpoint, key, body, request_id, passed_on)
     try:
         result = _forward(call, header_user, verified)
     except TallyError as exc:
@@ -128,7 +131,7 @@ def _forward(call: Call, header_user: str | None, verified: EndUserClaim | None)
         _admitted(call, None)
     try:
         response = pipeline.upstream.post(
-            call.endpoint.path, call.upstream_body, stream=call.stream
+            call.endpoint.path, call.upstream_body, stream=call.stream, headers=call.passed_on
         )
     except UpstreamError as exc:
         call.finish(exc)

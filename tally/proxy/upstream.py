@@ -39,6 +39,9 @@ from urllib3.exceptions import (
 from tally.errors import UpstreamError, UpstreamTimeout
 
 CONNECT_TIMEOUT = 10.0
+# The client's headers that go on to the upstream as sent (PRODUCT.md, Chat API):
+# OpenRouter's app attribution. No other client header does.
+PASSED_ON = ("HTTP-Referer", "X-Title")
 # What ``retries=False, redirect=False`` becomes inside urllib3, built once, not per call.
 NO_RETRIES = urllib3.Retry(False, redirect=False)
 # read1's ceiling for a body that is not chunked: larger than any SSE event.
@@ -139,10 +142,18 @@ class UpstreamClient:
     def __repr__(self) -> str:  # the API key stays out of reprs and logs
         return f"UpstreamClient(base_url={self.base_url!r}, demo={self.is_demo})"
 
-    def post(self, path: str, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> UpstreamResponse:
         """POST ``body`` as JSON to ``path`` (e.g. ``/chat/completions``). With ``stream``
-        the body is left for :meth:`UpstreamResponse.stream`; without, it is read here."""
-        return self._send("POST", path, encode_body(body), stream)
+        the body is left for :meth:`UpstreamResponse.stream`; without, it is read here.
+        ``headers``: the client's own that go along (:data:`PASSED_ON`), if any."""
+        return self._send("POST", path, encode_body(body), stream, headers)
 
     def get(self, path: str) -> UpstreamResponse:
         """GET ``path`` (e.g. ``/models``), its body read."""
@@ -152,13 +163,23 @@ class UpstreamClient:
         """Remove the upstream API key from text that came back from the upstream."""
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
-    def _send(self, method: str, path: str, data: bytes | None, stream: bool) -> UpstreamResponse:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        stream: bool,
+        extra: Mapping[str, str] | None = None,
+    ) -> UpstreamResponse:
+        headers = self._headers[method, stream]
+        if extra:  # never over Tally's own (the upstream key above all)
+            headers = {**extra, **headers}
         try:
             raw = self._pool.urlopen(
                 method,
                 self._base_path + path,
                 body=data,
-                headers=self._headers[method, stream],
+                headers=headers,
                 timeout=self._pool_timeout,
                 retries=NO_RETRIES,
                 redirect=False,

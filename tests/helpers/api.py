@@ -36,12 +36,12 @@ def respond(server, body=None, *, stream=False, headers=None, **extra):
     )
 
 
-def embed(server, body=None, **extra):
+def embed(server, body=None, *, headers=None, **extra):
     """POST an embeddings call to Tally."""
     return requests.post(
         f"{server.url}/v1/embeddings",
         json={**EMBEDDINGS_BODY, **extra} if body is None else body,
-        headers={"Authorization": f"Bearer {server.key}"},
+        headers={"Authorization": f"Bearer {server.key}", **(headers or {})},
         timeout=10,
     )
 
