@@ -18,7 +18,6 @@ from blueprints.console.base import (
 )
 from tally.audit import recent_audit
 from tally.db import utcnow
-from tally.end_users.directory import end_user_seen
 from tally.limits.policy import (
     BUDGET_FIELDS,
     FIELDS,
@@ -33,6 +32,7 @@ from tally.limits.policy_store import (
     reset_user,
     set_policy,
     set_tier_key,
+    unseen_user_warning,
     unset_policy,
 )
 from tally.limits.status import busiest_users
@@ -107,13 +107,7 @@ def limits_set():
     db = get_db()
     set_policy(db, form["scope"], fields, actor())
     scope = parse_scope(form["scope"])
-    warning = None
-    if scope.startswith("user:") and not end_user_seen(db, scope[5:]):
-        warning = (
-            f"Note: no end user with internal id {scope[5:]} has been seen yet; "
-            "the limit will apply when they are."
-        )
-    return _done(f"Saved the policy of {scope}.", warning)
+    return _done(f"Saved the policy of {scope}.", unseen_user_warning(db, scope))
 
 
 @on_domain_error(PAGE, PANEL, _context)
