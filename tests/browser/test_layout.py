@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from blueprints.console.base import NAVIGATION
 from tally.demo.seed import seed_demo_traffic
 from tally.keys.admin_tokens import create_admin_token
 from tally.keys.api_keys import create_api_key
@@ -34,7 +35,8 @@ VARIANTS = {
     "usage-by-user": "/usage?group_by=user",
     "identities-search": "/identities?q=demo_user_0000",
 }
-SUPPORT_REFUSED = {"console.operators_list"}  # admin-only pages: 403 for support
+# admin-only pages (the navigation's own flag): 403 for support
+SUPPORT_REFUSED = {endpoint for endpoint, _label, admin_only in NAVIGATION if admin_only}
 
 
 @pytest.fixture

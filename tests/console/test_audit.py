@@ -8,6 +8,8 @@ from pathlib import Path
 import tally
 from tally.audit import KINDS, add_audit
 from tally.keys.api_keys import create_api_key
+from tally.limits.policy_store import set_policy
+from tally.usage.price_table import set_price
 from tests.helpers.console import text
 
 
@@ -119,3 +121,15 @@ def test_the_kind_filter_covers_every_action_the_code_writes(admin, app):
         shown = text(admin.get(f"/audit?kind={name}", htmx=True))
         for action in actions:
             assert (f">target of {action}<" in shown) is action.startswith(prefix), (name, action)
+
+
+def test_budgets_and_prices_read_as_money(admin, app):
+    with app.extensions["tally"].sessions() as session:
+        set_policy(session, "tier:default", {"daily_budget": 0.5}, "ops@example.com")
+        set_price(session, "m-1", 0.15, 0.6, None, "ops@example.com")
+    limits = text(admin.get("/audit?kind=limits", htmx=True))
+    assert "daily budget: <del>–</del> → <ins>$0.50</ins>" in limits
+    assert "messages: <del>1000</del>" not in limits  # unchanged fields are not listed
+    prices = text(admin.get("/audit?kind=price", htmx=True))
+    for change in ("prompt: $0.15", "completion: $0.60", "cached: –"):
+        assert f"<li>{change}</li>" in prices
