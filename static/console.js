@@ -32,4 +32,19 @@
   document.addEventListener("focusin", function (event) {
     if (event.target.id === "new-key") { event.target.select(); }
   });
+  // On a narrow screen the nav scrolls sideways: bring the current page's link into view
+  // (scrolling the nav only, never the page).
+  function showCurrentPage() {
+    var nav = document.querySelector(".nav");
+    var current = nav && nav.querySelector("[aria-current=page]");
+    if (!current || nav.scrollWidth <= nav.clientWidth) { return; }
+    var navBox = nav.getBoundingClientRect();
+    var box = current.getBoundingClientRect();
+    nav.scrollLeft += box.left - navBox.left - (navBox.width - box.width) / 2;
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", showCurrentPage);
+  } else {
+    showCurrentPage();
+  }
 })();

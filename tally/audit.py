@@ -1,5 +1,6 @@
-"""The audit trail: config changes, key and operator changes, identity lookups —
-written by every use case that changes something, read newest first by the console."""
+"""The audit trail: config changes, key, token and operator changes, limits, prices, the
+identity provider, identity lookups and erasures, usage pruning — written by every use
+case that changes something, read newest first by the console."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ from sqlalchemy.orm import Session
 from tally.models import AuditEntry
 
 PER_PAGE = 50
-# filter name -> action prefix
+# The audit log's kind filter: name -> (action prefix, label). Every action a use case
+# writes falls under one kind (tests/test_audit_kinds.py reads them from the code).
 KINDS = {
-    "config": "config.",
-    "key": "key.",
-    "admin_token": "admin_token.",
-    "operator": "operator.",
-    "identity": "identity.",
-    "price": "price.",
+    "config": ("config.", "config changes"),
+    "key": ("key.", "API keys"),
+    "admin_token": ("admin_token.", "admin API tokens"),
+    "operator": ("operator.", "operators"),
+    "limits": ("limits.", "limits"),
+    "price": ("price.", "prices"),
+    "idp": ("idp.", "identity provider"),
+    "identity": ("identity.lookup", "identity lookups"),
+    "erasure": ("identity.erase", "erasures"),
+    "usage": ("usage.", "usage pruning"),
 }
 
 
@@ -54,7 +60,7 @@ def list_audit(
     the actor's name (any case)."""
     conditions = []
     if kind in KINDS:
-        conditions.append(AuditEntry.action.startswith(KINDS[kind]))
+        conditions.append(AuditEntry.action.startswith(KINDS[kind][0]))
     if actor and actor.strip():
         conditions.append(
             func.lower(AuditEntry.actor).contains(actor.strip().lower(), autoescape=True)

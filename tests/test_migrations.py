@@ -1,6 +1,6 @@
 """The schema is made by alembic only, and the migrations match the models."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,12 +21,16 @@ def test_upgrade_head_on_an_empty_database_matches_the_models(tmp_path):
     with empty_database(tmp_path) as url:
         engine = make_engine(url)
         try:
+            before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
             schema.upgrade(engine)
+            after = datetime.now(UTC).replace(tzinfo=None)
             with engine.connect() as conn:
                 context = MigrationContext.configure(conn, opts={"compare_type": True})
                 assert compare_metadata(context, Base.metadata) == []
                 revision = conn.execute(select(ConfigRevision)).one()
             assert (revision.id, revision.hash_mode, revision.prefix) == (1, "hmac-sha256", "tally")
+            # the defaults are dated when the upgrade made them, not on a fixed day
+            assert before <= revision.created_at <= after
             schema.downgrade(engine, "base")
             assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
             schema.upgrade(engine)

@@ -13,6 +13,7 @@ from tally.limits.policy_store import (
     reset_user,
     set_policy,
     set_tier_key,
+    unseen_user_warning,
     unset_policy,
 )
 
@@ -41,7 +42,10 @@ def limits_set(scope: str, assignments: tuple[str, ...]) -> None:
             click.echo(f"tier_key={key}")
             return
         fields = set_policy(session, scope, parse_assignments(assignments), CLI_ACTOR)
+        warning = unseen_user_warning(session, parse_scope(scope))
     click.echo(format_policy(parse_scope(scope), fields))
+    if warning:
+        click.echo(warning, err=True)
 
 
 @group.command("unset")

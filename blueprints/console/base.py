@@ -11,6 +11,7 @@ blueprints/console/__init__.py builds; each page module registers its own views.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -49,12 +50,20 @@ NAVIGATION = (
     ("console.identities_list", "Identities", False),
     ("console.usage_page", "Usage", False),
     ("console.requests_list", "Requests", False),
+    ("console.prices_page", "Prices", False),
     ("console.keys_list", "API keys", False),
     ("console.idp_page", "Identity provider", False),
     ("console.limits_page", "Limits", False),
     ("console.audit_list", "Audit log", False),
     ("console.operators_list", "Operators", True),
 )
+
+
+# The one placeholder for nothing (no value, no cost, never), on every page.
+NOTHING = "–"
+# Posts that change nothing (they only read and answer), open to support operators too;
+# CSRF is still checked on them like on every post.
+READ_ONLY_POSTS = frozenset({"console.idp_test"})
 
 
 def register(bp: Blueprint) -> None:
@@ -69,6 +78,7 @@ def register(bp: Blueprint) -> None:
     bp.add_app_template_filter(money, "money")
     bp.add_app_template_filter(count, "count")
     bp.add_app_template_filter(when, "when")
+    bp.add_app_template_filter(shown, "shown")
 
 
 def runtime() -> Runtime:
@@ -125,11 +135,16 @@ def refuse_nul_characters() -> None:
 
 
 def require_operator():
-    """Every console page needs a login; only admins change anything."""
+    """Every console page needs a login; only admins change anything (a post that only
+    reads, :data:`READ_ONLY_POSTS`, is open to support)."""
     if not current_user.is_authenticated:
         return login_redirect()
     refuse_nul_characters()
-    if request.method not in SAFE_METHODS and not current_user.is_admin:
+    if (
+        request.method not in SAFE_METHODS
+        and not current_user.is_admin
+        and request.endpoint not in READ_ONLY_POSTS
+    ):
         abort(403, "Your role (support) can look, not change.")
     return None
 
@@ -217,20 +232,51 @@ def console_context() -> dict[str, Any]:
 
 
 def money(value: float | None) -> str:
-    """Dollars, with enough decimals for per-request costs."""
+    """Dollars, the one way the console shows a cost, a budget or a price: cents from
+    $1 up (``$1,234.56``), up to four decimals below (``$0.4721``, ``$0.50``), and two
+    significant digits under a cent (``$0.000088``): a cost that is not zero never
+    reads ``$0.00``. Nothing is ``–``."""
     if value is None:
-        return "–"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+        return NOTHING
+    amount = float(value)
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    if amount == 0:
+        return "$0.00"
+    if amount >= 1:
+        return f"{sign}${amount:,.2f}"
+    if amount >= 0.01:
+        decimals = 4
+    elif amount < 1e-12:
+        return f"{sign}<$0.000000000001"
+    else:  # two significant digits
+        decimals = 1 - math.floor(math.log10(amount))
+    whole, _, fraction = f"{amount:.{decimals}f}".partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}${whole}.{fraction}"
 
 
 def count(value: int | float | None) -> str:
     """A whole number with thousands separators."""
-    return "–" if value is None else f"{int(value):,}"
+    return NOTHING if value is None else f"{int(value):,}"
 
 
 def when(value: datetime | None) -> str:
     """A stored (naive UTC) time, to the minute."""
-    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+    return NOTHING if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def shown(value: Any) -> str:
+    """A stored value as a person reads it: ``–`` for nothing (none, an empty string or
+    list), ``yes`` / ``no``, a list's items joined by commas, a mapping as ``k=v``."""
+    if value is None or value == "" or value == [] or value == {}:
+        return NOTHING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(shown(item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={shown(v)}" for k, v in value.items())
+    return str(value)
 
 
 def error_page(exc: HTTPException) -> Response:

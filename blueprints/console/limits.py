@@ -4,24 +4,35 @@ audit entries, and the login throttling that guards this console."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, flash, request
 
 from blueprints.console.base import (
     actor,
-    changed,
+    back_to,
     get_db,
+    is_htmx,
+    money,
     on_domain_error,
     render,
     runtime,
 )
 from tally.audit import recent_audit
 from tally.db import utcnow
-from tally.limits.policy import FIELDS, PolicyError, format_value, parse_tier_key, parse_value
+from tally.limits.policy import (
+    BUDGET_FIELDS,
+    FIELDS,
+    PolicyError,
+    format_value,
+    parse_scope,
+    parse_tier_key,
+    parse_value,
+)
 from tally.limits.policy_store import (
     read_policies,
     reset_user,
     set_policy,
     set_tier_key,
+    unseen_user_warning,
     unset_policy,
 )
 from tally.limits.status import busiest_users
@@ -65,8 +76,14 @@ def _panel(**extra):
     return render(PAGE, PANEL, **_context(**extra))
 
 
-def _done(message: str):
-    return changed(message, "console.limits_page", _panel)
+def _done(message: str, warning: str | None = None):
+    """After a change: the panel again (HTMX), or the page with the messages flashed."""
+    if not is_htmx():
+        flash(message)
+        if warning:
+            flash(warning, "warning")
+        return back_to("console.limits_page")
+    return _panel(message=message, warning=warning)
 
 
 def limits_page():
@@ -87,8 +104,10 @@ def limits_set():
     fields = {name: parse_value(name, form[name]) for name in FIELDS if form[name]}
     if not fields:
         raise PolicyError("set at least one field (a number, an amount, or none)")
-    set_policy(get_db(), form["scope"], fields, actor())
-    return _done(f"Saved the policy of {form['scope']}.")
+    db = get_db()
+    set_policy(db, form["scope"], fields, actor())
+    scope = parse_scope(form["scope"])
+    return _done(f"Saved the policy of {scope}.", unseen_user_warning(db, scope))
 
 
 @on_domain_error(PAGE, PANEL, _context)
@@ -116,6 +135,8 @@ def limits_reset():
 
 
 def limit_value(value, name: str) -> str:
-    """A policy value as the CLI prints it (``$`` before budgets)."""
-    text = format_value(name, value)
-    return f"${text}" if name.endswith("_budget") and value is not None else text
+    """A limit's value or an amount of it: a budget as money (the console's one money
+    format), a count as the CLI prints it, ``none`` for no limit."""
+    if value is not None and name in BUDGET_FIELDS:
+        return money(value)
+    return format_value(name, value)

@@ -172,7 +172,9 @@ def upgrade() -> None:
     # ### end Alembic commands ###
 
     # Revision 1 is PRODUCT.md's default config, so every identifier ever sent maps to a
-    # stored revision. No explicit id: PostgreSQL's sequence must hand out 1 itself.
+    # stored revision. No explicit id: PostgreSQL's sequence must hand out 1 itself. It is
+    # dated when `db upgrade` made it (naive UTC, as every stored time), not a fixed day:
+    # the console's history shows when the defaults began to apply.
     revisions = sa.table(
         "config_revisions",
         *(
@@ -203,7 +205,7 @@ def upgrade() -> None:
                 "dialect": "openrouter",
                 "forward_profile": False,
                 "require_identity": False,
-                "created_at": datetime.datetime(2026, 1, 1),
+                "created_at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                 "created_by": "default",
                 "comment": "Tally's default tracking config",
             }

@@ -125,6 +125,12 @@ def shared_counts(session: Session, identifiers: Sequence[str]) -> dict[str, int
     return {identifier: n for identifier, n in rows}
 
 
+def end_user_seen(session: Session, external_id: str) -> bool:
+    """True when a request has named the end user ``external_id`` (they have a row)."""
+    query = select(EndUser.id).where(EndUser.external_id == external_id).limit(1)
+    return session.scalar(query) is not None
+
+
 def count_end_users(session: Session) -> int:
     """How many end users Tally knows (the number a collision risk is reckoned for)."""
     return session.scalar(select(func.count(EndUser.id))) or 0

@@ -81,6 +81,11 @@ class Check:
         """The limit as a header shows it (worked out once: a check lives all day)."""
         return self.display(self.limit)
 
+    def amount(self, amount: float) -> float | int:
+        """An amount of this limit in its own unit: dollars for budgets (the counters
+        hold nano-dollars), a whole number of tokens or requests for the rest."""
+        return amount / NANO if self.unit == "usd" else int(amount)
+
     def display(self, amount: float) -> str:
         """An amount of this limit as a header shows it (dollars for budgets)."""
         if self.unit == "usd":

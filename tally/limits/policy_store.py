@@ -18,6 +18,7 @@ from tally.audit import add_audit
 from tally.cache import Cache
 from tally.db import utcnow
 from tally.end_users.claims import EndUserClaim
+from tally.end_users.directory import end_user_seen
 from tally.limits.policy import (
     DEFAULT_TIER,
     DEFAULT_TIER_KEY,
@@ -131,6 +132,19 @@ def set_policy(session: Session, scope: str, fields: dict[str, Any], actor: str)
     add_audit(session, actor, "limits.set", scope, before, dict(row.fields))
     session.commit()
     return dict(row.fields)
+
+
+def unseen_user_warning(session: Session, scope: str) -> str | None:
+    """For a ``user:ID`` scope whose end user no request has named yet: a policy for them
+    is kept all the same (it applies from their first request), but the operator may
+    have mistyped the id, so say so. None for every other scope."""
+    kind, _, internal_id = scope.partition(":")
+    if kind != "user" or end_user_seen(session, internal_id):
+        return None
+    return (
+        f"Note: no end user with internal id {internal_id} has been seen yet; "
+        "the limit will apply when they are."
+    )
 
 
 def unset_policy(session: Session, scope: str, actor: str) -> None:

@@ -28,13 +28,14 @@ NEAR = 0.8  # a user past this fraction of a limit is "near"
 
 @dataclass(frozen=True)
 class LimitUse:
-    """One limit of one user: how much of it is used."""
+    """One limit of one user: how much of it is used, in the limit's unit (dollars for
+    budgets, a whole number of requests or tokens for the rest)."""
 
     field: str
     scope: str
-    limit: str
-    used: str
-    remaining: str
+    limit: float | int
+    used: float | int
+    remaining: float | int
     fraction: float
     reset: datetime
 
@@ -89,9 +90,9 @@ def _use(check: Check, stats: list[float]) -> LimitUse:
     return LimitUse(
         check.field,
         check.subject,
-        check.display(check.limit),
-        check.display(used),
-        check.display(remaining),
+        check.amount(check.limit),
+        check.amount(used),
+        check.amount(remaining),
         min(fraction, 1.0),
         datetime.fromtimestamp(int(reset + 1), UTC).replace(tzinfo=None),
     )

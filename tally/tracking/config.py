@@ -106,6 +106,23 @@ class TrackingConfig:
         )
 
     @property
+    def profile_note(self) -> str | None:
+        """Why ``forward_profile=on`` does nothing in this config (PRODUCT.md: orq only,
+        never in a hash mode), or None when it is off or does forward the profile."""
+        if not self.enabled or not self.forward_profile or self.sends_profile:
+            return None
+        if self.hash_mode != "none":
+            return (
+                f"forward_profile=on does nothing in a hash mode ({self.hash_mode}): no "
+                "profile field ever leaves then. Only hash_mode none with the orq dialect "
+                "forwards display_name, email, metadata and tags."
+            )
+        return (
+            f"forward_profile=on does nothing with the {self.dialect} dialect: only orq "
+            "forwards display_name, email, metadata and tags."
+        )
+
+    @property
     def sends_profile(self) -> bool:
         """Profile fields go upstream only for orq, when asked, and never in a hash mode."""
         return (

@@ -28,6 +28,7 @@ class Preview:
     note: str | None = None
     warning: str | None = None  # what the config means for ids of other lengths
     collision: str | None = None  # the chance two current users share an identifier
+    profile: str | None = None  # forward_profile is on but does nothing in this config
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,13 @@ def preview(config: TrackingConfig, internal_id: str, hash_key: bytes, users: in
             f"longer than the {limit} characters the {config.dialect} dialect allows: "
             "requests would be refused"
         )
-    return Preview(identifier, note, config.length_warning(), collision_warning(config, users))
+    return Preview(
+        identifier,
+        note,
+        config.length_warning(),
+        collision_warning(config, users),
+        config.profile_note,
+    )
 
 
 def history(session: Session, limit: int = 50) -> list[HistoryEntry]:

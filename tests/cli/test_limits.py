@@ -96,3 +96,15 @@ def test_set_prints_the_policy_of_a_key_whose_name_has_a_space(runner, make_key)
         "key:mobile app messages=900 rpm=none daily_tokens=none monthly_tokens=none "
         "daily_budget=none monthly_budget=none"
     ]
+
+
+def test_a_user_never_seen_gets_a_warning(runner):
+    result = runner.invoke(args=["limits", "set", "user:ghost-9", "rpm=5"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["user:ghost-9 rpm=5"]
+    assert result.stderr.strip() == (
+        "Note: no end user with internal id ghost-9 has been seen yet; "
+        "the limit will apply when they are."
+    )
+    known = runner.invoke(args=["limits", "set", "tier:pro", "rpm=5"])
+    assert known.stderr == ""

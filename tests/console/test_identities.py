@@ -93,7 +93,7 @@ def test_detail_shows_profile_identifiers_usage_and_requests(support, people):
     page = text(response)
     assert "user-ada" in page and "Ada Lovelace" in page and "ada@example.com" in page
     assert "tally_aaaa1111bbbb2222" in page and "acme_user-ada" in page
-    assert "openai/gpt-4o-mini" in page and "$0.2500" in page
+    assert "openai/gpt-4o-mini" in page and "$0.25" in page
 
 
 def test_every_lookup_by_support_is_audited(support, people, db):

@@ -40,10 +40,19 @@ def test_a_bad_value_is_the_form_again_with_the_message(admin, db):
     assert not active_idp(db).configured
 
 
-def test_support_looks_but_cannot_change_or_test(support, admin, configured):
-    assert support.get("/idp").status_code == 200
+def test_support_tests_a_token_but_cannot_change_the_provider(support, configured):
+    page = text(support.get("/idp"))
+    assert "Test the token" in page  # the button is there, and it works
+    assert 'name="issuer"' in page and " disabled" in page  # the provider's form is not
+    assert '<button type="submit" class="primary">Save</button>' not in page
     assert support.post("/idp", {"issuer": "https://x.example"}).status_code == 403
-    assert support.post("/idp/test", {"token": "x"}).status_code == 403
+    token = configured.token("ec", name="Ada Lovelace")
+    for htmx in (False, True):
+        answer = support.post("/idp/test", {"token": token}, htmx=htmx)
+        assert answer.status_code == 200
+        assert "Accepted: the end user is" in text(answer) and "user_2N4Z" in text(answer)
+    # still a post: without the CSRF token it is refused
+    assert support.post("/idp/test", {"token": token}, csrf=False).status_code == 400
 
 
 def test_the_form_needs_csrf(admin):

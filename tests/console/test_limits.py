@@ -32,7 +32,7 @@ def test_admin_sets_a_tier_and_it_is_audited(admin, db, htmx):
     else:
         assert response.status_code == 303
     page = text(admin.get("/limits"))
-    assert '<tr data-scope="tier:pro">' in page and "$2.5" in page
+    assert '<tr data-scope="tier:pro">' in page and "$2.50" in page
     entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "limits.set")).one()
     assert entry.actor == admin.email and entry.target == "tier:pro"
     assert entry.after["messages"] == 5000 and entry.after["rpm"] is None
@@ -150,5 +150,8 @@ def test_identity_page_shows_quota_left_and_spend(tally_admin, tally, db):
     assert (
         '<td class="num" data-label="Used">3</td><td class="num" data-label="Left">7</td>' in page
     )
-    # the fake upstream's cost: $0.00042 a call
-    assert '<td class="num" data-label="Used">0.00126</td>' in page
+    # the fake upstream's cost: $0.00042 a call; budgets as money, like on /limits
+    budget = page.split('<tr data-field="daily_budget">', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num" data-label="Used">$0.0013</td>' in budget
+    assert '<td class="num" data-label="Left">$0.9987</td>' in budget
+    assert '<td class="num" data-label="Of">$1.00</td>' in budget

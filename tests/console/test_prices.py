@@ -36,7 +36,7 @@ def test_admin_adds_changes_and_removes_a_price_audited(admin, db, htmx):
     assert prices(db) == {"openai/gpt-4o-mini": (0.15, 0.6, None)}
     page = text(admin.get("/usage/prices"))
     assert '<tr data-model="openai/gpt-4o-mini">' in page
-    assert "$0.15" in page and "$0.6" in page and "as prompt" in page
+    assert "$0.15" in page and "$0.60" in page and "as prompt" in page
 
     form.update(prompt="$0.2", cached="0.05")
     assert admin.post("/usage/prices", form, htmx=htmx).status_code in (200, 303)

@@ -126,8 +126,8 @@ def test_the_dashboard_shows_each_top_users_cache_hits(support, workload):
     rows = {
         user: page.split(f"<code>{user}</code>")[1].split("</tr>")[0] for user in ("ada", "bob")
     }
-    assert 'class="num cache-share">25.0%<' in rows["ada"]
-    assert 'class="num cache-share">100.0%<' in rows["bob"]
+    assert 'cache-share">25.0%<' in rows["ada"]
+    assert 'cache-share">100.0%<' in rows["bob"]
 
 
 def test_a_bad_range_is_audited_once_and_a_missing_user_is_404(support, workload, db):
