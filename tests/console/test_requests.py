@@ -314,3 +314,12 @@ def test_each_filter_reads_its_index_newest_first(many, database_url, args, inde
     assert "TEMP B-TREE" not in plan, plan
     if "before" in args:  # the cursor bounds the index range: a deep page starts there
         assert "created_at<" in plan, plan
+
+
+def test_every_per_user_row_links_to_that_users_log(console, traffic):
+    """The dashboard's top users and the limits page's users near a limit, each with a
+    link to their calls in the request log."""
+    link = 'href="/requests?user=ada"'
+    assert link in text(console.get("/"))
+    set_limits(traffic.flask_app, "tier:default", "messages=3")
+    assert link in text(console.get("/limits"))
