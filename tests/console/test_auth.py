@@ -287,3 +287,20 @@ def test_api_and_probes_carry_no_console_machinery(admin, make_key, path):
     assert "Set-Cookie" not in response.headers
     assert "Content-Security-Policy" not in response.headers
     assert "Vary" not in response.headers  # a session touched would add Vary: Cookie
+
+
+@pytest.mark.parametrize(
+    ("new", "why"),
+    [
+        ("Summer2026", "similar to a commonly used password"),
+        ("tallyconsole", "this product&#39;s words"),
+        ("short", "at least 8 characters"),
+    ],
+)
+def test_a_guessable_new_password_is_refused_with_why(app, admin, new, why):
+    response = admin.post("/account/password", {"current_password": PASSWORD, "new_password": new})
+    assert response.status_code == 422
+    assert why in text(response)
+    admin.post("/logout")
+    assert Console(app).login(admin.email, new).status_code == 422
+    assert Console(app).login(admin.email).status_code == 303  # the old one still works
