@@ -141,6 +141,14 @@ def check_password_hash(password_hash: str, password: str) -> bool:
         return False
 
 
+def operator_id_of(session: Session, email: str) -> int | None:
+    """The id of the operator with this e-mail (any case), if any."""
+    email = email.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH:
+        return None
+    return session.scalars(select(Operator.id).where(Operator.email == email)).first()
+
+
 def get_operator(session: Session, operator_id: int) -> Operator | None:
     """The operator with this id, if any."""
     return session.get(Operator, operator_id)
