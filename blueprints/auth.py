@@ -150,7 +150,7 @@ def login():
     wait = _guarded(lambda: throttle.locked_for(attempt))
     if wait is not None:
         _guarded(lambda: throttle.refused(db, attempt))
-        return _locked_out(next_url, email, wait)
+        return _locked_out(next_url, email, wait, trusted=attempt.device is not None)
     operator = authenticate_operator(db, email, request.form.get("password", ""))
     if operator is None:
         _guarded(lambda: throttle.failed(db, attempt))
@@ -185,12 +185,16 @@ def _guarded(step):
         return None
 
 
-def _locked_out(next_url: str, email: str, wait: int):
+def _locked_out(next_url: str, email: str, wait: int, trusted: bool):
+    """The login form again, 429 with Retry-After: the lockout ends by itself."""
     minutes = max(1, round(wait / 60))
     message = (
-        "Too many failed attempts. Wait "
+        "Too many failed attempts"
+        + (" from this browser" if trusted else "")
+        + ". Wait "
         + ("a minute" if minutes == 1 else f"{minutes} minutes")
-        + ", then try again (a browser you have signed in with before is not held back)."
+        + ", then try again"
+        + ("." if trusted else " (a browser you have signed in with before is not held back).")
     )
     page = render_template("auth/login.html", next_url=next_url, email=email, error=message)
     return page, 429, {"Retry-After": str(wait)}

@@ -146,7 +146,9 @@ def test_a_trusted_browser_has_its_own_lockout_and_counts_toward_no_other(make_a
     owner = owners_browser(app)
     for _ in range(3):
         assert owner.sign_in(ADMIN, "a typo in it").status_code == 422
-    assert owner.sign_in(ADMIN).status_code == 429  # this browser, locked out by itself
+    locked = owner.sign_in(ADMIN)
+    assert locked.status_code == 429  # this browser, locked out by itself
+    assert "Too many failed attempts from this browser" in text(locked)
     # Its failures counted neither toward the account nor toward its address.
     assert Browser(app, OWNER_ADDRESS).sign_in(ADMIN).status_code == 303
     entries = lockouts(app)
