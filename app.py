@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from blueprints import auth, cli, console, demo, extensions, health
 from blueprints.api import admin, v1
 from blueprints.api.errors import http_error_response
+from blueprints.bodies import BodyDeadline
 from blueprints.console.base import database_unavailable, error_page
 from tally.errors import DatabaseUnavailable
 from tally.logs import AccessLog, configure_logging
@@ -88,5 +89,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if settings.trusted_proxies:  # client address and scheme from the proxies' headers
         hops = settings.trusted_proxies
         dispatch = ProxyFix(dispatch, x_for=hops, x_proto=hops)
-    app.wsgi_app = AccessLog(dispatch)
+    # a request body must arrive within TALLY_BODY_TIMEOUT, whoever serves it
+    app.wsgi_app = AccessLog(BodyDeadline(dispatch, settings.body_timeout))
     return app

@@ -1,5 +1,7 @@
-"""Operator login and logout (flask-login), with failed logins throttled per account and
-per IP (flask-limiter). A successful login is never counted."""
+"""Operator login and logout (flask-login). Failed logins are throttled per account and
+per IP, and a browser that signed in before per its device cookie (OWASP's pattern:
+tally/operators/throttle.py, blueprints/device_cookies.py), on flask-limiter's storage.
+A successful login is never counted."""
 
 from __future__ import annotations
 
@@ -7,22 +9,35 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RoutingException
 
 from blueprints.console.base import get_db, login_redirect, refuse_nul_characters, runtime
+from blueprints.device_cookies import device_nonce, set_device_cookie
 from blueprints.extensions import limiter, login_manager
+from tally.errors import LimitsUnavailable
 from tally.operators.accounts import (
     OperatorError,
     authenticate_operator,
     change_password,
     end_sessions,
     get_operator,
+    operator_id_of,
     session_is_current,
 )
+from tally.operators.throttle import Attempt, LoginThrottle
 
 bp = Blueprint("auth", __name__)
 
@@ -69,20 +84,20 @@ def load_operator(session_id: str) -> CurrentOperator | None:
         return CurrentOperator.of(operator)
 
 
-def _login_failed(response) -> bool:
-    return response.status_code == LOGIN_FAILED
+def _throttle() -> LoginThrottle:
+    config = current_app.config
+    return LoginThrottle(
+        limiter.limiter,
+        config["LOGIN_LIMIT_PER_ACCOUNT"],
+        config["LOGIN_LIMIT_PER_IP"],
+        config["LOGIN_LIMIT_PER_DEVICE"],
+    )
 
 
-def _account_key() -> str:
-    return "account:" + request.form.get("email", "").strip().lower()[:320]
-
-
-def _per_account() -> str:
-    return current_app.config["LOGIN_LIMIT_PER_ACCOUNT"]
-
-
-def _per_ip() -> str:
-    return current_app.config["LOGIN_LIMIT_PER_IP"]
+def _attempt(email: str) -> Attempt:
+    """The attempt of this request: the e-mail, the client's address (ProxyFix's, behind
+    trusted proxies), and its device cookie's nonce when valid for that account."""
+    return Attempt(email, get_remote_address(), device_nonce(operator_id_of(get_db(), email)))
 
 
 _HOST = "console.invalid"  # a stand-in host to resolve ``next`` against
@@ -120,10 +135,9 @@ def _plain_path(text: str) -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_per_ip, key_func=get_remote_address, methods=["POST"], deduct_when=_login_failed)
-@limiter.limit(_per_account, key_func=_account_key, methods=["POST"], deduct_when=_login_failed)
 def login():
-    """Show the login form; on POST, log the operator in with a fresh session."""
+    """Show the login form; on POST, log the operator in with a fresh session and a new
+    device cookie. A locked-out attempt is 429 (the password is not even checked)."""
     refuse_nul_characters()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -131,8 +145,15 @@ def login():
             return redirect(next_url)
         return render_template("auth/login.html", next_url=next_url, email="")
     email = request.form.get("email", "")
-    operator = authenticate_operator(get_db(), email, request.form.get("password", ""))
+    db, throttle = get_db(), _throttle()
+    attempt = _attempt(email)
+    wait = _guarded(lambda: throttle.locked_for(attempt))
+    if wait is not None:
+        _guarded(lambda: throttle.refused(db, attempt))
+        return _locked_out(next_url, email, wait, trusted=attempt.device is not None)
+    operator = authenticate_operator(db, email, request.form.get("password", ""))
     if operator is None:
+        _guarded(lambda: throttle.failed(db, attempt))
         message = "Wrong e-mail or password, or the account is disabled."
         return (
             render_template("auth/login.html", next_url=next_url, email=email, error=message),
@@ -143,7 +164,40 @@ def login():
     session.clear()
     login_user(CurrentOperator.of(operator))
     session.permanent = True
-    return redirect(next_url, 303)
+    response = redirect(next_url, 303)
+    set_device_cookie(response, operator.id)
+    return response
+
+
+def _guarded(step):
+    """Run a step of the throttle; the limit storage failing is TALLY_RATELIMIT_FAIL's
+    case, as for the API's limits: ``open`` goes on unthrottled (logged), ``closed`` 503."""
+    try:
+        return step()
+    except Exception as exc:
+        limits = runtime().limits
+        if limits is None or not limits.is_storage_error(exc):
+            raise
+        try:
+            limits.storage_failed(exc, "admitting")
+        except LimitsUnavailable as refused:
+            abort(503, refused.message)
+        return None
+
+
+def _locked_out(next_url: str, email: str, wait: int, trusted: bool):
+    """The login form again, 429 with Retry-After: the lockout ends by itself."""
+    minutes = max(1, round(wait / 60))
+    message = (
+        "Too many failed attempts"
+        + (" from this browser" if trusted else "")
+        + ". Wait "
+        + ("a minute" if minutes == 1 else f"{minutes} minutes")
+        + ", then try again"
+        + ("." if trusted else " (a browser you have signed in with before is not held back).")
+    )
+    page = render_template("auth/login.html", next_url=next_url, email=email, error=message)
+    return page, 429, {"Retry-After": str(wait)}
 
 
 @bp.post("/logout")

@@ -2,7 +2,8 @@
 
 - ``login_manager``: operator sessions (flask-login);
 - ``csrf``: CSRF checks on every state-changing request (Flask-WTF);
-- ``limiter``: login throttling (flask-limiter), on the same storage as the API's limits
+- ``limiter``: the storage and strategy of login throttling (flask-limiter; the lockouts
+  themselves are tally/operators/throttle.py's), on the same storage as the API's limits
   (tally/limits/admission.py): ``TALLY_RATELIMIT_STORAGE_URI``, else the instance's
   counter file under gunicorn, else this process's memory (then it is the instance).
 """
@@ -77,6 +78,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("LOGIN_LIMIT_PER_ACCOUNT", "5 per minute; 20 per hour")
     app.config.setdefault("LOGIN_LIMIT_PER_IP", "20 per minute; 100 per hour")
+    # a browser that signed in before, per its device cookie (tally/operators/throttle.py)
+    app.config.setdefault("LOGIN_LIMIT_PER_DEVICE", "5 per minute; 20 per hour")
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
     # Flask's own defaults are looser: no SameSite, 31-day sessions.
     app.config["SESSION_COOKIE_HTTPONLY"] = True

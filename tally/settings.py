@@ -27,6 +27,7 @@ LIMITS_DB_ENV = (
 # (gunicorn.conf.py makes the directory); unset, each process reports only itself.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 60.0  # seconds a request body may take to arrive (blueprints/bodies.py)
 DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the DB is away
 DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
 USAGE_WRITES = ("background", "inline")  # the first is the default
@@ -60,6 +61,7 @@ class Settings:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
     metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by gunicorn.conf.py
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # TALLY_BODY_TIMEOUT: then 408, connection closed
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -96,6 +98,7 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
         metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
         metrics_dir=env.get(METRICS_DIR_ENV) or None,
+        body_timeout=_number(env, "TALLY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, float),
     )
 
 

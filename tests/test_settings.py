@@ -43,17 +43,20 @@ def test_environment_wins(tmp_path):
             "TALLY_UPSTREAM_URL": "https://openrouter.ai/api/v1/",
             "TALLY_UPSTREAM_TIMEOUT": "12.5",
             "TALLY_MAX_BODY_BYTES": "1000",
+            "TALLY_BODY_TIMEOUT": "7.5",
         },
     )
     assert settings.hash_key == "k"
+    assert settings.body_timeout == 7.5
     assert settings.upstream_url == "https://openrouter.ai/api/v1"
     assert (settings.upstream_timeout, settings.max_body_bytes) == (12.5, 1000)
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "0"])
-def test_bad_numbers_are_refused(tmp_path, value):
-    with pytest.raises(SettingsError, match="TALLY_UPSTREAM_TIMEOUT"):
-        load_settings(str(tmp_path), {"TALLY_UPSTREAM_TIMEOUT": value})
+@pytest.mark.parametrize("name", ["TALLY_UPSTREAM_TIMEOUT", "TALLY_BODY_TIMEOUT"])
+def test_bad_numbers_are_refused(tmp_path, name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings(str(tmp_path), {name: value})
 
 
 def test_secrets_stay_out_of_reprs(tmp_path):

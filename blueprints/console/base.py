@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -31,14 +30,12 @@ from flask import (
     request,
     url_for,
 )
-from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from blueprints.extensions import limiter
 from tally.errors import DatabaseUnavailable, InvalidInput
 from tally.runtime.process import Runtime
 
@@ -289,12 +286,7 @@ def error_page(exc: HTTPException) -> Response:
     ):
         return login_redirect()
     code = exc.code or 500
-    response = make_response(render_template("errors/error.html", error=exc, code=code), code)
-    if isinstance(exc, RateLimitExceeded):
-        limit = limiter.current_limit
-        retry = max(1, int(limit.reset_at - time.time())) if limit else 60
-        response.headers["Retry-After"] = str(retry)
-    return response
+    return make_response(render_template("errors/error.html", error=exc, code=code), code)
 
 
 def database_unavailable(exc: Exception) -> Response:

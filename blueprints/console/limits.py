@@ -67,6 +67,7 @@ def _context(**extra):
         "fail": limits_runtime.fail if limits_runtime else "open",
         "per_account": config["LOGIN_LIMIT_PER_ACCOUNT"],
         "per_ip": config["LOGIN_LIMIT_PER_IP"],
+        "per_device": config["LOGIN_LIMIT_PER_DEVICE"],
         "form": {},
         **extra,
     }

@@ -16,6 +16,7 @@ from tally.db import utcnow
 from tally.end_users.claims import EMAIL_RE
 from tally.errors import InvalidInput
 from tally.models import Operator
+from tally.operators.passwords import password_weakness
 
 ROLES = ("admin", "support")
 MIN_PASSWORD_LENGTH = 8
@@ -37,7 +38,7 @@ def create_operator(session: Session, email: str, role: str, password: str, acto
         raise OperatorError(f"{email!r} is not a valid e-mail address")
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
-    _check_new_password(password)
+    _check_new_password(password, email)
     if session.scalars(select(Operator.id).where(Operator.email == email)).first():
         raise OperatorError(f"an operator {email} already exists")
     operator = Operator(
@@ -49,7 +50,9 @@ def create_operator(session: Session, email: str, role: str, password: str, acto
     return operator
 
 
-def _check_new_password(password: str) -> None:
+def _check_new_password(password: str, email: str) -> None:
+    """Refuse a password that is too short, too long, or too easy to guess for the
+    account ``email`` (tally.operators.passwords)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise OperatorError(
             f"the password must be at least {MIN_PASSWORD_LENGTH} characters", "password"
@@ -58,6 +61,9 @@ def _check_new_password(password: str) -> None:
         raise OperatorError(
             f"the password must be at most {MAX_PASSWORD_LENGTH} characters", "password"
         )
+    weakness = password_weakness(password, email)
+    if weakness:
+        raise OperatorError(weakness, "password")
 
 
 def new_nonce() -> str:
@@ -88,7 +94,7 @@ def change_password(
     operator = _existing(session, operator_id)
     if not check_password(operator, current):
         raise OperatorError("the current password is wrong", "current_password")
-    _check_new_password(new)
+    _check_new_password(new, operator.email)
     operator.password_hash = hasher.hash(new)
     operator.session_nonce = new_nonce()
     add_audit(session, actor, "operator.password", target=operator.email)
@@ -133,6 +139,14 @@ def check_password_hash(password_hash: str, password: str) -> bool:
         return hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def operator_id_of(session: Session, email: str) -> int | None:
+    """The id of the operator with this e-mail (any case), if any."""
+    email = email.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH:
+        return None
+    return session.scalars(select(Operator.id).where(Operator.email == email)).first()
 
 
 def get_operator(session: Session, operator_id: int) -> Operator | None:

@@ -4,6 +4,8 @@ gunicorn writes a response's head and its first body bytes with two ``sendall`` 
 two packets, and the client wakes twice before it can act on the answer (a stream's
 first event, a whole JSON answer). :class:`CoalescingResponse` sends them together.
 Everything else (framing, Content-Length truncation, HEAD, sendfile) stays gunicorn's.
+And the requests gunicorn refuses itself (too long a request line or headers, not HTTP)
+are answered in Tally's voice, not gunicorn's HTML (tally/runtime/refusals.py).
 
 It leans on gunicorn's internals (``Response.write`` sends the head through
 ``send_headers`` and ``self.sock.sendall`` and sets ``headers_sent``), so it is installed
@@ -20,6 +22,8 @@ import logging
 
 import gunicorn
 from gunicorn.http import wsgi
+
+from tally.runtime import refusals
 
 # [first, past-the-end) gunicorn (major, minor): pyproject.toml's range (23.0 to 27.0
 # checked).
@@ -61,16 +65,19 @@ def supported(version: tuple[int, ...] | None = None) -> bool:
 
 
 def install(log: logging.Logger | None = None) -> bool:
-    """Make every gunicorn worker (of any class) answer with :class:`CoalescingResponse`,
-    on a supported gunicorn; on any other, leave gunicorn's own and say so in one line."""
+    """Make every gunicorn worker (of any class) answer with :class:`CoalescingResponse`
+    and refuse in Tally's voice (tally.runtime.refusals), on a supported gunicorn; on any
+    other, leave gunicorn's own and say so in one line."""
     if not supported():
         (log or logging.getLogger(__name__)).warning(
             "gunicorn %s is outside %s.%s-%s.%s, the releases tally.runtime.serving was checked "
-            "against: answers keep gunicorn's own writes (head and first bytes apart)",
+            "against: answers keep gunicorn's own writes (head and first bytes apart) "
+            "and its own error pages",
             gunicorn.__version__,
             *SUPPORTED[0],
             *SUPPORTED[1],
         )
         return False
     wsgi.Response = CoalescingResponse
+    refusals.install()
     return True

@@ -159,3 +159,35 @@ def test_an_expired_session_sends_htmx_to_the_login_page(page, tally, operator_o
     page.wait_for_url(tally.url + "/login?next=*")
     expect(page.locator("h1")).to_have_text("Log in to the console")
     expect(page.locator("#identity-results")).to_have_count(0)  # not inside a fragment
+
+
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_guessing_elsewhere(
+    browser, page, tally, operator_of, fast_passwords
+):
+    """OWASP's device cookies in a real browser: guesses lock the account and the address
+    out for strangers, while the owner's browser (its cookie: HttpOnly, SameSite=Strict,
+    for /login) still signs in, even from the same address."""
+    email = operator_of("admin")
+    log_in(page, tally.url, email)
+    page.click("text=Log out")
+    page.wait_for_url(tally.url + "/login")
+    [cookie] = [c for c in page.context.cookies() if c["name"].startswith("tally_device_")]
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/login")
+    guesser = requests.Session()
+    for n in range(25):
+        form = guesser.get(tally.url + "/login").text
+        token = form.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        data = {"email": email, "password": f"guess {n}", "csrf_token": token}
+        guesser.post(tally.url + "/login", data=data, allow_redirects=False)
+    stranger = browser.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(tally.url + "/login")
+        other.fill("input[name=email]", email)
+        other.fill("input[name=password]", "correct horse battery")
+        other.click("button[type=submit]")
+        expect(other.locator(".message-error")).to_contain_text("Too many failed attempts")
+    finally:
+        stranger.close()
+    log_in(page, tally.url, email)
+    expect(page.locator(".whoami")).to_contain_text(email)

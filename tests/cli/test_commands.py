@@ -110,11 +110,36 @@ def test_operators_create_stores_only_a_hash(runner, db):
             "correct horse",
         ]
     )
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     operator = db.scalars(select(Operator)).one()
     assert (operator.email, operator.role) == ("ops@example.com", "support")
     assert operator.password_hash.startswith("$argon2id$")
     assert "correct horse" not in operator.password_hash
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("password", "this is a top-10 common password."),
+        ("tally123", "made of your e-mail or this product's words."),
+        ("Summer2026", "this is similar to a commonly used password."),
+        ("ops@example.com", "made of your e-mail or this product's words."),
+        ("opsexample", "made of your e-mail or this product's words."),
+    ],
+)
+def test_operators_create_refuses_a_guessable_password(runner, db, password, why):
+    """PRODUCT.md: short, common or guessable from the e-mail (zxcvbn below 3): exit 2,
+    one line that says why and how to choose a better one; nothing is created."""
+    result = runner.invoke(
+        args=["operators", "create", "ops@example.com", "--role", "admin", "--password", password]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: the password is too easy to guess: ")
+    assert why in lines[0]
+    assert "Use a longer passphrase of several unrelated words." in lines[0]
+    assert db.scalars(select(Operator)).first() is None
 
 
 def test_trace_an_unknown_identifier(runner):

@@ -36,6 +36,12 @@ ACTIONS = [
 ]
 
 
+def set_cookie(response, name: str) -> str:
+    """The one Set-Cookie header of ``response`` for a cookie whose name starts so."""
+    (found,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith(name)]
+    return found
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_pages_require_login(client, path):
     response = client.get(path)
@@ -161,7 +167,7 @@ def test_session_cookie_is_httponly_samesite_lax_and_rotated_at_login(app, make_
     with console.client.session_transaction() as session:
         session["planted"] = "by an attacker"
     response = console.login(email)
-    cookie = response.headers["Set-Cookie"]
+    cookie = set_cookie(response, "session")
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Secure" not in cookie  # plain HTTP here; HTTPS requests get Secure
@@ -182,7 +188,8 @@ def test_session_cookie_is_secure_over_https(app, make_operator):
         headers={"Referer": "https://localhost/login"},
     )
     assert response.status_code == 303
-    assert "Secure" in response.headers["Set-Cookie"]
+    assert "Secure" in set_cookie(response, "session")
+    assert "Secure" in set_cookie(response, "tally_device_")
 
 
 def test_logout_ends_the_session(admin):
@@ -287,3 +294,20 @@ def test_api_and_probes_carry_no_console_machinery(admin, make_key, path):
     assert "Set-Cookie" not in response.headers
     assert "Content-Security-Policy" not in response.headers
     assert "Vary" not in response.headers  # a session touched would add Vary: Cookie
+
+
+@pytest.mark.parametrize(
+    ("new", "why"),
+    [
+        ("Summer2026", "similar to a commonly used password"),
+        ("tallyconsole", "this product&#39;s words"),
+        ("short", "at least 8 characters"),
+    ],
+)
+def test_a_guessable_new_password_is_refused_with_why(app, admin, new, why):
+    response = admin.post("/account/password", {"current_password": PASSWORD, "new_password": new})
+    assert response.status_code == 422
+    assert why in text(response)
+    admin.post("/logout")
+    assert Console(app).login(admin.email, new).status_code == 422
+    assert Console(app).login(admin.email).status_code == 303  # the old one still works

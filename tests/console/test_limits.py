@@ -18,6 +18,7 @@ def test_the_page_shows_the_shipped_default_and_login_throttling(admin):
     assert '<tr data-scope="tier:default">' in page
     assert ">1000</td>" in page
     assert "5 per minute; 20 per hour" in page
+    assert "Failed logins per browser signed in before" in page
     assert "tally+memory://" in page
 
 

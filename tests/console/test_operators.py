@@ -39,6 +39,9 @@ def test_create_an_operator_who_can_log_in(admin, app, db, htmx):
         ({"email": "a" * 400 + "@example.com", "role": "admin", "password": PASSWORD}, "valid"),
         ({"email": "a@example.com", "role": "root", "password": PASSWORD}, "role must be"),
         ({"email": "a@example.com", "role": "admin", "password": "short"}, "at least 8"),
+        ({"email": "a@example.com", "role": "admin", "password": "password1"}, "too easy"),
+        ({"email": "ann@example.com", "role": "admin", "password": "ann@example.com"}, "e-mail"),
+        ({"email": "b@example.com", "role": "admin", "password": "gatewaytally"}, "words"),
     ],
 )
 def test_bad_operator_form_is_a_422_message(admin, form, message):

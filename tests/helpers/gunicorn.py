@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 import requests
+from gunicorn import util
+from gunicorn.http import wsgi
+from gunicorn.workers import base
 
 from tests.helpers.loopback import HOST, free_port
 from tests.helpers.settings import HASH_KEY, SECRET_KEY
@@ -86,3 +89,10 @@ def writer_pids(master_pid: int) -> list[int]:
         if parent == master_pid and b"tally.runtime.writer" in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def keep_gunicorns_own(monkeypatch) -> None:
+    """What tally.runtime.serving.install() swaps in gunicorn, put back after the test."""
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)
+    monkeypatch.setattr(base.Worker, "handle_error", base.Worker.handle_error)
+    monkeypatch.setattr(util, "write_error", util.write_error)

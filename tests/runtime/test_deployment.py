@@ -57,7 +57,8 @@ def test_the_session_cookie_is_secure_behind_an_https_proxy(
         headers={"X-Forwarded-Proto": "https", "Referer": "https://localhost/login"},
     )
     assert response.status_code == 303, response.get_data(as_text=True)
-    assert ("Secure" in response.headers["Set-Cookie"]) is secure
+    for cookie in response.headers.getlist("Set-Cookie"):  # the session, the device cookie
+        assert ("Secure" in cookie) is secure
 
 
 def test_trusted_proxies_must_be_a_small_whole_number(tmp_path):

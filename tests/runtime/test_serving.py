@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gunicorn
 import pytest
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
 from tally.runtime.serving import CoalescingResponse, install, supported
+from tests.helpers.gunicorn import keep_gunicorns_own
 
 
 class FakeRequest:
@@ -70,7 +72,7 @@ def test_a_json_answer_is_one_send():
 
 
 def test_the_installed_gunicorn_is_one_it_supports(monkeypatch):
-    monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
+    keep_gunicorns_own(monkeypatch)  # restored after the test
     assert supported(), f"check tally/runtime/serving.py against gunicorn {gunicorn.__version__}"
     assert install() is True
     assert wsgi.Response is CoalescingResponse
@@ -80,10 +82,10 @@ def test_the_installed_gunicorn_is_one_it_supports(monkeypatch):
 def test_outside_its_range_gunicorn_keeps_its_own_and_one_line_says_so(
     monkeypatch, caplog, version
 ):
-    monkeypatch.setattr(wsgi, "Response", wsgi.Response)
-    gunicorns = wsgi.Response
+    keep_gunicorns_own(monkeypatch)
+    gunicorns = wsgi.Response, util.write_error
     monkeypatch.setattr(gunicorn, "version_info", version)
     assert install() is False
-    assert wsgi.Response is gunicorns
+    assert (wsgi.Response, util.write_error) == gunicorns
     [record] = caplog.records
     assert "tally.runtime.serving" in record.getMessage() and record.levelname == "WARNING"

@@ -9,18 +9,21 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
-from gunicorn.workers import base_async, gthread, sync
+from gunicorn.workers import base, base_async, gthread, sync
 
+from tally.runtime import refusals
 from tally.runtime.serving import CoalescingResponse, install
+from tests.helpers.gunicorn import keep_gunicorns_own
 
 
 @pytest.fixture
 def installed(monkeypatch):
-    """tally.runtime.serving installed, gunicorn's own Response restored afterwards."""
-    monkeypatch.setattr(wsgi, "Response", wsgi.Response)
+    """tally.runtime.serving installed, gunicorn's own restored afterwards."""
+    keep_gunicorns_own(monkeypatch)
     assert install() is True
 
 
@@ -67,3 +70,32 @@ def test_the_response_members_the_subclass_uses_are_there():
     assert callable(wsgi.Response.send_headers)
     response = wsgi.Response(parsed(b"GET / HTTP/1.1\r\nHost: tally\r\n\r\n"), object(), Config())
     assert response.headers_sent is False and response.sock is not None
+
+
+def test_refusals_are_answered_through_the_swapped_write_error(installed):
+    """tally.runtime.refusals: every worker class refuses through ``Worker.handle_error``
+    (none has its own), which writes through ``util.write_error`` looked up at the call."""
+    assert base.Worker.handle_error is refusals.handle_error
+    assert util.write_error is refusals.write_error
+    assert "util.write_error(client, status_int, reason, mesg)" in inspect.getsource(
+        refusals._gunicorn_handle_error
+    )
+    from gunicorn.workers.ggevent import GeventWorker
+
+    for worker in (GeventWorker, gthread.ThreadWorker, sync.SyncWorker):
+        assert worker.handle_error is refusals.handle_error
+
+
+def test_a_too_long_request_line_leaves_its_start_in_the_parsers_frames():
+    """A request line past the limit never becomes a request: its path is found in the
+    parser's frames (tally.runtime.refusals.request_path)."""
+    raw = b"GET /v1/models?q=" + b"x" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    with pytest.raises(Exception) as caught:
+        parsed(raw)
+    assert type(caught.value).__name__ == "LimitRequestLine"
+    assert refusals.request_path(None, caught.value) == "/v1/models"
+    headers = b"GET /v1/models HTTP/1.1\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n"
+    with pytest.raises(Exception) as caught:
+        parsed(headers)
+    assert type(caught.value).__name__ == "LimitRequestHeaders"
+    assert refusals.request_path(None, caught.value) == "/v1/models"
