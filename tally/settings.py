@@ -31,6 +31,10 @@ DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the
 DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
 USAGE_WRITES = ("background", "inline")  # the first is the default
 WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
+# OpenTelemetry's own variables (tally/traces/): an endpoint turns traces on; the SDK reads
+# the rest itself (headers, service name, sampler, batching)
+OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
 class SettingsError(ValueError):
@@ -60,6 +64,7 @@ class Settings:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # the usage spool's bound
     metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by gunicorn.conf.py
+    traces: bool = False  # an OTLP endpoint is set: every API call is a span (tally/traces/)
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -96,7 +101,33 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         spool_max_bytes=_number(env, "TALLY_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, int),
         metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
         metrics_dir=env.get(METRICS_DIR_ENV) or None,
+        traces=traces_configured(env),
     )
+
+
+def traces_configured(env: Mapping[str, str]) -> bool:
+    """True when OpenTelemetry's variables ask for traces: an OTLP endpoint set
+    (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``), unless
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``. Tally exports OTLP over
+    HTTP/protobuf only: another protocol asked for is a SettingsError, not a silent
+    export in the wrong one."""
+    if not any((env.get(name) or "").strip() for name in OTLP_ENDPOINTS):
+        return False
+    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+        return False
+    exporters = (env.get("OTEL_TRACES_EXPORTER") or "otlp").replace(" ", "").lower()
+    if exporters == "none":
+        return False
+    for name in OTLP_PROTOCOLS:
+        protocol = (env.get(name) or "").strip()
+        if protocol:
+            if protocol != "http/protobuf":
+                raise SettingsError(
+                    f"{name} must be http/protobuf (Tally exports OTLP over HTTP/protobuf), "
+                    f"got {protocol!r}"
+                )
+            break  # the traces' own variable wins over the general one
+    return True
 
 
 def _count(env: Mapping[str, str], name: str) -> int:
