@@ -13,7 +13,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_UPSTREAM_TIMEOUT = 300.0
@@ -65,6 +65,8 @@ class Settings:
     metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by gunicorn.conf.py
     traces: bool = False  # an OTLP endpoint is set: every API call is a span (tally/traces/)
+    # OpenTelemetry's variables (OTEL_*), the environment's with the overrides, for the SDK
+    otel: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -102,6 +104,7 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
         metrics_dir=env.get(METRICS_DIR_ENV) or None,
         traces=traces_configured(env),
+        otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )
 
 

@@ -71,7 +71,8 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     corrections = partial(correct_counters, limits)  # reconciled estimates, on the counters
     usage = build_usage_writer(settings, corrections) if background else InlineRecorder(sessions)
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
-    tracer = Tracer() if settings.traces else None  # the SDK: on this process's first span
+    # the SDK is built on this process's first span
+    tracer = Tracer(settings.otel) if settings.traces else None
     return Runtime(
         settings=settings,
         engine=engine,

@@ -3,8 +3,10 @@ in every process, the CLI's too), the SDK set up on the first span of a process.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the SDK is imported when the first span starts, never before
@@ -22,9 +24,12 @@ class Tracer:
     gevent's patching, so the batch processor's thread is one of the worker's, and a
     master or a CLI command that serves no call builds nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, variables: Mapping[str, str] | None = None) -> None:
+        """``variables``: the OTEL_* variables the SDK is built with (tally.settings:
+        the environment's, with the app's overrides); None: the environment's."""
         self._lock = threading.Lock()
         self._sdk: Exporting | None = None
+        self._variables = variables
 
     def start(
         self,
@@ -53,5 +58,29 @@ class Tracer:
             if self._sdk is None:
                 from tally.traces.spans import Exporting
 
-                self._sdk = Exporting()
+                with _environment(self._variables):
+                    self._sdk = Exporting()
             return self._sdk
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str] | None) -> Iterator[None]:
+    """The process's OTEL_* variables as ``variables`` say while the SDK is built (its
+    exporter, batch processor, sampler and resource read them then, and only then), as
+    they were afterwards. Under gunicorn they are the environment's: nothing changes."""
+    if variables is None:
+        yield
+        return
+    before = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+    if before == dict(variables):
+        yield
+        return
+    for name in before:
+        del os.environ[name]
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name in variables:
+            os.environ.pop(name, None)
+        os.environ.update(before)

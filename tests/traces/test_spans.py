@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tally.keys.api_keys import create_api_key
 from tests.helpers.api import body_of, chat, embed, respond
 from tests.helpers.collector import Exported
 from tests.helpers.gunicorn import ROOT
@@ -369,3 +370,27 @@ def _clear_otel(monkeypatch) -> None:
     for name in list(os.environ):
         if name.startswith("OTEL_"):
             monkeypatch.delenv(name)
+
+
+def test_the_variables_can_come_as_the_apps_overrides(
+    collector, monkeypatch, make_app, serve, upstream
+):
+    _clear_otel(monkeypatch)
+    flask_app = make_app(
+        TALLY_UPSTREAM_URL=upstream.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_SERVICE_NAME="from-overrides",
+    )
+    tracer = flask_app.extensions["tally"].pipeline.tracer
+    server = serve(flask_app)
+    with flask_app.extensions["tally"].sessions() as session:
+        _, server.key = create_api_key(session, "web", "test")
+    try:
+        span = span_of(collector, chat(server, user="ada"))
+    finally:
+        tracer.close(timeout=5)
+    assert span.resource["service.name"] == "from-overrides"
+    assert span.attributes["enduser.pseudo.id"] == upstream.last.body["user"]
+    assert not [name for name in os.environ if name.startswith("OTEL_")]  # as it was
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in flask_app.config
