@@ -18,6 +18,7 @@ from tests.helpers.api import body_of, chat, embed, respond
 from tests.helpers.collector import Exported
 from tests.helpers.gunicorn import ROOT
 from tests.helpers.limits import set_limits
+from tests.helpers.loopback import free_port
 from tests.helpers.payloads import (
     chunks,
     completion,
@@ -394,3 +395,17 @@ def test_the_variables_can_come_as_the_apps_overrides(
     assert span.attributes["enduser.pseudo.id"] == upstream.last.body["user"]
     assert not [name for name in os.environ if name.startswith("OTEL_")]  # as it was
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in flask_app.config
+
+
+def test_a_collector_that_is_down_costs_no_call_anything(monkeypatch, serve_tally, upstream):
+    _clear_otel(monkeypatch)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")  # exports fail all along
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    server = serve_tally(upstream.url)
+    for _ in range(5):
+        started = time.monotonic()
+        response = chat(server, user="ada")
+        assert response.status_code == 200
+        assert time.monotonic() - started < 1.0
+    assert "Traceparent" in upstream.last.headers
