@@ -48,7 +48,7 @@ def test_every_worker_exports_its_spans_while_it_serves(database_url, upstream, 
         streamed = _call(proc.url, key, stream=True)
         answers = [streamed] + [_call(proc.url, key) for _ in range(5)]
         assert [a.status_code for a in answers] == [200] * 6
-        spans = collector.wait(6, timeout=15)  # while gunicorn still runs
+        spans = collector.wait(6, timeout=30)  # while gunicorn still runs
     finally:
         stop(proc)
     by_id = {s.attributes["tally.request_id"]: s for s in spans}
