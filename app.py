@@ -23,6 +23,7 @@ from tally.settings import default_instance_path, load_settings
 # no console machinery (so no CSRF: nothing there is authenticated by a cookie).
 LEAN_PREFIXES = ("/v1/", "/demo/", "/admin/api/")
 LEAN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+SETTING_PREFIXES = ("TALLY_", "OTEL_")  # overrides read as the environment would be
 # What the console answers with its "database unavailable" page (tally.db.is_unavailable).
 DATABASE_UNAVAILABLE = (
     sa_exc.OperationalError,
@@ -44,7 +45,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     overrides = dict(overrides or {})
     instance_path = overrides.pop("INSTANCE_PATH", None) or default_instance_path()
     app = Flask(__name__, instance_path=instance_path)
-    tally_overrides = {k: v for k, v in overrides.items() if k.startswith("TALLY_")}
+    # TALLY_* settings, and OpenTelemetry's OTEL_* variables (tally/traces/), as the
+    # environment would give them
+    tally_overrides = {k: v for k, v in overrides.items() if k.startswith(SETTING_PREFIXES)}
     if overrides.get("TESTING"):  # tests read usage rows right after each response
         tally_overrides.setdefault("TALLY_USAGE_WRITES", "inline")
     settings = load_settings(app.instance_path, tally_overrides)
@@ -58,7 +61,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         TALLY=settings,
         DEMO_TOKEN_DELAY=0.03,
     )
-    app.config.update({k: v for k, v in overrides.items() if not k.startswith("TALLY_")})
+    app.config.update({k: v for k, v in overrides.items() if not k.startswith(SETTING_PREFIXES)})
     app.extensions["tally"] = build_runtime(settings, app.config["DEMO_TOKEN_DELAY"])
 
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)

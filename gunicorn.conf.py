@@ -108,8 +108,11 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Hand over (or write) the usage rows still queued before the worker process ends."""
+    """Hand over (or write) the usage rows still queued before the worker process ends,
+    and export the spans it still holds (traces on: tally/traces/)."""
     app = getattr(worker, "wsgi", None)
     runtime = getattr(app, "extensions", {}).get("tally") if app is not None else None
     if runtime is not None:
         runtime.usage.close()
+        if runtime.pipeline.tracer is not None:
+            runtime.pipeline.tracer.close()

@@ -13,7 +13,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_UPSTREAM_TIMEOUT = 300.0
@@ -32,6 +32,10 @@ DEFAULT_MAX_STALENESS = 300.0  # seconds a cached key/config is served while the
 DEFAULT_SPOOL_MAX_BYTES = 512 * 1024 * 1024  # usage rows kept on disk while the DB is away
 USAGE_WRITES = ("background", "inline")  # the first is the default
 WORKER_CLASSES = ("gevent", "gthread", "sync")  # gevent: measured in docs/benchmarks.md
+# OpenTelemetry's own variables (tally/traces/): an endpoint turns traces on; the SDK reads
+# the rest itself (headers, service name, sampler, batching)
+OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
 class SettingsError(ValueError):
@@ -62,6 +66,9 @@ class Settings:
     metrics_token: str | None = None  # TALLY_METRICS_TOKEN: Bearer token for GET /metrics
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by gunicorn.conf.py
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # TALLY_BODY_TIMEOUT: then 408, connection closed
+    traces: bool = False  # an OTLP endpoint is set: every API call is a span (tally/traces/)
+    # OpenTelemetry's variables (OTEL_*), the environment's with the overrides, for the SDK
+    otel: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:  # secrets never end up in a log line or a traceback
         return (
@@ -99,7 +106,34 @@ def load_settings(instance_path: str, overrides: Mapping[str, str] | None = None
         metrics_token=env.get("TALLY_METRICS_TOKEN") or None,
         metrics_dir=env.get(METRICS_DIR_ENV) or None,
         body_timeout=_number(env, "TALLY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, float),
+        traces=traces_configured(env),
+        otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )
+
+
+def traces_configured(env: Mapping[str, str]) -> bool:
+    """True when OpenTelemetry's variables ask for traces: an OTLP endpoint set
+    (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``), unless
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``. Tally exports OTLP over
+    HTTP/protobuf only: another protocol asked for is a SettingsError, not a silent
+    export in the wrong one."""
+    if not any((env.get(name) or "").strip() for name in OTLP_ENDPOINTS):
+        return False
+    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+        return False
+    exporters = (env.get("OTEL_TRACES_EXPORTER") or "otlp").replace(" ", "").lower()
+    if exporters == "none":
+        return False
+    for name in OTLP_PROTOCOLS:
+        protocol = (env.get(name) or "").strip()
+        if protocol:
+            if protocol != "http/protobuf":
+                raise SettingsError(
+                    f"{name} must be http/protobuf (Tally exports OTLP over HTTP/protobuf), "
+                    f"got {protocol!r}"
+                )
+            break  # the traces' own variable wins over the general one
+    return True
 
 
 def _count(env: Mapping[str, str], name: str) -> int:

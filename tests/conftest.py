@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.plugins.identity_provider",  # jwks, idp, user_key
     "tests.plugins.console",  # fast_passwords, make_operator, make_console, admin, support
     "tests.plugins.breakdowns",  # workload
+    "tests.plugins.traces",  # collector, otel_env, traced
 ]

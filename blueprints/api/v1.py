@@ -81,7 +81,9 @@ def _proxy(endpoint: Endpoint) -> Response:
     try:
         body = _json_body()
     except InvalidInput as exc:  # a refusal once the key was accepted: a request row
-        refuse_unread(pipeline, endpoint, key, exc, header_user, g.request_id, verified)
+        refuse_unread(
+            pipeline, endpoint, key, exc, header_user, g.request_id, verified, request.headers
+        )
         raise
     passed_on = {name: value for name in PASSED_ON if (value := request.headers.get(name))}
     return _send(
@@ -94,6 +96,7 @@ def _proxy(endpoint: Endpoint) -> Response:
             g.request_id,
             verified,
             passed_on or None,
+            request.headers,  # a caller's traceparent, read when traces are on
         )
     )
 

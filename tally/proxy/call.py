@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import sessionmaker
 
@@ -25,6 +25,10 @@ from tally.usage.call import CallRecord, Outcome
 from tally.usage.costs import cached_prices, settle_cost
 from tally.usage.records import Recorder
 
+if TYPE_CHECKING:
+    from tally.traces.spans import CallSpan
+    from tally.traces.tracer import Tracer
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -37,6 +41,7 @@ class Pipeline:
     upstream: UpstreamClient
     limits: LimitsRuntime
     usage: Recorder
+    tracer: Tracer | None = None  # traces on (an OTLP endpoint set): one span per call
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Call:
     reconcilable: bool = False  # an OpenRouter stream: a cut one is costed later
     streaming: bool = False  # the upstream's stream is being relayed
     outcome: Outcome = field(default_factory=Outcome)
+    span: CallSpan | None = None  # its span while it is open (traces on)
     _prompt_tokens: int | None = None
 
     @property
@@ -107,6 +113,8 @@ class Call:
         settle_cost(out, (out.model, record.model), prices, estimate=cut)
         if cut and out.usage.get("cost") is None:
             out.usage["cost"] = self.admission.peak_cost  # no price: the model's peak
+        if self.span is not None:  # the span ends with the answer, streamed or not
+            self.end_span(out.status, out.error_code)
         count_usage(pipeline.limits, self.admission, out.usage)
         pipeline.usage.submit(record, out)
         metrics.record_call(
@@ -117,6 +125,20 @@ class Call:
             out.ttft_ms,
             out.usage,
             out.error_code,
+        )
+
+    def end_span(self, status: int, error_type: str | None) -> None:
+        """End the call's span (tally.traces) with how it ended: ``status``, the error's
+        code, the model and usage the upstream reported, the identifier sent."""
+        span, self.span = self.span, None
+        out, record = self.outcome, self.record
+        span.end(
+            status,
+            error_type,
+            response_model=out.model,
+            usage=out.usage,
+            pseudo_id=record.identifier if record is not None else None,
+            response_id=out.generation_id,
         )
 
     def _prices(self) -> dict:

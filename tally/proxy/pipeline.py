@@ -14,6 +14,7 @@ differs between endpoints (body rules, where usage is found, how a stream ends) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from tally import metrics
@@ -24,7 +25,7 @@ from tally.limits.admission import StaleConfig, admit, checks_config, peek_heade
 from tally.proxy.answers import ProxyResponse
 from tally.proxy.call import Call, Pipeline
 from tally.proxy.endpoints.base import Endpoint
-from tally.proxy.openai_errors import status_of
+from tally.proxy.openai_errors import status_of, type_of
 from tally.proxy.refusals import is_refusal, record_refusal
 from tally.proxy.relay import answer
 from tally.tracking.config import TrackingConfig
@@ -42,17 +43,25 @@ def proxy(
     request_id: str,
     verified: EndUserClaim | None = None,
     passed_on: dict[str, str] | None = None,
+    incoming: Mapping[str, str] | None = None,
 ) -> ProxyResponse:
     """Forward one call to ``endpoint``; raise a TallyError for anything refused up front.
     ``verified``: the end user of a verified end-user token (tally.verification.tokens),
     if any; ``passed_on``: the client's headers that go to the upstream as sent
-    (tally.proxy.upstream.PASSED_ON). Answers and errors carry the end user's
+    (tally.proxy.upstream.PASSED_ON); ``incoming``: the request's headers, read for a
+    caller's ``traceparent`` when traces are on. Answers and errors carry the end user's
     X-RateLimit-* headers."""
     call = Call(pipeline, endpoint, key, body, request_id, passed_on)
+    if pipeline.tracer is not None:
+        _trace(call, incoming)
     try:
         result = _forward(call, header_user, verified)
     except TallyError as exc:
         _refused(call, exc, header_user, verified)
+        raise
+    except Exception as exc:
+        if call.span is not None:  # a fault of Tally's own: its span ends as the 500
+            call.end_span(500, type(exc).__name__)
         raise
     result.headers.update(call.admission.headers)
     return result
@@ -66,10 +75,23 @@ def refuse_unread(
     header_user: str | None,
     request_id: str,
     verified: EndUserClaim | None = None,
+    incoming: Mapping[str, str] | None = None,
 ) -> None:
     """A call whose body could not be read (too large, not JSON): its refusal is
     recorded and ``error`` gets the end user's X-RateLimit-* headers, as in ``proxy``."""
-    _refused(Call(pipeline, endpoint, key, None, request_id), error, header_user, verified)
+    call = Call(pipeline, endpoint, key, None, request_id)
+    if pipeline.tracer is not None:
+        _trace(call, incoming)
+    _refused(call, error, header_user, verified)
+
+
+def _trace(call: Call, incoming: Mapping[str, str] | None) -> None:
+    """Open ``call``'s span (in the caller's trace when ``incoming`` carries one); the
+    upstream call carries its trace context on."""
+    call.span = call.pipeline.tracer.start(
+        call.endpoint.operation, call.body, call.key.name, call.request_id, incoming
+    )
+    call.passed_on = call.span.upstream_headers(call.passed_on)
 
 
 def _refused(
@@ -88,6 +110,8 @@ def _refused(
     exc.headers = {**headers, **exc.headers}
     if is_refusal(exc):
         record_refusal(call, exc, claim or None)
+    if call.span is not None:  # not ended yet: nothing was relayed (a refusal, an outage)
+        call.end_span(status_of(exc), exc.code or type_of(exc))
 
 
 def limit_headers(

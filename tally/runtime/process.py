@@ -1,5 +1,6 @@
 """The process's runtime: database engine, sessions, upstream client, caches (keys and
-config; the identity provider's signing keys), limits, the usage recorder and the HMAC key.
+config; the identity provider's signing keys), limits, the usage recorder, the HMAC key
+and, with an OTLP endpoint set, the tracer (tally.traces).
 
 Built once by the app factory and kept in ``app.extensions["tally"]``. Only the surfaces
 (blueprints, gunicorn's hooks) read it: they hand each use case the parts it uses (a
@@ -22,6 +23,7 @@ from tally.limits.runtime import LimitsRuntime, build_limits
 from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
 from tally.settings import Settings
+from tally.traces.tracer import Tracer
 from tally.usage.records import InlineRecorder, Recorder
 from tally.usage.writer.background import build_usage_writer
 from tally.verification.jwks import KeySets
@@ -69,6 +71,8 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     corrections = partial(correct_counters, limits)  # reconciled estimates, on the counters
     usage = build_usage_writer(settings, corrections) if background else InlineRecorder(sessions)
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
+    # the SDK is built on this process's first span
+    tracer = Tracer(settings.otel) if settings.traces else None
     return Runtime(
         settings=settings,
         engine=engine,
@@ -78,5 +82,5 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
         key_sets=KeySets(),
         limits=limits,
         usage=usage,
-        pipeline=Pipeline(sessions, cache, hash_key, upstream, limits, usage),
+        pipeline=Pipeline(sessions, cache, hash_key, upstream, limits, usage, tracer),
     )

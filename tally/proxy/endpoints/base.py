@@ -51,6 +51,7 @@ class Endpoint:
 
     name: str  # as request rows record it, e.g. "chat.completions"
     path: str  # the upstream path, e.g. "/chat/completions"
+    operation = "chat"  # OpenTelemetry's gen_ai.operation.name (tally.traces)
     streams = False  # whether ``"stream": true`` in the body asks for SSE
     content_field = "choices"  # a whole answer without it but with ``error`` is an error
     embeddings = False  # embeddings have neither safety_identifier nor prompt_cache_key

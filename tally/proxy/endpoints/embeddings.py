@@ -26,6 +26,7 @@ class Embeddings(Endpoint):
 
     name = "embeddings"
     path = "/embeddings"
+    operation = "embeddings"
     embeddings = True
     content_field = "data"
     prompt_fields = ("input",)
