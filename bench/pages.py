@@ -6,6 +6,7 @@ user's page, the identity search and the JSON export of last month, after seedin
     python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python bench/pages.py --requests 100000 --users 10000  # a quick look
     python bench/pages.py --reuse /tmp/seeded.db           # time an already seeded SQLite file
+    python bench/pages.py --reuse /tmp/seeded.db --only "users table" --only search
 
 With ``--database-url`` (PostgreSQL), a scratch database is created next to the one named
 and dropped at the end. The seed goes through ``seed_demo_traffic`` (``record_calls`` in
@@ -45,6 +46,7 @@ from tally.operators.accounts import create_operator  # noqa: E402
 PASSWORD = "bench password 123"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 GOAL_MS = 150
+USER_SORTS = ("user", "requests", "cost", "last_seen", "tier", "limit")
 
 
 def main() -> None:
@@ -70,6 +72,8 @@ def main() -> None:
         print("| page | p50 (ms) | p95 (ms) | goal p95 |")
         print("|---|---|---|---|")
         for label, path in paths:
+            if args.only and not any(word in label for word in args.only):
+                continue
             p50, p95 = timed(client, path, args.rounds)
             print(f"| {label} `{path}` | {p50:.1f} | {p95:.1f} | < {GOAL_MS} |")
         runtime.engine.dispose()
@@ -82,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--database-url", help="a PostgreSQL URL: a scratch database beside it")
     parser.add_argument("--reuse", help="an already seeded SQLite file: time the pages only")
+    parser.add_argument(
+        "--only", action="append", help="time only the pages whose label holds this (repeatable)"
+    )
     return parser.parse_args()
 
 
@@ -139,13 +146,17 @@ def login(app, runtime):
 
 def pages(runtime) -> list[tuple[str, str]]:
     """The pages to time: the heaviest user's page and a typical one, searches by name
-    (a contains match), by internal id prefix, and the directory without a query."""
+    (a contains match), by internal id prefix and by the identifiers' prefix (every user
+    matches), the users table (no query) by each sort and at a later page, and the usage
+    page of one user."""
     with runtime.sessions() as session:
         heavy = session.scalar(
             select(MonthlyUserTotal.user_id).order_by(MonthlyUserTotal.cost.desc()).limit(1)
         )
         count = session.scalar(select(func.count(EndUser.id))) or 1
-        typical = session.scalar(select(EndUser.id).order_by(EndUser.id).offset(count // 2))
+        typical, name = session.execute(
+            select(EndUser.id, EndUser.external_id).order_by(EndUser.id).offset(count // 2).limit(1)
+        ).one()
     return [
         ("dashboard", "/"),
         ("usage, last 30 days", "/usage"),
@@ -153,7 +164,14 @@ def pages(runtime) -> list[tuple[str, str]]:
         ("a typical user's page", f"/identities/{typical}"),
         ("search by name", "/identities?q=lovelace"),
         ("search by id prefix", "/identities?q=demo_user_0420"),
-        ("directory", "/identities"),
+        ("search matching every user (10,000+)", "/identities?q=tally_"),
+        ("search matching every user, page 50", "/identities?q=tally_&page=50"),
+        ("users table (last seen)", "/identities"),
+        *[(f"users table by {s}", f"/identities?sort={s}") for s in USER_SORTS],
+        ("users table by cost, page 20", "/identities?sort=cost&page=20"),
+        ("users table by requests, page 20", "/identities?sort=requests&page=20"),
+        ("usage of one user", f"/usage?user={name}"),
+        ("usage of one user by day", f"/usage?user={name}&group_by=day"),
     ] + exports()
 
 

@@ -24,6 +24,7 @@ from tally.privacy.erasure import Erased, erase_user_by_id, is_erased
 from tally.reports.dashboard import ReportError, parse_range
 from tally.reports.identity import identity_detail
 from tally.reports.performance import user_performance
+from tally.reports.users import SORTS, users_table
 
 DETAIL, ERASE = "identities/detail.html", "identities/_erase.html"
 
@@ -38,9 +39,23 @@ def register(bp: Blueprint) -> None:
 
 
 def identities_list():
-    """Search end users by upstream identifier, internal id, e-mail or display name."""
-    results = search_identities(get_db(), request.args.get("q", ""), page_number(), actor())
-    return render("identities/page.html", "identities/_results.html", results=results)
+    """Search end users by upstream identifier, internal id, e-mail or display name;
+    without a query, the users table (last 30 days' figures, tier, limit state) sorted
+    by ``sort``."""
+    query = request.args.get("q", "").strip()
+    results = table = None
+    if query:
+        results = search_identities(get_db(), query, page_number(), actor())
+    else:
+        sort = request.args.get("sort", "")
+        table = users_table(get_db(), runtime().limits, utcnow(), sort, page_number())
+    return render(
+        "identities/page.html",
+        "identities/_results.html",
+        results=results,
+        table=table,
+        sorts=SORTS,
+    )
 
 
 def detail_context(user_id: int, viewer: str | None) -> dict:

@@ -27,36 +27,55 @@ FIRST_DEPTH = 4  # rows per month first read, times the limit
 MAX_CANDIDATES = 5000  # beyond this, adding up every user of the range is cheaper
 
 
-def top_users(session: Session, start: date, end: date, limit: int | None) -> Ranked:
-    """The users of ``start``..``end`` by cost, then requests, highest first: the top
-    ``limit`` (every user when None)."""
+# what a ranking orders by: the index of the figure in a row's sums
+BY = {"cost": 2, "requests": 0}
+
+
+def top_users(
+    session: Session,
+    start: date,
+    end: date,
+    limit: int | None,
+    by: str = "cost",
+    key_id: int | None = None,
+    first_depth: float = FIRST_DEPTH,
+) -> Ranked:
+    """The users of ``start``..``end`` by cost, then requests (``by="requests"``: by
+    requests, then cost), highest first: the top ``limit`` (every user when None). With
+    ``key_id``, their traffic through that API key alone (a user's monthly totals still
+    bound it from above: the same algorithm holds). ``first_depth``: rows per month first
+    read, times ``limit`` (a long list, such as a later page of the users table, is
+    settled by fewer than 4 times its length; each row read costs its user's days)."""
     if limit is None:
-        return _rank(_range_totals(session, start, end, None), None)
+        return _rank(_range_totals(session, start, end, None, key_id), None, by)
     months = _months(start, end)
-    depth = limit * FIRST_DEPTH
+    column = getattr(MonthlyUserTotal, by)
+    depth = max(1, int(limit * first_depth))
     while True:
         candidates: set[int] = set()
         bound, exhausted = 0.0, True
         for month in months:
-            costs = session.execute(
-                select(MonthlyUserTotal.user_id, MonthlyUserTotal.cost)
+            figures = session.execute(
+                select(MonthlyUserTotal.user_id, column)
                 .where(MonthlyUserTotal.month == month)
-                .order_by(MonthlyUserTotal.cost.desc())
+                .order_by(column.desc())
                 .limit(depth)
             ).all()
-            candidates.update(user_id for user_id, _cost in costs)
-            if len(costs) == depth:  # users not read may still cost up to the last one
+            candidates.update(user_id for user_id, _figure in figures)
+            if len(figures) == depth:  # users not read may still reach the last one
                 exhausted = False
-                bound += costs[-1].cost
+                bound += figures[-1][1]
         if not exhausted and len(candidates) > MAX_CANDIDATES:
-            return _rank(_range_totals(session, start, end, None), limit)
-        ranked = _rank(_range_totals(session, start, end, candidates), limit)
-        if exhausted or (len(ranked) == limit and ranked[-1][1][2] > bound):
+            return _rank(_range_totals(session, start, end, None, key_id), limit, by)
+        ranked = _rank(_range_totals(session, start, end, candidates, key_id), limit, by)
+        if exhausted or (len(ranked) == limit and ranked[-1][1][BY[by]] > bound):
             return ranked
         depth *= 4
 
 
-def _range_totals(session: Session, start: date, end: date, user_ids: set[int] | None) -> Ranked:
+def _range_totals(
+    session: Session, start: date, end: date, user_ids: set[int] | None, key_id: int | None
+) -> Ranked:
     table = DailyTotal
     stmt = (
         select(
@@ -70,6 +89,8 @@ def _range_totals(session: Session, start: date, end: date, user_ids: set[int] |
         .where(table.day >= start, table.day <= end)
         .group_by(table.user_id)
     )
+    if key_id is not None:
+        stmt = stmt.where(table.api_key_id == key_id)
     if user_ids is not None:
         if not user_ids:
             return []
@@ -80,8 +101,11 @@ def _range_totals(session: Session, start: date, end: date, user_ids: set[int] |
     ]
 
 
-def _rank(rows: Ranked, limit: int | None) -> Ranked:
-    rows.sort(key=lambda row: (-row[1][2], -row[1][0], row[0]))
+def _rank(rows: Ranked, limit: int | None, by: str = "cost") -> Ranked:
+    if by == "requests":
+        rows.sort(key=lambda row: (-row[1][0], -row[1][2], row[0]))
+    else:
+        rows.sort(key=lambda row: (-row[1][2], -row[1][0], row[0]))
     return rows if limit is None else rows[:limit]
 
 
