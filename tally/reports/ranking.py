@@ -39,13 +39,17 @@ def top_users(
     by: str = "cost",
     key_id: int | None = None,
     first_depth: float = FIRST_DEPTH,
+    only: int | None = None,
 ) -> Ranked:
     """The users of ``start``..``end`` by cost, then requests (``by="requests"``: by
     requests, then cost), highest first: the top ``limit`` (every user when None). With
     ``key_id``, their traffic through that API key alone (a user's monthly totals still
     bound it from above: the same algorithm holds). ``first_depth``: rows per month first
     read, times ``limit`` (a long list, such as a later page of the users table, is
-    settled by fewer than 4 times its length; each row read costs its user's days)."""
+    settled by fewer than 4 times its length; each row read costs its user's days).
+    ``only``: that user alone (their row, if they have traffic)."""
+    if only is not None:
+        return _rank(_range_totals(session, start, end, {only}, key_id), limit, by)
     if limit is None:
         return _rank(_range_totals(session, start, end, None, key_id), None, by)
     months = _months(start, end)
