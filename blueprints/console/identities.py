@@ -58,10 +58,10 @@ def identities_list():
     )
 
 
-def detail_context(user_id: int, viewer: str | None) -> dict:
-    """What the detail page shows but the performance figures (a view by ``viewer`` is
-    audited)."""
-    detail = identity_detail(get_db(), user_id, utcnow(), viewer)
+def detail_context(user_id: int, viewer: str | None, start=None, end=None) -> dict:
+    """What the detail page shows but the performance figures, its usage over
+    ``start``..``end`` (the last 30 days by default; a view by ``viewer`` is audited)."""
+    detail = identity_detail(get_db(), user_id, utcnow(), viewer, start, end)
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
@@ -71,15 +71,16 @@ def detail_context(user_id: int, viewer: str | None) -> dict:
 
 
 def identity_show(user_id: int):
-    """One end user: profile, every identifier they have had, usage, recent requests,
-    their quota left and spend against budget, and their latency and time-to-first-token
-    percentiles and prompt-cache hit share over ``start``..``end`` (the last 30 days)."""
-    context = detail_context(user_id, actor())
+    """One end user: profile, every identifier they have had, recent requests, their
+    quota left and spend against budget, and over ``start``..``end`` (the last 30 days)
+    their usage per model, refused calls, latency and time-to-first-token percentiles
+    and prompt-cache hit share."""
     args = request.args
     try:
         start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-    except ReportError as exc:  # the page as it is, with the range as typed and why not
-        return form_error(DETAIL, None, str(exc), **context)
+    except ReportError as exc:  # the page of the last 30 days, the range as typed and why
+        return form_error(DETAIL, None, str(exc), **detail_context(user_id, actor()))
+    context = detail_context(user_id, actor(), start, end)
     context["performance"] = user_performance(get_db(), user_id, start, end)
     context["form"] = {"start": start.isoformat(), "end": end.isoformat()}
     return render(DETAIL, **context)
