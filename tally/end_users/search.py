@@ -84,12 +84,15 @@ def search_identities(
             actor,
             "identity.lookup",
             target=query,
-            after={"query": query, "results": total, "capped": capped, "page": page}
-            if capped
-            else {"query": query, "results": total, "page": page},
+            after={"query": query, "results": total, "page": page} | _capped(capped),
         )
         session.commit()
     return SearchPage(query, matches, page, pages, total, traced, shared_note(mappings), capped)
+
+
+def _capped(capped: bool) -> dict:
+    """``{"capped": True}`` in the audit entry of a search past ``COUNT_CAP`` matches."""
+    return {"capped": True} if capped else {}
 
 
 def _matching_ids(session: Session, query: str) -> list[int] | None:

@@ -25,6 +25,7 @@ from tally.models import DailyTotal, MonthlyUserTotal
 Ranked = list[tuple[int, tuple[int, int, float, int, int]]]
 FIRST_DEPTH = 4  # rows per month first read, times the limit
 MAX_CANDIDATES = 5000  # beyond this, adding up every user of the range is cheaper
+COST_DIGITS = 12  # a month's cost less some days': rounded past its float noise
 
 
 # what a ranking orders by: the index of the figure in a row's sums
@@ -80,6 +81,15 @@ def top_users(
 def _range_totals(
     session: Session, start: date, end: date, user_ids: set[int] | None, key_id: int | None
 ) -> Ranked:
+    """Each user's sums over ``start``..``end`` (of ``user_ids``; through ``key_id``)."""
+    if user_ids is not None and not user_ids:
+        return []
+    if user_ids is not None and key_id is None:
+        return _by_months(session, start, end, sorted(user_ids))
+    return _day_sums(session, [DailyTotal.day >= start, DailyTotal.day <= end], user_ids, key_id)
+
+
+def _day_sums(session: Session, where: list, user_ids, key_id: int | None) -> Ranked:
     table = DailyTotal
     stmt = (
         select(
@@ -90,19 +100,56 @@ def _range_totals(
             func.sum(table.errors),
             func.sum(table.refused),
         )
-        .where(table.day >= start, table.day <= end)
+        .where(*where)
         .group_by(table.user_id)
     )
     if key_id is not None:
         stmt = stmt.where(table.api_key_id == key_id)
     if user_ids is not None:
-        if not user_ids:
-            return []
         stmt = stmt.where(table.user_id.in_(sorted(user_ids)))
     return [
         (user_id, (int(req or 0), int(tok or 0), float(cost or 0.0), int(err or 0), int(ref or 0)))
         for user_id, req, tok, cost, err, ref in session.execute(stmt)
     ]
+
+
+def _by_months(session: Session, start: date, end: date, user_ids: list[int]) -> Ranked:
+    """The candidates' range sums as their months' totals less the days of those months
+    outside the range: a month's row per user, and the days before ``start`` in its
+    month (after ``end``, usually none: ``end`` is today), where adding up the range's
+    own days read a row per user, day, key, model and endpoint of the whole range."""
+    m = MonthlyUserTotal
+    months = _months(start, end)
+    sums = {
+        user_id: [int(req), int(tok), float(cost), int(err), int(ref)]
+        for user_id, req, tok, cost, err, ref in session.execute(
+            select(
+                m.user_id,
+                func.sum(m.requests),
+                func.sum(m.total_tokens),
+                func.sum(m.cost),
+                func.sum(m.errors),
+                func.sum(m.refused),
+            )
+            .where(m.month.in_(months), m.user_id.in_(user_ids))
+            .group_by(m.user_id)
+        )
+    }
+    outside = [
+        [DailyTotal.day >= months[0], DailyTotal.day < start],
+        [DailyTotal.day > end, DailyTotal.day < _next_month(months[-1])],
+    ]
+    for where in outside:
+        for user_id, figures in _day_sums(session, where, user_ids, None):
+            held = sums.get(user_id)
+            if held is not None:
+                for n, figure in enumerate(figures):
+                    held[n] -= figure
+    ranked = []
+    for user_id, (req, tok, cost, err, ref) in sums.items():
+        if req or ref:  # some of their calls fall in the range
+            ranked.append((user_id, (req, tok, round(cost, COST_DIGITS), err, ref)))
+    return ranked
 
 
 def _rank(rows: Ranked, limit: int | None, by: str = "cost") -> Ranked:
@@ -113,10 +160,14 @@ def _rank(rows: Ranked, limit: int | None, by: str = "cost") -> Ranked:
     return rows if limit is None else rows[:limit]
 
 
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
 def _months(start: date, end: date) -> list[date]:
     """The first day of every calendar month that ``start``..``end`` touches."""
     months, month = [], start.replace(day=1)
     while month <= end:
         months.append(month)
-        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        month = _next_month(month)
     return months
