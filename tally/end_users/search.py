@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
@@ -17,6 +17,7 @@ MAX_QUERY_LENGTH = 255
 # Matches counted exactly up to here; past it the page says "10,000+ matches" and its
 # rows are found by walking the users most recently seen first (dense matches: soon).
 COUNT_CAP = 10_000
+WALK_CHUNK, MAX_WALK_CHUNK = 500, 8000  # users read at a time to find such a page
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,10 @@ def _matching_ids(session: Session, query: str) -> list[int] | None:
     for where, joined in _ways(session, query):
         # an identifier's user id is in its (identifier, user_id) index: no join
         column = UpstreamIdentifier.user_id if joined else EndUser.id
-        stmt = select(column).where(where).limit(COUNT_CAP + 1)
-        ids = session.scalars(stmt).all()
-        if joined and len(ids) > COUNT_CAP:  # a user with several identifiers: rows again
-            ids = session.scalars(stmt.distinct()).all()
-        found.update(ids)
+        stmt = select(column).where(where)
+        if joined:  # a user with several identifiers counts once
+            stmt = stmt.distinct()
+        found.update(session.scalars(stmt.limit(COUNT_CAP + 1)))
         if len(found) > COUNT_CAP:
             return None
     if not found:
@@ -143,22 +143,34 @@ def _ways(session: Session, query: str) -> list[tuple]:
 
 
 def _walked_ids(session: Session, query: str, offset: int) -> list[int]:
-    """A page of a query matching more than ``COUNT_CAP`` users: the users walked most
-    recently seen first (the ``last_seen`` index), each tested against every way to
-    match, until a page of them is found; matches that dense find one soon."""
-    conditions = []
-    for where, joined in _ways(session, query):
-        if joined:
-            where = exists().where(UpstreamIdentifier.user_id == EndUser.id, where)
-        conditions.append(where)
-    stmt = (
-        select(EndUser.id)
-        .where(or_(*conditions))
-        .order_by(EndUser.last_seen.desc(), EndUser.id.desc())
-        .offset(offset)
-        .limit(PER_PAGE)
-    )
-    return list(session.scalars(stmt))
+    """A page of a query matching more than ``COUNT_CAP`` users: users read most
+    recently seen first (the ``last_seen`` index) a chunk at a time, each chunk's
+    matches found by every way to match restricted to its ids, until the page is full;
+    matches that dense fill one from a chunk or two. (One statement with an OR of the
+    ways made PostgreSQL hash every identifier of the prefix before reading a user.)"""
+    wanted, found = offset + PER_PAGE, []
+    chunk, after = WALK_CHUNK, None
+    while len(found) < wanted:
+        stmt = select(EndUser.id, EndUser.last_seen).order_by(
+            EndUser.last_seen.desc(), EndUser.id.desc()
+        )
+        if after is not None:
+            seen, last_id = after
+            stmt = stmt.where(
+                or_(EndUser.last_seen < seen, and_(EndUser.last_seen == seen, EndUser.id < last_id))
+            )
+        rows = session.execute(stmt.limit(chunk)).all()
+        if not rows:
+            break
+        ids = [row.id for row in rows]
+        hits: set[int] = set()
+        for where, joined in _ways(session, query):
+            column = UpstreamIdentifier.user_id if joined else EndUser.id
+            hits.update(session.scalars(select(column).where(column.in_(ids), where)))
+        found += [user_id for user_id in ids if user_id in hits]
+        after = (rows[-1].last_seen, rows[-1].id)
+        chunk = min(chunk * 2, MAX_WALK_CHUNK)
+    return found[offset:wanted]
 
 
 def _prefix(column, query: str):

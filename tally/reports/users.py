@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Text, case, cast, exists, func, select
+from sqlalchemy import Text, cast, exists, func, select, true
 from sqlalchemy.orm import Session
 
 from tally.limits.policy import DEFAULT_TIER, Policies, tier_of
@@ -99,7 +99,7 @@ def users_table(
     elif sort == "limit" and limits is not None:
         ids, known = _by_limit(session, limits, now, offset)
     elif sort == "tier" and limits is not None:
-        ids = _by_tier(session, load_policies(limits.sessions, limits.cache), offset)
+        ids = _by_tier(session, load_policies(limits.sessions, limits.cache), offset, total)
     else:
         ids = _by_column(session, sort, offset, PER_PAGE)
     users = {u.id: u for u in session.scalars(select(EndUser).where(EndUser.id.in_(ids)))}
@@ -170,8 +170,10 @@ def _by_limit(
     return ids, known
 
 
-def _by_tier(session: Session, policies: Policies, offset: int) -> list[int]:
-    """Users by tier name (A to Z), most recently seen first within a tier."""
+def _by_tier(session: Session, policies: Policies, offset: int, total: int) -> list[int]:
+    """Users by tier name (A to Z), most recently seen first within a tier: each tier's
+    users counted (a named tier's by the metadata index: ``stored IN (its texts)``; the
+    default tier holds the rest), then the page read from the tier(s) it falls in."""
     if not policies.has_named_tiers():  # everyone is in tier:default
         return _by_column(session, "last_seen", offset, PER_PAGE)
     stored = cast(EndUser.profile_metadata, Text)
@@ -182,18 +184,33 @@ def _by_tier(session: Session, policies: Policies, offset: int) -> list[int]:
     for text in texts:
         if text is not None:
             tiers.setdefault(_tier(policies, text), []).append(text)
-    names = sorted(set(tiers) | {DEFAULT_TIER})
-    rank = case(
-        *[(stored.in_(tiers[name]), n) for n, name in enumerate(names) if name != DEFAULT_TIER],
-        else_=names.index(DEFAULT_TIER),
-    )
-    stmt = (
-        select(EndUser.id)
-        .order_by(rank, EndUser.last_seen.desc(), EndUser.id.desc())
-        .offset(offset)
-        .limit(PER_PAGE)
-    )
-    return list(session.scalars(stmt))
+    named = [text for name, held in tiers.items() if name != DEFAULT_TIER for text in held]
+    rest = stored.is_(None) | stored.not_in(named) if named else true()
+    wheres = {name: stored.in_(held) for name, held in tiers.items() if name != DEFAULT_TIER}
+    counts = {
+        name: session.scalar(select(func.count(EndUser.id)).where(where)) or 0
+        for name, where in wheres.items()
+    }
+    wheres[DEFAULT_TIER] = rest
+    counts[DEFAULT_TIER] = total - sum(counts.values())
+    ids: list[int] = []
+    for name in sorted(wheres):
+        where, counted = wheres[name], counts[name]
+        if offset >= counted:
+            offset -= counted
+            continue
+        stmt = (
+            select(EndUser.id)
+            .where(where)
+            .order_by(EndUser.last_seen.desc(), EndUser.id.desc())
+            .offset(offset)
+            .limit(PER_PAGE - len(ids))
+        )
+        ids += list(session.scalars(stmt))
+        offset = 0
+        if len(ids) >= PER_PAGE:
+            break
+    return ids
 
 
 def _by_tier_here(session: Session, policies: Policies, offset: int) -> list[int]:

@@ -208,16 +208,25 @@ def test_a_user_page_range_holds_for_every_figure(support, app, people):
     assert "Requests (all time)" in page
 
 
-def test_capped_search_count(admin, app, monkeypatch):
+@pytest.mark.parametrize("chunk", [500, 2])
+def test_capped_search_count(admin, app, monkeypatch, chunk):
     from tally.end_users import search
+    from tally.end_users.directory import upsert_identifier
 
     monkeypatch.setattr(search, "COUNT_CAP", 3)
+    monkeypatch.setattr(search, "WALK_CHUNK", chunk)  # 2: the walk reads several chunks
     with app.extensions["tally"].sessions() as session:
         for n in range(5):
-            upsert_end_user(session, f"many-{n}", now=utcnow() - timedelta(minutes=n))
+            user = upsert_end_user(session, f"many-{n}", now=utcnow() - timedelta(minutes=n))
+            upsert_identifier(session, f"tally_{n}{n}{n}", user, None)
+            upsert_identifier(session, f"tally_{n}{n}{n}b", user, None)  # counted once
+        upsert_end_user(session, "other", now=utcnow())  # the most recent: no match
         session.commit()
     body = text(admin.get("/identities?q=many-"))
     assert "3+ matches" in body
     assert re.findall(r">(many-\d)</code>", body) == [f"many-{n}" for n in range(5)]
+    by_identifier = text(admin.get("/identities?q=tally_"))
+    assert "3+ matches" in by_identifier and ">other</code>" not in by_identifier
+    assert re.findall(r">(many-\d)</code>", by_identifier) == [f"many-{n}" for n in range(5)]
     exact = text(admin.get("/identities?q=many-1"))
     assert "1 match for" in exact
