@@ -6,6 +6,7 @@ user's page, the identity search and the JSON export of last month, after seedin
     python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python bench/pages.py --requests 100000 --users 10000  # a quick look
     python bench/pages.py --reuse /tmp/seeded.db           # time an already seeded SQLite file
+    python bench/pages.py --reuse postgresql+psycopg://…/seeded   # or database (kept)
     python bench/pages.py --reuse /tmp/seeded.db --only "users table" --only search
 
 With ``--database-url`` (PostgreSQL), a scratch database is created next to the one named
@@ -90,7 +91,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--database-url", help="a PostgreSQL URL: a scratch database beside it")
-    parser.add_argument("--reuse", help="an already seeded SQLite file: time the pages only")
+    parser.add_argument(
+        "--reuse", help="an already seeded SQLite file or database URL: time the pages only"
+    )
     parser.add_argument(
         "--only", action="append", help="time only the pages whose label holds this (repeatable)"
     )
@@ -101,8 +104,8 @@ def parse_args() -> argparse.Namespace:
 def database(args: argparse.Namespace):
     """The database URL to seed: a scratch PostgreSQL database (dropped afterwards), the
     reused SQLite file, or a new SQLite file in a temporary folder."""
-    if args.reuse:
-        yield f"sqlite:///{os.path.abspath(args.reuse)}"
+    if args.reuse:  # a database URL as it is, else a SQLite file
+        yield args.reuse if "://" in args.reuse else f"sqlite:///{os.path.abspath(args.reuse)}"
         return
     if not args.database_url:
         with tempfile.TemporaryDirectory(prefix="tally-bench-pages-") as folder:
