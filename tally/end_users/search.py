@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
@@ -144,10 +144,27 @@ def _ways(session: Session, query: str) -> list[tuple]:
 
 def _walked_ids(session: Session, query: str, offset: int) -> list[int]:
     """A page of a query matching more than ``COUNT_CAP`` users: users read most
-    recently seen first (the ``last_seen`` index) a chunk at a time, each chunk's
-    matches found by every way to match restricted to its ids, until the page is full;
-    matches that dense fill one from a chunk or two. (One statement with an OR of the
-    ways made PostgreSQL hash every identifier of the prefix before reading a user.)"""
+    recently seen first (the ``last_seen`` index), each tested against every way to
+    match, until the page is full (matches that dense fill one soon).
+
+    SQLite: one statement, each user's identifiers looked up by index as it is read.
+    PostgreSQL hashed every identifier of the prefix for that statement before reading
+    a user (140 ms at 100,000): there users are read a chunk at a time, and each way
+    to match is asked about that chunk's ids."""
+    if session.get_bind().dialect.name == "sqlite":
+        conditions = []
+        for where, joined in _ways(session, query):
+            if joined:
+                where = exists().where(UpstreamIdentifier.user_id == EndUser.id, where)
+            conditions.append(where)
+        stmt = (
+            select(EndUser.id)
+            .where(or_(*conditions))
+            .order_by(EndUser.last_seen.desc(), EndUser.id.desc())
+            .offset(offset)
+            .limit(PER_PAGE)
+        )
+        return list(session.scalars(stmt))
     wanted, found = offset + PER_PAGE, []
     chunk, after = WALK_CHUNK, None
     while len(found) < wanted:

@@ -99,7 +99,7 @@ def users_table(
     elif sort == "limit" and limits is not None:
         ids, known = _by_limit(session, limits, now, offset)
     elif sort == "tier" and limits is not None:
-        ids = _by_tier(session, load_policies(limits.sessions, limits.cache), offset, total)
+        ids = _by_tier(session, load_policies(limits.sessions, limits.cache), offset)
     else:
         ids = _by_column(session, sort, offset, PER_PAGE)
     users = {u.id: u for u in session.scalars(select(EndUser).where(EndUser.id.in_(ids)))}
@@ -170,47 +170,52 @@ def _by_limit(
     return ids, known
 
 
-def _by_tier(session: Session, policies: Policies, offset: int, total: int) -> list[int]:
-    """Users by tier name (A to Z), most recently seen first within a tier: each tier's
-    users counted (a named tier's by the metadata index: ``stored IN (its texts)``; the
-    default tier holds the rest), then the page read from the tier(s) it falls in."""
+def _by_tier(session: Session, policies: Policies, offset: int) -> list[int]:
+    """Users by tier name (A to Z), most recently seen first within a tier: the page
+    read from the tier(s) it falls in (a named tier's users are those whose stored
+    metadata is one of its texts, the metadata index; the default tier holds the rest),
+    a tier counted only when the page starts past it."""
     if not policies.has_named_tiers():  # everyone is in tier:default
         return _by_column(session, "last_seen", offset, PER_PAGE)
     stored = cast(EndUser.profile_metadata, Text)
-    texts = list(session.scalars(select(stored).distinct().limit(MAX_PROFILES + 1)))
+    texts = _profiles(session, stored)
     if len(texts) > MAX_PROFILES:  # metadata that differs per user: placed here instead
         return _by_tier_here(session, policies, offset)
     tiers: dict[str, list[str]] = {}
     for text in texts:
-        if text is not None:
-            tiers.setdefault(_tier(policies, text), []).append(text)
+        tiers.setdefault(_tier(policies, text), []).append(text)
     named = [text for name, held in tiers.items() if name != DEFAULT_TIER for text in held]
-    rest = stored.is_(None) | stored.not_in(named) if named else true()
     wheres = {name: stored.in_(held) for name, held in tiers.items() if name != DEFAULT_TIER}
-    counts = {
-        name: session.scalar(select(func.count(EndUser.id)).where(where)) or 0
-        for name, where in wheres.items()
-    }
-    wheres[DEFAULT_TIER] = rest
-    counts[DEFAULT_TIER] = total - sum(counts.values())
+    wheres[DEFAULT_TIER] = stored.is_(None) | stored.not_in(named) if named else true()
     ids: list[int] = []
     for name in sorted(wheres):
-        where, counted = wheres[name], counts[name]
-        if offset >= counted:
-            offset -= counted
-            continue
         stmt = (
             select(EndUser.id)
-            .where(where)
+            .where(wheres[name])
             .order_by(EndUser.last_seen.desc(), EndUser.id.desc())
             .offset(offset)
             .limit(PER_PAGE - len(ids))
         )
-        ids += list(session.scalars(stmt))
-        offset = 0
+        found = list(session.scalars(stmt))
+        if found or offset == 0:
+            ids += found
+            offset = 0
+        else:  # the page starts past this tier: how far past, by its size
+            offset -= session.scalar(select(func.count(EndUser.id)).where(wheres[name])) or 0
         if len(ids) >= PER_PAGE:
             break
     return ids
+
+
+def _profiles(session: Session, stored) -> list[str]:
+    """The distinct stored metadata texts (``MAX_PROFILES + 1`` at most), read off their
+    index one after the other (a loose index scan: a handful of index probes where
+    DISTINCT read every user)."""
+    found = select(func.min(stored).label("text")).cte("profiles", recursive=True)
+    following = select(func.min(stored)).where(stored > found.c.text).scalar_subquery()
+    found = found.union_all(select(following).where(found.c.text.is_not(None)))
+    stmt = select(found.c.text).where(found.c.text.is_not(None)).limit(MAX_PROFILES + 1)
+    return list(session.scalars(stmt))
 
 
 def _by_tier_here(session: Session, policies: Policies, offset: int) -> list[int]:

@@ -140,6 +140,15 @@ def test_the_table_is_paged(admin, app, people, monkeypatch):
     assert order(text(admin.get("/identities?sort=requests&page=2"))) == ["bob", "dee"]
     assert order(text(admin.get("/identities?sort=limit&page=2"))) == ["dee", "bob"]
     assert order(text(admin.get("/identities?sort=user&page=99"))) == ["eve"]
+    # by tier: default (dee, eve, bob, cy), then pro (ada)
+    assert order(text(admin.get("/identities?sort=tier&page=2"))) == ["bob", "cy"]
+    assert order(text(admin.get("/identities?sort=tier&page=3"))) == ["ada"]
+
+
+def test_the_tier_sort_when_every_user_has_metadata_of_their_own(admin, people, monkeypatch):
+    monkeypatch.setattr(users_report, "MAX_PROFILES", 0)  # placed in Python instead
+    body = text(admin.get("/identities?sort=tier"))
+    assert order(body) == ["dee", "eve", "bob", "cy", "ada"]
 
 
 def test_browsing_the_table_is_not_audited_but_a_search_is(admin, people, db):
