@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from tally.models import DailyTotal, MonthlyUserTotal
@@ -106,7 +107,7 @@ def _day_sums(session: Session, where: list, user_ids, key_id: int | None) -> Ra
     if key_id is not None:
         stmt = stmt.where(table.api_key_id == key_id)
     if user_ids is not None:
-        stmt = stmt.where(table.user_id.in_(sorted(user_ids)))
+        stmt = stmt.where(among(session, table.user_id, sorted(user_ids)))
     return [
         (user_id, (int(req or 0), int(tok or 0), float(cost or 0.0), int(err or 0), int(ref or 0)))
         for user_id, req, tok, cost, err, ref in session.execute(stmt)
@@ -131,7 +132,7 @@ def _by_months(session: Session, start: date, end: date, user_ids: list[int]) ->
                 func.sum(m.errors),
                 func.sum(m.refused),
             )
-            .where(m.month.in_(months), m.user_id.in_(user_ids))
+            .where(m.month.in_(months), among(session, m.user_id, user_ids))
             .group_by(m.user_id)
         )
     }
@@ -150,6 +151,14 @@ def _by_months(session: Session, start: date, end: date, user_ids: list[int]) ->
         if req or ref:  # some of their calls fall in the range
             ranked.append((user_id, (req, tok, round(cost, COST_DIGITS), err, ref)))
     return ranked
+
+
+def among(session: Session, column, ids) -> object:
+    """``column IN ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: an
+    IN of a few thousand parameters took longer to plan (50 ms) than to run."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))
+    return column.in_(list(ids))
 
 
 def _rank(rows: Ranked, limit: int | None, by: str = "cost") -> Ranked:

@@ -246,7 +246,11 @@ def _figures(
             func.coalesce(func.sum(DailyTotal.requests), 0),
             func.coalesce(func.sum(DailyTotal.cost), 0.0),
         )
-        .where(DailyTotal.user_id.in_(user_ids), DailyTotal.day >= start, DailyTotal.day <= end)
+        .where(
+            ranking.among(session, DailyTotal.user_id, user_ids),
+            DailyTotal.day >= start,
+            DailyTotal.day <= end,
+        )
         .group_by(DailyTotal.user_id)
     )
     return {user_id: (int(requests), float(cost)) for user_id, requests, cost in rows}
