@@ -322,7 +322,11 @@ class DailyTotal(_Sums, Base):
     """
 
     __tablename__ = "daily_totals"
-    __table_args__ = (Index("ix_daily_totals_user_day", "user_id", "day"),)
+    __table_args__ = (
+        Index("ix_daily_totals_user_day", "user_id", "day"),
+        # one API key's totals over a range (the usage page filtered by key; 0013)
+        Index("ix_daily_totals_key_day", "api_key_id", "day"),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: anonymous
@@ -349,7 +353,11 @@ class MonthlyUserTotal(_Sums, Base):
     spans (tally.reports.ranking), not by adding up every user's days."""
 
     __tablename__ = "monthly_user_totals"
-    __table_args__ = (Index("ix_monthly_user_totals_month_cost", "month", "cost"),)
+    __table_args__ = (
+        Index("ix_monthly_user_totals_month_cost", "month", "cost"),
+        # the users table sorted by requests (tally.reports.ranking, by="requests"; 0013)
+        Index("ix_monthly_user_totals_month_requests", "month", "requests"),
+    )
 
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: anonymous

@@ -24,6 +24,7 @@ from tally.privacy.erasure import Erased, erase_user_by_id, is_erased
 from tally.reports.dashboard import ReportError, parse_range
 from tally.reports.identity import identity_detail
 from tally.reports.performance import user_performance
+from tally.reports.users import SORTS, users_table
 
 DETAIL, ERASE = "identities/detail.html", "identities/_erase.html"
 
@@ -38,15 +39,29 @@ def register(bp: Blueprint) -> None:
 
 
 def identities_list():
-    """Search end users by upstream identifier, internal id, e-mail or display name."""
-    results = search_identities(get_db(), request.args.get("q", ""), page_number(), actor())
-    return render("identities/page.html", "identities/_results.html", results=results)
+    """Search end users by upstream identifier, internal id, e-mail or display name;
+    without a query, the users table (last 30 days' figures, tier, limit state) sorted
+    by ``sort``."""
+    query = request.args.get("q", "").strip()
+    results = table = None
+    if query:
+        results = search_identities(get_db(), query, page_number(), actor())
+    else:
+        sort = request.args.get("sort", "")
+        table = users_table(get_db(), runtime().limits, utcnow(), sort, page_number())
+    return render(
+        "identities/page.html",
+        "identities/_results.html",
+        results=results,
+        table=table,
+        sorts=SORTS,
+    )
 
 
-def detail_context(user_id: int, viewer: str | None) -> dict:
-    """What the detail page shows but the performance figures (a view by ``viewer`` is
-    audited)."""
-    detail = identity_detail(get_db(), user_id, utcnow(), viewer)
+def detail_context(user_id: int, viewer: str | None, start=None, end=None) -> dict:
+    """What the detail page shows but the performance figures, its usage over
+    ``start``..``end`` (the last 30 days by default; a view by ``viewer`` is audited)."""
+    detail = identity_detail(get_db(), user_id, utcnow(), viewer, start, end)
     if detail is None:
         abort(404, "No such end user.")
     user = detail.user
@@ -56,15 +71,16 @@ def detail_context(user_id: int, viewer: str | None) -> dict:
 
 
 def identity_show(user_id: int):
-    """One end user: profile, every identifier they have had, usage, recent requests,
-    their quota left and spend against budget, and their latency and time-to-first-token
-    percentiles and prompt-cache hit share over ``start``..``end`` (the last 30 days)."""
-    context = detail_context(user_id, actor())
+    """One end user: profile, every identifier they have had, recent requests, their
+    quota left and spend against budget, and over ``start``..``end`` (the last 30 days)
+    their usage per model, refused calls, latency and time-to-first-token percentiles
+    and prompt-cache hit share."""
     args = request.args
     try:
         start, end = parse_range(args.get("start"), args.get("end"), utcnow().date())
-    except ReportError as exc:  # the page as it is, with the range as typed and why not
-        return form_error(DETAIL, None, str(exc), **context)
+    except ReportError as exc:  # the page of the last 30 days, the range as typed and why
+        return form_error(DETAIL, None, str(exc), **detail_context(user_id, actor()))
+    context = detail_context(user_id, actor(), start, end)
     context["performance"] = user_performance(get_db(), user_id, start, end)
     context["form"] = {"start": start.isoformat(), "end": end.isoformat()}
     return render(DETAIL, **context)

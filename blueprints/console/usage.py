@@ -7,7 +7,14 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from blueprints.console.base import get_db, on_domain_error, render
 from tally.db import utcnow
-from tally.reports.breakdowns import columns, grouped_rows, parse_group_by, row_cursor
+from tally.keys.api_keys import list_api_keys
+from tally.reports.breakdowns import (
+    columns,
+    filter_ids,
+    grouped_rows,
+    parse_group_by,
+    row_cursor,
+)
 from tally.reports.dashboard import METRICS, bar_chart, parse_range, usage_report
 from tally.reports.exports import MEDIA_TYPES, check_format, export_chunks
 
@@ -25,9 +32,10 @@ def register(bp: Blueprint) -> None:
 
 def _form() -> dict:
     """The form as typed: range, chart metric, grouping (``metadata`` with its key, or
-    ``metadata:KEY`` in a link), the API key filter and the page cursor."""
+    ``metadata:KEY`` in a link), the API key and end user filters and the page cursor."""
     args = request.args
-    form = {k: args.get(k, "") for k in ("start", "end", "key", "after")}
+    form = {k: args.get(k, "") for k in ("start", "end", "key", "user", "after")}
+    form["user"] = form["user"].strip()
     form["metric"] = args.get("metric") if args.get("metric") in METRICS else "requests"
     group = args.get("group_by") or args.get("by") or "model"  # ``by``: older links
     form["metadata_key"] = args.get("metadata_key") or DEFAULT_METADATA_KEY
@@ -38,20 +46,35 @@ def _form() -> dict:
     return form
 
 
+def _key_names() -> list[tuple[str, bool]]:
+    """Every API key's name (the key filter's choices), A to Z, and whether it is
+    revoked (its traffic still counts)."""
+    keys = sorted(list_api_keys(get_db()), key=lambda k: k.name)
+    return [(k.name, k.revoked_at is not None) for k in keys]
+
+
 def _form_again() -> dict:
-    return {"form": _form(), "metrics": METRICS, "groups": GROUP_CHOICES, "report": None}
+    return {
+        "form": _form(),
+        "metrics": METRICS,
+        "groups": GROUP_CHOICES,
+        "keys": _key_names(),
+        "report": None,
+    }
 
 
 @on_domain_error(PAGE, REPORT, _form_again)
 def usage_page():
     """The usage report for ``start``..``end`` (the last 30 days by default) and its
-    breakdown by ``group_by`` (of the API key ``key`` alone when given), a page of rows
-    from the cursor ``after``."""
+    breakdown by ``group_by``, a page of rows from the cursor ``after``: every figure of
+    the API key ``key`` alone and of the end user ``user`` (internal id) alone when
+    given."""
     form = _form()
     start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
     form.update(start=start.isoformat(), end=end.isoformat())
     session = get_db()
-    report = usage_report(session, start, end)
+    key_id, user_id = filter_ids(session, form["key"] or None, form["user"] or None)
+    report = usage_report(session, start, end, user_id=user_id, key_id=key_id)
     chart = bar_chart(report.days, form["metric"])
     rows = list(
         grouped_rows(
@@ -62,6 +85,7 @@ def usage_page():
             after=form["after"] or None,
             limit=BREAKDOWN_ROWS + 1,
             key=form["key"] or None,
+            user=form["user"] or None,
         )
     )
     more = len(rows) > BREAKDOWN_ROWS
@@ -78,6 +102,7 @@ def usage_page():
         form=form,
         metrics=METRICS,
         groups=GROUP_CHOICES,
+        keys=_key_names(),
         report=report,
         chart=chart,
         breakdown=breakdown,
@@ -85,22 +110,25 @@ def usage_page():
 
 
 def _link_params(form: dict) -> dict:
-    """The query of the export links and the next page: range, grouping, key filter."""
+    """The query of the export links and the next page: range, grouping, filters."""
     params = {"start": form["start"], "end": form["end"], "group_by": form["group_by"]}
-    if form["key"]:
-        params["key"] = form["key"]
+    for name in ("key", "user"):
+        if form[name]:
+            params[name] = form[name]
     return params
 
 
 @on_domain_error(PAGE, None, _form_again)
 def usage_export(fmt: str):
-    """Every row of the page's breakdown (its range, ``group_by``, ``key``) as a CSV or
-    JSON download, streamed as it is read."""
+    """Every row of the page's breakdown (its range, ``group_by``, ``key``, ``user``) as
+    a CSV or JSON download, streamed as it is read."""
     check_format(fmt)
     form = _form()
     group_by = form["group_by"]
     start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
-    rows = grouped_rows(get_db(), start, end, group_by, key=form["key"] or None)  # checked now
+    rows = grouped_rows(  # checked now
+        get_db(), start, end, group_by, key=form["key"] or None, user=form["user"] or None
+    )
     chunks = export_chunks(fmt, columns(group_by), rows)
     name = group_by.replace(":", "-")
     filename = f"tally-usage-by-{name}-{start.isoformat()}-{end.isoformat()}.{fmt}"

@@ -82,7 +82,7 @@ def seed_demo_traffic(
         people.append(_DemoUser(identifier, first, EndUserClaim(external_id, "user")))
     _prepare_bulk(session)
     for batch in _batches(_calls(rng, people, requests, days, config.revision_id), BATCH):
-        record_calls(session, batch)
+        record_calls(session, batch, seeded=True)
     return Seeded(requests=requests, users=len(people))
 
 

@@ -1,9 +1,11 @@
 """What the console shows about limits: one user's quota left and spend against budget,
 and who is limited now or near a limit (top users by the fraction of a limit used).
 
-Reads the counters without counting (a plan that does not hit) and the request log
-for the candidates: the users with the most requests in the last 24 hours and the
-most cost today.
+Reads the counters without counting (a plan that does not hit) for the candidates:
+the users with a policy of their own, and those with the most requests, tokens and
+cost today and yesterday (a superset of the last 24 hours) and this month, found in
+the daily and monthly totals (never the request log: a day holds tens of thousands of
+rows at a million a month).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tally.limits.gates import admission_plan
 from tally.limits.policy import applicable
 from tally.limits.policy_store import load_policies
 from tally.limits.runtime import LimitsRuntime
-from tally.models import EndUser, RequestLog
+from tally.models import DailyTotal, EndUser, MonthlyUserTotal
 
 CANDIDATES = 50  # users looked at for the "limited and near" list, per criterion
 NEAR = 0.8  # a user past this fraction of a limit is "near"
@@ -59,6 +61,22 @@ class UserLimits:
     def limited(self) -> bool:
         """True when some limit is used up."""
         return self.fraction >= 1.0
+
+    @property
+    def state(self) -> str:
+        """In a few words: ``ok``, ``near: 85 % of messages`` (past :data:`NEAR` of a
+        limit), ``limited: daily_budget`` (used up), ``no limit`` (none applies) or
+        ``unknown`` (the storage could not be read)."""
+        if not self.available:
+            return "unknown"
+        if not self.uses:
+            return "no limit"
+        top = max(self.uses, key=lambda use: use.fraction)  # the first of the tightest
+        if top.fraction >= 1.0:
+            return f"limited: {top.field}"
+        if top.fraction >= NEAR:
+            return f"near: {int(top.fraction * 100)} % of {top.field}"
+        return "ok"
 
 
 def user_limits(limits: LimitsRuntime, external_id: str, metadata, user_id=None) -> UserLimits:
@@ -99,26 +117,57 @@ def _use(check: Check, stats: list[float]) -> LimitUse:
 
 
 def busiest_users(session: Session, limits: LimitsRuntime, now: datetime) -> list[UserLimits]:
-    """Candidates by requests in the last 24 h and by cost today, most used first."""
-    since, today = now - timedelta(hours=24), now.replace(hour=0, minute=0, second=0)
-    by_requests = (
-        select(RequestLog.user_id)
-        .where(RequestLog.created_at >= since, RequestLog.user_id.is_not(None))
-        .group_by(RequestLog.user_id)
-        .order_by(func.count().desc())
-        .limit(CANDIDATES)
-    )
-    by_cost = (
-        select(RequestLog.user_id)
-        .where(RequestLog.created_at >= today, RequestLog.user_id.is_not(None))
-        .group_by(RequestLog.user_id)
-        .order_by(func.coalesce(func.sum(RequestLog.cost), 0).desc())
-        .limit(CANDIDATES)
-    )
-    ids = set(session.scalars(by_requests)) | set(session.scalars(by_cost))
+    """The candidates (:func:`candidates`) and the users with a policy of their own who
+    use some of a limit, by the largest fraction used, highest first."""
+    ids = candidates(session, now)
+    policies = load_policies(limits.sessions, limits.cache)
+    named = [s.removeprefix("user:") for s in policies.by_scope if s.startswith("user:")]
     users = session.execute(
-        select(EndUser.id, EndUser.external_id, EndUser.profile_metadata).where(EndUser.id.in_(ids))
+        select(EndUser.id, EndUser.external_id, EndUser.profile_metadata).where(
+            EndUser.id.in_(ids) | EndUser.external_id.in_(named)
+        )
     ).all()
     found = [user_limits(limits, ext, meta, uid) for uid, ext, meta in users]
     found = [u for u in found if u.uses and u.fraction > 0]
     return sorted(found, key=lambda u: (-u.fraction, u.external_id))
+
+
+def candidates(session: Session, now: datetime) -> set[int]:
+    """The ids of the users most likely near a limit: the top ``CANDIDATES`` by requests
+    today and yesterday (``messages``, ``rpm``), by tokens and by cost today (the daily
+    limits), by cost and by requests this month (the monthly ones: the indexes of
+    ``monthly_user_totals``)."""
+    today = now.date()
+    yesterday = today - timedelta(days=1)
+    t = DailyTotal
+    # grouped by user_id + 0: SQLite would otherwise walk every user's days in the
+    # (user_id, day) index to group them, not the two days' rows by the key's day
+    user = (t.user_id + 0).label("user")
+    ids: set[int] = set()
+    for figure, since in (
+        (func.sum(t.requests), yesterday),
+        (func.sum(t.prompt_tokens + t.completion_tokens), today),
+        (func.sum(t.cost), today),
+    ):
+        ids.update(
+            session.scalars(
+                select(user)
+                .where(t.day >= since, t.user_id != 0)
+                .group_by(user)
+                .having(figure > 0)
+                .order_by(figure.desc())
+                .limit(CANDIDATES)
+            )
+        )
+    m = MonthlyUserTotal
+    month = today.replace(day=1)
+    for column in (m.cost, m.requests):
+        ids.update(
+            session.scalars(
+                select(m.user_id)
+                .where(m.month == month, m.user_id != 0)
+                .order_by(column.desc())
+                .limit(CANDIDATES)
+            )
+        )
+    return ids

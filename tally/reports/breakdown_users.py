@@ -122,16 +122,20 @@ def months_in(start: date, end: date) -> tuple[list[date], bool]:
     return months, whole
 
 
-def _source(start: date, end: date, key_id: int | None):
-    """The totals table to read per user and the rows of the range in it."""
+def _source(start: date, end: date, key_id: int | None, user_id: int | None = None):
+    """The totals table to read per user and the rows of the range in it (of one API
+    key, of one user)."""
     months, whole = months_in(start, end)
     if whole and key_id is None:
         table = MonthlyUserTotal
-        return table, [table.month.in_(months)]
-    table = DailyTotal
-    where = [table.day >= start, table.day <= end]
-    if key_id is not None:
-        where.append(table.api_key_id == key_id)
+        where = [table.month.in_(months)]
+    else:
+        table = DailyTotal
+        where = [table.day >= start, table.day <= end]
+        if key_id is not None:
+            where.append(table.api_key_id == key_id)
+    if user_id is not None:
+        where.append(table.user_id == user_id)
     return table, where
 
 
@@ -142,11 +146,12 @@ def user_rows(
     key_id: int | None,
     after: str | None,
     limit: int | None,
+    user_id: int | None = None,
 ) -> Iterator[dict]:
     """Anonymous traffic first (``internal_id`` null, cursor ""), then each end user with
-    totals in the range, in ``internal_id`` byte order."""
-    table, where = _source(start, end, key_id)
-    if after is None and limit != 0:
+    totals in the range, in ``internal_id`` byte order (``user_id``: that user alone)."""
+    table, where = _source(start, end, key_id, user_id)
+    if after is None and limit != 0 and user_id is None:
         anonymous = session.execute(
             select(*sums_of(table.__table__.c)).where(*where, table.user_id == 0)
         ).one()
@@ -156,6 +161,8 @@ def user_rows(
     if limit == 0:
         return
     stmt = _users_statement(session, table, where, after, paged=limit is not None)
+    if user_id is not None:  # that user's row alone, not every user walked to find it
+        stmt = stmt.where(EndUser.id == user_id)
     if limit is not None:
         stmt = stmt.limit(limit)
     # Core on the connection: rows read as they are used (the ORM would buffer them all)
@@ -205,7 +212,13 @@ def _users_page_pg(table, where: list, after: str | None) -> Select:
 
 
 def profile_rows(
-    session: Session, start: date, end: date, kind: str, name: str, key_id: int | None
+    session: Session,
+    start: date,
+    end: date,
+    kind: str,
+    name: str,
+    key_id: int | None,
+    user_id: int | None = None,
 ) -> list[dict]:
     """tag (``name`` "tag") or metadata (``name`` the key): the totals added up per
     distinct stored profile (tag list or metadata as JSON text: few distinct ones,
@@ -214,8 +227,9 @@ def profile_rows(
 
     The users are walked in the order of their profile's index (migration 0007, on
     ``CAST(… AS TEXT)``, the expression grouped by), each user's totals looked up by
-    index: SQLite groups them as they come instead of sorting 100,000 users."""
-    table, where = _source(start, end, key_id)
+    index: SQLite groups them as they come instead of sorting 100,000 users. With
+    ``user_id``: that user's totals alone."""
+    table, where = _source(start, end, key_id, user_id)
     column = EndUser.tags if kind == "tag" else EndUser.profile_metadata
     profile = cast(column, Text)
     stmt = (

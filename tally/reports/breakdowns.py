@@ -43,7 +43,7 @@ from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from tally.errors import InvalidInput
-from tally.models import ApiKey, DailyModelTotal
+from tally.models import ApiKey, DailyModelTotal, DailyTotal, EndUser
 from tally.reports.breakdown_users import (
     SUMS,
     figures,
@@ -125,11 +125,13 @@ def grouped_rows(
     after: str | None = None,
     limit: int | None = None,
     key: str | None = None,
+    user: str | None = None,
 ) -> Iterator[dict]:
     """The rows of ``group_by`` over the days ``start``..``end`` (inclusive), ordered by
     their key, those after the cursor ``after``, at most ``limit``; of the API key named
-    ``key`` alone when given. Groups with no traffic in the range are absent, and so are
-    groups whose calls were all refused (no request reached the upstream).
+    ``key`` alone and of the end user whose internal id is ``user`` alone when given.
+    Groups with no traffic in the range are absent, and so are groups whose calls were
+    all refused (no request reached the upstream).
 
     Arguments are checked now (a BreakdownError before any row is read); the rows are
     read as the iterator is consumed, so an export streams them."""
@@ -138,7 +140,7 @@ def grouped_rows(
         raise BreakdownError("the range must start on or before its end")
     if limit is not None and limit < 0:
         raise BreakdownError("limit must be 0 or more")
-    key_id = _key_id(session, key) if key is not None else None
+    key_id, user_id = filter_ids(session, key, user)
     if grouping.kind == "day" and after not in (None, ""):
         try:
             date.fromisoformat(after)
@@ -146,21 +148,31 @@ def grouped_rows(
             raise BreakdownError(f"after must be a day written YYYY-MM-DD, got {after!r}") from None
     if grouping.kind in ("tag", "metadata"):
         name = grouping.key_columns[0]
-        rows = profile_rows(session, start, end, grouping.kind, name, key_id)
+        rows = profile_rows(session, start, end, grouping.kind, name, key_id, user_id)
         return _page(rows, after, limit)
     if grouping.kind == "user":
-        return user_rows(session, start, end, key_id, after, limit)
-    stmt = _by_column(session, start, end, grouping.kind, key_id, after)
+        return user_rows(session, start, end, key_id, after, limit, user_id)
+    stmt = _by_column(session, start, end, grouping.kind, key_id, after, user_id)
     if limit is not None:
         stmt = stmt.limit(limit)
     return _rows(session, stmt, grouping)
 
 
-def _key_id(session: Session, name: str) -> int:
-    found = session.scalar(select(ApiKey.id).where(ApiKey.name == name))
-    if found is None:
-        raise BreakdownError(f"no API key is named {name!r}", "key")
-    return found
+def filter_ids(
+    session: Session, key: str | None, user: str | None
+) -> tuple[int | None, int | None]:
+    """The ids of the API key named ``key`` and of the end user whose internal id is
+    ``user`` (None for a filter not given); a BreakdownError for one that is unknown."""
+    key_id = user_id = None
+    if key is not None:
+        key_id = session.scalar(select(ApiKey.id).where(ApiKey.name == key))
+        if key_id is None:
+            raise BreakdownError(f"no API key is named {key!r}", "key")
+    if user is not None:
+        user_id = session.scalar(select(EndUser.id).where(EndUser.external_id == user))
+        if user_id is None:
+            raise BreakdownError(f"no end user has the internal id {user!r}", "user")
+    return key_id, user_id
 
 
 def _rows(session: Session, stmt: Select, grouping: Grouping) -> Iterator[dict]:
@@ -180,13 +192,22 @@ def _iso(value: date | str) -> str:
 
 
 def _by_column(
-    session: Session, start: date, end: date, kind: str, key_id: int | None, after: str | None
+    session: Session,
+    start: date,
+    end: date,
+    kind: str,
+    key_id: int | None,
+    after: str | None,
+    user_id: int | None = None,
 ) -> Select:
-    """model, endpoint, day or key: from the per-model daily totals."""
-    table = DailyModelTotal
+    """model, endpoint, day or key: from the per-model daily totals (one user's: from
+    the daily totals, by their (user_id, day) index)."""
+    table = DailyModelTotal if user_id is None else DailyTotal
     where = [table.day >= start, table.day <= end]
     if key_id is not None:
         where.append(table.api_key_id == key_id)
+    if user_id is not None:
+        where.append(table.user_id == user_id)
     if kind == "key":
         sums = select(table.api_key_id, *sums_of(table.__table__.c)).where(*where)
         inner = sums.group_by(table.api_key_id).having(has_requests(table)).subquery()

@@ -120,16 +120,29 @@ def _totals(values) -> Totals:
     )
 
 
-def _source(user_id: int | None):
-    """The totals table to read and its filter: per user, or all users folded."""
+def _source(user_id: int | None, key_id: int | None = None):
+    """The totals table to read and its filter: per user (and key), or all users folded
+    (of one API key when ``key_id``)."""
     if user_id is None:
-        return DailyModelTotal, ()
-    return DailyTotal, (DailyTotal.user_id == user_id,)
+        if key_id is None:
+            return DailyModelTotal, ()
+        return DailyModelTotal, (DailyModelTotal.api_key_id == key_id,)
+    where = (DailyTotal.user_id == user_id,)
+    if key_id is not None:
+        where += (DailyTotal.api_key_id == key_id,)
+    return DailyTotal, where
 
 
-def totals_between(session: Session, start: date, end: date, user_id: int | None = None) -> Totals:
-    """Totals of the days ``start``..``end`` (inclusive), of one end user when given."""
-    table, where = _source(user_id)
+def totals_between(
+    session: Session,
+    start: date,
+    end: date,
+    user_id: int | None = None,
+    key_id: int | None = None,
+) -> Totals:
+    """Totals of the days ``start``..``end`` (inclusive), of one end user and one API key
+    when given."""
+    table, where = _source(user_id, key_id)
     row = session.execute(
         select(*_aggregates(table)).where(table.day >= start, table.day <= end, *where)
     ).one()
@@ -170,29 +183,43 @@ def parse_range(start: str | None, end: str | None, today: date) -> tuple[date, 
 
 
 def usage_report(
-    session: Session, start: date, end: date, user_limit: int | None = REPORT_USERS
+    session: Session,
+    start: date,
+    end: date,
+    user_limit: int | None = REPORT_USERS,
+    *,
+    user_id: int | None = None,
+    key_id: int | None = None,
 ) -> UsageReport:
     """Usage per day (every day of the range, zeros included), per user (the top
-    ``user_limit``, or all when None) and per model."""
-    days = per_day(session, start, end)
+    ``user_limit``, or all when None) and per model; every figure of one end user's
+    and of one API key's traffic when ``user_id`` / ``key_id`` are given."""
+    days = per_day(session, start, end, user_id, key_id)
     return UsageReport(
         start=start,
         end=end,
         totals=_sum_rows(days),
         days=days,
-        users=top_users(session, start, end, user_limit),
-        models=per_model(session, start, end),
+        users=top_users(session, start, end, user_limit, user_id=user_id, key_id=key_id),
+        models=per_model(session, start, end, user_id, key_id),
     )
 
 
-def per_day(session: Session, start: date, end: date) -> list[Row]:
-    """One row per UTC day from ``start`` to ``end``, days without traffic included."""
-    table = DailyModelTotal
+def per_day(
+    session: Session,
+    start: date,
+    end: date,
+    user_id: int | None = None,
+    key_id: int | None = None,
+) -> list[Row]:
+    """One row per UTC day from ``start`` to ``end``, days without traffic included (of
+    one end user and one API key when given)."""
+    table, where = _source(user_id, key_id)
     found = {
         _day_key(row[0]): _totals(row[1:])
         for row in session.execute(
             select(table.day, *_aggregates(table))
-            .where(table.day >= start, table.day <= end)
+            .where(table.day >= start, table.day <= end, *where)
             .group_by(table.day)
         )
     }
@@ -201,9 +228,16 @@ def per_day(session: Session, start: date, end: date) -> list[Row]:
     return [Row(key, found.get(key, Totals())) for key in keys]
 
 
-def per_model(session: Session, start: date, end: date, user_id: int | None = None) -> list[Row]:
-    """Models by cost, highest first, over the days ``start``..``end`` (of one user)."""
-    table, where = _source(user_id)
+def per_model(
+    session: Session,
+    start: date,
+    end: date,
+    user_id: int | None = None,
+    key_id: int | None = None,
+) -> list[Row]:
+    """Models by cost, highest first, over the days ``start``..``end`` (of one user, of
+    one API key)."""
+    table, where = _source(user_id, key_id)
     aggregates = _aggregates(table)
     stmt = (
         select(table.model, *aggregates)
@@ -279,10 +313,20 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def top_users(session: Session, start: date, end: date, limit: int | None) -> list[Row]:
+def top_users(
+    session: Session,
+    start: date,
+    end: date,
+    limit: int | None,
+    *,
+    user_id: int | None = None,
+    key_id: int | None = None,
+) -> list[Row]:
     """End users of ``start``..``end`` by cost, then requests, highest first (anonymous
-    traffic as one row): the top ``limit``, or all of them when None."""
-    ranked = ranking.top_users(session, start, end, limit)
+    traffic as one row): the top ``limit``, or all of them when None; their traffic
+    through the API key ``key_id`` alone when given; the user ``user_id`` alone when
+    given."""
+    ranked = ranking.top_users(session, start, end, limit, key_id=key_id, only=user_id)
     ids = [user_id for user_id, _sums in ranked if user_id]
     people = {}
     if ids:

@@ -1,10 +1,10 @@
-"""One end user's page: their identifiers, 30-day usage by model and recent requests (a
-view by an operator is audited)."""
+"""One end user's page: their identifiers, usage by model over a range of days (the last
+30 by default) and recent requests (a view by an operator is audited)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -30,16 +30,24 @@ class IdentityDetail:
     user: EndUser
     identifiers: list[UpstreamIdentifier]
     shared: dict[str, int]  # identifier -> users it was sent for, those with several
-    month: Totals
+    month: Totals  # over start..end (the last 30 days by default)
     models: list[Row]
     recent: list[RequestLog]
+    start: date
+    end: date
 
 
 def identity_detail(
-    session: Session, user_id: int, now: datetime, actor: str | None = None
+    session: Session,
+    user_id: int,
+    now: datetime,
+    actor: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
 ) -> IdentityDetail | None:
-    """The end user ``user_id`` with their identifiers, 30-day usage and recent requests,
-    or None. A view by ``actor`` is recorded in the audit log."""
+    """The end user ``user_id`` with their identifiers, usage over the UTC days
+    ``start``..``end`` (the last 30 by default) and recent requests, or None. A view by
+    ``actor`` is recorded in the audit log."""
     user = session.get(EndUser, user_id)
     if user is None:
         return None
@@ -51,9 +59,10 @@ def identity_detail(
             .order_by(UpstreamIdentifier.last_seen.desc())
         )
     )
-    # the last 30 UTC days, from the daily totals; the recent requests off the log's
-    # (user_id, created_at, id) index, newest first
-    start = now.date() - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    # the range (the last 30 UTC days), from the daily totals; the recent requests off
+    # the log's (user_id, created_at, id) index, newest first
+    end = end or now.date()
+    start = start or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     recent = list(
         session.scalars(
             select(RequestLog)
@@ -67,9 +76,11 @@ def identity_detail(
         user=user,
         identifiers=identifiers,
         shared=shared_counts(session, [item.identifier for item in identifiers]),
-        month=totals_between(session, start, now.date(), user_id),
-        models=per_model(session, start, now.date(), user_id),
+        month=totals_between(session, start, end, user_id),
+        models=per_model(session, start, end, user_id),
         recent=recent,
+        start=start,
+        end=end,
     )
     if actor:
         add_audit(

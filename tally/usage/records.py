@@ -30,9 +30,13 @@ def record_call(session: Session, call: CallRecord, outcome: Outcome) -> set[str
     return record_calls(session, [(call, outcome, utcnow())])
 
 
-def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, datetime]]) -> set[str]:
+def record_calls(
+    session: Session, calls: list[tuple[CallRecord, Outcome, datetime]], seeded: bool = False
+) -> set[str]:
     """Write several calls, each with the time it ended, in one transaction; return the
-    request ids whose rows were new.
+    request ids whose rows were new. ``seeded``: the calls are ``dev seed``'s, and the
+    end users they make are demo users (``EndUser.is_demo``); a real end user answered
+    by the demo upstream is no demo user (their request rows are ``is_demo``).
 
     The rows are exactly those that ``record_call`` one call at a time would leave:
     an end user or identifier seen several times is upserted once, with the first
@@ -46,7 +50,7 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     """
     conn = session.connection()
     sql = statements(conn.dialect.name)
-    user_ids = _upsert_end_users(conn, sql, calls)
+    user_ids = _upsert_end_users(conn, sql, calls, seeded)
     identifier_ids = _upsert_identifiers(conn, sql, calls, user_ids)
     last_used: dict[int, datetime] = {}
     rows = []
@@ -96,14 +100,14 @@ def record_calls(session: Session, calls: list[tuple[CallRecord, Outcome, dateti
     return inserted
 
 
-def _upsert_end_users(conn, sql: Statements, calls) -> dict[str, int]:
+def _upsert_end_users(conn, sql: Statements, calls, seeded: bool) -> dict[str, int]:
     seen: dict[str, list] = {}  # external_id -> [first_seen, last_seen, is_demo, fields]
     for call, _outcome, now in calls:
         if call.claim is None:
             continue
         profile = call.claim.profile if call.claim.carries_profile else None
         fields = {PROFILE_COLUMNS[k]: v for k, v in (profile or {}).items() if k in PROFILE_COLUMNS}
-        entry = seen.setdefault(call.claim.external_id, [now, now, call.is_demo, {}])
+        entry = seen.setdefault(call.claim.external_id, [now, now, seeded, {}])
         entry[1] = max(entry[1], now)
         entry[3].update(fields)
     if not seen:

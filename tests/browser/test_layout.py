@@ -34,6 +34,9 @@ VARIANTS = {
     "usage-by-key": "/usage?group_by=key",
     "usage-by-user": "/usage?group_by=user",
     "identities-search": "/identities?q=demo_user_0000",
+    "users-by-cost": "/identities?sort=cost",
+    "usage-of-a-user": "/usage?user=demo_user_00001&group_by=model",
+    "requests-errors": "/requests?status=error",
 }
 # admin-only pages (the navigation's own flag): 403 for support
 SUPPORT_REFUSED = {endpoint for endpoint, _label, admin_only in NAVIGATION if admin_only}

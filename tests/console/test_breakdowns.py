@@ -69,7 +69,8 @@ def test_chargeback_per_key_and_a_tenants_users(admin, workload):
         ["globex", "2", "51", "7", "0", "$0.05", "its users →"],
     ]
     link = (
-        f"/usage?start={START.isoformat()}&amp;end={END.isoformat()}&amp;group_by=user&amp;key=acme"
+        f"/usage?start={START.isoformat()}&amp;end={END.isoformat()}&amp;metric=requests"
+        "&amp;group_by=user&amp;key=acme"
     )
     assert f'href="{link}"' in body
     users = text(admin.get(unescape(link), htmx=True))
