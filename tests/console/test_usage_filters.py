@@ -50,24 +50,24 @@ def test_the_key_filter_holds_for_every_figure(admin, workload):
     assert stats(body) == {
         "Requests": "4",
         "Tokens": "410",
-        "Cost": "$0.3630",
+        "Cost": "$0.363",
         "Errors": "0",
         "Refused": "0",
     }
     assert chart_total(body) == 4
     assert card(body, "Per model") == [
-        ["m-a", "3", "380", "$0.3600", "", "0"],
-        ["m-b", "1", "30", "$0.0030", "", "0"],
+        ["m-a", "3", "380", "$0.36", "", "0"],
+        ["m-b", "1", "30", "$0.003", "", "0"],
     ]
     assert [row[:4] for row in card(body, "Per user")] == [
-        ["ada Ada L", "2", "360", "$0.3500"],
-        ["bob", "1", "20", "$0.0100"],
-        ["cy", "1", "30", "$0.0030"],
+        ["ada Ada L", "2", "360", "$0.35"],
+        ["bob", "1", "20", "$0.01"],
+        ["cy", "1", "30", "$0.003"],
     ]
     assert table(body) == [
-        ["ada", "Ada L", "2", "300", "60", "60", "$0.3500"],
-        ["bob", "(none)", "1", "10", "10", "0", "$0.0100"],
-        ["cy", "(none)", "1", "30", "0", "0", "$0.0030"],
+        ["ada", "Ada L", "2", "300", "60", "60", "$0.35"],
+        ["bob", "–", "1", "10", "10", "0", "$0.01"],
+        ["cy", "–", "1", "30", "0", "0", "$0.003"],
     ]
     assert "Every figure on this page is filtered to API key <code>acme</code>" in body
 
@@ -75,23 +75,23 @@ def test_the_key_filter_holds_for_every_figure(admin, workload):
 def test_the_user_filter_holds_for_every_figure(admin, workload):
     body = text(admin.get(f"/usage?{RANGE}&group_by=key&user=bob"))
     # bob: 2026-02-28 through globex (m-b, $0.05), 2026-04-01 through acme (m-a, $0.01)
-    assert stats(body)["Requests"] == "2" and stats(body)["Cost"] == "$0.0600"
+    assert stats(body)["Requests"] == "2" and stats(body)["Cost"] == "$0.06"
     assert stats(body)["Tokens"] == "75"
     assert chart_total(body) == 2
     assert [row[:4] for row in card(body, "Per model")] == [
-        ["m-b", "1", "55", "$0.0500"],
-        ["m-a", "1", "20", "$0.0100"],
+        ["m-b", "1", "55", "$0.05"],
+        ["m-a", "1", "20", "$0.01"],
     ]
-    assert [row[:4] for row in card(body, "Per user")] == [["bob", "2", "75", "$0.0600"]]
+    assert [row[:4] for row in card(body, "Per user")] == [["bob", "2", "75", "$0.06"]]
     assert [row[:2] for row in table(body)] == [["acme", "1"], ["globex", "1"]]
     assert "filtered to end user <code>bob</code>" in body
 
 
 def test_key_and_user_together(admin, workload):
     body = text(admin.get(f"/usage?{RANGE}&key=acme&user=ada"))
-    assert stats(body)["Requests"] == "2" and stats(body)["Cost"] == "$0.3500"
+    assert stats(body)["Requests"] == "2" and stats(body)["Cost"] == "$0.35"
     assert [row[0] for row in card(body, "Per model")] == ["m-a"]
-    assert table(body) == [["m-a", "2", "300", "60", "60", "$0.3500"]]
+    assert table(body) == [["m-a", "2", "300", "60", "60", "$0.35"]]
     assert "API key <code>acme</code> <a" in body and "end user <code>ada</code> <a" in body
 
 

@@ -85,16 +85,16 @@ def test_the_table_without_a_query(support, people):
     assert table["ada"] == {
         "User": "ada Ada L · ada@example.com",
         "Requests": "3",
-        "Cost": "$0.3000",
+        "Cost": "$0.30",
         "Last seen": (people - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M UTC"),
         "Tier": "pro",
         "Limit state": "limited: messages",
     }
     assert table["eve"]["Limit state"] == "near: 85 % of messages"
-    assert table["eve"]["Requests"] == "17" and table["eve"]["Cost"] == "$0.1700"
+    assert table["eve"]["Requests"] == "17" and table["eve"]["Cost"] == "$0.17"
     assert table["bob"]["Requests"] == "1" and table["bob"]["Cost"] == "$2.00"
     assert table["bob"]["Limit state"] == "ok" and table["bob"]["Tier"] == "default"
-    assert table["cy"]["Requests"] == "0" and table["cy"]["Cost"] == "$0.0000"
+    assert table["cy"]["Requests"] == "0" and table["cy"]["Cost"] == "$0.00"
     assert table["dee"]["Requests"] == "0"
     assert 'href="/identities/' in body
 
