@@ -224,3 +224,19 @@ def _amount(value: Any) -> float:
     except ValueError:
         return 0.0
     return number if number > 0 and number != float("inf") else 0.0
+
+
+SINK_DELIVERIES = Counter(
+    "tally_sink_deliveries_total",
+    "Events sent to a sink (tally.sinks.delivery), by sink and outcome: delivered, "
+    "failed (to be retried), parked (refused by the receiver, or given up after 3 days).",
+    ["sink", "outcome"],
+)
+
+
+def count_sink_delivery(sink: str, outcome: str) -> None:
+    """Count one event's delivery attempt. Never raises."""
+    try:
+        _child(SINK_DELIVERIES, sink[:MAX_LABEL_CHARS], outcome).inc()
+    except Exception:
+        log.exception("recording metrics failed")

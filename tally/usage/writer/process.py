@@ -13,7 +13,8 @@ directory (mode 0700) and is only ever spoken to by the workers of the same guni
 The process builds only what writing rows needs (settings, an engine, a
 :class:`UsageWriter`), not the web app: it imports no Flask, blueprint or upstream code.
 It also reconciles the instance's estimated costs with the upstream's generation
-endpoint (tally.usage.reconcile), on a thread of its own.
+endpoint (tally.usage.reconcile), and delivers the sinks' events (tally.sinks.delivery),
+each on a thread of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from tally.db import make_engine, make_session_factory
 from tally.logs import configure_logging
 from tally.settings import default_instance_path, export_usage_socket, load_settings
+from tally.sinks.delivery import start_deliverer
 from tally.usage.reconcile import start_reconciler
 from tally.usage.writer.background import UsageWriter, build_spool
 from tally.usage.writer.wire import ACK, FRAME, MAX_FRAME, decode_batch
@@ -206,9 +208,12 @@ def main(corrections=None) -> None:
     # one reconciler of estimated costs per instance (tally.usage.reconcile)
     on_reconciled = corrections(settings) if corrections is not None else None
     reconciler = start_reconciler(settings, sessions, on_reconciled)
+    # one delivery loop of the sinks' outbox per instance (tally.sinks.delivery)
+    deliverer = start_deliverer(sessions, settings.secret_key)
     try:
         serve(writer, socket_path)
     finally:
+        deliverer.stop()
         if reconciler is not None:
             reconciler.stop()
 
