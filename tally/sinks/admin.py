@@ -59,9 +59,11 @@ def parse_name(name: str) -> str:
 
 
 def parse_url(url: str) -> str:
-    """An http(s) URL with a host, no spaces or control characters."""
+    """An http(s) URL with a host, in printable ASCII (an international name in its
+    punycode form), no spaces."""
     url = _clean_text(url, "url", MAX_URL)
-    parts = urlsplit(url) if url.isprintable() and " " not in url else None
+    plain = url.isascii() and url.isprintable() and " " not in url
+    parts = urlsplit(url) if plain else None
     try:
         ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:
@@ -271,3 +273,21 @@ def list_sinks(session: Session) -> list[SinkStatus]:
             )
         )
     return out
+
+
+def backlog_figures(session: Session) -> list[tuple[str, int, float | None]]:
+    """Per sink: its name, events waiting, and the oldest one's age in seconds (None when
+    none waits), for /metrics."""
+    now = utcnow()
+    rows = session.execute(
+        select(Sink.name, func.count(SinkEvent.id), func.min(SinkEvent.created_at))
+        .outerjoin(
+            SinkEvent, (SinkEvent.sink_id == Sink.id) & SinkEvent.next_attempt_at.is_not(None)
+        )
+        .group_by(Sink.id, Sink.name)
+        .order_by(Sink.name)
+    ).all()
+    return [
+        (name, waiting, (now - oldest).total_seconds() if oldest else None)
+        for name, waiting, oldest in rows
+    ]
