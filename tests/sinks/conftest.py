@@ -7,6 +7,9 @@ import pytest
 from tally.sinks.admin import add_sink
 from tests.helpers.receivers import Receiver
 
+# the fake upstream with a generation endpoint, and a cut stream's estimated row
+from tests.usage.test_reconcile import estimated, upstream  # noqa: F401
+
 
 @pytest.fixture
 def receiver():
