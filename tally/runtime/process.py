@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
 from tally.demo.upstream import demo_client
+from tally.limits.alerts import threshold_alerts
 from tally.limits.corrections import correct_counters
 from tally.limits.runtime import LimitsRuntime, build_limits
 from tally.proxy.call import Pipeline
@@ -67,7 +68,15 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
         )
     limits = build_limits(settings, cache, sessions)
     corrections = partial(correct_counters, limits)  # reconciled estimates, on the counters
-    usage = build_usage_writer(settings, corrections) if background else InlineRecorder(sessions)
+
+    # each written batch's limit alerts (off the request path: the writer's thread)
+    def alerts(writer_sessions):
+        return partial(threshold_alerts, limits, writer_sessions)
+
+    if background:
+        usage = build_usage_writer(settings, corrections, alerts)
+    else:
+        usage = InlineRecorder(sessions, alerts(sessions))
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
     return Runtime(
         settings=settings,

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from tally.db import utcnow
 from tally.models import ApiKey, EndUser, RequestLog, Sink, SinkEvent
@@ -43,13 +43,20 @@ def invalidate() -> None:
         _cache.clear()
 
 
-def sinks_for(conn: Connection, events: str) -> tuple[SinkRef, ...]:
-    """The sinks that take ``events`` (``usage`` or ``alerts``), cached for :data:`TTL`."""
-    key = conn.engine
+def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
+    """The sinks that take ``events`` (``usage`` or ``alerts``), cached for :data:`TTL`
+    (``conn``: a connection in use, or the engine, which is asked only when the cached
+    list is stale)."""
+    key = conn if isinstance(conn, Engine) else conn.engine
     now = time.monotonic()
     entry = _cache.get(key)
     if entry is None or entry[0] < now:
-        rows = conn.execute(select(Sink.id, Sink.kind, Sink.events)).all()
+        query = select(Sink.id, Sink.kind, Sink.events)
+        if isinstance(conn, Engine):
+            with conn.connect() as own:
+                rows = own.execute(query).all()
+        else:
+            rows = conn.execute(query).all()
         refs = tuple(SinkRef(i, k, frozenset(e.split(","))) for i, k, e in rows)
         with _lock:
             _cache[key] = (now + TTL, refs)

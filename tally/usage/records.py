@@ -248,8 +248,9 @@ class InlineRecorder:
     deployment set to ``TALLY_USAGE_WRITES=inline``); the background writer
     (tally.usage.writer.background) is the other recorder, with the same two methods."""
 
-    def __init__(self, sessions: sessionmaker):
+    def __init__(self, sessions: sessionmaker, on_written=None):
         self.sessions = sessions
+        self.on_written = on_written  # given each call once written (the limits' alerts)
 
     def submit(self, call: CallRecord, outcome: Outcome) -> None:
         """Record one finished call; a database failure is logged, never raised into a
@@ -260,6 +261,9 @@ class InlineRecorder:
             except Exception:
                 session.rollback()
                 log.exception("could not record request %s", call.request_id)
+                return
+        if self.on_written is not None:
+            self.on_written([(call, outcome, None)])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Every row is already written."""

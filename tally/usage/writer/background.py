@@ -65,8 +65,11 @@ class UsageWriter:
         remote: RemoteSink | None = None,
         spool: Spool | None = None,
         reconciler: Callable[[], Reconciler | _Helpers | None] | None = None,
+        on_written: Callable[[list], None] | None = None,
     ):
         self._sessions = sessions
+        # given each committed batch, off the request path (the limits' alerts)
+        self.on_written = on_written
         # started with the writer's thread (so an app that records nothing polls for
         # nothing) and stopped with it
         self._make_reconciler = reconciler
@@ -166,6 +169,8 @@ class UsageWriter:
             return
         try:
             self.write_strict(calls)
+            if self.on_written is not None:
+                self.on_written(calls)
             return
         except Exception as exc:
             if is_unavailable(exc):
@@ -207,7 +212,7 @@ def build_spool(settings: Settings) -> Spool:
     return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
 
 
-def build_usage_writer(settings: Settings, on_reconciled=None) -> UsageWriter:
+def build_usage_writer(settings: Settings, on_reconciled=None, on_written=None) -> UsageWriter:
     """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
 
     With ``settings.usage_socket`` (under gunicorn.conf.py) the batches go to the usage
@@ -222,7 +227,11 @@ def build_usage_writer(settings: Settings, on_reconciled=None) -> UsageWriter:
     # and delivers the sinks' events (tally.sinks.delivery)
     reconciler = None if remote else partial(_start_helpers, settings, sessions, on_reconciled)
     writer = UsageWriter(
-        sessions, remote=remote, spool=build_spool(settings), reconciler=reconciler
+        sessions,
+        remote=remote,
+        spool=build_spool(settings),
+        reconciler=reconciler,
+        on_written=on_written(sessions) if on_written is not None and not remote else None,
     )
     writer.replayer.start()  # rows spooled by a process before this one
     return writer

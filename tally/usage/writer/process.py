@@ -189,12 +189,13 @@ def serve(writer, path: str) -> None:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-def main(corrections=None) -> None:
+def main(corrections=None, alerts=None) -> None:
     """``python -m tally.usage.writer.process SOCKET INSTANCE_PATH``: the deployment's
     settings (the same environment and instance folder as the workers), an engine of its
     own and a background usage writer; nothing of the web app. ``corrections``: given
     the settings, where the reconciler's corrections go (tally.runtime.writer: the
-    limits' counters)."""
+    limits' counters); ``alerts``: given the settings and the sessions, what checks each
+    written batch for limit alerts (tally.limits.alerts)."""
     socket_path, instance_path = sys.argv[1], sys.argv[2]
     settings = load_settings(instance_path)
     configure_logging(
@@ -203,7 +204,8 @@ def main(corrections=None) -> None:
     )
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
     sessions = make_session_factory(engine)
-    writer = UsageWriter(sessions, spool=build_spool(settings))
+    on_written = alerts(settings, sessions) if alerts is not None else None
+    writer = UsageWriter(sessions, spool=build_spool(settings), on_written=on_written)
     writer.replayer.start()  # what a previous writer (or a dead worker) spooled
     # one reconciler of estimated costs per instance (tally.usage.reconcile)
     on_reconciled = corrections(settings) if corrections is not None else None
