@@ -23,6 +23,7 @@ from tally.limits.runtime import LimitsRuntime, build_limits
 from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
 from tally.settings import Settings
+from tally.sinks import outbox
 from tally.usage.records import InlineRecorder, Recorder
 from tally.usage.writer.background import build_usage_writer
 from tally.verification.jwks import KeySets
@@ -59,6 +60,7 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     sessions = make_session_factory(engine)
     cache = build_cache(settings)
     watch_sessions(sessions, cache)
+    outbox.watch(cache.version)  # the usage writer's list of sinks, on the same version
     background = settings.usage_writes == "background"
     if settings.upstream_url is None:  # the built-in demo upstream
         upstream = demo_client(settings.upstream_timeout, demo_token_delay)

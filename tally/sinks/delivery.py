@@ -171,8 +171,8 @@ def _settle(sessions, sink_id, name, claimed, results, now, report: PassReport) 
             session.execute(
                 update(table).where(table.c.id.in_(untried)).values(next_attempt_at=retry_at or now)
             )
-        if sink_values:
-            session.execute(
+        if sink_values:  # on the connection: a delivery is no change to the sinks' list
+            session.connection().execute(
                 update(Sink.__table__).where(Sink.__table__.c.id == sink_id).values(**sink_values)
             )
         session.commit()

@@ -3,8 +3,9 @@ writer's batch, a reconciliation, an alert), one row per (sink, event id), and
 ``ON CONFLICT DO NOTHING`` on that pair makes a replayed batch add nothing.
 
 With no sink, the usage writer pays one cached check per batch (:func:`sinks_for`: a
-query at most once a second per process, and at once after a change made in this
-process); a sink added from another process starts getting events within that second.
+query at most once a second per process, and at once after a sink is added or removed
+anywhere: the caches' shared version, tally.cache, which a commit changing ``sinks``
+bumps, is read with each check once :func:`watch` gave it).
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from sqlalchemy.engine import Connection, Engine
 from tally.db import utcnow
 from tally.models import ApiKey, EndUser, RequestLog, Sink, SinkEvent
 from tally.sinks import events as ev
+from tally.versions import Version
 
 TTL = 1.0  # seconds a process trusts its list of sinks
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> (expiry, sinks)
+# engine -> (expiry, version, sinks)
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_version: Version | None = None
 
 
 class SinkRef(NamedTuple):
@@ -35,6 +39,13 @@ class SinkRef(NamedTuple):
     id: int
     kind: str
     events: frozenset[str]
+
+
+def watch(version: Version | None) -> None:
+    """Check the deployment's cache version (tally.cache) with every lookup: a sink added
+    or removed by any process is seen by the next batch."""
+    global _version
+    _version = version
 
 
 def invalidate() -> None:
@@ -50,7 +61,8 @@ def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
     key = conn if isinstance(conn, Engine) else conn.engine
     now = time.monotonic()
     entry = _cache.get(key)
-    if entry is None or entry[0] < now:
+    version = _version.read() if _version is not None else None
+    if entry is None or entry[0] < now or entry[1] != version:
         query = select(Sink.id, Sink.kind, Sink.events)
         if isinstance(conn, Engine):
             with conn.connect() as own:
@@ -59,9 +71,9 @@ def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
             rows = conn.execute(query).all()
         refs = tuple(SinkRef(i, k, frozenset(e.split(","))) for i, k, e in rows)
         with _lock:
-            _cache[key] = (now + TTL, refs)
-        entry = (0.0, refs)
-    return tuple(ref for ref in entry[1] if events in ref.events)
+            _cache[key] = (now + TTL, version, refs)
+        entry = (0.0, version, refs)
+    return tuple(ref for ref in entry[2] if events in ref.events)
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:

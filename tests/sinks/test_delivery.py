@@ -192,3 +192,18 @@ def test_refused_calls_send_nothing(tally, receiver, sinks):
     bad = chat(tally, {"model": "x", "messages": "not a list"})
     assert bad.status_code == 400
     assert _events(tally) == []
+
+
+def test_a_sink_added_elsewhere_is_seen_by_the_next_batch(tally, receiver):
+    """The writer's list of sinks follows the caches' shared version: a sink committed by
+    any process (here, a session of the runtime, with no local invalidation) gets the
+    very next call's event, not one a second later."""
+    runtime = tally.flask_app.extensions["tally"]
+    assert chat(tally, user="ada").status_code == 200  # the list, empty, is now cached
+    with runtime.sessions() as session:
+        session.add(
+            Sink(name="late", kind="openmeter", url=receiver.url, events="usage", created_by="t")
+        )
+        session.commit()
+    rid = chat(tally, user="ada").headers["X-Request-Id"]
+    assert [e.event_id for e in _events(tally)] == [rid]

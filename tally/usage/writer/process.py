@@ -34,10 +34,12 @@ import time
 from tally.db import make_engine, make_session_factory
 from tally.logs import configure_logging
 from tally.settings import default_instance_path, export_usage_socket, load_settings
+from tally.sinks import outbox
 from tally.sinks.delivery import start_deliverer
 from tally.usage.reconcile import start_reconciler
 from tally.usage.writer.background import UsageWriter, build_spool
 from tally.usage.writer.wire import ACK, FRAME, MAX_FRAME, decode_batch
+from tally.versions import make_version
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ def main(corrections=None, alerts=None) -> None:
     )
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
     sessions = make_session_factory(engine)
+    # a sink added or removed anywhere is seen by the next batch (the caches' version)
+    outbox.watch(make_version(settings.instance_path, settings.ratelimit_storage_uri))
     on_written = alerts(settings, sessions) if alerts is not None else None
     writer = UsageWriter(sessions, spool=build_spool(settings), on_written=on_written)
     writer.replayer.start()  # what a previous writer (or a dead worker) spooled
