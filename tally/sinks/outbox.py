@@ -48,6 +48,15 @@ def watch(version: Version | None) -> None:
     _version = version
 
 
+def _read_version() -> int | None:
+    if _version is None:
+        return None
+    try:
+        return _version.read()
+    except (ValueError, OSError):  # unmapped (a closed runtime): the TTL alone then
+        return None
+
+
 def invalidate() -> None:
     """Forget the cached sinks (a sink was added or removed in this process)."""
     with _lock:
@@ -61,7 +70,7 @@ def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
     key = conn if isinstance(conn, Engine) else conn.engine
     now = time.monotonic()
     entry = _cache.get(key)
-    version = _version.read() if _version is not None else None
+    version = _read_version()
     if entry is None or entry[0] < now or entry[1] != version:
         query = select(Sink.id, Sink.kind, Sink.events)
         if isinstance(conn, Engine):
