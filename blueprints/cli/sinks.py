@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from blueprints.cli.common import CLI_ACTOR, runtime, session_scope
+from blueprints.cli.common import CLI_ACTOR, fail, runtime, session_scope
 from tally.sinks.admin import KINDS, add_sink, list_sinks, remove_sink, replay_sink
 
 group = AppGroup("sinks", help="Where usage events and limit alerts go.")
@@ -14,12 +14,16 @@ group = AppGroup("sinks", help="Where usage events and limit alerts go.")
 
 @group.command("add")
 @click.argument("name")
-@click.option("--kind", required=True, help=f"One of {', '.join(KINDS)}.")
-@click.option("--url", required=True, help="The receiver's base URL (a webhook's own URL).")
+@click.option("--kind", default=None, help=f"One of {', '.join(KINDS)} (required).")
+@click.option(
+    "--url", default=None, help="The receiver's base URL (a webhook's own URL; required)."
+)
 @click.option("--secret", default=None, help="Its secret (a webhook without one gets one).")
 @click.option("--events", default=None, help="usage, alerts or usage,alerts (default: usage).")
 def sinks_add(name: str, kind: str, url: str, secret: str | None, events: str | None) -> None:
     """Add a sink; a webhook's generated secret is printed alone on the last line, once."""
+    if kind is None or url is None:
+        fail(f"--kind ({'|'.join(KINDS)}) and --url are required")
     with session_scope() as session:
         sink, made = add_sink(
             session, runtime().settings.secret_key, name, kind, url, CLI_ACTOR, secret, events
@@ -65,10 +69,12 @@ def sinks_remove(name: str) -> None:
 
 @group.command("replay")
 @click.argument("name")
-@click.option("--from", "day", required=True, help="The first day (UTC), YYYY-MM-DD.")
+@click.option("--from", "day", default=None, help="The first day (UTC), YYYY-MM-DD (required).")
 def sinks_replay(name: str, day: str) -> None:
     """Send that day's calls and every later one to the sink again, under the same event
     ids (a receiver that dedupes counts each once)."""
+    if day is None:
+        fail("--from YYYY-MM-DD is required")
     with session_scope() as session:
         count = replay_sink(session, name, day, CLI_ACTOR)
     click.echo(f"Queued {count} events for sink {name!r} from {day}.")

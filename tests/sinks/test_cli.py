@@ -86,6 +86,9 @@ def test_kinds_and_their_events(runner, db):
             "Error: events must be",
         ),
         (["remove", "ghost"], "Error: no sink named 'ghost'"),
+        (["add", "a", "--url", "https://x"], "Error: --kind (stripe|openmeter|webhook|slack)"),
+        (["add", "a", "--kind", "webhook"], "Error: --kind (stripe|openmeter|webhook|slack)"),
+        (["replay", "a"], "Error: --from YYYY-MM-DD is required"),
         (["replay", "ghost", "--from", "2026-01-01"], "Error: no sink named 'ghost'"),
     ],
 )
