@@ -10,6 +10,7 @@ bumps, is read with each check once :func:`watch` gave it).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import weakref
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -262,3 +263,30 @@ def replay(conn: Connection, sink: SinkRef, since: datetime) -> int:
         if out:
             conn.execute(stmt, out)
         total += len(out)
+
+
+ERASED = "erased"
+
+
+def forget_user(conn: Connection, internal_id: str) -> int:
+    """An erased end user's traces in the outbox (tally.privacy.erasure): events already
+    delivered or parked that name them are deleted; those still waiting keep their
+    figures (the billing system is owed them) with the id replaced by ``erased``.
+    Returns how many events were touched. Reads the table through (erasures are rare)."""
+    needle = json.dumps(internal_id)[1:-1]  # as the JSON column's text holds it
+    table = SinkEvent.__table__
+    query = select(table.c.id, table.c.payload, table.c.next_attempt_at).where(
+        cast(table.c.payload, Text).contains(needle, autoescape=True)
+    )
+    touched = 0
+    for id_, payload, waiting in conn.execute(query).all():
+        text = json.dumps(payload)
+        if needle not in text:
+            continue
+        touched += 1
+        if waiting is None:
+            conn.execute(table.delete().where(table.c.id == id_))
+        else:
+            cleaned = json.loads(text.replace(needle, ERASED))
+            conn.execute(table.update().where(table.c.id == id_).values(payload=cleaned))
+    return touched

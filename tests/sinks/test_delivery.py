@@ -207,3 +207,19 @@ def test_a_sink_added_elsewhere_is_seen_by_the_next_batch(tally, receiver):
         session.commit()
     rid = chat(tally, user="ada").headers["X-Request-Id"]
     assert [e.event_id for e in _events(tally)] == [rid]
+
+
+def test_an_erased_user_leaves_no_trace_in_the_outbox(tally, receiver, sinks):
+    delivered = chat(tally, user="ada-lovelace").headers["X-Request-Id"]
+    assert _pass(tally, utcnow()).delivered == 2  # the webhook and OpenMeter
+    waiting = chat(tally, user="ada-lovelace").headers["X-Request-Id"]
+    other = chat(tally, user="bob").headers["X-Request-Id"]
+    result = tally.flask_app.test_cli_runner().invoke(args=["users", "erase", "ada-lovelace"])
+    assert result.exit_code == 0, result.output
+    events = _events(tally)
+    assert delivered not in {e.event_id for e in events}
+    assert all("ada-lovelace" not in str(e.payload) for e in events)
+    kept = [e for e in events if e.event_id == waiting]
+    assert len(kept) == 2 and {e.payload["subject"] for e in kept} == {"erased"}
+    assert kept[0].payload["data"]["prompt_tokens"] == 12  # the figures stay owed
+    assert {e.payload["subject"] for e in events if e.event_id == other} == {"bob"}
