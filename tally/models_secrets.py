@@ -69,6 +69,7 @@ class SinkEvent(Base):
         UniqueConstraint("sink_id", "event_id", name="uq_sink_events_sink_event"),
         Index("ix_sink_events_due", "sink_id", "next_attempt_at"),
         Index("ix_sink_events_parked", "sink_id", "parked_at"),
+        Index("ix_sink_events_delivered", "delivered_at"),  # usage prune
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -50,9 +50,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_sink_events_due", "sink_events", ["sink_id", "next_attempt_at"])
     op.create_index("ix_sink_events_parked", "sink_events", ["sink_id", "parked_at"])
+    op.create_index("ix_sink_events_delivered", "sink_events", ["delivered_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sink_events_delivered", table_name="sink_events")
     op.drop_index("ix_sink_events_parked", table_name="sink_events")
     op.drop_index("ix_sink_events_due", table_name="sink_events")
     op.drop_table("sink_events")
