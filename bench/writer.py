@@ -4,6 +4,7 @@ batch size, on a fresh database (SQLite by default).
     python bench/writer.py                                   # batches of 1, 35, 100, 300
     python bench/writer.py --rows 20000 --sizes 100          # longer: steadier numbers
     python bench/writer.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
+    python bench/writer.py --sinks 1                         # with a webhook sink's events
 
 Each batch is 5,000 end users in turn (as bench/run.py's load), each call with its
 identifier, usage and cost, so every statement of a batch runs (end users, identifiers,
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tally import schema  # noqa: E402
 from tally.db import make_engine, make_session_factory, utcnow  # noqa: E402
 from tally.end_users.claims import EndUserClaim  # noqa: E402
+from tally.sinks.admin import add_sink  # noqa: E402
 from tally.usage.call import CallRecord, Outcome  # noqa: E402
 from tally.usage.records import record_calls  # noqa: E402
 
@@ -58,11 +60,15 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
     parser.add_argument("--rows", type=int, default=3000, help="rows per batch size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 35, 100, 300])
+    parser.add_argument("--sinks", type=int, default=0, help="webhook sinks to add first")
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='tally-writer-')}/w.db"
     engine = make_engine(url)
     schema.upgrade(engine)
     sessions = make_session_factory(engine)
+    with sessions() as session:
+        for n in range(args.sinks):
+            add_sink(session, "bench", f"hook{n}", "webhook", "https://x.example", "bench")
     print("| rows per batch | CPU µs per row |\n|---|---|")
     first = 0
     for size in args.sizes:

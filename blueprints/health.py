@@ -7,11 +7,13 @@ from __future__ import annotations
 import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from blueprints.api.errors import error_response
 from tally import metrics
 from tally.errors import AuthenticationFailed
 from tally.runtime.health import check_database, check_limiter_storage
+from tally.sinks.admin import backlog_figures
 
 bp = Blueprint("health", __name__)
 
@@ -55,8 +57,17 @@ def metrics_text():
     settings = current_app.extensions["tally"].settings
     if settings.metrics_token and not _bearer_matches(settings.metrics_token):
         return error_response(AuthenticationFailed("A valid metrics token is required."))
-    body, content_type = metrics.exposition(settings.metrics_dir)
+    body, content_type = metrics.exposition(settings.metrics_dir, _sink_figures())
     return Response(body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+def _sink_figures() -> list | None:
+    """The sinks' backlogs, read now; None (left out) when the database cannot say."""
+    try:
+        with current_app.extensions["tally"].sessions() as session:
+            return backlog_figures(session)
+    except SQLAlchemyError:
+        return None
 
 
 def _bearer_matches(token: str) -> bool:

@@ -51,6 +51,7 @@ WATCHED_TABLES = frozenset(
         "limit_settings",
         "limit_resets",
         "model_prices",
+        "sinks",  # the usage writer's list of sinks (tally.sinks.outbox)
     }
 )
 # Columns that change on every request and that no cache holds (unit-of-work changes only).

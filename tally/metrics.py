@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def clear() -> None:
     child kept after its metric's ``clear()`` would count where no scrape looks)."""
     for metric in (REQUESTS, LATENCY, TTFT, UPSTREAM_ERRORS, TOKENS, COST, LIMIT_REFUSALS):
         metric.clear()
+    SINK_DELIVERIES.clear()
     _children.clear()
 
 
@@ -205,14 +207,46 @@ def record_database_unavailable() -> None:
     DATABASE_UNAVAILABLE.inc()
 
 
-def exposition(metrics_dir: str | None) -> tuple[bytes, str]:
+def exposition(metrics_dir: str | None, sinks: list | None = None) -> tuple[bytes, str]:
     """The Prometheus text and its content type: every worker's values added up when
-    ``metrics_dir`` (``PROMETHEUS_MULTIPROC_DIR``) is set, else this process's."""
+    ``metrics_dir`` (``PROMETHEUS_MULTIPROC_DIR``) is set, else this process's; plus the
+    sinks' backlogs read at the scrape (``sinks``: (name, backlog, oldest age in
+    seconds or None) per sink, from the database: the same figures whichever process
+    asks)."""
     if metrics_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if sinks is not None:
+        body += _sink_gauges(sinks)
+    return body, CONTENT_TYPE_LATEST
+
+
+class _Families:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def _sink_gauges(sinks: list) -> bytes:
+    backlog = GaugeMetricFamily(
+        "tally_sink_backlog_events", "Events waiting to be delivered, per sink.", labels=["sink"]
+    )
+    oldest = GaugeMetricFamily(
+        "tally_sink_oldest_undelivered_seconds",
+        "Age of the oldest event not yet delivered, per sink (0: none waiting).",
+        labels=["sink"],
+    )
+    for name, waiting, age in sinks:
+        backlog.add_metric([name[:MAX_LABEL_CHARS]], waiting)
+        oldest.add_metric([name[:MAX_LABEL_CHARS]], age or 0.0)
+    registry = CollectorRegistry()
+    registry.register(_Families([backlog, oldest]))
+    return generate_latest(registry)
 
 
 def _amount(value: Any) -> float:
@@ -224,3 +258,19 @@ def _amount(value: Any) -> float:
     except ValueError:
         return 0.0
     return number if number > 0 and number != float("inf") else 0.0
+
+
+SINK_DELIVERIES = Counter(
+    "tally_sink_deliveries_total",
+    "Events sent to a sink (tally.sinks.delivery), by sink and outcome: delivered, "
+    "failed (to be retried), parked (refused by the receiver, or given up after 3 days).",
+    ["sink", "outcome"],
+)
+
+
+def count_sink_delivery(sink: str, outcome: str) -> None:
+    """Count one event's delivery attempt. Never raises."""
+    try:
+        _child(SINK_DELIVERIES, sink[:MAX_LABEL_CHARS], outcome).inc()
+    except Exception:
+        log.exception("recording metrics failed")

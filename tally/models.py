@@ -30,6 +30,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from tally.db import Base, utcnow
 from tally.models_secrets import AdminToken as AdminToken  # re-exported: this file is full
 from tally.models_secrets import MintedSecret
+from tally.models_secrets import Sink as Sink
+from tally.models_secrets import SinkEvent as SinkEvent
 
 
 class EndUser(Base):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # packages on one floor stay independent of each other.
 FLOORS = (
     ("ground",),  # tally/*.py: settings, db, errors, logs, metrics, cache, models, audit …
-    ("tally.end_users", "tally.traces"),
+    ("tally.end_users", "tally.sinks", "tally.traces"),
     ("tally.tracking", "tally.keys", "tally.operators", "tally.usage", "tally.limits"),
     ("tally.verification", "tally.reports", "tally.privacy", "tally.proxy"),
     ("tally.demo",),

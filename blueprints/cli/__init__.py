@@ -6,7 +6,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from blueprints.cli import config, db, dev, idp, keys, limits, operators, trace, usage, users
+from blueprints.cli import (
+    config,
+    db,
+    dev,
+    idp,
+    keys,
+    limits,
+    operators,
+    sinks,
+    trace,
+    usage,
+    users,
+)
 
 COMMANDS = (
     db.group,
@@ -19,6 +31,7 @@ COMMANDS = (
     usage.group,
     trace.trace,
     users.group,
+    sinks.group,
 )
 
 

@@ -18,6 +18,7 @@ from blueprints.console import (
     operators,
     prices,
     requests,
+    sinks,
     usage,
 )
 
@@ -32,6 +33,7 @@ PAGES = (
     keys,
     idp,
     limits,
+    sinks,
     audit,
     operators,
 )

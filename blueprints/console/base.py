@@ -51,6 +51,7 @@ NAVIGATION = (
     ("console.keys_list", "API keys", False),
     ("console.idp_page", "Identity provider", False),
     ("console.limits_page", "Limits", False),
+    ("console.sinks_list", "Sinks", False),
     ("console.audit_list", "Audit log", False),
     ("console.operators_list", "Operators", True),
 )

@@ -9,7 +9,9 @@ them); the request rows' identifier link, upstream generation id and error messa
 user's limit override, counter reset and live counters; the keys bound to the user are
 revoked, unbound and renamed ``erased-key-<row id>`` (their ``key:NAME`` policy and the
 audit entries about them follow the new name); their id, e-mail, name and identifiers
-in earlier audit entries and config comments. One audit entry records the erasure,
+in earlier audit entries and config comments; the sinks' events naming them (delivered
+or parked: deleted; still waiting: the id replaced by ``erased``, the figures kept for
+the billing system, tally.sinks.outbox.forget_user). One audit entry records the erasure,
 naming the user by :func:`erasure_ref` only. See docs/architecture.md ("Erasure").
 """
 
@@ -34,6 +36,7 @@ from tally.limits.checks import SLACK, marker_of, subject_keys
 from tally.limits.policy_store import read_policies
 from tally.models import ApiKey, EndUser, LimitPolicy, LimitReset, RequestLog, UpstreamIdentifier
 from tally.privacy.redaction import Needles, redact_audit, redact_comments, rename_key_in_audit
+from tally.sinks.outbox import forget_user
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ def erase_user(
     needles = Needles.of(internal_id, user.email, user.display_name, user.logo_url, identifiers)
     ref = erasure_ref(hash_key, internal_id)
     requests = _scrub_requests(session, user.id)
+    forget_user(session.connection(), internal_id)  # the sinks' events naming them
     session.execute(delete(UpstreamIdentifier).where(UpstreamIdentifier.user_id == user.id))
     renamed = _retire_keys(session, user.id, now)
     limits = _drop_limits(session, internal_id)

@@ -18,11 +18,13 @@ from sqlalchemy.orm import sessionmaker
 from tally.cache import Cache, build_cache, watch_sessions
 from tally.db import make_engine, make_session_factory
 from tally.demo.upstream import demo_client
+from tally.limits.alerts import threshold_alerts
 from tally.limits.corrections import correct_counters
 from tally.limits.runtime import LimitsRuntime, build_limits
 from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
 from tally.settings import Settings
+from tally.sinks import outbox
 from tally.traces.tracer import Tracer
 from tally.usage.records import InlineRecorder, Recorder
 from tally.usage.writer.background import build_usage_writer
@@ -60,6 +62,7 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     sessions = make_session_factory(engine)
     cache = build_cache(settings)
     watch_sessions(sessions, cache)
+    outbox.watch(cache.version)  # the usage writer's list of sinks, on the same version
     background = settings.usage_writes == "background"
     if settings.upstream_url is None:  # the built-in demo upstream
         upstream = demo_client(settings.upstream_timeout, demo_token_delay)
@@ -69,7 +72,15 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
         )
     limits = build_limits(settings, cache, sessions)
     corrections = partial(correct_counters, limits)  # reconciled estimates, on the counters
-    usage = build_usage_writer(settings, corrections) if background else InlineRecorder(sessions)
+
+    # each written batch's limit alerts (off the request path: the writer's thread)
+    def alerts(writer_sessions):
+        return partial(threshold_alerts, limits, writer_sessions)
+
+    if background:
+        usage = build_usage_writer(settings, corrections, alerts)
+    else:
+        usage = InlineRecorder(sessions, alerts(sessions))
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
     # the SDK is built on this process's first span
     tracer = Tracer(settings.otel) if settings.traces else None

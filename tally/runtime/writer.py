@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from tally.limits.alerts import threshold_alerts
 from tally.limits.corrections import correct_counters
 from tally.limits.runtime import LimitsRuntime, make_storage
 from tally.settings import Settings
@@ -24,5 +25,15 @@ def corrections(settings: Settings):
     return partial(correct_counters, limits)
 
 
+def alerts(settings: Settings, sessions):
+    """What checks each written batch for limit alerts (tally.limits.alerts), reading the
+    deployment's limit storage (None when the writer process cannot share it)."""
+    if not (settings.ratelimit_storage_uri or settings.limits_db):
+        return None
+    storage, description = make_storage(settings.ratelimit_storage_uri, settings.limits_db)
+    limits = LimitsRuntime(storage, sessions=sessions, description=description)
+    return partial(threshold_alerts, limits, sessions)
+
+
 if __name__ == "__main__":
-    process.main(corrections)
+    process.main(corrections, alerts)

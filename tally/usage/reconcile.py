@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally.db import run_native, utcnow
 from tally.models import EndUser, RequestLog
 from tally.settings import Settings
+from tally.sinks.outbox import enqueue_corrected
 from tally.usage.call import ESTIMATED, RECONCILED
 from tally.usage.generations import Generation, GenerationClient, GenerationPending
 from tally.usage.totals import add_to_totals
@@ -49,6 +50,7 @@ INTERVAL = 5.0  # seconds between passes of the background reconciler
 FIGURES = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "cost")
 _COLUMNS = (
     "id",
+    "request_id",
     "generation_id",
     "reconcile_attempts",
     "created_at",
@@ -163,6 +165,10 @@ def _apply(sessions: sessionmaker, row, generation: Generation) -> Correction | 
         key = {name: getattr(row, name) for name in ("created_at", "user_id", "api_key_id")}
         key.update(model=row.model, endpoint=row.endpoint)
         add_to_totals(conn, [{**key, **delta}], requests=0)
+        # the sinks' `<request id>.corrected` event, in this same transaction
+        enqueue_corrected(
+            conn, {**key, **new, "request_id": row.request_id, "cost_source": RECONCILED}
+        )
         external_id = None
         if row.user_id is not None:
             external_id = session.scalar(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally.db import utcnow
 from tally.end_users.directory import PROFILE_COLUMNS
 from tally.models import EndUser
+from tally.sinks.outbox import enqueue_usage
 from tally.usage.bulk import execute_many, insert_new
 from tally.usage.call import ESTIMATED, UPSTREAM, CallRecord, Outcome
 from tally.usage.numbers import as_float, count
@@ -91,7 +92,12 @@ def record_calls(
     _count_requests(conn, sql, calls, user_ids, identifier_ids, inserted)
     # Daily totals, from the rows actually inserted (a replayed batch adds nothing), in
     # this same transaction.
-    add_to_totals(conn, [row for row in rows if row["request_id"] in inserted])
+    new_rows = [row for row in rows if row["request_id"] in inserted]
+    add_to_totals(conn, new_rows)
+    # The sinks' events of the new rows, in this same transaction (tally.sinks.outbox;
+    # no sink: one cached check). A replayed row is not new: no second event.
+    if new_rows:
+        enqueue_usage(conn, new_rows)
     # ----------------------------------------------------------------------------------
     if last_used:
         touched = [{"key_id": k, "now": now} for k, now in last_used.items()]
@@ -246,8 +252,9 @@ class InlineRecorder:
     deployment set to ``TALLY_USAGE_WRITES=inline``); the background writer
     (tally.usage.writer.background) is the other recorder, with the same two methods."""
 
-    def __init__(self, sessions: sessionmaker):
+    def __init__(self, sessions: sessionmaker, on_written=None):
         self.sessions = sessions
+        self.on_written = on_written  # given each call once written (the limits' alerts)
 
     def submit(self, call: CallRecord, outcome: Outcome) -> None:
         """Record one finished call; a database failure is logged, never raised into a
@@ -258,6 +265,9 @@ class InlineRecorder:
             except Exception:
                 session.rollback()
                 log.exception("could not record request %s", call.request_id)
+                return
+        if self.on_written is not None:
+            self.on_written([(call, outcome, None)])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Every row is already written."""

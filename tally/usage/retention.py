@@ -3,7 +3,9 @@
 ``flask --app app usage prune --older-than DAYS`` is meant for cron. The totals
 (tally.usage.totals) were kept exact as the rows were recorded, so the console's
 pages and the figures they show are unchanged by a prune; only the request log (the
-per-request detail: support traces, a user's recent requests) loses its old rows.
+per-request detail: support traces, a user's recent requests) loses its old rows, and
+the sinks' outbox its events delivered before the same cutoff (kept until then so an
+alert is never sent twice in its window).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tally.audit import add_audit
-from tally.models import RequestLog
+from tally.models import RequestLog, SinkEvent
 
 BATCH = 10_000  # rows per transaction: a big prune never holds the write lock for long
 # The limits rebuild a month's token and budget counters from the log after a restart
@@ -29,6 +31,7 @@ class Pruned:
 
     rows: int
     cutoff: datetime  # rows created before this (UTC) were deleted
+    events: int = 0  # sink events delivered before the cutoff, deleted too
 
 
 def prune_requests(session: Session, older_than_days: int, now: datetime, actor: str) -> Pruned:
@@ -47,15 +50,25 @@ def prune_requests(session: Session, older_than_days: int, now: datetime, actor:
         session.execute(delete(RequestLog).where(RequestLog.id.in_(ids)))
         session.commit()
         deleted += len(ids)
+    events = 0
+    while True:  # delivered sink events: by their delivered_at index
+        ids = session.scalars(
+            select(SinkEvent.id).where(SinkEvent.delivered_at < cutoff).limit(BATCH)
+        ).all()
+        if not ids:
+            break
+        session.execute(delete(SinkEvent).where(SinkEvent.id.in_(ids)))
+        session.commit()
+        events += len(ids)
     add_audit(
         session,
         actor,
         "usage.prune",
         target=f"request rows before {cutoff.isoformat(timespec='seconds')}",
-        after={"deleted": deleted, "older_than_days": older_than_days},
+        after={"deleted": deleted, "older_than_days": older_than_days, "sink_events": events},
     )
     session.commit()
-    return Pruned(deleted, cutoff)
+    return Pruned(deleted, cutoff, events)
 
 
 def oldest_request(session: Session) -> datetime | None:

@@ -20,6 +20,7 @@ from tally.keys.admin_tokens import create_admin_token
 from tally.keys.api_keys import create_api_key
 from tally.limits.policy_store import set_policy
 from tally.models import EndUser, Operator
+from tally.sinks.admin import add_sink
 from tally.usage.price_table import set_price
 from tests.helpers.console import PASSWORD
 from tests.helpers.rows import configure, record_traffic
@@ -44,6 +45,7 @@ class World:
     revision_id: int  # an earlier config revision, to roll back to
     user_id: int
     user: str  # that end user's internal id
+    sink_id: int  # a webhook sink
 
     def argument(self, name: str) -> object:
         """The value of URL argument ``name``; an argument no world object answers gets
@@ -56,6 +58,7 @@ class World:
             "user_id": self.user_id,
             "fmt": "csv",
             "request_id": REQUEST_ID,
+            "sink_id": self.sink_id,
         }
         return known.get(name, 1)
 
@@ -79,8 +82,10 @@ def build_world(app, admin_email: str, support_email: str) -> World:
         user_id = session.scalar(select(EndUser.id).where(EndUser.external_id == USER))
         operator_id = session.scalar(select(Operator.id).where(Operator.email == support_email))
         ids = (key.id, token.id)
+        secret_key = app.extensions["tally"].settings.secret_key
+        sink, _ = add_sink(session, secret_key, "walk-sink", "webhook", "https://x.example", "t")
     configure(app, prefix="walk")  # revision 2 is active: revision 1 can be rolled back to
-    return World(admin_email, operator_id, *ids, 1, user_id, USER)
+    return World(admin_email, operator_id, *ids, 1, user_id, USER, sink.id)
 
 
 def console_rules(app) -> list[Rule]:
@@ -137,6 +142,13 @@ SAMPLE_FORMS: dict[str, Callable[[World], dict[str, str]]] = {
     "console.operators_active": lambda w: {"active": "off"},
     "console.prices_set": lambda w: {"model": "walk/other", "prompt": "1", "completion": "2"},
     "console.prices_remove": lambda w: {"model": MODEL},
+    "console.sinks_add": lambda w: {
+        "name": "walked",
+        "kind": "webhook",
+        "url": "https://w.example",
+    },
+    "console.sinks_remove": lambda w: {},
+    "console.sinks_replay": lambda w: {"from": "2020-01-01"},
 }
 # POST routes that change nothing by design, with the reason.
 READ_ONLY_POSTS = {

@@ -59,7 +59,10 @@ def test_prune_deletes_old_rows_keeps_totals_and_says_what_it_did(runner, db):
     assert left == set(recent) and not left & set(old)
     assert totals(db) == before
     entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "usage.prune")).one()
-    assert (entry.actor, entry.after) == ("cli", {"deleted": 2, "older_than_days": 35})
+    assert (entry.actor, entry.after) == (
+        "cli",
+        {"deleted": 2, "older_than_days": 35, "sink_events": 0},
+    )
     again = runner.invoke(args=["usage", "prune", "--older-than", "35"])
     assert again.output.startswith("Deleted 0 request rows")
 
@@ -79,3 +82,32 @@ def test_a_prune_shorter_than_a_month_warns_about_the_limits_counters(runner, db
     assert result.exit_code == 0
     assert "Warning: rows younger than 32 days rebuild the monthly token" in result.output
     assert "Warning" not in runner.invoke(args=["usage", "prune", "--older-than", "32"]).output
+
+
+def test_prune_deletes_sink_events_delivered_before_the_cutoff(runner, db):
+    from tally.models import Sink, SinkEvent
+
+    sink = Sink(name="s", kind="webhook", url="https://x", events="usage", created_by="t")
+    db.add(sink)
+    db.flush()
+    now = utcnow()
+    for event_id, delivered, waiting in (
+        ("old", now - timedelta(days=40), None),
+        ("recent", now - timedelta(days=2), None),
+        ("waiting", None, now),
+    ):
+        db.add(
+            SinkEvent(
+                sink_id=sink.id,
+                event_id=event_id,
+                type="llm.usage",
+                payload={},
+                created_at=now - timedelta(days=41),
+                delivered_at=delivered,
+                next_attempt_at=waiting,
+            )
+        )
+    db.commit()
+    result = runner.invoke(args=["usage", "prune", "--older-than", "35"])
+    assert result.exit_code == 0, result.output
+    assert sorted(db.scalars(select(SinkEvent.event_id))) == ["recent", "waiting"]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from tally.db import is_unavailable, make_engine, make_session_factory, run_native, utcnow
 from tally.metrics import count_usage_rows, set_queue_depth
 from tally.settings import Settings
+from tally.sinks.delivery import start_deliverer
 from tally.usage.call import CallRecord, Outcome
 from tally.usage.reconcile import Reconciler, start_reconciler
 from tally.usage.records import record_calls
@@ -63,13 +64,16 @@ class UsageWriter:
         linger: float = 0.05,
         remote: RemoteSink | None = None,
         spool: Spool | None = None,
-        reconciler: Callable[[], Reconciler | None] | None = None,
+        reconciler: Callable[[], Reconciler | _Helpers | None] | None = None,
+        on_written: Callable[[list], None] | None = None,
     ):
         self._sessions = sessions
+        # given each committed batch, off the request path (the limits' alerts)
+        self.on_written = on_written
         # started with the writer's thread (so an app that records nothing polls for
         # nothing) and stopped with it
         self._make_reconciler = reconciler
-        self.reconciler: Reconciler | None = None
+        self.reconciler: Reconciler | _Helpers | None = None
         self._remote = remote
         self.spool = spool
         self.replayer = Replayer(self) if spool is not None else None
@@ -165,6 +169,8 @@ class UsageWriter:
             return
         try:
             self.write_strict(calls)
+            if self.on_written is not None:
+                self.on_written(calls)
             return
         except Exception as exc:
             if is_unavailable(exc):
@@ -206,7 +212,7 @@ def build_spool(settings: Settings) -> Spool:
     return Spool(Path(settings.instance_path, "usage-spool"), settings.spool_max_bytes)
 
 
-def build_usage_writer(settings: Settings, on_reconciled=None) -> UsageWriter:
+def build_usage_writer(settings: Settings, on_reconciled=None, on_written=None) -> UsageWriter:
     """The background writer of a worker (``TALLY_USAGE_WRITES=background``).
 
     With ``settings.usage_socket`` (under gunicorn.conf.py) the batches go to the usage
@@ -218,9 +224,32 @@ def build_usage_writer(settings: Settings, on_reconciled=None) -> UsageWriter:
     remote = RemoteSink(settings.usage_socket) if settings.usage_socket else None
     # no usage writer process to reconcile estimated costs: this writer does it
     # (``on_reconciled``: the limits' counters, tally.usage.reconcile.reconcile_pass)
-    reconciler = None if remote else partial(start_reconciler, settings, sessions, on_reconciled)
+    # and delivers the sinks' events (tally.sinks.delivery)
+    reconciler = None if remote else partial(_start_helpers, settings, sessions, on_reconciled)
     writer = UsageWriter(
-        sessions, remote=remote, spool=build_spool(settings), reconciler=reconciler
+        sessions,
+        remote=remote,
+        spool=build_spool(settings),
+        reconciler=reconciler,
+        on_written=on_written(sessions) if on_written is not None and not remote else None,
     )
     writer.replayer.start()  # rows spooled by a process before this one
     return writer
+
+
+class _Helpers:
+    """The threads a writer without a writer process runs beside it: the reconciler of
+    estimated costs (none for the demo upstream) and the sinks' delivery loop."""
+
+    def __init__(self, *threads):
+        self.threads = [thread for thread in threads if thread is not None]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop each after its current pass."""
+        for thread in self.threads:
+            thread.stop(timeout)
+
+
+def _start_helpers(settings: Settings, sessions, on_reconciled) -> _Helpers:
+    reconciler = start_reconciler(settings, sessions, on_reconciled)
+    return _Helpers(reconciler, start_deliverer(sessions, settings.secret_key))

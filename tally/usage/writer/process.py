@@ -13,7 +13,8 @@ directory (mode 0700) and is only ever spoken to by the workers of the same guni
 The process builds only what writing rows needs (settings, an engine, a
 :class:`UsageWriter`), not the web app: it imports no Flask, blueprint or upstream code.
 It also reconciles the instance's estimated costs with the upstream's generation
-endpoint (tally.usage.reconcile), on a thread of its own.
+endpoint (tally.usage.reconcile), and delivers the sinks' events (tally.sinks.delivery),
+each on a thread of its own.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ import time
 from tally.db import make_engine, make_session_factory
 from tally.logs import configure_logging
 from tally.settings import default_instance_path, export_usage_socket, load_settings
+from tally.sinks import outbox
+from tally.sinks.delivery import start_deliverer
 from tally.usage.reconcile import start_reconciler
 from tally.usage.writer.background import UsageWriter, build_spool
 from tally.usage.writer.wire import ACK, FRAME, MAX_FRAME, decode_batch
+from tally.versions import make_version
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +191,13 @@ def serve(writer, path: str) -> None:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-def main(corrections=None) -> None:
+def main(corrections=None, alerts=None) -> None:
     """``python -m tally.usage.writer.process SOCKET INSTANCE_PATH``: the deployment's
     settings (the same environment and instance folder as the workers), an engine of its
     own and a background usage writer; nothing of the web app. ``corrections``: given
     the settings, where the reconciler's corrections go (tally.runtime.writer: the
-    limits' counters)."""
+    limits' counters); ``alerts``: given the settings and the sessions, what checks each
+    written batch for limit alerts (tally.limits.alerts)."""
     socket_path, instance_path = sys.argv[1], sys.argv[2]
     settings = load_settings(instance_path)
     configure_logging(
@@ -201,14 +206,20 @@ def main(corrections=None) -> None:
     )
     engine = make_engine(settings.database_url, pool_size=4)  # one per worker connection
     sessions = make_session_factory(engine)
-    writer = UsageWriter(sessions, spool=build_spool(settings))
+    # a sink added or removed anywhere is seen by the next batch (the caches' version)
+    outbox.watch(make_version(settings.instance_path, settings.ratelimit_storage_uri))
+    on_written = alerts(settings, sessions) if alerts is not None else None
+    writer = UsageWriter(sessions, spool=build_spool(settings), on_written=on_written)
     writer.replayer.start()  # what a previous writer (or a dead worker) spooled
     # one reconciler of estimated costs per instance (tally.usage.reconcile)
     on_reconciled = corrections(settings) if corrections is not None else None
     reconciler = start_reconciler(settings, sessions, on_reconciled)
+    # one delivery loop of the sinks' outbox per instance (tally.sinks.delivery)
+    deliverer = start_deliverer(sessions, settings.secret_key)
     try:
         serve(writer, socket_path)
     finally:
+        deliverer.stop()
         if reconciler is not None:
             reconciler.stop()
 
