@@ -38,6 +38,8 @@ VARIANTS = {
     "usage-of-a-user": "/usage?user=demo_user_00001&group_by=model",
     "requests-errors": "/requests?status=error",
 }
+# pages whose endpoint names them like another page
+NAMES = {"console.requests_show": "request"}
 # admin-only pages (the navigation's own flag): 403 for support
 SUPPORT_REFUSED = {endpoint for endpoint, _label, admin_only in NAVIGATION if admin_only}
 
@@ -80,7 +82,7 @@ def console_pages(flask_app) -> list[tuple[str, str]]:
             continue
         if "GET" not in rule.methods or endpoint in NOT_PAGES:
             continue
-        name = re.sub(r"_(page|list|show)$", "", endpoint.split(".", 1)[1])
+        name = NAMES.get(endpoint) or re.sub(r"_(page|list|show)$", "", endpoint.split(".", 1)[1])
         pages.append((name.replace("_", "-"), rule.rule))
     assert len(pages) >= 12, pages
     return pages
