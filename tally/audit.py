@@ -26,6 +26,7 @@ KINDS = {
     "identity": ("identity.lookup", "identity lookups"),
     "erasure": ("identity.erase", "erasures"),
     "usage": ("usage.", "usage pruning"),
+    "sink": ("sink.", "sinks"),
 }
 
 

@@ -36,10 +36,10 @@ def test_the_breakdown_by_user_as_a_fragment(admin, workload):
     assert body.lstrip().startswith('<div id="usage-report"')
     assert "<th>Internal id</th><th>Display name</th>" in body  # words, not column names
     assert table(body) == [
-        ["(anonymous)", "–", "1", "0", "0", "0", "$0.00"],
-        ["ada", "Ada L", "3", "301", "62", "60", "$0.35"],
-        ["bob", "–", "2", "60", "15", "0", "$0.06"],
-        ["cy", "–", "1", "30", "0", "0", "$0.003"],
+        ["(anonymous)", "–", "1", "0", "0", "0", "$0.00", ""],
+        ["ada", "Ada L", "3", "301", "62", "60", "$0.35", "calls →"],
+        ["bob", "–", "2", "60", "15", "0", "$0.06", "calls →"],
+        ["cy", "–", "1", "30", "0", "0", "$0.003", "calls →"],
     ]
 
 
@@ -76,9 +76,9 @@ def test_chargeback_per_key_and_a_tenants_users(admin, workload):
     users = text(admin.get(unescape(link), htmx=True))
     assert "of API key <code>acme</code>" in users
     assert table(users) == [
-        ["ada", "Ada L", "2", "300", "60", "60", "$0.35"],
-        ["bob", "–", "1", "10", "10", "0", "$0.01"],
-        ["cy", "–", "1", "30", "0", "0", "$0.003"],
+        ["ada", "Ada L", "2", "300", "60", "60", "$0.35", "calls →"],
+        ["bob", "–", "1", "10", "10", "0", "$0.01", "calls →"],
+        ["cy", "–", "1", "30", "0", "0", "$0.003", "calls →"],
     ]
     assert (
         'href="/usage.csv?start=2026-02-27&amp;end=2026-04-02&amp;group_by=user&amp;key=acme"'

@@ -60,14 +60,14 @@ def test_the_key_filter_holds_for_every_figure(admin, workload):
         ["m-b", "1", "30", "$0.003", "", "0"],
     ]
     assert [row[:4] for row in card(body, "Per user")] == [
-        ["ada Ada L", "2", "360", "$0.35"],
-        ["bob", "1", "20", "$0.01"],
-        ["cy", "1", "30", "$0.003"],
+        ["ada Ada L calls →", "2", "360", "$0.35"],
+        ["bob calls →", "1", "20", "$0.01"],
+        ["cy calls →", "1", "30", "$0.003"],
     ]
     assert table(body) == [
-        ["ada", "Ada L", "2", "300", "60", "60", "$0.35"],
-        ["bob", "–", "1", "10", "10", "0", "$0.01"],
-        ["cy", "–", "1", "30", "0", "0", "$0.003"],
+        ["ada", "Ada L", "2", "300", "60", "60", "$0.35", "calls →"],
+        ["bob", "–", "1", "10", "10", "0", "$0.01", "calls →"],
+        ["cy", "–", "1", "30", "0", "0", "$0.003", "calls →"],
     ]
     assert "Every figure on this page is filtered to API key <code>acme</code>" in body
 
@@ -82,7 +82,7 @@ def test_the_user_filter_holds_for_every_figure(admin, workload):
         ["m-b", "1", "55", "$0.05"],
         ["m-a", "1", "20", "$0.01"],
     ]
-    assert [row[:4] for row in card(body, "Per user")] == [["bob", "2", "75", "$0.06"]]
+    assert [row[:4] for row in card(body, "Per user")] == [["bob calls →", "2", "75", "$0.06"]]
     assert [row[:2] for row in table(body)] == [["acme", "1"], ["globex", "1"]]
     assert "filtered to end user <code>bob</code>" in body
 

@@ -83,7 +83,7 @@ def test_the_table_without_a_query(support, people):
         assert f">{label}" in body
     table = {row["User"].split()[0]: row for row in rows(body)}
     assert table["ada"] == {
-        "User": "ada Ada L · ada@example.com",
+        "User": "ada calls → Ada L · ada@example.com",  # and a link to her calls
         "Requests": "3",
         "Cost": "$0.30",
         "Last seen": (people - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M UTC"),
