@@ -331,9 +331,3 @@ def test_every_per_user_row_links_to_that_users_log(console, traffic, page):
     """The dashboard's top users, the users table and search, the usage page's top users
     and its breakdown by user: each row links to that user's calls in the request log."""
     assert 'href="/requests?user=ada"' in text(console.get(page))
-
-
-def test_the_limits_page_links_users_near_a_limit_to_their_log(console, traffic):
-    link = 'href="/requests?user=ada"'
-    set_limits(traffic.flask_app, "tier:default", "messages=3")
-    assert link in text(console.get("/limits"))
