@@ -17,7 +17,8 @@ Steps: authentication (the bearer key, through the cache), identity (the end use
 the body), tracking (the active config, the identifier, the upstream body), admission
 (limits), forwarding (the upstream client's request, not its wait), relay (reading and
 checking the answer), settling (the call's cost, its limits' counters), recording
-(queueing its row), metrics, logging (the access log line).
+(queueing its row), logging (the access log line). The metrics are counted a batch at
+a time by the usage writer's thread (tally.metrics.count_calls), in its line.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ def instrument(steps: Steps) -> None:
     steps.wrap(call, "settle_cost", "settling")
     steps.wrap(call, "count_usage", "settling")
     steps.wrap(UsageWriter, "submit", "recording")
-    steps.wrap(call.metrics, "record_call", "metrics")
     steps.wrap(logs.AccessLog, "_write", "logging")
 
 
@@ -179,7 +179,6 @@ def print_table(spent: dict[str, float], thread: float, writer: float, args) -> 
         "relay",
         "settling",
         "recording",
-        "metrics",
         "logging",
         "the rest",
     ]

@@ -1,9 +1,11 @@
 """Prometheus metrics: what ``GET /metrics`` shows (blueprints/health.py).
 
-Recorded in one place on the request path (tally.proxy.pipeline: each call when its
-row is recorded, each limit refusal) plus the API's 503 for database outages
-(blueprints/api/errors.py). No label names a user, a key or an identifier: only the endpoint,
-the status, the model, the error code and the token kind.
+A call is counted where its row is taken (:func:`count_calls`): by the worker's
+usage writer, a batch at a time once the answers have gone out (so a scrape shows a call
+at most a linger, 50 ms, after its answer, as the request log does), or at once by the
+inline recorder. Limit refusals are counted by tally.proxy.pipeline, the API's 503 for
+database outages by blueprints/api/errors.py. No label names a user, a key or an
+identifier: only the endpoint, the status, the model, the error code and the token kind.
 
 Under gunicorn every worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
 (made by gunicorn.conf.py before any worker forks, and before prometheus_client is
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -143,29 +147,51 @@ def _child(metric, *values: str):
     return child
 
 
-def record_call(
-    endpoint: str,
-    model: str | None,
-    status: int,
-    latency_ms: float | None,
-    ttft_ms: float | None,
-    usage: Any,
-    error_code: str | None,
-) -> None:
-    """Count one finished call. Never raises: the answer is already on its way."""
+def count_calls(calls: Iterable[tuple[Any, Any, Any]]) -> None:
+    """Count finished calls: ``(record, outcome, ended)`` as the usage writer takes them
+    (tally.usage.call; refusals are not calls here, :func:`record_refusal` counts them).
+    Each series is added to once per batch, not once per call: under gunicorn every
+    ``inc`` is a write to this process's metric file (and a pid check), seven a call.
+    Never raises: the answers are already on their way."""
     try:
-        model = model_label(model)
-        _child(REQUESTS, endpoint, str(status), model).inc()
-        if latency_ms is not None:
-            _child(LATENCY, endpoint).observe(latency_ms / 1000)
-        if ttft_ms is not None:
-            _child(TTFT, endpoint).observe(ttft_ms / 1000)
-        if error_code is not None and error_code != "client_disconnected":
-            _child(UPSTREAM_ERRORS, endpoint, code_label(error_code)).inc()
-        if isinstance(usage, dict):
-            _count_usage(model, usage)
+        counts: dict[tuple, float] = {}
+        observed: dict[tuple, list[float]] = {}
+        for record, out, _ended in calls:
+            if out.refused:
+                continue
+            endpoint, model = record.endpoint, model_label(out.model or record.model)
+            key = (REQUESTS, endpoint, str(out.status), model)
+            counts[key] = counts.get(key, 0) + 1
+            if out.latency_ms is not None:
+                observed.setdefault((LATENCY, endpoint), []).append(out.latency_ms / 1000)
+            if out.ttft_ms is not None:
+                observed.setdefault((TTFT, endpoint), []).append(out.ttft_ms / 1000)
+            code = out.error_code
+            if code is not None and code != "client_disconnected":
+                key = (UPSTREAM_ERRORS, endpoint, code_label(code))
+                counts[key] = counts.get(key, 0) + 1
+            if isinstance(out.usage, dict):
+                _count_usage(counts, model, out.usage)
+        for (metric, *values), amount in counts.items():
+            _child(metric, *values).inc(amount)
+        for (metric, *values), amounts in observed.items():
+            _observe(_child(metric, *values), amounts)
     except Exception:  # a metric must never fail a call
         log.exception("recording metrics failed")
+
+
+def _observe(child, amounts: list[float]) -> None:
+    """``child.observe(amount)`` for each of ``amounts``, as one write per bucket hit and
+    one to the sum (prometheus-client keeps a histogram as per-bucket counts and a sum:
+    ``observe`` adds 1 to the first bucket whose bound is at least the amount)."""
+    bounds, hits = child._upper_bounds, {}
+    for amount in amounts:
+        index = bisect_left(bounds, amount)
+        hits[index] = hits.get(index, 0) + 1
+    child._sum.inc(sum(amounts))
+    for index, count in hits.items():
+        if index < len(bounds):  # NaN is above every bound: observe counts it nowhere
+            child._buckets[index].inc(count)
 
 
 def count_usage_rows(spooled: int = 0, lost: int = 0) -> None:
@@ -187,14 +213,15 @@ def set_queue_depth(rows: int) -> None:
         log.exception("recording metrics failed")
 
 
-def _count_usage(model: str, usage: dict[str, Any]) -> None:
+def _count_usage(counts: dict[tuple, float], model: str, usage: dict[str, Any]) -> None:
     for kind, field in (*TOKEN_KINDS, ("cached", "cached_tokens")):
         tokens = _amount(usage.get(field))
         if tokens:
-            _child(TOKENS, model, kind).inc(tokens)
+            key = (TOKENS, model, kind)
+            counts[key] = counts.get(key, 0) + tokens
     cost = _amount(usage.get("cost"))
     if cost:
-        _child(COST, model).inc(cost)
+        counts[(COST, model)] = counts.get((COST, model), 0) + cost
 
 
 def record_refusal(code: str) -> None:

@@ -18,6 +18,7 @@ from tests.helpers.gunicorn import start_gunicorn, stop, tally_env
 from tests.helpers.limits import set_limits
 from tests.helpers.outage import unreachable_database
 from tests.helpers.payloads import completion
+from tests.helpers.waiting import wait_for
 
 USAGE = {
     "prompt_tokens": 12,
@@ -135,6 +136,25 @@ def test_the_model_label_is_bounded():
     ]
 
 
+def test_a_batch_counts_as_its_calls_one_by_one():
+    """The usage writer counts a batch at a time (one write per series, a histogram's
+    buckets filled by hand): the exposition is the one ``observe``/``inc`` per call would
+    give. Fails if prometheus-client changes how it keeps a histogram."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    amounts = [0.0, 0.05, 0.1, 0.1000001, 0.3, 2.5, 299.0, 300.0, 301.0, 1e9, 0.2]
+    by_hand, one_by_one = CollectorRegistry(), CollectorRegistry()
+    for registry in (by_hand, one_by_one):
+        Histogram("h", "h", ["e"], buckets=metrics.LATENCY_BUCKETS, registry=registry)
+    for amount in amounts:
+        one_by_one._names_to_collectors["h"].labels("x").observe(amount)
+    metrics._observe(by_hand._names_to_collectors["h"].labels("x"), amounts)
+    created = re.compile(rb"^h_created.*$", re.M)
+    assert created.sub(b"", generate_latest(by_hand)) == created.sub(
+        b"", generate_latest(one_by_one)
+    )
+
+
 def test_the_token_gate(make_app, upstream, serve):
     flask_app = make_app(TALLY_UPSTREAM_URL=upstream.url, TALLY_METRICS_TOKEN="scrape-me-123")
     server = serve(flask_app)
@@ -188,13 +208,21 @@ def test_one_scrape_counts_every_gunicorn_worker(database_url, upstream, app, ma
         assert requests.get(proc.url + "/metrics", timeout=10).status_code == 401
         model = 'model="openai/gpt-4o-mini"'
         line = f'tally_requests_total{{endpoint="chat.completions",{model},status="200"}}'
-        for _ in range(6):  # whichever worker answers, the same totals
-            text = requests.get(
+        expected = f"{line} {float(total)}"
+
+        def scrape() -> str:
+            return requests.get(
                 proc.url + "/metrics",
                 headers={"Authorization": "Bearer scrape-me-123"},
                 timeout=10,
             ).text
-            assert f"{line} {float(total)}" in text.splitlines()
+
+        # a call is counted with its row, a batch at a time, at most a linger after its
+        # answer; then every scrape, whichever worker answers it, has the same totals
+        wait_for(lambda: expected in scrape().splitlines(), timeout=5)
+        for _ in range(6):
+            text = scrape()
+            assert expected in text.splitlines()
             assert END_USER not in text
         per_worker = _requests_per_file(metrics_dir)
         assert sum(per_worker.values()) == total

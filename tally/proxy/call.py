@@ -1,6 +1,6 @@
 """One API call in flight: what the pipeline (tally.proxy.pipeline) carries from step to
 step, and what happens when its answer ends, however it ends: its cost settled, its tokens
-and cost counted against its limits, its row recorded, its metrics noted."""
+and cost counted against its limits, its row (and its metrics) handed to the usage writer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import sessionmaker
 
-from tally import metrics
 from tally.cache import Cache
 from tally.end_users.claims import EndUserClaim
 from tally.errors import UpstreamError
@@ -90,7 +89,8 @@ class Call:
 
     def finish(self, error: UpstreamError | None = None) -> None:
         """Settle the call's cost (tally.usage.costs), count its tokens and cost in its
-        limits' counters, record its row and its metrics (once its answer has ended). A
+        limits' counters, and hand its row (and with it its metrics) to the usage writer
+        (once its answer has ended). A
         stream that ended without its usage (cut by either side) counts an estimate: the
         prompt's tokens and one per content event relayed, costed like a reservation,
         until the upstream's generation endpoint says better (OpenRouter)."""
@@ -116,16 +116,7 @@ class Call:
         if self.span is not None:  # the span ends with the answer, streamed or not
             self.end_span(out.status, out.error_code)
         count_usage(pipeline.limits, self.admission, out.usage)
-        pipeline.usage.submit(record, out)
-        metrics.record_call(
-            self.endpoint.name,
-            out.model or record.model,
-            out.status,
-            out.latency_ms,
-            out.ttft_ms,
-            out.usage,
-            out.error_code,
-        )
+        pipeline.usage.submit(record, out)  # its metrics are counted with its row
 
     def end_span(self, status: int, error_type: str | None) -> None:
         """End the call's span (tally.traces) with how it ended: ``status``, the error's

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db import utcnow
 from tally.end_users.directory import PROFILE_COLUMNS
+from tally.metrics import count_calls
 from tally.models import EndUser
 from tally.sinks.outbox import enqueue_usage
 from tally.usage.bulk import execute_many, insert_new
@@ -257,8 +258,9 @@ class InlineRecorder:
         self.on_written = on_written  # given each call once written (the limits' alerts)
 
     def submit(self, call: CallRecord, outcome: Outcome) -> None:
-        """Record one finished call; a database failure is logged, never raised into a
-        response that is already on its way to the client."""
+        """Record one finished call (and count it in the metrics); a database failure is
+        logged, never raised into a response that is already on its way to the client."""
+        count_calls([(call, outcome, None)])
         with self.sessions() as session:
             try:
                 record_call(session, call, outcome)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.orm import sessionmaker
 
 from tally.db import is_unavailable, make_engine, make_session_factory, run_native, utcnow
-from tally.metrics import count_usage_rows, set_queue_depth
+from tally.metrics import count_calls, count_usage_rows, set_queue_depth
 from tally.settings import Settings
 from tally.sinks.delivery import start_deliverer
 from tally.usage.call import CallRecord, Outcome
@@ -79,7 +78,13 @@ class UsageWriter:
         self.replayer = Replayer(self) if spool is not None else None
         self._max_batch = max_batch
         self._linger = linger
-        self._queue: queue.Queue = queue.Queue()
+        # calls, a flush's marker (an Event set once what came before it is written),
+        # _STOP. A deque, not a queue.Queue: a put took a lock and notified a condition on
+        # every call (under gevent, Python-level locks); an append is atomic, and the
+        # writer is woken only when it sleeps (``_idle``).
+        self._pending: deque = deque()
+        self._idle = False
+        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # whether the thread runs in this process: checked on every submit instead of
@@ -89,29 +94,37 @@ class UsageWriter:
     def submit(self, call: CallRecord, outcome: Outcome, ended: datetime | None = None) -> None:
         """Queue one call's row, ended now or at ``ended`` (the outcome is copied: the
         caller may keep its own)."""
-        self._queue.put((call, replace(outcome), ended or utcnow()))
+        self._pending.append((call, outcome.copy(), ended or utcnow()))
+        if self._idle:  # read after the append: the writer re-checks after setting it
+            self._idle = False
+            self._wake.set()
         if self._running_in != os.getpid():  # not started, stopped, or a forked copy
             self._start()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row queued so far is committed (with a remote: handed over);
         False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
+        if self._running_in != os.getpid() and not self._pending:
+            return True  # no writer here, nothing waiting for one
+        written = threading.Event()
+        self._push(written)
+        return written.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued and stop the thread."""
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._push(_STOP)
             self._thread.join(timeout)
         if self.reconciler is not None:
             self.reconciler.stop()
+
+    def _push(self, item) -> None:
+        """Queue a marker or _STOP, waking the writer (started if need be)."""
+        self._pending.append(item)
+        self._idle = False
+        self._wake.set()
+        if self._running_in != os.getpid():
+            self._start()
 
     def _start(self) -> None:
         with self._lock:
@@ -131,27 +144,37 @@ class UsageWriter:
             self._running_in = None  # the next submit starts another
 
     def _loop(self) -> None:
+        pending = self._pending
         while True:
-            batch = [self._queue.get()]
-            if batch[0] is not _STOP:
+            if not pending:
+                self._idle = True
+                if not pending:  # checked again after saying so: no submit goes unseen
+                    self._wake.wait()
+                self._wake.clear()
+                self._idle = False
+                continue
+            if type(pending[0]) is tuple:
                 # One sleep per batch, then take what came meanwhile: a timed get per row
                 # cost the request loop a timer and a switch for every row.
                 time.sleep(self._linger)
-            while len(batch) < self._max_batch and batch[-1] is not _STOP:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = _STOP in batch
-            calls = [item for item in batch if item is not _STOP]
+            calls, markers, stop = [], [], False
+            while pending and len(calls) < self._max_batch and not stop:
+                item = pending.popleft()
+                if type(item) is tuple:
+                    calls.append(item)
+                elif item is _STOP:
+                    stop = True
+                else:
+                    markers.append(item)
+            count_calls(calls)
             if self._remote is not None:  # a worker (gunicorn marks it dead when it exits)
-                set_queue_depth(self._queue.qsize())
+                set_queue_depth(len(pending))
             try:
                 if calls and (self._remote is None or not self._remote.send(calls)):
                     run_native(self.write, calls)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                for marker in markers:
+                    marker.set()
             if stop:
                 if self._remote is not None:
                     self._remote.close()
