@@ -92,14 +92,18 @@ def profile(target: Target, args, workdir: Path) -> tuple[Counter, dict]:
         command = ["py-spy", "record", "--pid", str(pid), "--rate", str(args.rate)]
         command += ["--duration", str(args.seconds), "--format", "raw", "--output", str(out)]
         command += ["--nonblocking"] + (["--gil"] if args.gil else [])
-        spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
         outputs.append(out)
     result: dict = {}
     before = {pid: cpu_of(pid) for pid in target.pids()}
     load = threading.Thread(target=lambda: result.update(wrk(target, 32, args.seconds)))
     load.start()
     load.join()
-    result["processes"] = {pid: (cpu_of(pid) - spent, name_of(pid)) for pid, spent in before.items()}
+    result["processes"] = {
+        pid: (cpu_of(pid) - spent, name_of(pid)) for pid, spent in before.items()
+    }
     for spy in spies:
         spy.wait()
     samples: Counter = Counter()
