@@ -3,7 +3,7 @@ rows they leave are those SQLAlchemy's own execution leaves, on SQLite and Postg
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -112,3 +112,39 @@ def test_only_the_rows_really_inserted_are_named_and_an_error_is_sqlalchemys(db)
             insert_new(conn, sql.insert_rows, [row("r4")], "request_id")
     finally:
         db.rollback()
+
+
+@pytest.mark.parametrize(
+    "column_type, values",
+    [
+        (
+            "DATETIME",
+            [
+                datetime(2026, 1, 2, 3, 4, 5),  # no microseconds: still written
+                datetime(999, 1, 2, 3, 4, 5, 7),  # a year below 1000: zero-padded
+                datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=3))),
+                date(2026, 5, 6),  # a date where a datetime goes: midnight
+            ],
+        ),
+        ("DATE", [date(2026, 1, 2), datetime(2026, 1, 2, 3, 4)]),
+        ("BOOLEAN", [True, False]),
+    ],
+)
+def test_the_quicker_sqlite_processors_give_sqlalchemys_values(column_type, values):
+    """tally.usage.bulk's SQLite processors stand in for SQLAlchemy's: the same value
+    for each input (fails if SQLAlchemy changes its text form)."""
+    from sqlalchemy import Boolean
+    from sqlalchemy.dialects import sqlite
+
+    from tally.usage.bulk import _quicker
+
+    dialect = sqlite.dialect()
+    impl = {"DATETIME": sqlite.DATETIME(), "DATE": sqlite.DATE(), "BOOLEAN": Boolean()}[
+        column_type
+    ].dialect_impl(dialect)
+    slow = impl.bind_processor(dialect)
+    quick = _quicker(impl, dialect, slow)
+    assert quick is not slow
+    assert [quick(value) for value in values] == [slow(value) for value in values]
+    with pytest.raises(TypeError):
+        quick("2026-01-02")
