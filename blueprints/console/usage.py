@@ -126,14 +126,20 @@ def usage_export(fmt: str):
     form = _form()
     group_by = form["group_by"]
     start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
+    session = get_db()
     rows = grouped_rows(  # checked now
-        get_db(), start, end, group_by, key=form["key"] or None, user=form["user"] or None
+        session, start, end, group_by, key=form["key"] or None, user=form["user"] or None
     )
     chunks = export_chunks(fmt, columns(group_by), rows)
     name = group_by.replace(":", "-")
     filename = f"tally-usage-by-{name}-{start.isoformat()}-{end.isoformat()}.{fmt}"
-    return Response(
+    response = Response(
         stream_with_context(chunks),
         mimetype=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+    # The request's teardown closes the session before the body is sent, and reading the
+    # rows opens it again: it is closed once more when the server closes the response
+    # (read to its end or cut off), or its connection stays out until a garbage collection.
+    response.call_on_close(session.close)
+    return response
