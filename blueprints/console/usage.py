@@ -15,8 +15,9 @@ from tally.reports.breakdowns import (
     parse_group_by,
     row_cursor,
 )
-from tally.reports.dashboard import METRICS, bar_chart, parse_range, usage_report
+from tally.reports.dashboard import METRICS, bar_chart
 from tally.reports.exports import MEDIA_TYPES, check_format, export_chunks
+from tally.reports.usage_report import parse_range, usage_report
 
 PAGE, REPORT = "usage/page.html", "usage/_report.html"
 GROUP_CHOICES = ("model", "user", "endpoint", "day", "tag", "metadata", "key")
