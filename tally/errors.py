@@ -2,7 +2,7 @@
 :class:`TallyError` that says what went wrong (a field and its limit, a limit used up, the
 upstream failing), never which HTTP status to send. Each surface maps them in one place:
 the API into OpenAI's error shape (tally.proxy.openai_errors, used by blueprints/api), the
-console into a form message (blueprints/console/base.py), the CLI into one line and exit
+console into a form message (blueprints/console/base/errors.py), the CLI into one line and exit
 status 2 (blueprints/cli/common.py)."""
 
 from __future__ import annotations

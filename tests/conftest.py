@@ -8,7 +8,7 @@ pytest_plugins = [
     "tests.plugins.apps",  # make_app, app, client, runner, db, make_key
     "tests.plugins.servers",  # upstream, serve, tally, gunicorn
     "tests.plugins.identity_provider",  # jwks, idp, user_key
-    "tests.plugins.console",  # fast_passwords, make_operator, make_console, admin, support
+    "tests.plugins.console",  # make_operator, make_console, admin, support, tally_admin
     "tests.plugins.breakdowns",  # workload
     "tests.plugins.traces",  # collector, otel_env, traced
 ]

@@ -21,9 +21,10 @@ from tally.db import utcnow
 from tally.end_users.search import search_identities
 from tally.limits.status import user_limits
 from tally.privacy.erasure import Erased, erase_user_by_id, is_erased
-from tally.reports.dashboard import ReportError, parse_range
+from tally.reports.dashboard import ReportError
 from tally.reports.identity import identity_detail
 from tally.reports.performance import user_performance
+from tally.reports.usage_report import parse_range
 from tally.reports.users import SORTS, users_table
 
 DETAIL, ERASE = "identities/detail.html", "identities/_erase.html"

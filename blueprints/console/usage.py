@@ -15,8 +15,9 @@ from tally.reports.breakdowns import (
     parse_group_by,
     row_cursor,
 )
-from tally.reports.dashboard import METRICS, bar_chart, parse_range, usage_report
+from tally.reports.dashboard import METRICS, bar_chart
 from tally.reports.exports import MEDIA_TYPES, check_format, export_chunks
+from tally.reports.usage_report import parse_range, usage_report
 
 PAGE, REPORT = "usage/page.html", "usage/_report.html"
 GROUP_CHOICES = ("model", "user", "endpoint", "day", "tag", "metadata", "key")
@@ -126,14 +127,20 @@ def usage_export(fmt: str):
     form = _form()
     group_by = form["group_by"]
     start, end = parse_range(form["start"] or None, form["end"] or None, utcnow().date())
+    session = get_db()
     rows = grouped_rows(  # checked now
-        get_db(), start, end, group_by, key=form["key"] or None, user=form["user"] or None
+        session, start, end, group_by, key=form["key"] or None, user=form["user"] or None
     )
     chunks = export_chunks(fmt, columns(group_by), rows)
     name = group_by.replace(":", "-")
     filename = f"tally-usage-by-{name}-{start.isoformat()}-{end.isoformat()}.{fmt}"
-    return Response(
+    response = Response(
         stream_with_context(chunks),
         mimetype=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+    # The request's teardown closes the session before the body is sent, and reading the
+    # rows opens it again: it is closed once more when the server closes the response
+    # (read to its end or cut off), or its connection stays out until a garbage collection.
+    response.call_on_close(session.close)
+    return response

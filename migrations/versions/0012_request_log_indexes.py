@@ -22,7 +22,7 @@ branch_labels = None
 depends_on = None
 
 BY_COLUMN = ("api_key_id", "model", "endpoint")
-# as tally/models.py's REQUEST_LOG_PARTIAL has them (a migration never imports the models)
+# as tally/models/usage.py's REQUEST_LOG_PARTIAL has them (a migration never imports the models)
 PARTIAL = {
     "errors": {
         "sqlite": "status >= 400 AND refused = 0",

@@ -1,14 +1,14 @@
-"""Usage aggregates for the console: the dashboard, the usage report, its chart and CSV.
+"""The dashboard's totals: figures read from the daily totals (tally.usage.totals) per day,
+per model and per end user, which the usage report (tally.reports.usage_report) and an
+end user's page (tally.reports.identity) read too; the bar chart the dashboard and the
+usage report draw; and the dashboard itself.
 
-Every figure is read from the daily totals (tally.usage.totals), never from the
-request log: a page costs the same with a million rows as with ten. A day is a UTC
-calendar day.
+Every figure is read from the daily totals, never from the request log: a page costs the
+same with a million rows as with ten. A day is a UTC calendar day.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -19,10 +19,8 @@ from tally.errors import InvalidInput
 from tally.models import DailyModelTotal, DailyTotal, EndUser
 from tally.reports import ranking
 
-MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
 TOP_USERS = 10
-REPORT_USERS = 25
 METRICS = ("requests", "tokens", "cost")
 
 
@@ -86,18 +84,6 @@ class Dashboard:
     chart: Chart
 
 
-@dataclass(frozen=True)
-class UsageReport:
-    """Usage over ``start``..``end`` (inclusive days): per day, per user and per model."""
-
-    start: date
-    end: date
-    totals: Totals
-    days: list[Row]
-    users: list[Row]
-    models: list[Row]
-
-
 def _aggregates(table):
     """requests, tokens, cost, errors, refused of the totals rows selected from ``table``."""
     return (
@@ -156,52 +142,9 @@ def dashboard(session: Session, now: datetime) -> Dashboard:
     days = per_day(session, start, today)
     return Dashboard(
         today=days[-1].totals,
-        month=_sum_rows(days),
+        month=sum_rows(days),
         top_users=top_users(session, start, today, TOP_USERS),
         chart=bar_chart(days, "requests"),
-    )
-
-
-def parse_range(start: str | None, end: str | None, today: date) -> tuple[date, date]:
-    """The inclusive day range asked for as ``YYYY-MM-DD`` strings; the last 30 days when
-    not given. Raises ReportError for a bad date, a reversed or an overlong range."""
-    try:
-        end_day = date.fromisoformat(end) if end else today
-    except ValueError:
-        raise ReportError("end must be a date written YYYY-MM-DD") from None
-    try:
-        start_day = (
-            date.fromisoformat(start) if start else end_day - timedelta(DEFAULT_RANGE_DAYS - 1)
-        )
-    except ValueError:
-        raise ReportError("start must be a date written YYYY-MM-DD") from None
-    if start_day > end_day:
-        raise ReportError("start must be on or before end")
-    if (end_day - start_day).days >= MAX_RANGE_DAYS:
-        raise ReportError(f"a report covers at most {MAX_RANGE_DAYS} days")
-    return start_day, end_day
-
-
-def usage_report(
-    session: Session,
-    start: date,
-    end: date,
-    user_limit: int | None = REPORT_USERS,
-    *,
-    user_id: int | None = None,
-    key_id: int | None = None,
-) -> UsageReport:
-    """Usage per day (every day of the range, zeros included), per user (the top
-    ``user_limit``, or all when None) and per model; every figure of one end user's
-    and of one API key's traffic when ``user_id`` / ``key_id`` are given."""
-    days = per_day(session, start, end, user_id, key_id)
-    return UsageReport(
-        start=start,
-        end=end,
-        totals=_sum_rows(days),
-        days=days,
-        users=top_users(session, start, end, user_limit, user_id=user_id, key_id=key_id),
-        models=per_model(session, start, end, user_id, key_id),
     )
 
 
@@ -248,7 +191,8 @@ def per_model(
     return [Row(row.model or "(unknown)", _totals(row[1:])) for row in session.execute(stmt)]
 
 
-def _sum_rows(rows: list[Row]) -> Totals:
+def sum_rows(rows: list[Row]) -> Totals:
+    """The totals of ``rows`` added up."""
     return Totals(
         requests=sum(r.totals.requests for r in rows),
         tokens=sum(r.totals.tokens for r in rows),
@@ -286,31 +230,6 @@ def bar_chart(rows: list[Row], metric: str, width: int = 720, height: int = 160)
     step = max(1, len(rows) // 6)
     ticks = [(round(n * slot + slot / 2, 2), rows[n].key[5:]) for n in range(0, len(rows), step)]
     return Chart(width, height, bars, max(values, default=0.0), metric, ticks)
-
-
-def usage_csv(report: UsageReport, by: str) -> str:
-    """The report's rows ``by`` day, user or model as CSV text."""
-    groups = {"day": report.days, "user": report.users, "model": report.models}
-    if by not in groups:
-        raise ReportError("by must be one of day, user, model")
-    out = io.StringIO()
-    writer = csv.writer(out)
-    header = [by] + (["display_name"] if by == "user" else [])
-    writer.writerow(header + ["requests", "tokens", "cost_usd", "errors"])
-    for row in groups[by]:
-        cells = [row.key] + ([row.label or ""] if by == "user" else [])
-        totals = row.totals
-        writer.writerow(
-            [_csv_safe(c) for c in cells]
-            + [totals.requests, totals.tokens, f"{totals.cost:.6f}", totals.errors]
-        )
-    return out.getvalue()
-
-
-def _csv_safe(text: str) -> str:
-    """Text from API clients can start with a formula character: make spreadsheets show
-    it as text instead of running it."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def top_users(

@@ -4,7 +4,7 @@ row of the next page is found off an index, at any depth); and one call with eve
 Tally knows about it.
 
 Each filter is read off an index of ``request_log`` whose columns end in (created_at, id)
-(tally/models.py), so a page of 50 costs a few index probes with a million rows; a filter
+(tally/models/usage.py), so a page of 50 costs a few index probes with a million rows; a filter
 that matches nothing within a date range reads only that range. There is no total count:
 counting a million matches is what would cost.
 """

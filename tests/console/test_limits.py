@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tally.models import AuditEntry, EndUser
 from tests.helpers.api import chat
-from tests.helpers.console import Console, text
+from tests.helpers.console import text
 from tests.helpers.limits import set_limits
 
 
@@ -90,15 +90,6 @@ def test_changes_need_the_csrf_token(admin):
 def test_logged_out_redirects_to_login(make_console):
     response = make_console(None).get("/limits")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
-
-
-@pytest.fixture
-def tally_admin(tally, make_operator) -> Console:
-    """An admin logged in to the console of the app ``tally`` serves (its counters)."""
-    email = make_operator("admin")
-    console = Console(tally.flask_app, email)
-    assert console.login(email).status_code == 303
-    return console
 
 
 def test_after_a_restart_the_page_shows_use_rebuilt_from_the_log(tally_admin, tally):

@@ -9,18 +9,9 @@ import re
 import pytest
 
 from tests.helpers.api import chat
-from tests.helpers.console import Console, text
+from tests.helpers.console import text
 from tests.helpers.limits import set_limits
 from tests.helpers.rows import end_users
-
-
-@pytest.fixture
-def console(tally, make_operator) -> Console:
-    """An admin logged in to the console of the app ``tally`` serves."""
-    email = make_operator("admin")
-    console = Console(tally.flask_app, email)
-    assert console.login(email).status_code == 303
-    return console
 
 
 @pytest.fixture
@@ -45,8 +36,8 @@ def stats(html: str) -> dict[str, str]:
     return dict(reversed(found))  # the first card of each label wins
 
 
-def test_the_dashboard_counts_refusals_apart(console, refusals):
-    page = text(console.get("/"))
+def test_the_dashboard_counts_refusals_apart(tally_admin, refusals):
+    page = text(tally_admin.get("/"))
     today, month = (stats(part) for part in page.split("Last 30 days", 1))
     for figures in (today, month):  # the upstream's 500 is an error, no refusal is
         assert (figures["Requests"], figures["Errors"], figures["Refused"]) == ("3", "1", "3")
@@ -55,14 +46,14 @@ def test_the_dashboard_counts_refusals_apart(console, refusals):
     assert (cells[0], cells[3], cells[4]) == ("3", "1", "3")  # requests, errors, refused
 
 
-def test_the_usage_page_counts_refusals_apart(console, refusals):
-    figures = stats(text(console.get("/usage")))
+def test_the_usage_page_counts_refusals_apart(tally_admin, refusals):
+    figures = stats(text(tally_admin.get("/usage")))
     assert (figures["Requests"], figures["Errors"], figures["Refused"]) == ("3", "1", "3")
 
 
-def test_a_users_page_lists_refused_calls_with_status_and_code(console, refusals):
+def test_a_users_page_lists_refused_calls_with_status_and_code(tally_admin, refusals):
     [ada] = [u for u in end_users(refusals.flask_app) if u.external_id == "ada"]
-    page = text(console.get(f"/identities/{ada.id}"))
+    page = text(tally_admin.get(f"/identities/{ada.id}"))
     assert stats(page)["Refused"] == "3" and stats(page)["Requests"] == "3"
     recent = page[page.index("Recent requests") :]
     rows = re.findall(r"<tr>(.*?)</tr>", recent, re.S)[1:]  # after the head

@@ -15,21 +15,12 @@ from tally.keys.api_keys import create_api_key
 from tally.models import AuditEntry, RequestLog
 from tally.reports.requests import parse_filter, request_log
 from tests.helpers.api import chat, embed, respond
-from tests.helpers.console import Console, text
+from tests.helpers.console import text
 from tests.helpers.limits import set_limits
 from tests.helpers.rows import end_users, record_traffic, request_rows
 
 CURSOR = "20261120T120000.000000-5"  # a page's "older" cursor
 ROW = re.compile(r'<tr data-request-id="([^"]+)">(.*?)</tr>', re.S)
-
-
-@pytest.fixture
-def console(tally, make_operator) -> Console:
-    """An admin logged in to the console of the app ``tally`` serves."""
-    email = make_operator("admin")
-    console = Console(tally.flask_app, email)
-    assert console.login(email).status_code == 303
-    return console
 
 
 @pytest.fixture
@@ -66,9 +57,9 @@ def cells_of(response, request_id: str) -> dict[str, str]:
     return {label: re.sub(r"<[^>]+>", "", value).strip() for label, value in found}
 
 
-def test_every_call_is_listed_newest_first_with_what_it_was(console, traffic):
+def test_every_call_is_listed_newest_first_with_what_it_was(tally_admin, traffic):
     ids = traffic.ids
-    page = console.get("/requests")
+    page = tally_admin.get("/requests")
     order = ["bob_bad", "ada_quota", "ada_error", "bob_respond", "bob_embed", "ada_chat"]
     assert rows_of(page) == [ids[name] for name in order]
     served = cells_of(page, ids["ada_chat"])
@@ -107,24 +98,24 @@ def test_every_call_is_listed_newest_first_with_what_it_was(console, traffic):
         ("model=nothing-like-it", []),
     ],
 )
-def test_filters_narrow_the_log_alone_and_combined(console, traffic, query, expected):
-    assert rows_of(console.get(f"/requests?{query}")) == [traffic.ids[n] for n in expected]
+def test_filters_narrow_the_log_alone_and_combined(tally_admin, traffic, query, expected):
+    assert rows_of(tally_admin.get(f"/requests?{query}")) == [traffic.ids[n] for n in expected]
 
 
-def test_the_model_filter_matches_the_model_recorded(console, traffic):
+def test_the_model_filter_matches_the_model_recorded(tally_admin, traffic):
     rows = request_rows(traffic.flask_app)
     [embedded] = [r for r in rows if r.request_id == traffic.ids["bob_embed"]]
     same = [r.request_id for r in reversed(rows) if r.model == embedded.model]
-    assert rows_of(console.get(f"/requests?model={embedded.model}")) == same
-    assert rows_of(console.get(f"/requests?model={embedded.model}&endpoint=embeddings")) == [
+    assert rows_of(tally_admin.get(f"/requests?model={embedded.model}")) == same
+    assert rows_of(tally_admin.get(f"/requests?model={embedded.model}&endpoint=embeddings")) == [
         embedded.request_id
     ]
 
 
-def test_a_user_is_found_by_an_upstream_identifier_and_the_lookup_is_audited(console, traffic):
+def test_a_user_is_found_by_an_upstream_identifier_and_the_lookup_is_audited(tally_admin, traffic):
     [row] = [r for r in request_rows(traffic.flask_app) if r.request_id == traffic.ids["ada_chat"]]
     identifier = row.identifier.identifier
-    page = console.get(f"/requests?user={identifier}")
+    page = tally_admin.get(f"/requests?user={identifier}")
     assert len(rows_of(page)) == 3 and all(
         cells_of(page, rid)["End user"] == "ada" for rid in rows_of(page)
     )
@@ -134,25 +125,27 @@ def test_a_user_is_found_by_an_upstream_identifier_and_the_lookup_is_audited(con
     assert (entry.action, entry.target, entry.actor) == (
         "identity.lookup",
         identifier,
-        console.email,
+        tally_admin.email,
     )
     assert entry.after == {"request_log": identifier, "results": 1}
 
 
-def test_unknown_names_say_why_the_log_is_empty(console, traffic):
+def test_unknown_names_say_why_the_log_is_empty(tally_admin, traffic):
     assert "No end user has the internal id or upstream identifier <code>zed</code>." in text(
-        console.get("/requests?user=zed")
+        tally_admin.get("/requests?user=zed")
     )
-    assert "No API key is named <code>mobile</code>." in text(console.get("/requests?key=mobile"))
+    assert "No API key is named <code>mobile</code>." in text(
+        tally_admin.get("/requests?key=mobile")
+    )
     assert "No calls match these filters." in text(
-        console.get("/requests?status=ok&from=2001-01-01&to=2001-01-02")
+        tally_admin.get("/requests?status=ok&from=2001-01-01&to=2001-01-02")
     )
 
 
-def test_a_call_shows_everything_known_about_it(console, traffic):
+def test_a_call_shows_everything_known_about_it(tally_admin, traffic):
     ids = traffic.ids
     [row] = [r for r in request_rows(traffic.flask_app) if r.request_id == ids["ada_chat"]]
-    page = text(console.get(f"/requests/{ids['ada_chat']}"))
+    page = text(tally_admin.get(f"/requests/{ids['ada_chat']}"))
     facts = dict(
         (dt, " ".join(re.sub(r"<[^>]+>", " ", dd).split()))
         for dt, dd in re.findall(r"<dt>([^<]+)</dt><dd[^>]*>(.*?)</dd>", page, re.S)
@@ -171,16 +164,16 @@ def test_a_call_shows_everything_known_about_it(console, traffic):
     assert facts["Cost source"].startswith(row.cost_source or "–")
     assert facts["Latency"].endswith(" ms")
     assert facts["Generation id"] == (row.generation_id or "–")
-    refused = text(console.get(f"/requests/{ids['ada_quota']}"))
+    refused = text(tally_admin.get(f"/requests/{ids['ada_quota']}"))
     assert "<code>rate_limit_exceeded</code>" in refused
     assert "(refused: nothing was sent)" in refused
-    assert console.get("/requests/no-such-call").status_code == 404
-    assert console.get("/requests/" + "x" * 300).status_code == 404
+    assert tally_admin.get("/requests/no-such-call").status_code == 404
+    assert tally_admin.get("/requests/" + "x" * 300).status_code == 404
 
 
-def test_a_users_page_links_to_their_log(console, traffic):
+def test_a_users_page_links_to_their_log(tally_admin, traffic):
     [ada] = [u for u in end_users(traffic.flask_app) if u.external_id == "ada"]
-    page = text(console.get(f"/identities/{ada.id}"))
+    page = text(tally_admin.get(f"/identities/{ada.id}"))
     assert 'href="/requests?user=ada"' in page
 
 
@@ -327,7 +320,7 @@ def test_each_filter_reads_its_index_newest_first(many, database_url, args, inde
         "/usage?group_by=user",
     ],
 )
-def test_every_per_user_row_links_to_that_users_log(console, traffic, page):
+def test_every_per_user_row_links_to_that_users_log(tally_admin, traffic, page):
     """The dashboard's top users, the users table and search, the usage page's top users
     and its breakdown by user: each row links to that user's calls in the request log."""
-    assert 'href="/requests?user=ada"' in text(console.get(page))
+    assert 'href="/requests?user=ada"' in text(tally_admin.get(page))

@@ -10,7 +10,6 @@ import pytest
 
 from blueprints.console.base import money, shown
 from tests.console.test_config import FORM
-from tests.console.test_limits import tally_admin  # noqa: F401  (a fixture)
 from tests.helpers.api import chat
 from tests.helpers.console import text
 
@@ -113,7 +112,7 @@ def test_a_limit_for_a_user_never_seen_is_saved_with_a_warning(admin, htmx):
     assert '<tr data-scope="user:ghost-7">' in page
 
 
-def test_a_limit_for_a_known_user_has_no_warning(tally_admin, tally):  # noqa: F811
+def test_a_limit_for_a_known_user_has_no_warning(tally_admin, tally):
     assert chat(tally, user="seen-1").status_code == 200
     form = {"scope": "user:seen-1", "rpm": "5"}
     page = text(tally_admin.post("/limits/policies", form, htmx=True))

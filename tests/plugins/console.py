@@ -60,3 +60,13 @@ def admin(make_console) -> Console:
 def support(make_console) -> Console:
     """A console client logged in as a support agent."""
     return make_console("support")
+
+
+@pytest.fixture
+def tally_admin(tally, make_operator) -> Console:
+    """An admin logged in to the console of the app ``tally`` serves over real HTTP (the
+    calls made to ``tally`` show on its pages)."""
+    email = make_operator("admin")
+    console = Console(tally.flask_app, email)
+    assert console.login(email).status_code == 303
+    return console

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from tally.models import EndUser, UpstreamIdentifier
 from tests.helpers.api import chat
-from tests.helpers.console import Console, text
+from tests.helpers.console import text
 from tests.helpers.erasure import (
     EMAIL,
     LOGO,
@@ -35,14 +35,6 @@ PROFILE = {
     "metadata": [{"plan": "pro"}, {"company": "Quintero Labs"}],
     "tags": ["vip"],
 }
-
-
-@pytest.fixture
-def console(tally, make_operator) -> Console:
-    """An admin on the console of the app the API calls go to."""
-    console = Console(tally.flask_app)
-    assert console.login(make_operator("admin")).status_code == 303
-    return console
 
 
 def cli(server, *args: str) -> str:
@@ -139,11 +131,11 @@ def erase_and_scan(server, upstream, console, how: str, key_name: str) -> list[s
 
 
 @pytest.mark.parametrize("how", ["console", "cli"])
-def test_nothing_they_wrote_anywhere_survives_the_erasure(tally, upstream, console, how):
-    left = erase_and_scan(tally, upstream, console, how, "mobile-app")
+def test_nothing_they_wrote_anywhere_survives_the_erasure(tally, upstream, tally_admin, how):
+    left = erase_and_scan(tally, upstream, tally_admin, how, "mobile-app")
     assert not left, "\n".join(left)
 
 
-def test_a_bound_key_named_after_them_survives_no_erasure(tally, upstream, console):
-    left = erase_and_scan(tally, upstream, console, "console", f"{NAME} {USER} phone")
+def test_a_bound_key_named_after_them_survives_no_erasure(tally, upstream, tally_admin):
+    left = erase_and_scan(tally, upstream, tally_admin, "console", f"{NAME} {USER} phone")
     assert not left, "\n".join(left)
