@@ -11,8 +11,9 @@ identifier, usage and cost, so every statement of a batch runs (end users, ident
 request rows, their counts, the three totals tables). The time is this process's CPU
 (for PostgreSQL: the client's side, psycopg included, not the server's), the row
 building excluded; the last column is the lowest tenth of the batches' own times, per
-row: what a batch costs when nothing else disturbs it, steadier on a busy machine. To compare two trees, run it from each, in turn, a few times: one
-run on these VMs differs from the next by up to 2×.
+row: what a batch costs when nothing else disturbs it, steadier on a busy machine. To
+compare two trees, run it from each, in turn, a few times: one run on these VMs differs
+from the next by up to 2×.
 """
 
 from __future__ import annotations
