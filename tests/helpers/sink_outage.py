@@ -78,6 +78,11 @@ def run(
         "lost (answered 200, no event)": len(answered - set(received)),
         "duplicates (sent again)": sum(n - 1 for n in received.values()),
         "bad signatures": sum(1 for got in receiver.on("/hook") if not got.valid_signature),
+        "events received after the receiver returned": sum(
+            1
+            for when, path, _, status in receiver.tries
+            if path == "/hook" and status == 200 and when >= up_at
+        ),
         "backlog drained after the receiver returned (s)": round(drained, 1),
     }
 
