@@ -2,11 +2,12 @@
 meanwhile, then the receiver back; are all the answered calls' events delivered?
 
     .venv/bin/python -m bench.sinks_chaos [--outage 120] [--threads 4] [--workers 2]
-        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres | --database-url URL]
 
 Tally runs under gunicorn with the shipped config and the demo upstream, with an
 instance folder of its own and a fresh database: a SQLite file there, or with
-``--postgres`` a new PostgreSQL database beside the one named (dropped afterwards).
+``--postgres`` a new PostgreSQL database beside the one named (dropped afterwards), or
+``--database-url`` an existing empty one (upgraded, left as the run leaves it).
 A webhook sink points at a loopback receiver (tests/helpers/receivers.py) that verifies
 each Standard Webhooks signature; the figures dedupe by ``webhook-id``. Steady load;
 the receiver down for ``--outage`` seconds, with gunicorn stopped and started again
@@ -48,12 +49,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--postgres", metavar="ADMIN_URL", help="a fresh database beside it")
+    parser.add_argument("--database-url", help="an existing, empty database instead")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the receiver's access log
     scenario = Scenario(args.warmup, args.outage, args.after, args.threads)
     instance = Path(tempfile.mkdtemp(prefix="tally-sinks-chaos-"))
     with contextlib.ExitStack() as stack:
-        if args.postgres:
+        if args.database_url:
+            database_url = args.database_url
+        elif args.postgres:
             url = stack.enter_context(fresh_database(args.postgres))
             database_url = url.render_as_string(hide_password=False)
         else:
