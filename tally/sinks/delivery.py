@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from tally import metrics
@@ -253,7 +254,10 @@ class OnDemand:
         """Start the loop if there is a sink and it is not running yet."""
         if self.loop is not None or self._closed:
             return
-        if not any_sinks(self._sessions.kw["bind"]):
+        try:
+            if not any_sinks(self._sessions.kw["bind"]):
+                return
+        except SQLAlchemyError:  # the database went away: the next call asks again
             return
         with self._lock:
             if self.loop is None and not self._closed:
