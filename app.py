@@ -62,7 +62,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         DEMO_TOKEN_DELAY=0.03,
     )
     app.config.update({k: v for k, v in overrides.items() if not k.startswith(SETTING_PREFIXES)})
-    app.extensions["tally"] = build_runtime(settings, app.config["DEMO_TOKEN_DELAY"])
+    app.extensions["tally"] = build_runtime(
+        settings, app.config["DEMO_TOKEN_DELAY"], app.config.get("SINKS_DELIVERY_LOOP", True)
+    )
 
     lean = Flask("tally.api", root_path=app.root_path, instance_path=app.instance_path)
     lean.config, lean.extensions = app.config, app.extensions  # one config, one gateway

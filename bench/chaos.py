@@ -19,10 +19,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tally import schema
 from tally.db import make_engine, make_session_factory
@@ -44,13 +46,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--stream", action="store_true", help="streamed calls")
     args = parser.parse_args()
+    with fresh_database(args.admin_url) as url:
+        print_results(run(url, args))
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[URL]:
+    """A new, empty PostgreSQL database beside ``admin_url``'s, dropped afterwards."""
     name = f"tally_chaos_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        url = make_url(args.admin_url).set(database=name)
-        print_results(run(url, args))
+        yield make_url(admin_url).set(database=name)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -10,9 +10,11 @@ error messages end up in logs.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +24,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 # Named constraints: alembic can then alter them the same way on SQLite and PostgreSQL.
 NAMING = {
@@ -150,3 +154,59 @@ def run_native(function: Callable[..., Any], *args: Any) -> Any:
         if monkey.is_module_patched("threading"):
             return get_hub().threadpool.apply(function, args)
     return function(*args)
+
+
+class Periodic:
+    """A pass over the database repeated on a daemon thread until :meth:`stop`: the
+    reconciler of estimated costs and the sinks' delivery loop are each one.
+
+    A subclass gives :meth:`run_pass` (run on a native thread, :func:`run_native`: under
+    gevent the database and HTTP calls leave the event loop) and may give
+    :meth:`after_pass`, which sees its result and says how long to wait before the next
+    (``interval`` unless it says otherwise). A pass that raises (the database is down)
+    is logged once per outage, as one line, and tried again after ``interval``: what
+    it had to do waits in the database, nothing is lost.
+    """
+
+    what = "background pass"  # for the log line of a failure
+
+    def __init__(self, name: str, interval: float):
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._failing = False
+
+    def run_pass(self) -> Any:
+        """One pass; its result goes to :meth:`after_pass`."""
+        raise NotImplementedError
+
+    def after_pass(self, result: Any) -> float | None:
+        """Seconds until the next pass (None: ``interval``)."""
+        return None
+
+    def start(self):
+        """Start the thread; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current pass (waiting up to ``timeout`` seconds for it)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.interval
+            try:
+                result = run_native(self.run_pass)
+            except Exception as exc:
+                if not self._failing:
+                    log.warning("%s failed (%s); will retry", self.what, type(exc).__name__)
+                self._failing = True
+                continue
+            self._failing = False
+            after = self.after_pass(result)
+            if after is not None:
+                wait = after

@@ -25,6 +25,7 @@ from tally.proxy.call import Pipeline
 from tally.proxy.upstream import UpstreamClient
 from tally.settings import Settings
 from tally.sinks import outbox
+from tally.sinks.delivery import OnDemand
 from tally.traces.tracer import Tracer
 from tally.usage.records import InlineRecorder, Recorder
 from tally.usage.writer.background import build_usage_writer
@@ -54,10 +55,16 @@ class Runtime:
         return f"Runtime({self.settings!r}, {self.upstream!r})"
 
 
-def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime:
+def build_runtime(
+    settings: Settings, demo_token_delay: float = 0.03, delivery_loop: bool = True
+) -> Runtime:
     """Create the engine, session factory, upstream client, cache and usage writer for
     ``settings``. Every session of the factory bumps the cache version when it commits
-    a change to an API key or the config, whoever uses it (API, console, CLI)."""
+    a change to an API key or the config, whoever uses it (API, console, CLI).
+
+    With inline writes, the sinks' events are delivered by a loop of this process,
+    started by the first call written once a sink exists; ``delivery_loop`` False
+    leaves them to whoever runs ``deliver_pass`` (tests that drive its clock)."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     cache = build_cache(settings)
@@ -80,7 +87,8 @@ def build_runtime(settings: Settings, demo_token_delay: float = 0.03) -> Runtime
     if background:
         usage = build_usage_writer(settings, corrections, alerts)
     else:
-        usage = InlineRecorder(sessions, alerts(sessions))
+        deliveries = OnDemand(sessions, settings.secret_key) if delivery_loop else None
+        usage = InlineRecorder(sessions, alerts(sessions), deliveries)
     hash_key = settings.hash_key.encode("utf-8")  # PRODUCT.md: the key's UTF-8 bytes
     # the SDK is built on this process's first span
     tracer = Tracer(settings.otel) if settings.traces else None

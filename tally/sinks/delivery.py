@@ -10,9 +10,14 @@ was made), or parked at once when the receiver refused it (a 4xx other than 408 
 429). A process that dies mid-send leaves its claim to expire: its events go again
 after :data:`LEASE` (at least once; each keeps its id for the receiver to dedupe).
 
+A sink that delivers again (every event of the pass went) has its events that wait
+out a backoff made due at once: the backlog of an outage drains as soon as the
+receiver is back, not up to a minute later.
+
 It runs on a thread of the usage writer process under gunicorn (one per instance), of
-the worker's background writer otherwise (:func:`start_deliverer`). On SQLite, run one
-(the claim has no row locks there).
+the worker's background writer otherwise (:func:`start_deliverer`), and of an app that
+writes its rows inline once a sink exists (:class:`OnDemand`). On SQLite a pass first
+takes the database's lease (tally.sinks.lease): one loop delivers at a time.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from tally import metrics
-from tally.db import run_native, utcnow
+from tally.db import Periodic, utcnow
 from tally.models import Sink, SinkEvent
+from tally.sinks.lease import turn
+from tally.sinks.outbox import any_sinks
 from tally.sinks.secrets import SecretUnreadable, decrypt
 from tally.sinks.senders import DELIVERED, PARK, RETRY, SENDERS, Result, Target, Transport, Waiting
 
@@ -53,6 +61,7 @@ class PassReport:
     retrying: int = 0
     parked: int = 0
     full: bool = False  # some sink had a whole batch due: more may be waiting
+    skipped: bool = False  # another loop held the SQLite database's lease (tally.sinks.lease)
     lines: list[str] = field(default_factory=list)
 
 
@@ -71,8 +80,13 @@ def deliver_pass(
     limit: int = BATCH,
 ) -> PassReport:
     """Send every sink's due events (up to ``limit`` each) and settle them, at ``now``."""
-    now = now or utcnow()
-    transport = transport or Transport()
+    with turn(sessions.kw["bind"]) as mine:
+        if not mine:  # another loop delivers on this SQLite file now
+            return PassReport(skipped=True)
+        return _deliver(sessions, secret_key, transport or Transport(), now or utcnow(), limit)
+
+
+def _deliver(sessions, secret_key, transport, now, limit) -> PassReport:
     report = PassReport()
     with sessions() as session:
         sinks = session.execute(
@@ -171,6 +185,18 @@ def _settle(sessions, sink_id, name, claimed, results, now, report: PassReport) 
             session.execute(
                 update(table).where(table.c.id.in_(untried)).values(next_attempt_at=retry_at or now)
             )
+        if "last_delivered_at" in sink_values and retry_at is None:
+            # the receiver is back: its events waiting out a backoff go on the next pass,
+            # not up to a minute later (a claim, LEASE ahead, is not a backoff)
+            session.execute(
+                update(table)
+                .where(
+                    table.c.sink_id == sink_id,
+                    table.c.next_attempt_at > now,
+                    table.c.next_attempt_at <= now + timedelta(seconds=LONGEST_RETRY),
+                )
+                .values(next_attempt_at=now)
+            )
         if sink_values:  # on the connection: a delivery is no change to the sinks' list
             session.connection().execute(
                 update(Sink.__table__).where(Sink.__table__.c.id == sink_id).values(**sink_values)
@@ -178,9 +204,11 @@ def _settle(sessions, sink_id, name, claimed, results, now, report: PassReport) 
         session.commit()
 
 
-class Deliverer:
+class Deliverer(Periodic):
     """Runs :func:`deliver_pass` on a daemon thread: again at once while sinks have
     whole batches due, else every :data:`INTERVAL` seconds. ``clock`` gives "now"."""
+
+    what = "sink delivery"
 
     def __init__(
         self,
@@ -190,43 +218,55 @@ class Deliverer:
         clock: Callable[[], datetime] = utcnow,
         transport: Transport | None = None,
     ):
-        self._sessions, self._secret_key, self._interval = sessions, secret_key, interval
+        super().__init__("tally-sinks", interval)
+        self._sessions, self._secret_key = sessions, secret_key
         self._clock, self._transport = clock, transport or Transport()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tally-sinks", daemon=True)
-        self._failing = False
 
-    def start(self) -> Deliverer:
-        """Start the thread; returns self."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _pass(self) -> PassReport:
+    def run_pass(self) -> PassReport:
+        """One pass over every sink's due events."""
         return deliver_pass(self._sessions, self._secret_key, self._transport, self._clock())
 
-    def _run(self) -> None:
-        wait = self._interval
-        while not self._stop.wait(wait):
-            wait = self._interval
-            try:
-                report = run_native(self._pass)
-            except Exception as exc:  # the database is down: the events wait, nothing lost
-                if not self._failing:
-                    log.warning("sink delivery failed (%s); will retry", type(exc).__name__)
-                self._failing = True
-                continue
-            self._failing = False
-            for line in report.lines:
-                log.warning("sink delivery: %s", line)
-            if report.full:
-                wait = 0.0
+    def after_pass(self, report: PassReport) -> float | None:
+        """Log what was parked; go again at once after a whole batch."""
+        for line in report.lines:
+            log.warning("sink delivery: %s", line)
+        return 0.0 if report.full else None
 
 
 def start_deliverer(sessions: sessionmaker, secret_key: str) -> Deliverer:
     """A background delivery loop for the process."""
     return Deliverer(sessions, secret_key).start()
+
+
+class OnDemand:
+    """The delivery loop of an app that writes its rows inline (``TALLY_USAGE_WRITES=
+    inline``: no usage writer process, no background writer runs one): started by the
+    first call written once a sink exists (:meth:`wake`, after each written call: a
+    flag, or the outbox's cached list of sinks), stopped with the app's recorder."""
+
+    def __init__(self, sessions: sessionmaker, secret_key: str):
+        self._sessions, self._secret_key = sessions, secret_key
+        self._lock = threading.Lock()
+        self.loop: Deliverer | None = None
+        self._closed = False
+
+    def wake(self) -> None:
+        """Start the loop if there is a sink and it is not running yet."""
+        if self.loop is not None or self._closed:
+            return
+        try:
+            if not any_sinks(self._sessions.kw["bind"]):
+                return
+        except SQLAlchemyError:  # the database went away: the next call asks again
+            return
+        with self._lock:
+            if self.loop is None and not self._closed:
+                self.loop = start_deliverer(self._sessions, self._secret_key)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop (after its current pass); it is not started again."""
+        with self._lock:
+            self._closed = True
+            loop = self.loop
+        if loop is not None:
+            loop.stop(timeout)

@@ -68,6 +68,15 @@ def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
     """The sinks that take ``events`` (``usage`` or ``alerts``), cached for :data:`TTL`
     (``conn``: a connection in use, or the engine, which is asked only when the cached
     list is stale)."""
+    return tuple(ref for ref in _sinks(conn) if events in ref.events)
+
+
+def any_sinks(engine: Engine) -> bool:
+    """Whether there is any sink at all (the same cached list)."""
+    return bool(_sinks(engine))
+
+
+def _sinks(conn: Connection | Engine) -> tuple[SinkRef, ...]:
     key = conn if isinstance(conn, Engine) else conn.engine
     now = time.monotonic()
     entry = _cache.get(key)
@@ -82,8 +91,8 @@ def sinks_for(conn: Connection | Engine, events: str) -> tuple[SinkRef, ...]:
         refs = tuple(SinkRef(i, k, frozenset(e.split(","))) for i, k, e in rows)
         with _lock:
             _cache[key] = (now + TTL, version, refs)
-        entry = (0.0, version, refs)
-    return tuple(ref for ref in entry[2] if events in ref.events)
+        return refs
+    return entry[2]
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -2,15 +2,19 @@
 with connect and read timeouts and no redirects followed (a secret would go along).
 
 A sender takes a sink's waiting events in order and returns one :class:`Result` per event
-it tried; it stops at the first failure worth retrying (the receiver is down or busy: the
+it tried; it stops after a failure worth retrying (the receiver is down or busy: the
 events behind it wait their turn) and goes on past one the receiver refused (4xx other
-than 408 and 429: that event is parked, the others still go).
+than 408 and 429: that event is parked, the others still go). Where each event is a
+request of its own (Stripe, webhooks, Slack) the first goes alone, then up to
+:data:`IN_FLIGHT` at once while the receiver answers.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -21,6 +25,7 @@ from tally.sinks.signing import sign
 
 TIMEOUT = (5.0, 15.0)  # connect, read (seconds)
 OPENMETER_BATCH = 100  # events per OpenMeter request
+IN_FLIGHT = 8  # requests at once to a receiver that answers (one while it may be down)
 ERROR_CHARS = 300
 DELIVERED, RETRY, PARK = "delivered", "retry", "parked"
 
@@ -59,6 +64,17 @@ class Transport:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment sees a secret
+        self._pool: ThreadPoolExecutor | None = None
+
+    def map(self, function: Callable, items: list) -> list:
+        """``function`` over ``items``, results in order; several at once on threads of
+        the transport's pool (one by one where gevent has patched threading: its
+        threads would be greenlets, and the loop runs off the event loop)."""
+        if len(items) < 2 or _green():
+            return [function(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="tally-sinks-send")
+        return list(self._pool.map(function, items))
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """The status and (start of the) body; raises ``requests.RequestException``."""
@@ -69,6 +85,14 @@ class Transport:
             return response.status_code, response.text[:ERROR_CHARS]
         finally:
             response.close()
+
+
+def _green() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return monkey.is_module_patched("threading")
 
 
 def classify(status: int, text: str, secret: str | None) -> Result:
@@ -97,13 +121,21 @@ def _bearer(secret: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
-def _one_by_one(events: list[Waiting], post_one: Callable[[Waiting], Result]) -> list[Result]:
+def _one_by_one(
+    transport: Transport, events: list[Waiting], post_one: Callable[[Waiting], Result]
+) -> list[Result]:
+    """One request per event: the first alone (a receiver that is down costs one
+    attempt), then :data:`IN_FLIGHT` at a time while the receiver answers (a backlog
+    drains at several times one request's pace); after a group with a failure worth
+    retrying, the events behind it wait."""
     results: list[Result] = []
-    for event in events:
-        result = post_one(event)
-        results.append(result)
-        if result.outcome == RETRY:
+    start, width = 0, 1
+    while start < len(events):
+        found = transport.map(post_one, events[start : start + width])
+        results.extend(found)
+        if any(result.outcome == RETRY for result in found):
             break
+        start, width = start + width, IN_FLIGHT
     return results
 
 
@@ -135,7 +167,7 @@ def send_stripe(transport: Transport, target: Target, events: list[Waiting], now
         body = urlencode(stripe_form(event.payload)).encode("ascii")
         return _post(transport, target, url, body, headers)
 
-    return _one_by_one(events, post_one)
+    return _one_by_one(transport, events, post_one)
 
 
 def _json(payload: Any) -> bytes:
@@ -156,12 +188,12 @@ def send_openmeter(transport: Transport, target: Target, events: list[Waiting], 
     for start in range(0, len(events), OPENMETER_BATCH):
         chunk = events[start : start + OPENMETER_BATCH]
         if len(chunk) == 1:
-            found = _one_by_one(chunk, post_one)
+            found = _one_by_one(transport, chunk, post_one)
         else:
             body = _json([event.payload for event in chunk])
             whole = _post(transport, target, url, body, batch)
             if whole.outcome == PARK:
-                found = _one_by_one(chunk, post_one)
+                found = _one_by_one(transport, chunk, post_one)
             else:
                 found = [whole] * len(chunk) if whole.outcome == DELIVERED else [whole]
         results.extend(found)
@@ -183,7 +215,7 @@ def send_webhook(transport: Transport, target: Target, events: list[Waiting], no
         }
         return _post(transport, target, target.url, body, headers)
 
-    return _one_by_one(events, post_one)
+    return _one_by_one(transport, events, post_one)
 
 
 def send_slack(transport: Transport, target: Target, events: list[Waiting], now: int):
@@ -193,7 +225,7 @@ def send_slack(transport: Transport, target: Target, events: list[Waiting], now:
     def post_one(event: Waiting) -> Result:
         return _post(transport, target, target.url, _json(event.payload), headers)
 
-    return _one_by_one(events, post_one)
+    return _one_by_one(transport, events, post_one)
 
 
 SENDERS = {

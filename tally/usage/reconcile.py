@@ -26,7 +26,6 @@ the app otherwise (:func:`start_reconciler`), and as ``flask --app app usage rec
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.db import run_native, utcnow
+from tally.db import Periodic, utcnow
 from tally.models import EndUser, RequestLog
 from tally.settings import Settings
 from tally.sinks.outbox import enqueue_corrected
@@ -243,8 +242,10 @@ def generation_client(settings: Settings) -> GenerationClient | None:
     return GenerationClient(settings.upstream_url, settings.upstream_api_key)
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Runs :func:`reconcile_pass` every :data:`INTERVAL` seconds on a daemon thread."""
+
+    what = "cost reconciliation"
 
     def __init__(
         self,
@@ -253,38 +254,18 @@ class Reconciler:
         interval=INTERVAL,
         on_reconciled: Callable[[Correction], None] | None = None,
     ):
-        self._sessions, self._client, self._interval = sessions, client, interval
+        super().__init__("tally-reconcile", interval)
+        self._sessions, self._client = sessions, client
         self._on_reconciled = on_reconciled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tally-reconcile", daemon=True)
-        self._failing = False
 
-    def start(self) -> Reconciler:
-        """Start the thread; returns self."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _pass(self) -> PassReport:
+    def run_pass(self) -> PassReport:
+        """One pass over the due rows."""
         return reconcile_pass(self._sessions, self._client, on_reconciled=self._on_reconciled)
 
-    def _run(self) -> None:
-        # run_native: under gevent, the database calls leave the event loop
-        while not self._stop.wait(self._interval):
-            try:
-                report = run_native(self._pass)
-            except Exception as exc:  # the database is down: the rows wait, nothing lost
-                if not self._failing:
-                    log.warning("cost reconciliation failed (%s); will retry", type(exc).__name__)
-                self._failing = True
-                continue
-            self._failing = False
-            if report.reconciled or report.gave_up:
-                log.info("cost reconciliation: %s", report.summary())
+    def after_pass(self, report: PassReport) -> None:
+        """Log what changed."""
+        if report.reconciled or report.gave_up:
+            log.info("cost reconciliation: %s", report.summary())
 
 
 def start_reconciler(

@@ -253,9 +253,12 @@ class InlineRecorder:
     deployment set to ``TALLY_USAGE_WRITES=inline``); the background writer
     (tally.usage.writer.background) is the other recorder, with the same two methods."""
 
-    def __init__(self, sessions: sessionmaker, on_written=None):
+    def __init__(self, sessions: sessionmaker, on_written=None, deliveries=None):
         self.sessions = sessions
         self.on_written = on_written  # given each call once written (the limits' alerts)
+        # the sinks' delivery loop (tally.sinks.delivery.OnDemand): woken by each written
+        # call, started once a sink exists, stopped by close
+        self.deliveries = deliveries
 
     def submit(self, call: CallRecord, outcome: Outcome) -> None:
         """Record one finished call (and count it in the metrics); a database failure is
@@ -270,13 +273,18 @@ class InlineRecorder:
                 return
         if self.on_written is not None:
             self.on_written([(call, outcome, None)])
+        if self.deliveries is not None:
+            self.deliveries.wake()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Every row is already written."""
         return True
 
     def close(self, timeout: float = 30.0) -> None:
-        """Nothing is queued: nothing to write before the process ends."""
+        """Nothing is queued: nothing to write before the process ends; the delivery
+        loop, if any, stops after its pass."""
+        if self.deliveries is not None:
+            self.deliveries.stop(min(timeout, 5.0))
 
 
 def _reconcile_after(outcome: Outcome, ended: datetime) -> datetime | None:

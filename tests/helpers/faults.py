@@ -135,7 +135,10 @@ class Load:
         count = 0
         while not self._stopping.is_set():
             count += 1
-            self.answers.append(self.call(session, f"user-{index}-{count % 7}"))
+            answer = self.call(session, f"user-{index}-{count % 7}")
+            self.answers.append(answer)
+            if answer[0] == 0:  # nobody listens (a restart): try again in a moment
+                self._stopping.wait(0.05)
 
     def call(self, session: requests.Session, user: str) -> tuple[int, str | None]:
         """One call, read to its end: (status, X-Request-Id); status 0 when it broke."""

@@ -44,12 +44,16 @@ class Got:
 class Receiver:
     """The receivers on one loopback port. ``statuses`` (path suffix -> a list of statuses
     to answer, in turn; then 200) scripts failures; ``refuse`` (an event id -> status)
-    refuses one event for good."""
+    refuses one event for good; ``failing`` (a status) is answered to every request
+    while set. ``tries`` notes every request that reached it, answered or not:
+    (``time.monotonic()``, path, the event ids it carried, the status answered)."""
 
     webhook_secret: str | None = None
     got: list[Got] = field(default_factory=list)
     statuses: dict[str, list[int]] = field(default_factory=dict)
     refuse: dict[str, int] = field(default_factory=dict)
+    failing: int | None = None
+    tries: list[tuple[float, str, list[str], int]] = field(default_factory=list)
 
     def __post_init__(self):
         self._server = None
@@ -79,17 +83,21 @@ class Receiver:
         got = Got(request.path, headers, body)
         if request.path == "/hook" and self.webhook_secret:
             got.valid_signature = verify(self.webhook_secret, headers, body, int(time.time()))
-        for suffix, queue in self.statuses.items():
-            if request.path.endswith(suffix) and queue:
-                return Response("busy", queue.pop(0))(environ, start_response)
-        ids = _ids(got)
-        for event_id in ids:
-            if event_id in self.refuse:
-                return Response('{"error": "bad event"}', self.refuse[event_id])(
-                    environ, start_response
-                )
+        status = self._status(got)
+        self.tries.append((time.monotonic(), got.path, _ids(got), status))
+        if status != 200:
+            body = "busy" if status >= 500 else '{"error": "bad event"}'
+            return Response(body, status)(environ, start_response)
         self.got.append(got)
         return Response("{}", 200, mimetype="application/json")(environ, start_response)
+
+    def _status(self, got: Got) -> int:
+        if self.failing is not None:
+            return self.failing
+        for suffix, queue in self.statuses.items():
+            if got.path.endswith(suffix) and queue:
+                return queue.pop(0)
+        return next((self.refuse[i] for i in _ids(got) if i in self.refuse), 200)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -14,10 +14,21 @@ from tests.helpers.database import reset_database
 from tests.helpers.settings import HASH_KEY, SECRET_KEY
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "manual_delivery: the test's apps run no sinks' delivery loop of their own "
+        "(the test calls deliver_pass, with its own clock)",
+    )
+
+
 @pytest.fixture
-def make_app(database_url, tmp_path):
-    """Factory: an app on the test database, with settings overridden as given."""
+def make_app(database_url, tmp_path, request):
+    """Factory: an app on the test database, with settings overridden as given. Its
+    sinks' events are delivered by a loop of its own (inline writes) unless the test is
+    marked ``manual_delivery``."""
     apps = []
+    manual = request.node.get_closest_marker("manual_delivery") is not None
 
     def factory(**overrides):
         settings = {
@@ -27,6 +38,7 @@ def make_app(database_url, tmp_path):
             "TALLY_SECRET_KEY": SECRET_KEY,
             "TESTING": True,
             "DEMO_TOKEN_DELAY": 0,
+            "SINKS_DELIVERY_LOOP": not manual,
             **overrides,
         }
         app = create_app(settings)

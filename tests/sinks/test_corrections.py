@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
+
 from tally.db import utcnow
 from tally.sinks.delivery import deliver_pass
 from tests.usage.test_reconcile import FOUND, GEN
+
+# the test sends with deliver_pass, at the time it says: no loop of the app's races it
+pytestmark = pytest.mark.manual_delivery
 
 
 def test_a_reconciled_call_sends_its_corrected_figures_once(

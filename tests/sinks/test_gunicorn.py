@@ -1,6 +1,7 @@
 """Under gunicorn, as deployed: the usage writer process writes each call's event with its
 row and its delivery loop sends it; a receiver taken down for a while during traffic gets
-every answered call's event once it is back, once per event id, signed."""
+every answered call's event once it is back, once per event id, signed; and so it does
+when Tally is restarted during the outage."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from sqlalchemy import select
 
 from tally.models import Sink
 from tally.sinks.admin import add_sink
+from tests.helpers.gunicorn import start_gunicorn, stop, tally_env
+from tests.helpers.sink_outage import Scenario, run
 from tests.helpers.waiting import wait_for
 
 
@@ -49,3 +52,25 @@ def test_the_writer_process_delivers_through_an_outage(gunicorn, app, make_key, 
         sink = session.scalars(select(Sink)).one()
         assert sink.last_delivered_at is not None
         assert sink.last_error is not None and "connect" in sink.last_error
+
+
+def test_no_event_is_lost_to_a_receiver_outage_and_a_restart(
+    gunicorn, database_url, upstream, app, make_key, receiver
+):
+    """Issue 21's chaos run, in seconds (bench/sinks_chaos.py runs it for minutes): the
+    receiver down under load, Tally stopped and started meanwhile, then back."""
+    runtime = app.extensions["tally"]
+    with runtime.sessions() as session:
+        _, receiver.webhook_secret = add_sink(
+            session, runtime.settings.secret_key, "hook", "webhook", receiver.url + "/hook", "t"
+        )
+    stop(gunicorn)  # the scenario starts its own, twice
+    env = tally_env(database_url, TALLY_UPSTREAM_URL=upstream.url)
+    scenario = Scenario(warmup=1.5, outage=5.0, after=1.5, threads=3, drain_timeout=60)
+    figures = run(lambda: start_gunicorn(env), make_key(), receiver, scenario)
+    assert figures["answered (200)"] > 20
+    assert figures["lost (answered 200, no event)"] == 0
+    assert figures["bad signatures"] == 0
+    assert figures["other statuses"] == 0
+    # the backlog went as soon as the receiver was back (not a backoff of up to 60 s)
+    assert figures["backlog drained after the receiver returned (s)"] < 10

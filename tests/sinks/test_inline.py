@@ -1,0 +1,118 @@
+"""An app that writes its rows inline (the testing config; ``TALLY_USAGE_WRITES=inline``),
+served in this process over real HTTP, delivers its sinks' events with a loop of its
+own: no usage writer process, no test driving ``deliver_pass``. A receiver that answers
+503 for a while during traffic gets every answered call's event once it is back, once
+per id, signed per Standard Webhooks (checked here with the spec's algorithm, not
+Tally's verifier), with the figures of the call's row; the tries follow the backoff."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+from sqlalchemy import select
+
+from tally.models import RequestLog, SinkEvent
+from tally.sinks.admin import add_sink
+from tests.helpers.api import chat
+from tests.helpers.receivers import events_of
+from tests.helpers.waiting import wait_for
+
+IDENTITY = {"id": "ada", "metadata": [{"stripe_customer_id": "cus_ada"}]}
+STRIPE, OPENMETER = "/v1/billing/meter_events", "/api/v1/events"
+
+
+def standard_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks' verification, from the spec: HMAC-SHA256 keyed with the
+    base64 part of ``whsec_…`` over ``id.timestamp.body``, base64, after ``v1,``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    given = [part.removeprefix("v1,") for part in headers["webhook-signature"].split(" ")]
+    fresh = abs(time.time() - int(headers["webhook-timestamp"])) < 300
+    return fresh and any(hmac.compare_digest(expected, g) for g in given)
+
+
+def _call(tally, user: str = "ada") -> str:
+    identity = {**IDENTITY, "id": user}
+    response = chat(tally, identity=identity)
+    assert response.status_code == 200
+    return response.headers["X-Request-Id"]
+
+
+def _hook_ids(receiver) -> list[str]:
+    return [got.headers["webhook-id"] for got in receiver.on("/hook")]
+
+
+def test_an_inline_app_delivers_its_events_through_an_outage(tally, receiver, sinks):
+    before = [_call(tally) for _ in range(2)]
+    # delivered by the app's own loop, with no one else driving it
+    assert wait_for(lambda: sorted(_hook_ids(receiver)) == sorted(before), timeout=10)
+    receiver.failing = 503
+    during = [_call(tally, f"user-{n}") for n in range(4)]
+    first = during[0]
+    # the loop tries, fails, backs off; its first retry comes within 5 s (plus a pass)
+    assert wait_for(lambda: len(_tries(receiver, first)) >= 2, timeout=10)
+    receiver.failing = None
+    after = [_call(tally) for _ in range(2)]
+    ids = before + during + after
+    assert wait_for(lambda: sorted(set(_hook_ids(receiver))) == sorted(ids), timeout=20)
+    customers = lambda: sorted(g.form["identifier"] for g in receiver.on(STRIPE))  # noqa: E731
+    assert wait_for(lambda: customers() == sorted(ids), timeout=10)
+    metered = lambda: sorted(e["id"] for e in events_of(receiver.on(OPENMETER)))  # noqa: E731
+    assert wait_for(lambda: metered() == sorted(ids), timeout=10)
+    time.sleep(1.5)  # a pass or more: nothing is sent twice
+    assert sorted(_hook_ids(receiver)) == sorted(ids)
+    assert customers() == metered() == sorted(ids)
+
+    tried = _tries(receiver, first)
+    assert 4.5 <= tried[1] - tried[0] <= 7.0  # 5 s, found by a pass (1 s apart) once due
+    hooks = receiver.on("/hook")
+    assert all(standard_signature(sinks, g.headers, g.body) for g in hooks)
+    runtime = tally.flask_app.extensions["tally"]
+    with runtime.sessions() as session:
+        rows = {r.request_id: r for r in session.scalars(select(RequestLog))}
+        events = session.scalars(select(SinkEvent)).all()
+    assert len(events) == 3 * len(ids) and all(e.delivered_at for e in events)
+    for got in hooks:
+        event, row = got.json, rows[got.headers["webhook-id"]]
+        assert event["id"] == row.request_id and event["type"] == "llm.usage"
+        data = event["data"]
+        assert data["model"] == row.model and data["cost_usd"] == row.cost
+        assert (data["prompt_tokens"], data["completion_tokens"]) == (
+            row.prompt_tokens,
+            row.completion_tokens,
+        )
+        assert data["total_tokens"] == row.total_tokens
+    assert {g.json["subject"] for g in hooks if g.json["id"] in during} == {
+        f"user-{n}" for n in range(4)
+    }
+    for form in (g.form for g in receiver.on(STRIPE)):
+        assert form["payload[value]"] == str(rows[form["identifier"]].total_tokens)
+
+
+def _tries(receiver, event_id: str) -> list[float]:
+    """When the webhook receiver was sent ``event_id`` (answered or not)."""
+    return [when for when, path, ids, _ in receiver.tries if path == "/hook" and event_id in ids]
+
+
+def test_the_loop_stops_with_the_app(make_app, receiver):
+    """The recorder's close (at exit; the tests' teardown) stops the loop: no thread of
+    an app that is gone keeps polling its database."""
+    app = make_app()
+    usage = app.extensions["tally"].usage
+    assert usage.deliveries is not None and usage.deliveries.loop is None  # no sink yet
+    usage.deliveries.wake()
+    assert usage.deliveries.loop is None  # still none: nothing to deliver to
+    runtime = app.extensions["tally"]
+    with runtime.sessions() as session:
+        add_sink(session, runtime.settings.secret_key, "h", "webhook", receiver.url, "t")
+    usage.deliveries.wake()
+    loop = usage.deliveries.loop
+    assert loop is not None and loop._thread.is_alive()
+    usage.close()
+    assert not loop._thread.is_alive()
+    usage.deliveries.wake()
+    assert usage.deliveries.loop is loop  # not started again
