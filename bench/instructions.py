@@ -136,8 +136,14 @@ def finish(proc: subprocess.Popen, out: Path) -> tuple[int, int]:
         proc.stdin.flush()
     proc.stdout.read()
     proc.wait()
+    return thread_totals(out)
+
+
+def thread_totals(out: Path) -> tuple[int, int]:
+    """From callgrind's files of one run (``out-01``, ``out-02``, …: one per thread, the
+    first the main thread's): the main thread's instructions, and the others' summed."""
     counts = {}
-    for path in out.parent.glob(out.name + "-*"):  # one file per thread: name-01, -02, …
+    for path in out.parent.glob(out.name + "-*"):
         for line in path.read_text().splitlines():
             if line.startswith("totals:"):
                 counts[int(path.name.rsplit("-", 1)[1])] = int(line.split()[1])

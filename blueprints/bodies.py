@@ -19,6 +19,7 @@ off at the deadline never gets a second request read from the middle of its firs
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,9 +35,11 @@ class BodyTimeout(RequestTimeout):
     description = "The request body did not arrive within the server's time limit."
 
 
+@functools.cache
 def _gevent_timeout() -> Callable[..., Any] | None:
     """gevent's Timeout when this process runs on gevent's hub (gunicorn's gevent worker
-    patches the socket module), else None: nothing can interrupt a blocking read then."""
+    patches the socket module before it loads the app), else None: nothing can interrupt
+    a blocking read then. Looked up once per process, not per body."""
     try:
         from gevent import Timeout, monkey
     except ImportError:  # pragma: no cover - gevent is a dependency

@@ -1,10 +1,13 @@
-"""bench/ab.py's table (each Tally's ratio to the floor round by round, then the median)
-and bench/writer.py's table, as a reviewer reads them."""
+"""bench/ab.py's table (each Tally's ratio to the floor round by round, then the median),
+bench/writer.py's table, bench/instructions.py's per-thread counts and bench/profile.py's
+libraries, as a reviewer reads them."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import pytest
 
 from bench.ab import print_table
 from bench.targets import Target
@@ -37,6 +40,35 @@ def test_the_writer_bench_prints_cpu_per_row_for_each_batch_size(capsys, monkeyp
     monkeypatch.setattr(sys, "argv", argv)
     writer.main()
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == ["| rows per batch | CPU µs per row |", "|---|---|"]
+    assert lines[:2] == [
+        "| rows per batch | CPU µs per row | lowest decile of batches |",
+        "|---|---|---|",
+    ]
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1", "| 3"]
-    assert all(float(line.split(" | ")[1].rstrip(" |")) > 0 for line in lines[2:])
+    for line in lines[2:]:
+        mean, low = (float(cell) for cell in line.strip("| ").split(" | ")[1:])
+        assert 0 < low <= mean  # the lowest tenth of the batches, per row
+
+
+def test_the_instruction_counts_are_read_per_thread(tmp_path):
+    """bench/instructions.py: callgrind writes a file per thread (``-01`` the main one);
+    the request thread is the main thread, the others (the usage writer) are summed."""
+    from bench.instructions import thread_totals
+
+    for thread, total in ((1, 3_000_000), (2, 700_000), (3, 50_000)):
+        header = "version: 1\ncreator: callgrind-3.19.0\n"
+        (tmp_path / f"0.out-{thread:02d}").write_text(f"{header}totals: {total}\n")
+    (tmp_path / "1.out-01").write_text("totals: 9\n")  # another tree's run: not this one's
+    assert thread_totals(tmp_path / "0.out") == (3_000_000, 750_000)
+    with pytest.raises(SystemExit, match="no totals"):
+        thread_totals(tmp_path / "2.out")
+
+
+def test_the_profile_names_each_frame_by_its_library():
+    from bench.profile import library
+
+    assert library("SocketMixin.send (gevent/_socketcommon.py)") == "gevent"
+    assert library("insert_new (tally/usage/bulk.py)") == "tally"
+    assert library("_proxy (blueprints/api/v1.py)") == "blueprints"
+    assert library("HTTPResponse.begin (http/client.py)") == "http/client"
+    assert library("replace (dataclasses.py)") == "dataclasses.py"
