@@ -6,6 +6,7 @@ a fraction of a percent on a VM whose seconds vary by 2× from one minute to the
     python bench/instructions.py --ref a03ed45        # vs any revision (a worktree)
     python bench/instructions.py --tree /path/other   # vs another checkout
     python bench/instructions.py --only               # this tree alone
+    python bench/instructions.py --writer 50          # the usage writer alone, per row
 
 Each tree's app runs in one process under ``valgrind --tool=callgrind`` with the counting
 off (``--instr-atstart=no``) and each thread counted apart: the shipped app
@@ -66,6 +67,17 @@ def main() -> None:
                 capture_output=True,
             )
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.writer:
+        print(
+            f"\n# The usage writer: instructions per row ({args.requests} rows, batches of ", end=""
+        )
+        print(
+            f"{args.writer}, {args.users} end users)\n\n| tree | per row | / this |\n|---|---|---|"
+        )
+        mine = counts["this"][0]
+        for name, (thread, _others) in counts.items():
+            print(f"| {name} | {thread / args.requests / 1e6:.3f} M | {thread / mine:.3f} |")
+        return
     print(f"\n# Instructions per request ({args.requests} calls, {args.users} end users)\n")
     print("| tree | request thread, per request | / this | usage writer thread | / this |")
     print("|---|---|---|---|---|")
@@ -105,6 +117,7 @@ def start(tree: Path, args, out: Path):
         str(args.requests),
         "--users",
         str(args.users),
+        *(["--writer", str(args.writer)] if args.writer else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(tree), "TALLY_LOG_FORMAT": "json"}
     proc = subprocess.Popen(
@@ -154,6 +167,9 @@ def thread_totals(out: Path) -> tuple[int, int]:
 
 def child(args) -> None:
     """In the tree's process: the app, warm; then the timed calls between two signals."""
+    if args.writer:
+        rows(args)
+        return
     port = free_port()
     mock = subprocess.Popen(
         [sys.executable, str(ROOT / "bench/mock_upstream.py"), "--port", str(port)],
@@ -211,6 +227,48 @@ def calls(args, port: int) -> None:
     sys.stdin.readline()
 
 
+def rows(args) -> None:
+    """``--writer``: ``record_calls`` alone, on a fresh SQLite database, in batches of
+    ``args.writer`` (every user's rows made once first); the rows are built before the
+    counting starts."""
+    sys.path.insert(0, os.getcwd())
+    assert "tally" not in sys.modules
+    from tally import schema
+    from tally.db import make_engine, make_session_factory, utcnow
+    from tally.end_users.claims import EndUserClaim
+    from tally.usage.call import CallRecord, Outcome
+    from tally.usage.records import record_calls
+
+    engine = make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='tally-instructions-')}/w.db")
+    schema.upgrade(engine)
+    sessions = make_session_factory(engine)
+
+    def batch(first: int, size: int) -> list:
+        calls = []
+        for n in range(first, first + size):
+            user = f"user-{n % args.users}"
+            claim = EndUserClaim(external_id=user, source="body")
+            call = CallRecord(f"r{n:012d}", None, claim, f"tally_{user}", None, "m", False)
+            usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 1e-4}
+            outcome = Outcome(usage=usage, model="m", latency_ms=1.2, cost_source="upstream")
+            calls.append((call, outcome, utcnow()))
+        return calls
+
+    def write(batches: list) -> None:
+        for calls in batches:
+            with sessions() as session:
+                record_calls(session, calls)
+
+    size = args.writer
+    write([batch(first, size) for first in range(0, args.users, size)])
+    timed = [batch(args.users + first, size) for first in range(0, args.requests, size)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    write(timed)
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
 def parse_args() -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description="instructions per request, by callgrind")
@@ -221,6 +279,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--keep", help="a folder to copy callgrind's files to (callgrind_annotate)")
+    parser.add_argument(
+        "--writer",
+        type=int,
+        metavar="BATCH",
+        help="count the usage writer's record_calls alone, in batches of BATCH rows",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
