@@ -17,6 +17,7 @@ not a constant, an expanding or escaped parameter) goes through ``conn.execute``
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
@@ -30,7 +31,7 @@ from sqlalchemy.engine import Connection, Dialect
 class _Plan:
     """A compiled statement, and how a row's dict becomes its driver parameters."""
 
-    __slots__ = ("sql", "names", "processors", "constants", "positional")
+    __slots__ = ("sql", "names", "processors", "constants", "positional", "_values")
 
     def __init__(self, sql, names, processors, constants, positional):
         self.sql: str = sql
@@ -38,22 +39,30 @@ class _Plan:
         self.processors: tuple[tuple[int, str, Callable], ...] = processors
         self.constants: dict[str, Any] = constants
         self.positional: bool = positional
+        # the row's values in the statement's order, taken in C (one call per row)
+        self._values = operator.itemgetter(*names) if len(names) > 1 else _one(names)
 
     def parameters(self, row: dict[str, Any]) -> tuple | dict:
         """The driver's parameters for ``row``."""
         if self.constants:
             row = {**self.constants, **row}
-        if self.positional:
-            values = [row[name] for name in self.names]
+        values = self._values(row)
+        if self.processors:
+            values = list(values)
             for index, _name, process in self.processors:
-                if values[index] is not None:
-                    values[index] = process(values[index])
-            return tuple(values)
-        values = {name: row[name] for name in self.names}
-        for _index, name, process in self.processors:
-            if values[name] is not None:
-                values[name] = process(values[name])
-        return values
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            values = tuple(values)
+        return values if self.positional else dict(zip(self.names, values, strict=True))
+
+
+def _one(names: tuple[str, ...]) -> Callable[[dict], tuple]:
+    """For a statement of one parameter (or none): the row's value as a 1-tuple."""
+    if not names:
+        return lambda row: ()
+    name = names[0]
+    return lambda row: (row[name],)
 
 
 def execute_many(conn: Connection, statement, rows: list[dict[str, Any]]) -> None:
