@@ -7,6 +7,7 @@ a fraction of a percent on a VM whose seconds vary by 2× from one minute to the
     python bench/instructions.py --tree /path/other   # vs another checkout
     python bench/instructions.py --only               # this tree alone
     python bench/instructions.py --writer 50          # the usage writer alone, per row
+    python bench/instructions.py --floor              # this tree and the floor (bench/floor.py)
 
 Each tree's app runs in one process under ``valgrind --tool=callgrind`` with the counting
 off (``--instr-atstart=no``) and each thread counted apart: the shipped app
@@ -15,8 +16,11 @@ background usage writes: a worker whose writer process is away, so its writer th
 writes the rows itself) in front of bench/mock_upstream.py (not under valgrind), called
 through Flask's test client. Every end user is sent one request, then
 ``callgrind_control -i on`` counts ``--requests`` calls and their rows' writing (the
-writer flushed), and ``-i off``. The request thread's count is the same run after run;
-the usage writer thread's varies with its batches' sizes (how many calls came while it
+writer flushed), and ``-i off``. The work a process does by the clock rather than per
+call (the cache's one-second refresh, the counter file's sweep) is pinned off
+(:func:`steady`): under valgrind it would come 50 times as often per call, and follow
+the machine's load. The request thread's count is then the same run after run; the
+usage writer thread's varies with its batches' sizes (how many calls came while it
 lingered): bench/writer.py is its steadier measure. What is not counted:
 gunicorn and gevent (the same for Tally and the floor), the upstream. What is: Flask,
 Werkzeug, urllib3, SQLAlchemy and SQLite, and Tally's own work. Needs valgrind; each
@@ -26,6 +30,7 @@ tree takes a few minutes (the imports run about 50 times slower under valgrind).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -48,11 +53,13 @@ def main() -> None:
         raise SystemExit("valgrind is missing: apt-get install -y valgrind")
     workdir = Path(tempfile.mkdtemp(prefix="tally-instructions-"))
     trees = {"this": ROOT}
-    if not args.only:
+    if args.floor:
+        trees["floor"] = ROOT
+    elif not args.only:
         trees[args.tree or args.ref] = Path(args.tree) if args.tree else worktree(args.ref, workdir)
     try:
         runs = {
-            name: start(tree, args, workdir / f"{index}.out")
+            name: start(tree, args, workdir / f"{index}.out", floor=name == "floor")
             for index, (name, tree) in enumerate(trees.items())
         }
         counts = {name: finish(*run) for name, run in runs.items()}
@@ -60,7 +67,7 @@ def main() -> None:
             for path in workdir.glob("*.out-*"):
                 shutil.copy(path, Path(args.keep) / path.name)
     finally:
-        if not args.tree and not args.only:
+        if not args.tree and not args.only and not args.floor:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(workdir / "base")],
                 cwd=ROOT,
@@ -102,8 +109,8 @@ def worktree(ref: str, workdir: Path) -> Path:
     return path
 
 
-def start(tree: Path, args, out: Path):
-    """The tree's app under callgrind, counting off, once it says it is warm."""
+def start(tree: Path, args, out: Path, floor: bool = False):
+    """The tree's app (or the floor's) under callgrind, counting off, once it is warm."""
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -118,6 +125,7 @@ def start(tree: Path, args, out: Path):
         "--users",
         str(args.users),
         *(["--writer", str(args.writer)] if args.writer else []),
+        *(["--floor"] if floor else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(tree), "TALLY_LOG_FORMAT": "json"}
     proc = subprocess.Popen(
@@ -177,7 +185,10 @@ def child(args) -> None:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120)
-        calls(args, port)
+        if args.floor:
+            floor_calls(args, port)
+        else:
+            calls(args, port)
     finally:
         mock.terminate()
         mock.wait()
@@ -202,8 +213,40 @@ def calls(args, port: int) -> None:
     schema.upgrade(tally.engine)
     with tally.sessions() as session:
         _, key = create_api_key(session, "bench", "bench")
-    client = flask_app.test_client()
-    headers = {"Authorization": f"Bearer {key}"}
+    steady(tally)
+    drive(flask_app.test_client(), {"Authorization": f"Bearer {key}"}, args, tally.usage.flush)
+
+
+def steady(runtime) -> None:
+    """Pin the work a process does by the clock, not by the request: under valgrind a
+    call takes about 50 times longer, so a cache refreshed every second, or the counter
+    file swept every 0.2 s, would run 50 times more often per call than in production,
+    and more or less often as the machine is more or less loaded (the count would follow
+    the load). Their cost per call is small in production (a refresh a second, a sweep
+    of 300 keys every 0.2 s against hundreds of calls) and left out of the count."""
+    import importlib
+
+    runtime.cache.max_age = float("inf")  # a version bump still reloads (none comes)
+    for module, name in (
+        ("tally.limits.runtime", "READY_TRUST"),
+        ("tally.limits.storage.lmdb_file", "SWEEP_EVERY"),
+    ):
+        with contextlib.suppress(ImportError):  # a tree from before it
+            setattr(importlib.import_module(module), name, float("inf"))
+
+
+def floor_calls(args, port: int) -> None:
+    """The floor (bench/floor.py: bare Flask and urllib3, the user's id hashed) called as
+    Tally is, between the same two signals."""
+    from bench.floor import create_app
+
+    client = create_app(upstream_port=port, key="sk-floor").test_client()
+    drive(client, {"Authorization": "Bearer sk-floor"}, args, lambda: None)
+
+
+def drive(client, headers: dict, args, flush) -> None:
+    """Every user's call once, "ready", wait; ``args.requests`` calls, flushed, "done",
+    wait: callgrind counts between the two waits."""
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
     def call(index: int) -> None:
@@ -217,12 +260,12 @@ def calls(args, port: int) -> None:
 
     for index in range(args.users):
         call(index)
-    tally.usage.flush()
+    flush()
     print("ready", flush=True)
     sys.stdin.readline()
     for index in range(args.requests):
         call(index)
-    tally.usage.flush()
+    flush()
     print("done", flush=True)
     sys.stdin.readline()
 
@@ -276,6 +319,7 @@ def parse_args() -> argparse.Namespace:
     where.add_argument("--ref", default="HEAD~1", help="a git revision (default HEAD~1)")
     where.add_argument("--tree", help="another checkout instead of a revision")
     where.add_argument("--only", action="store_true", help="this tree alone")
+    where.add_argument("--floor", action="store_true", help="this tree and the floor")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--keep", help="a folder to copy callgrind's files to (callgrind_annotate)")
