@@ -171,10 +171,13 @@ def _upsert_identifiers(
                 "revision_id": call.revision_id,
                 "first_seen": now,
                 "last_seen": now,
-                "request_count": 0,  # counted by _count_requests, for new rows only
+                # every call counted here; _count_requests takes back those whose row
+                # was already there (a replay): one statement less per batch
+                "request_count": 1,
             }
         else:
             entry["last_seen"] = max(entry["last_seen"], now)
+            entry["request_count"] += 1
     if not seen:
         return {}
     execute_many(conn, sql.upsert_identifiers, [seen[pair] for pair in sorted(seen)])  # key order
@@ -223,12 +226,16 @@ def _insert_rows(conn, sql: Statements, rows: list[dict]) -> set[str]:
 def _count_requests(
     conn, sql: Statements, calls, user_ids, identifier_ids, inserted: set[str]
 ) -> None:
-    """Add each identifier row's newly inserted rows to its ``request_count``."""
+    """Take back from each identifier row's ``request_count`` the calls whose request row
+    was already there (a spooled batch replayed): the upsert counted every call, so only
+    the rows really inserted stay counted. Nothing to do for a batch of new rows."""
+    if len(inserted) == len(calls):
+        return
     counts: dict[int, int] = {}
     for call, _outcome, _now in calls:
         ident_id = identifier_ids.get(_sent(call, user_ids))
-        if ident_id is not None and call.request_id in inserted:
-            counts[ident_id] = counts.get(ident_id, 0) + 1
+        if ident_id is not None and call.request_id not in inserted:
+            counts[ident_id] = counts.get(ident_id, 0) - 1
     if counts:
         ordered = sorted(counts.items())  # the identifiers' order, as locked above
         execute_many(conn, sql.count_requests, [{"ident_id": i, "n": n} for i, n in ordered])
