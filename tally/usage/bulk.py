@@ -150,11 +150,20 @@ def _quicker(impl, dialect: Dialect, process: Callable | None) -> Callable | Non
     return process
 
 
+_last_datetime: tuple[Any, str] = (None, "")  # the last one converted, and its text
+
+
 def _sqlite_datetime(slow: Callable, value: Any) -> Any:
+    global _last_datetime
+    last = _last_datetime  # one read: another thread may replace the pair, not tear it
+    if last[0] is value:  # a row's first and last seen, its creation: one call's "now"
+        return last[1]
     if type(value) is datetime:
-        if value.tzinfo is not None:  # SQLAlchemy writes the fields as they are
-            value = value.replace(tzinfo=None)
-        return value.isoformat(" ", "microseconds")
+        text = (value if value.tzinfo is None else value.replace(tzinfo=None)).isoformat(
+            " ", "microseconds"
+        )
+        _last_datetime = (value, text)
+        return text
     return slow(value)
 
 

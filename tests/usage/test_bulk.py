@@ -124,6 +124,10 @@ def test_only_the_rows_really_inserted_are_named_and_an_error_is_sqlalchemys(db)
                 datetime(999, 1, 2, 3, 4, 5, 7),  # a year below 1000: zero-padded
                 datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=3))),
                 date(2026, 5, 6),  # a date where a datetime goes: midnight
+                SEEN,  # the same one again (the last one's text is kept), then another
+                SEEN,
+                SEEN.replace(microsecond=0),
+                SEEN,
             ],
         ),
         ("DATE", [date(2026, 1, 2), datetime(2026, 1, 2, 3, 4)]),
