@@ -11,7 +11,7 @@ a fraction of a percent on a VM whose seconds vary by 2× from one minute to the
 
 Each tree's app runs in one process under ``valgrind --tool=callgrind`` with the counting
 off (``--instr-atstart=no``) and each thread counted apart: the shipped app
-(``create_app`` with the access log, metrics, limits on their default storage,
+(``create_app`` with the access log, metrics, limits on the counter file as under gunicorn,
 background usage writes: a worker whose writer process is away, so its writer thread
 writes the rows itself) in front of bench/mock_upstream.py (not under valgrind), called
 through Flask's test client. Every end user is sent one request, then
@@ -202,11 +202,14 @@ def calls(args, port: int) -> None:
     from tally import schema
     from tally.keys.api_keys import create_api_key
 
+    folder = tempfile.mkdtemp(prefix="tally-instructions-")
     flask_app = create_app(
         {
-            "INSTANCE_PATH": tempfile.mkdtemp(prefix="tally-instructions-"),
+            "INSTANCE_PATH": folder,
             "TALLY_UPSTREAM_URL": f"http://127.0.0.1:{port}/v1",
             "TALLY_USAGE_WRITES": "background",
+            # the counter file, as under gunicorn (a lone process counts in its memory)
+            "TALLY_RATELIMIT_STORAGE_URI": f"tally+lmdb://{folder}/limits.lmdb",
         }
     )
     tally = flask_app.extensions["tally"]
