@@ -102,6 +102,22 @@ def insert_new(conn: Connection, statement, rows: list[dict[str, Any]], key: str
     return inserted
 
 
+def select_in(conn: Connection, head: str, values: list) -> list[tuple]:
+    """The rows of ``{head} IN (…values)``, through the driver: SQLAlchemy's expanding
+    ``IN`` renders its placeholders anew on every execution (per batch, two lookups of
+    as many names as the batch has users), here they are made once per count."""
+    if not values:
+        return []
+    sql = _in_list(head, len(values), conn.dialect.paramstyle)
+    return list(conn.exec_driver_sql(sql, tuple(values)))
+
+
+@functools.lru_cache(maxsize=128)  # one string per batch size seen lately
+def _in_list(head: str, count: int, paramstyle: str) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    return f"{head} IN ({', '.join([mark] * count)})"
+
+
 @functools.lru_cache(maxsize=256)
 def _plan(statement, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
     """``statement`` compiled for ``dialect`` with the columns ``keys``, or None when it

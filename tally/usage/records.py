@@ -15,7 +15,7 @@ from tally.end_users.directory import PROFILE_COLUMNS
 from tally.metrics import count_calls
 from tally.models import EndUser
 from tally.sinks.outbox import enqueue_usage
-from tally.usage.bulk import execute_many, insert_new
+from tally.usage.bulk import execute_many, insert_new, select_in
 from tally.usage.call import ESTIMATED, UPSTREAM, CallRecord, Outcome
 from tally.usage.numbers import as_float, count
 from tally.usage.records_sql import Statements, statements
@@ -184,7 +184,7 @@ def _upsert_identifiers(
     names = sorted({identifier for identifier, _user_id in seen})
     found: dict[tuple[str, int], int] = {}
     for start in range(0, len(names), LOOKUP_CHUNK):  # a statement's parameters are bounded
-        rows = conn.execute(sql.identifier_ids, {"names": names[start : start + LOOKUP_CHUNK]})
+        rows = select_in(conn, sql.identifier_ids, names[start : start + LOOKUP_CHUNK])
         # an identifier shared with users outside this batch brings their rows too
         found.update({(name, user): id_ for name, user, id_ in rows if (name, user) in seen})
     return found
@@ -196,7 +196,7 @@ def _ids(conn, lookup, names: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for start in range(0, len(names), LOOKUP_CHUNK):
         chunk = names[start : start + LOOKUP_CHUNK]
-        found.update(conn.execute(lookup, {"names": chunk}).all())
+        found.update(select_in(conn, lookup, chunk))
     return found
 
 

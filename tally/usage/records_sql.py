@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tally.models import ApiKey, EndUser, RequestLog, UpstreamIdentifier
@@ -22,9 +22,8 @@ class Statements:
         self.upsert_users = upsert.on_conflict_do_update(
             index_elements=[users.c.external_id], set_={"last_seen": upsert.excluded.last_seen}
         )
-        self.user_ids = select(users.c.external_id, users.c.id).where(
-            users.c.external_id.in_(bindparam("names", expanding=True))
-        )
+        # the id lookups' heads: tally.usage.bulk.select_in adds ``IN (…)``
+        self.user_ids = f"SELECT external_id, id FROM {users.name} WHERE external_id"
         upsert = module.insert(idents)
         # one row per (identifier, user): two users whose ids collide each keep theirs
         self.upsert_identifiers = upsert.on_conflict_do_update(
@@ -34,9 +33,7 @@ class Statements:
                 "request_count": idents.c.request_count + upsert.excluded.request_count,
             },
         )
-        self.identifier_ids = select(idents.c.identifier, idents.c.user_id, idents.c.id).where(
-            idents.c.identifier.in_(bindparam("names", expanding=True))
-        )
+        self.identifier_ids = f"SELECT identifier, user_id, id FROM {idents.name} WHERE identifier"
         # ON CONFLICT DO NOTHING: a replayed row is skipped. See _insert_rows for how
         # each dialect tells the rows really inserted.
         self.insert_rows = module.insert(log_table).on_conflict_do_nothing(
