@@ -12,6 +12,8 @@ MAX_COUNT = 2**31 - 1
 
 def count(value: Any) -> int | None:
     """A token count as the request log stores it (None unless a number a column holds)."""
+    if type(value) is int:  # what upstreams send: four a row, decided without the rest
+        return value if -MAX_COUNT <= value <= MAX_COUNT else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return int(value) if -MAX_COUNT <= value <= MAX_COUNT else None
