@@ -137,6 +137,32 @@ def test_the_access_line_written_directly_is_the_line_logging_would_write():
     )
 
 
+@pytest.mark.parametrize(
+    "method", ["POST", "GET", "PÖST\n\x85", "s3cret-value", "tly_abcdefghijkl"]
+)
+@pytest.mark.parametrize("request_id", ["5f0c", None])
+def test_the_access_line_written_out_is_the_line_logging_would_write(method, request_id):
+    """``access_line`` writes the access log's line field by field (a standard method is
+    not run through the redactor): it is the very line the JSON formatter writes for the
+    record it stands for, whatever the method, the path and the request id."""
+    from tally.logs import JsonFormatter, Redactor
+
+    formatter = JsonFormatter(Redactor(["s3cret-value"]))
+    path = '/v1/x\u2028"\\s3cret-value/tly_abcdefghijkl Bearer abc.def'
+    fields = {"method": method, "path": path, "status": 429, "duration_ms": 12.5}
+    if request_id:
+        fields["request_id"] = request_id
+    message = f"{method} {path} 429"
+    record = logging.getLogger("tally.access").makeRecord(
+        "tally.access", logging.INFO, "", 0, message, (), None, extra=fields
+    )
+    line = formatter.access_line(
+        record.created, "tally.access", method, path, 429, 12.5, request_id
+    )
+    assert line == formatter.format(record)
+    assert "s3cret" not in line and "abcdefghijkl" not in line
+
+
 def test_an_operators_own_handler_still_gets_every_access_record(make_app, caplog):
     """With a handler besides Tally's own (here pytest's), the access log goes through
     ``logging`` as before: the direct line is only for Tally's handler alone."""
