@@ -29,7 +29,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loads import every_user, wrk  # noqa: E402
-from bench.targets import HOST, ROOT, Floor, Tally, Target, free_port, stop, wait_http  # noqa: E402
+from bench.targets import (  # noqa: E402
+    HOST,
+    ROOT,
+    Floor,
+    Tally,
+    Target,
+    mock_upstream,
+    stop,
+    wait_http,
+    worktree,
+)
 
 USERS = 5000
 
@@ -41,11 +51,7 @@ def main() -> None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     workdir = Path(tempfile.mkdtemp(prefix="tally-ab-"))
     other = Path(args.tree) if args.tree else worktree(args.ref, workdir)
-    mock = Target("direct", free_port())
-    mock.proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/mock_upstream.py"), "--port", str(mock.port)],
-        stdout=subprocess.DEVNULL,
-    )
+    mock = mock_upstream()
     os.environ["TALLY_BENCH_USERS"] = str(USERS)
     settings = argparse.Namespace(database_url=None)
     floor = Floor("floor", mock.port, workdir, None)
@@ -74,18 +80,6 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(args, floor, tallies, runs)
-
-
-def worktree(ref: str, workdir: Path) -> Path:
-    """``ref`` checked out (detached) under ``workdir``."""
-    path = workdir / "base"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(path), ref],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return path
 
 
 def print_table(args, floor: Target, tallies: list[Target], runs) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loads import every_user, wrk  # noqa: E402
-from bench.targets import HOST, ROOT, Floor, Tally, Target, free_port, stop, wait_http  # noqa: E402
+from bench.targets import HOST, Floor, Tally, Target, mock_upstream, stop, wait_http  # noqa: E402
 
 USERS = 5000
 LIBRARIES = (
@@ -58,11 +58,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing")
     workdir = Path(tempfile.mkdtemp(prefix="tally-profile-"))
-    mock = Target("direct", free_port())
-    mock.proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/mock_upstream.py"), "--port", str(mock.port)],
-        stdout=subprocess.DEVNULL,
-    )
+    mock = mock_upstream()
     os.environ["TALLY_BENCH_USERS"] = str(USERS)
     settings = argparse.Namespace(database_url=None)
     targets: list[Target] = [Tally("tally", mock.port, workdir, settings, None)]

@@ -189,6 +189,30 @@ class Tally(Target):
             engine.dispose()
 
 
+def mock_upstream() -> Target:
+    """bench/mock_upstream.py started on a free port (the "direct" target): wait for it
+    with ``wait_http(target.url("/v1/models"))``, end it with ``stop(target.proc)``."""
+    mock = Target("direct", free_port())
+    mock.proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/mock_upstream.py"), "--port", str(mock.port)],
+        stdout=subprocess.DEVNULL,
+    )
+    return mock
+
+
+def worktree(ref: str, workdir: Path) -> Path:
+    """``ref`` checked out (detached) under ``workdir`` (remove it with ``git worktree
+    remove --force``)."""
+    path = workdir / "base"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), ref],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     """SIGTERM (a graceful stop), then SIGKILL if it lingers."""
     if proc is None or proc.poll() is not None:
