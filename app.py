@@ -14,8 +14,9 @@ from blueprints.api import admin, v1
 from blueprints.api.errors import http_error_response
 from blueprints.bodies import BodyDeadline
 from blueprints.console.base import database_unavailable, error_page
+from tally.access_log import AccessLog
 from tally.errors import DatabaseUnavailable
-from tally.logs import AccessLog, configure_logging
+from tally.logs import configure_logging
 from tally.runtime.process import build_runtime
 from tally.settings import default_instance_path, load_settings
 

@@ -70,7 +70,7 @@ def instrument(steps: Steps) -> None:
     import tally.proxy.call as call
     import tally.proxy.pipeline as pipeline
     import tally.proxy.relay as relay
-    from tally import logs
+    from tally import access_log
     from tally.proxy.upstream import UpstreamClient
     from tally.usage.writer.background import UsageWriter
 
@@ -86,7 +86,7 @@ def instrument(steps: Steps) -> None:
     steps.wrap(call, "settle_cost", "settling")
     steps.wrap(call, "count_usage", "settling")
     steps.wrap(UsageWriter, "submit", "recording")
-    steps.wrap(logs.AccessLog, "_write", "logging")
+    steps.wrap(access_log.AccessLog, "_write", "logging")
 
 
 def main() -> None:
