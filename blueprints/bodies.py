@@ -58,6 +58,8 @@ class DeadlineBody:
         self._timeout = _gevent_timeout()
 
     def _bounded(self, read: Callable[..., bytes], *args: Any) -> bytes:
+        if self.ended and self.left is not None:  # all of it was read: nothing to wait for
+            return b""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise BodyTimeout()

@@ -20,6 +20,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO
 
@@ -174,11 +175,14 @@ def _escape(match: re.Match) -> str:
     return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
-def current_request_id() -> str | None:
-    """The id of the request being served on this thread, if any (set by the API)."""
-    from flask import g, has_request_context
+# The id of the API request being served in this context (thread or greenlet), set by
+# the API while it serves one (blueprints/api/).
+REQUEST_ID: ContextVar[str | None] = ContextVar("tally_request_id", default=None)
 
-    return g.get("request_id") if has_request_context() else None
+
+def current_request_id() -> str | None:
+    """The id of the request being served here, if any (:data:`REQUEST_ID`)."""
+    return REQUEST_ID.get()
 
 
 def configure_logging(

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 
-from blueprints.api.base import assign_request_id, bearer_token, runtime
+from blueprints.api.base import assign_request_id, bearer_token, forget_request_id, runtime
 from blueprints.api.errors import register as serve_errors
 from tally.db import utcnow
 from tally.errors import AuthenticationFailed
@@ -24,6 +24,7 @@ from tally.reports.admin_usage import parse_usage_query, usage_page
 
 bp = Blueprint("admin_api", __name__, url_prefix="/admin/api")
 bp.before_request(assign_request_id)
+bp.teardown_request(forget_request_id)
 serve_errors(bp)
 
 

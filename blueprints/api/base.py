@@ -11,6 +11,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 
 from tally.errors import InvalidInput
+from tally.logs import REQUEST_ID
 from tally.runtime.process import Runtime
 
 # Levels of arrays and objects a JSON body may nest: far more than any request needs
@@ -21,8 +22,16 @@ _NOT_JSON = "We could not parse the JSON body of your request. The body must be 
 
 
 def assign_request_id() -> None:
-    """Every API call gets an id, returned as X-Request-Id and stored on its row."""
+    """Every API call gets an id, returned as X-Request-Id, stored on its row and on the
+    log lines written while it is served (tally.logs.REQUEST_ID, until
+    :func:`forget_request_id`)."""
     g.request_id = secrets.token_hex(16)
+    REQUEST_ID.set(g.request_id)
+
+
+def forget_request_id(_: BaseException | None = None) -> None:
+    """The request is over: log lines no longer carry its id."""
+    REQUEST_ID.set(None)
 
 
 def with_request_id(response: Response) -> Response:
@@ -33,16 +42,25 @@ def with_request_id(response: Response) -> Response:
 
 
 def bearer_token() -> str:
+    """The request's Bearer token (:func:`bearer_of` its Authorization header)."""
+    return bearer_of(request.headers.get("Authorization", ""))
+
+
+def bearer_of(authorization: str) -> str:
     """The token of ``Authorization: Bearer <token>``, stripped; empty when there is none."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def json_body() -> Any:
-    """The request's body as JSON; InvalidInput (400) when it is not JSON (``NaN``,
-    ``Infinity`` and a number too large for a float, ``1e999``, are not: no JSON column
-    or upstream takes them) or nests deeper than MAX_JSON_DEPTH levels."""
-    raw = request.get_data(cache=False)
+    """The request's body as JSON (:func:`parse_json`)."""
+    return parse_json(request.get_data(cache=False))
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON; InvalidInput (400) when it is not JSON (``NaN``, ``Infinity`` and
+    a number too large for a float, ``1e999``, are not: no JSON column or upstream takes
+    them) or nests deeper than MAX_JSON_DEPTH levels."""
     try:
         # json.loads(raw, parse_constant=…, parse_float=…) as it does it, with the decoder
         # built once instead of per request

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 from flask import Response, g, request
 
+from blueprints.api import calls
 from blueprints.api.base import runtime
 from tally.end_users.claims import EndUserClaim
 from tally.keys.api_keys import AuthenticatedKey
 from tally.keys.cors import answer_headers, preflight_headers
-from tally.verification.idp import allows_origin, verify_end_user
+from tally.verification.idp import allows_origin
 from tally.verification.tokens import HEADER
 
 
 def verified_user(key: AuthenticatedKey) -> EndUserClaim | None:
-    """The request's verified end user (None when no token is needed nor sent);
-    a bad token is a 401, an unreachable identity provider a 503."""
-    g.api_key = key  # the answer's CORS headers are the key's
-    token = request.headers.get(HEADER)
-    if not key.user_token and token is None:
-        return None
-    app_runtime = runtime()
-    with app_runtime.sessions() as session:
-        return verify_end_user(session, app_runtime.key_sets, key, token, app_runtime.cache)
+    """The request's verified end user (blueprints.api.calls.verified_user); the
+    answer's CORS headers are then ``key``'s."""
+    g.api_key = key
+    return calls.verified_user(runtime(), key, request.headers.get(HEADER))
 
 
 def add_cors(response: Response) -> Response:
