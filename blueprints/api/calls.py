@@ -115,7 +115,7 @@ class DirectCalls:
         request_id = secrets.token_hex(16)
         token = REQUEST_ID.set(request_id)
         try:
-            headers = EnvironHeaders(environ)
+            headers = _Headers(environ)
             key = require_key(self.runtime, headers.get("Authorization", ""))
             result = serve(self.runtime, endpoint, key, headers, self._body(environ), request_id)
             status, headers, body = result.status, result.headers, result.body
@@ -156,6 +156,27 @@ class DirectCalls:
             return parse_json(raw)
 
         return read
+
+
+class _Headers(EnvironHeaders):
+    """werkzeug's view of the request's headers in the environ, with ``get`` of a name
+    Tally reads turned into its environ key once, not on every call."""
+
+    KEYS: dict[str, str] = {}  # header name -> environ key, for the names asked for
+
+    def get(self, key, default=None, type=None):  # noqa: A002 - werkzeug's signature
+        """As werkzeug's ``get``."""
+        name = self.KEYS.get(key)
+        if name is None or type is not None:
+            return super().get(key, default, type)
+        return self.environ.get(name, default)
+
+
+_Headers.KEYS.update(
+    (name, "HTTP_" + name.upper().replace("-", "_"))
+    for name in ("Authorization", "X-Tally-User", USER_TOKEN, "traceparent", "tracestate")
+    + PASSED_ON
+)
 
 
 def _status_line(status: int) -> str:
