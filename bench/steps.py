@@ -66,7 +66,7 @@ class Steps:
 
 def instrument(steps: Steps) -> None:
     """Wrap each step's function where the request path looks it up."""
-    import blueprints.api.v1 as v1
+    import blueprints.api.calls as calls
     import tally.proxy.call as call
     import tally.proxy.pipeline as pipeline
     import tally.proxy.relay as relay
@@ -74,7 +74,7 @@ def instrument(steps: Steps) -> None:
     from tally.proxy.upstream import UpstreamClient
     from tally.usage.writer.background import UsageWriter
 
-    steps.wrap(v1, "_require_key", "authentication")
+    steps.wrap(calls, "require_key", "authentication")
     steps.wrap(pipeline, "resolve_end_user", "identity")
     steps.wrap(pipeline, "active_config", "tracking")
     steps.wrap(pipeline, "stamp", "tracking")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,28 @@ def test_the_profile_names_each_frame_by_its_library():
     assert library("_proxy (blueprints/api/v1.py)") == "blueprints"
     assert library("HTTPResponse.begin (http/client.py)") == "http/client"
     assert library("replace (dataclasses.py)") == "dataclasses.py"
+
+
+def test_the_steps_bench_times_every_step_on_the_shipped_path(capsys):
+    """bench/steps.py wraps each step where the request path looks it up: a step renamed
+    or moved away must fail here, not print a table with its row at 0."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "bench/steps.py", "--requests", "30", "--users", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    rows = dict(
+        line.strip("|").split("|")[:2]
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "µs" not in line and "---" not in line
+    )
+    steps = {name.strip(): float(value) for name, value in rows.items() if "*" not in name}
+    for step in ("authentication", "identity", "tracking", "admission", "forwarding"):
+        assert steps[step] > 0, (step, done.stdout)
+    for step in ("relay", "recording", "logging"):
+        assert steps[step] > 0, (step, done.stdout)
