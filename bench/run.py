@@ -13,7 +13,9 @@ hooks but no usage writer process (bench/floor_gunicorn.conf.py); and Tally unde
 gunicorn with the shipped gunicorn.conf.py, on a fresh SQLite database (or
 ``--database-url``). Then, for the upstream alone, the floor and Tally in front of it,
 in rounds, each starting one target further than the last (direct, floor, Tally; then
-floor, Tally, direct; ...):
+floor, Tally, direct; ...), the throughput runs (2) of a round first, side by side, each
+after a second's pause (the usage writers idle: a run pays for its own rows), then the
+other loads target by target:
 
 1. latency: 1 client, non-streaming (wrk -c1): p50 and p99;
 2. throughput: 32 clients, non-streaming (wrk -c32): requests/s, p99, errors, and the
@@ -58,8 +60,9 @@ Load generators: wrk (Debian package ``wrk``, Lua script bench/chat.lua, 5,000 e
 in turn, so the limits' counters are not all hot) for non-streaming; the asyncio client
 (on uvloop) for streams. The table
 (bench/table.py) has the median of the rounds for each target, Tally minus direct,
-Tally / direct, and Tally / floor (its floor: the one with its worker class). Only
-127.0.0.1.
+Tally / direct, and Tally / floor (its floor: the one with its worker class; the median
+of the rounds' own ratios, as ``--max-cpu-ratio`` reads it: one round's runs are close in
+time, and from one minute to the next these VMs drift by up to 2×). Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -136,10 +139,15 @@ def main() -> None:
             # direct, floor, Tally, then floor, Tally, direct...: each round starts one
             # target further, so no target is always measured after the same one
             shift = index % len(targets)
-            for target in targets[shift:] + targets[:shift]:
+            order = targets[shift:] + targets[:shift]
+            # the throughput runs side by side, seconds apart: a round's ratio of Tally
+            # to its floor is not a minute's drift of the machine (bench/table.py)
+            for target in order:
+                time.sleep(1)  # the usage writers idle: each run pays for its own rows
+                runs[target.name]["thr"].append(wrk(target, 32, seconds, args.endpoint))
+            for target in order:
                 run = runs[target.name]
                 run["lat"].append(wrk(target, 1, seconds, args.endpoint))
-                run["thr"].append(wrk(target, 32, seconds, args.endpoint))
                 run["str"].append(sequential_streams(target, endpoint=streamed))
                 run["b2b"].append(sequential_streams(target, 200, 3, 0.0, True, streamed))
         limits_ab(limited, unlimited, args.ab_pairs or 4 * rounds, 3, args.endpoint)

@@ -1,6 +1,6 @@
 """bench/run.py's markdown table: a column per target (direct, each floor, each Tally) and,
 beside each Tally, what it adds to direct, its ratio to direct and its ratio to its floor
-(the floor under the same worker class)."""
+(the floor under the same worker class; the median of the rounds' own ratios)."""
 
 from __future__ import annotations
 
@@ -49,12 +49,21 @@ class Table:
         self.line("short request meanwhile: max (ms)", None, "probemax", "< 100")
         self.line("short request meanwhile: errors", None, "probe_errors", "0", 0, added=False)
 
+    def to_floor(self, name: str, floor: str, kind: str | None, field: str) -> float | None:
+        """``name``'s figure over its floor's: for a load run in rounds, the median of the
+        rounds' own ratios (one round's runs are close in time; from one minute to the
+        next these VMs drift by up to 2×), else the ratio of the two figures."""
+        if kind is None:
+            base = self.value(floor, kind, field)
+            return self.value(name, kind, field) / base if base else None
+        pairs = zip(self.runs[name][kind], self.runs[floor][kind], strict=True)
+        ratios = [mine[field] / theirs[field] for mine, theirs in pairs if theirs[field]]
+        return statistics.median(ratios) if ratios else None
+
     def cpu_ratios(self) -> dict[str, float]:
-        """Each Tally's CPU per request over its floor's, 32 clients (the medians)."""
-        return {
-            tally: self.value(tally, "thr", "cpu_ms") / self.value(floor, "thr", "cpu_ms")
-            for tally, floor in self.pairs
-        }
+        """Each Tally's CPU per request over its floor's, 32 clients (the median of the
+        rounds' ratios)."""
+        return {tally: self.to_floor(tally, floor, "thr", "cpu_ms") for tally, floor in self.pairs}
 
     def line(
         self,
@@ -76,7 +85,8 @@ class Table:
             cells.append(f"{value:.{digits}f}")
             cells.append(f"{value - direct:+.{digits}f}" if added else "")
             cells.append(ratio(value, direct) if to_direct else "")
-            cells.append(ratio(value, self.value(floor, kind, field)))
+            to_floor = self.to_floor(tally, floor, kind, field)
+            cells.append(f"{to_floor:.2f}×" if to_floor is not None else "")
         print(f"| {label} | {' | '.join(cells)} | {goal} |")
 
     def count(self, label: str, kinds: tuple[str, ...], goal: str) -> None:

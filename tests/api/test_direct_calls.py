@@ -64,7 +64,10 @@ def both_ways(tally, upstream, path, body, headers=None, answer=None, flask_view
         before = len(upstream.requests)
         rows_before = len(request_rows(tally.flask_app))
         sent = {"Authorization": f"Bearer {tally.key}", **(headers or {}), **extra}
-        kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+        if isinstance(body, tuple):  # ("chunked", bytes): sent in chunks, no length
+            kwargs = {"data": iter([body[1][:10], body[1][10:]])}
+        else:
+            kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
         response = requests.post(tally.url + path, headers=sent, timeout=10, **kwargs)
         content = response.content
         received = [(r.path, r.body) for r in upstream.requests[before:]]
@@ -135,6 +138,18 @@ CASES = {
         BASE,
         {"HTTP-Referer": "https://app.example", "X-Title": "App"},
         {"json": completion()},
+    ),
+    "chunked": (
+        "/v1/chat/completions",
+        ("chunked", json.dumps({**BASE, "user": "u-4"}).encode()),
+        {},
+        {"json": completion()},
+    ),
+    "chunked, too large": (
+        "/v1/chat/completions",
+        ("chunked", b'{"x": "' + b"a" * 70000 + b'"}'),
+        {},
+        None,
     ),
     "not JSON": ("/v1/chat/completions", b"{not json", {}, None),
     "NaN": ("/v1/chat/completions", b'{"model": "m", "temperature": NaN}', {}, None),
