@@ -68,7 +68,8 @@ class DeadlineBody:
         else:
             # the exception, not gevent's Timeout, is raised in the read: gunicorn's Body
             # then marks itself failed (an Exception), and the connection is closed
-            with self._timeout(remaining, BodyTimeout()):
+            # (the class: gevent's throw makes the instance only if the deadline comes)
+            with self._timeout(remaining, BodyTimeout):
                 data = read(*args)
         self._count(data, *args)
         return data
