@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from flask import Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from tally.errors import InvalidInput
 from tally.logs import REQUEST_ID
@@ -18,6 +19,7 @@ from tally.runtime.process import Runtime
 # (a chat body with a tool whose JSON schema nests 10 levels, OpenAI's own limit for
 # structured outputs, is about 30 deep), and far from what recursion can take.
 MAX_JSON_DEPTH = 128
+BODY_CHUNK = 64 * 1024  # the reads of a chunked body
 _NOT_JSON = "We could not parse the JSON body of your request. The body must be valid JSON."
 
 
@@ -53,8 +55,35 @@ def bearer_of(authorization: str) -> str:
 
 
 def json_body() -> Any:
-    """The request's body as JSON (:func:`parse_json`)."""
-    return parse_json(request.get_data(cache=False))
+    """The request's body (:func:`read_body`) as JSON (:func:`parse_json`)."""
+    return parse_json(read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"]))
+
+
+def read_body(environ, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes: RequestEntityTooLarge (413) past it,
+    by its ``Content-Length`` before a byte is read, or as a chunked body arrives. A
+    body of known length is read in one read of that length. (werkzeug's own stream
+    gives the first ``limit`` bytes of a chunked body as the whole body: a 400 for JSON
+    cut short, where the client must hear that its body is too large.) A body with no
+    length and no end the server vouches for (``wsgi.input_terminated``) is not read,
+    as werkzeug does not read it."""
+    stream = environ["wsgi.input"]
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit() and not chunked:
+        size = int(length)
+        if size > limit:
+            raise RequestEntityTooLarge()
+        return stream.read(size) if size else b""
+    if "wsgi.input_terminated" not in environ:
+        return b""
+    data = bytearray()
+    while len(data) <= limit:
+        piece = stream.read(min(BODY_CHUNK, limit + 1 - len(data)))
+        if not piece:
+            return bytes(data)
+        data += piece
+    raise RequestEntityTooLarge()
 
 
 def parse_json(raw: bytes) -> Any:

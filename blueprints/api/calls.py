@@ -22,9 +22,8 @@ from typing import Any
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wsgi import get_input_stream
 
-from blueprints.api.base import bearer_of, parse_json
+from blueprints.api.base import bearer_of, parse_json, read_body
 from blueprints.api.errors import answered_as, body_too_large, error_body
 from tally.errors import AuthenticationFailed, InvalidInput
 from tally.keys.api_keys import AuthenticatedKey, authenticate
@@ -136,21 +135,13 @@ class DirectCalls:
         return body
 
     def _body(self, environ) -> Callable[[], Any]:
-        """The request body as JSON, read as Flask reads it from gunicorn (at most
-        MAX_CONTENT_LENGTH bytes, a 413 past it). A body of a known length is read in one
-        read of that length; werkzeug's input stream reads it again until the end."""
+        """The request body (blueprints.api.base.read_body) as JSON, a 413 past
+        MAX_CONTENT_LENGTH."""
 
         def read() -> Any:
             limit = self.config["MAX_CONTENT_LENGTH"]
-            length = environ.get("CONTENT_LENGTH", "")
             try:
-                if length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
-                    size = int(length)
-                    if size > limit:
-                        raise RequestEntityTooLarge()
-                    raw = environ["wsgi.input"].read(size) if size else b""
-                else:  # chunked: werkzeug's stream stops it past the limit
-                    raw = get_input_stream(environ, max_content_length=limit).read()
+                raw = read_body(environ, limit)
             except RequestEntityTooLarge:
                 raise body_too_large(limit) from None
             return parse_json(raw)

@@ -237,3 +237,33 @@ def test_an_error_of_its_own_is_logged_with_the_request_id(tally, monkeypatch, c
     assert [r.getMessage() for r in logged] == [f"unhandled error in request {request_id}"]
     assert logged[0].exc_info[0] is RuntimeError
     assert json.loads(response.content)  # one JSON body, no stack trace
+
+
+def _padded(size: int) -> bytes:
+    """A chat body of exactly ``size`` bytes."""
+    head = json.dumps({**BASE, "user": "u-5", "pad": ""})[:-2].encode()  # up to the pad's "
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@pytest.mark.parametrize("browser", [False, True])
+def test_a_chunked_body_is_refused_only_past_the_limit(tally, upstream, browser):
+    """TALLY_MAX_BODY_BYTES (65,536 here) holds for a chunked body as for one with a
+    length: at the limit it is read whole; one byte past it is a 413, not JSON cut short."""
+    headers = {"Authorization": f"Bearer {tally.key}", **(BROWSER if browser else {})}
+    answers = []
+    for size in (65536, 65537):
+        body = _padded(size)
+        assert len(body) == size
+        answers.append(
+            requests.post(
+                tally.url + "/v1/chat/completions",
+                data=iter([body[:30000], body[30000:]]),
+                headers=headers,
+                timeout=10,
+            )
+        )
+    at_limit, past_it = answers
+    assert at_limit.status_code == 200
+    assert upstream.last.body["pad"] == "x" * (65536 - len(_padded(0)))
+    assert past_it.status_code == 413
+    assert past_it.json()["error"]["code"] == "request_too_large"
