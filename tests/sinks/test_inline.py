@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import time
 
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from tally.models import RequestLog, SinkEvent
 from tally.sinks.admin import add_sink
 from tests.helpers.api import chat
+from tests.helpers.payloads import completion
 from tests.helpers.receivers import events_of
 from tests.helpers.waiting import wait_for
 
@@ -116,3 +118,35 @@ def test_the_loop_stops_with_the_app(make_app, receiver):
     assert not loop._thread.is_alive()
     usage.deliveries.wake()
     assert usage.deliveries.loop is loop  # not started again
+
+
+def test_unusual_text_travels_into_every_event_unchanged(tally, receiver, sinks, upstream):
+    """An end user id with emoji, a character outside the BMP, a quote, a backslash and
+    a line separator, a model name with the same, and a request body nested about 115 levels
+    deep (tools' JSON schemas): every sink gets the user and the model as the row holds
+    them, its body valid JSON (Stripe's form encoded), the signature over those bytes."""
+    user = 'ádá 🦄 "q" \\ \u2028 𝔘'
+    model = "vendor/módel-✓ \u2028"
+    deep: dict = {}
+    for _ in range(55):  # two levels each: 110, with the body's own about 115
+        deep = {"type": "object", "properties": {"x": deep}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": deep}}]
+    upstream.reply(json=completion(model=model))
+    response = chat(tally, identity={**IDENTITY, "id": user}, model=model, tools=tools)
+    assert response.status_code == 200, response.text
+    request_id = response.headers["X-Request-Id"]
+    assert wait_for(lambda: request_id in _hook_ids(receiver), timeout=10)
+    assert wait_for(lambda: len(receiver.on(STRIPE)) == 1 and events_of(receiver.on(OPENMETER)))
+    [hook] = receiver.on("/hook")
+    assert standard_signature(sinks, hook.headers, hook.body)
+    assert hook.json["subject"] == user and hook.json["data"]["model"] == model
+    assert json.loads(hook.body.decode("utf-8")) == hook.json
+    [metered] = events_of(receiver.on(OPENMETER))
+    assert metered["subject"] == user and metered["data"]["model"] == model
+    [billed] = receiver.on(STRIPE)
+    assert billed.form["identifier"] == request_id
+    assert billed.form["payload[stripe_customer_id]"] == "cus_ada"
+    runtime = tally.flask_app.extensions["tally"]
+    with runtime.sessions() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+        assert (row.user.external_id, row.model) == (user, model)
