@@ -94,4 +94,5 @@ def sinks_replay(sink_id: int):
     sink = _sink(sink_id)
     name = sink.name
     count = replay_sink(get_db(), name, request.form.get("from", ""), actor())
+    runtime().usage.wake_deliveries()  # an app with no call yet starts its loop now
     return _done(f"Queued {count} events for sink {name!r}.")

@@ -254,6 +254,10 @@ class Recorder(Protocol):
     def close(self, timeout: float = 30.0) -> None:
         """Write what is left; the process is ending."""
 
+    def wake_deliveries(self) -> None:
+        """Events were queued for the sinks without a call (a replay, a new sink): see
+        that something will deliver them."""
+
 
 class InlineRecorder:
     """Writes each finished call's row at once, in its own session (tests, and a
@@ -286,6 +290,12 @@ class InlineRecorder:
     def flush(self, timeout: float = 10.0) -> bool:
         """Every row is already written."""
         return True
+
+    def wake_deliveries(self) -> None:
+        """Start the delivery loop if a sink exists (a replay queued events before any
+        call did)."""
+        if self.deliveries is not None:
+            self.deliveries.wake()
 
     def close(self, timeout: float = 30.0) -> None:
         """Nothing is queued: nothing to write before the process ends; the delivery

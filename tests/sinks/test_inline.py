@@ -15,7 +15,8 @@ import time
 
 from sqlalchemy import select
 
-from tally.models import RequestLog, SinkEvent
+from tally.db import utcnow
+from tally.models import RequestLog, Sink, SinkEvent
 from tally.sinks.admin import add_sink
 from tests.helpers.api import chat
 from tests.helpers.payloads import completion
@@ -150,3 +151,22 @@ def test_unusual_text_travels_into_every_event_unchanged(tally, receiver, sinks,
     with runtime.sessions() as session:
         [row] = session.scalars(select(RequestLog)).all()
         assert (row.user.external_id, row.model) == (user, model)
+
+
+def test_a_replay_is_delivered_by_an_app_that_has_had_no_call(tally, tally_admin, receiver):
+    """The loop of an inline app starts with its first call once a sink exists; a replay
+    from the console starts it too, so an app that has served no call since it started
+    still delivers what the replay queued."""
+    runtime = tally.flask_app.extensions["tally"]
+    with runtime.sessions() as session:
+        add_sink(
+            session, runtime.settings.secret_key, "hook", "webhook", receiver.url + "/hook", "t"
+        )
+        session.add(RequestLog(request_id="r-1", created_at=utcnow(), status=200, total_tokens=5))
+        session.commit()
+        sink_id = session.scalar(select(Sink.id))
+    assert runtime.usage.deliveries.loop is None  # no call yet: not started
+    day = utcnow().date().isoformat()
+    response = tally_admin.post(f"/sinks/{sink_id}/replay", {"from": day}, htmx=True)
+    assert response.status_code == 200
+    assert wait_for(lambda: _hook_ids(receiver) == ["r-1"], timeout=10)

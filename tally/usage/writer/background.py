@@ -110,6 +110,12 @@ class UsageWriter:
         self._push(written)
         return written.wait(timeout)
 
+    def wake_deliveries(self) -> None:
+        """Under gunicorn the usage writer process delivers all along; otherwise this
+        writer's helpers do, started with its thread: started now if no call has been."""
+        if self._make_reconciler is not None:
+            self._start()
+
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued and stop the thread."""
         if self._thread is not None and self._thread.is_alive():
