@@ -102,20 +102,27 @@ def floor_calls(args, port: int) -> None:
     drive(client, {"Authorization": "Bearer sk-floor"}, args, lambda: None)
 
 
-def drive(client, headers: dict, args, flush) -> None:
-    """Every user's call once, "ready", wait; ``args.requests`` calls, flushed, "done",
-    wait: callgrind counts between the two waits."""
+def caller(client, headers: dict, users: int):
+    """``call(index)``: one chat completion through Flask's test client, from end user
+    ``index`` modulo ``users``, answered 200 and closed."""
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
     def call(index: int) -> None:
         answer = client.post(
             "/v1/chat/completions",
-            json={**body, "user": f"user-{index % args.users}"},
+            json={**body, "user": f"user-{index % users}"},
             headers=headers,
         )
         assert answer.status_code == 200, answer.data[:200]
         answer.close()  # as a server does once the body is sent: the access log's line
 
+    return call
+
+
+def drive(client, headers: dict, args, flush) -> None:
+    """Every user's call once, "ready", wait; ``args.requests`` calls, flushed, "done",
+    wait: callgrind counts between the two waits."""
+    call = caller(client, headers, args.users)
     for index in range(args.users):
         call(index)
     flush()

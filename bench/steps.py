@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.counted import caller  # noqa: E402
 from bench.targets import free_port, wait_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,17 +133,7 @@ def run(args: argparse.Namespace, port: int) -> None:
         if args.limits:
             set_policy(session, "tier:default", parse_assignments(args.limits), "bench")
     client = flask_app.test_client()
-    headers = {"Authorization": f"Bearer {key}"}
-    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
-
-    def call(index: int) -> None:
-        answer = client.post(
-            "/v1/chat/completions",
-            json={**body, "user": f"user-{index % args.users}"},
-            headers=headers,
-        )
-        assert answer.status_code == 200, answer.data[:200]
-        answer.close()  # as a server does once the body is sent: the access log's line
+    call = caller(client, {"Authorization": f"Bearer {key}"}, args.users)
 
     for index in range(args.users):  # every user's counters and rows made once
         call(index)

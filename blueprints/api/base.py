@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from tally.errors import InvalidInput
+from tally.errors import BodyTooLarge, InvalidInput
 from tally.logs import REQUEST_ID
 from tally.runtime.process import Runtime
 
@@ -55,8 +55,23 @@ def bearer_of(authorization: str) -> str:
 
 
 def json_body() -> Any:
-    """The request's body (:func:`read_body`) as JSON (:func:`parse_json`)."""
-    return parse_json(read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"]))
+    """The Flask request's body as JSON (:func:`read_json`)."""
+    return read_json(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def read_json(environ, limit: int) -> Any:
+    """A request's body (:func:`read_body`) as JSON (:func:`parse_json`); BodyTooLarge
+    (413) past ``limit`` bytes."""
+    try:
+        raw = read_body(environ, limit)
+    except RequestEntityTooLarge:
+        raise body_too_large(limit) from None
+    return parse_json(raw)
+
+
+def body_too_large(limit: int) -> BodyTooLarge:
+    """The error of a request body over TALLY_MAX_BODY_BYTES (``limit``)."""
+    return BodyTooLarge(f"The request body is larger than {limit} bytes.")
 
 
 def read_body(environ, limit: int) -> bytes:

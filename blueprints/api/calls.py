@@ -15,16 +15,16 @@ header (tests/api/test_direct_calls.py holds the two ways to each other).
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from werkzeug.datastructures import EnvironHeaders
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from blueprints.api.base import bearer_of, parse_json, read_body
-from blueprints.api.errors import answered_as, body_too_large, error_body
+from blueprints.api.base import bearer_of, read_json
+from blueprints.api.errors import answered_as, error_body
 from tally.errors import AuthenticationFailed, InvalidInput
 from tally.keys.api_keys import AuthenticatedKey, authenticate
 from tally.logs import REQUEST_ID
@@ -116,7 +116,8 @@ class DirectCalls:
         try:
             headers = _Headers(environ)
             key = require_key(self.runtime, headers.get("Authorization", ""))
-            result = serve(self.runtime, endpoint, key, headers, self._body(environ), request_id)
+            body = functools.partial(read_json, environ, self.config["MAX_CONTENT_LENGTH"])
+            result = serve(self.runtime, endpoint, key, headers, body, request_id)
             status, headers, body = result.status, result.headers, result.body
             if isinstance(body, bytes):
                 headers["Content-Length"] = str(len(body))
@@ -133,20 +134,6 @@ class DirectCalls:
         headers["X-Request-Id"] = request_id
         start_response(_status_line(status), list(headers.items()))
         return body
-
-    def _body(self, environ) -> Callable[[], Any]:
-        """The request body (blueprints.api.base.read_body) as JSON, a 413 past
-        MAX_CONTENT_LENGTH."""
-
-        def read() -> Any:
-            limit = self.config["MAX_CONTENT_LENGTH"]
-            try:
-                raw = read_body(environ, limit)
-            except RequestEntityTooLarge:
-                raise body_too_large(limit) from None
-            return parse_json(raw)
-
-        return read
 
 
 class _Headers(EnvironHeaders):

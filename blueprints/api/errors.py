@@ -13,10 +13,10 @@ import logging
 from flask import Blueprint, Response, current_app, g
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from blueprints.api.base import runtime, with_request_id
+from blueprints.api.base import body_too_large, runtime, with_request_id
 from tally import metrics
 from tally.db import is_unavailable
-from tally.errors import BodyTooLarge, DatabaseUnavailable, InvalidInput, TallyError
+from tally.errors import DatabaseUnavailable, InvalidInput, TallyError
 from tally.outage import Outage
 from tally.proxy.openai_errors import error_headers, error_object, status_of
 
@@ -60,13 +60,6 @@ def answered_as(
 def error_body(error: TallyError) -> bytes:
     """The body of an answer of ``error``: OpenAI's error object as JSON."""
     return json.dumps(error_object(error)).encode()
-
-
-def body_too_large(limit: int | None = None) -> BodyTooLarge:
-    """The error of a request body over TALLY_MAX_BODY_BYTES (werkzeug's 413)."""
-    if limit is None:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return BodyTooLarge(f"The request body is larger than {limit} bytes.")
 
 
 def error_response(error: TallyError) -> Response:

@@ -14,12 +14,10 @@ from __future__ import annotations
 import secrets
 
 from flask import Blueprint, Response, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints.api.base import assign_request_id, forget_request_id, json_body, runtime
 from blueprints.api.calls import CHAT, EMBEDDINGS, RESPONSES, require_key, serve
 from blueprints.api.end_users import add_cors, verified_user
-from blueprints.api.errors import body_too_large
 from blueprints.api.errors import register as serve_errors
 from tally.proxy.answers import ProxyResponse, list_models
 from tally.proxy.endpoints.base import Endpoint
@@ -74,15 +72,7 @@ def _proxy(endpoint: Endpoint) -> Response:
     app_runtime = runtime()
     key = require_key(app_runtime, request.headers.get("Authorization", ""))
     g.api_key = key  # the answer's CORS headers are the key's
-    return _send(serve(app_runtime, endpoint, key, request.headers, _json_body, g.request_id))
-
-
-def _json_body():
-    """The body as JSON (blueprints.api.base.json_body), a 413 when it is too large."""
-    try:
-        return json_body()
-    except RequestEntityTooLarge:
-        raise body_too_large() from None
+    return _send(serve(app_runtime, endpoint, key, request.headers, json_body, g.request_id))
 
 
 def _send(result: ProxyResponse) -> Response:

@@ -22,7 +22,7 @@ from tally.proxy.openai_errors import status_of
 from tally.proxy.upstream import UpstreamClient
 from tally.usage.call import CallRecord, Outcome
 from tally.usage.costs import cached_prices, settle_cost
-from tally.usage.records import Recorder
+from tally.usage.recorders import Recorder
 
 if TYPE_CHECKING:
     from tally.traces.spans import CallSpan

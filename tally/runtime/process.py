@@ -27,7 +27,7 @@ from tally.settings import Settings
 from tally.sinks import outbox
 from tally.sinks.delivery import OnDemand
 from tally.traces.tracer import Tracer
-from tally.usage.records import InlineRecorder, Recorder
+from tally.usage.recorders import InlineRecorder, Recorder
 from tally.usage.writer.background import build_usage_writer
 from tally.verification.jwks import KeySets
 

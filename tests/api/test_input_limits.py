@@ -165,7 +165,7 @@ def test_every_v1_post_refuses_deep_json_and_non_numbers(tally, upstream):
 
 def test_no_admin_api_route_fails_on_deep_json(tally):
     """The admin API takes no body today; a route that one day parses one must use the
-    same parser (blueprints/api/base.json_body)."""
+    same parser (blueprints/api/base.read_json)."""
     with tally.flask_app.extensions["tally"].sessions() as session:
         _, secret = create_admin_token(session, "bi", "test")
     routes = api_routes(tally.flask_app, "/admin/api/")
