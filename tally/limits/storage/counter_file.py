@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tally.limits.storage.lmdb_file import close
+from tally.limits.storage.lmdb_env import close
 
 
 def create() -> str:
