@@ -57,6 +57,12 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size or 20,
+            # the connection used last goes out first: a connection's page cache is
+            # dropped whenever another connection has written since its last use, so
+            # with the pool's default round robin, a writer's next batch re-read every
+            # page it touched (the usage writer process, whose helper threads take a
+            # second connection now and then)
+            pool_use_lifo=True,
             hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)

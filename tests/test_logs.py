@@ -172,3 +172,21 @@ def test_an_operators_own_handler_still_gets_every_access_record(make_app, caplo
     [record] = [r for r in caplog.records if r.name == "tally.access"]
     assert record.getMessage() == "GET /v1/nowhere 404"
     assert record.path == "/v1/nowhere" and record.status == 404
+
+
+def test_request_ids_are_32_hex_digits_and_sort_in_the_order_they_were_made(monkeypatch):
+    """A request id leads with the millisecond it was made, so ids made later sort
+    later (the request log's index on them grows at its end), and the rest is random."""
+    from tally import logs
+
+    now = [1_790_000_000_123_456_789]  # ns
+    monkeypatch.setattr(logs.time, "time_ns", lambda: now[0])
+    first = logs.new_request_id()
+    same_ms = logs.new_request_id()
+    now[0] += 1_000_000  # a millisecond later
+    later = logs.new_request_id()
+    for rid in (first, same_ms, later):
+        assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    assert first[:12] == same_ms[:12] == f"{1_790_000_000_123:012x}"
+    assert first != same_ms  # 80 random bits after the time
+    assert later[:12] == f"{1_790_000_000_124:012x}" and later > max(first, same_ms)

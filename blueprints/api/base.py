@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 from typing import Any
 
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from tally.errors import BodyTooLarge, InvalidInput
-from tally.logs import REQUEST_ID
+from tally.logs import REQUEST_ID, new_request_id
 from tally.runtime.process import Runtime
 
 # Levels of arrays and objects a JSON body may nest: far more than any request needs
@@ -27,7 +26,7 @@ def assign_request_id() -> None:
     """Every API call gets an id, returned as X-Request-Id, stored on its row and on the
     log lines written while it is served (tally.logs.REQUEST_ID, until
     :func:`forget_request_id`)."""
-    g.request_id = secrets.token_hex(16)
+    g.request_id = new_request_id()
     REQUEST_ID.set(g.request_id)
 
 
@@ -39,7 +38,7 @@ def forget_request_id(_: BaseException | None = None) -> None:
 def with_request_id(response: Response) -> Response:
     """``response`` with the request's id, unless it has one (a fresh id when the request
     got none: an error before any view, such as a 404)."""
-    response.headers.setdefault("X-Request-Id", g.get("request_id") or secrets.token_hex(16))
+    response.headers.setdefault("X-Request-Id", g.get("request_id") or new_request_id())
     return response
 
 

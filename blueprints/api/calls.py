@@ -16,7 +16,6 @@ header (tests/api/test_direct_calls.py holds the two ways to each other).
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from blueprints.api.base import bearer_of, read_json
 from blueprints.api.errors import answered_as, error_body
 from tally.errors import AuthenticationFailed, InvalidInput
 from tally.keys.api_keys import AuthenticatedKey, authenticate
-from tally.logs import REQUEST_ID
+from tally.logs import REQUEST_ID, new_request_id
 from tally.proxy.answers import ProxyResponse
 from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.endpoints.chat import ChatCompletions
@@ -111,7 +110,7 @@ class DirectCalls:
         endpoint = ENDPOINTS.get(environ.get("PATH_INFO", ""))
         if endpoint is None or environ["REQUEST_METHOD"] != "POST" or "HTTP_ORIGIN" in environ:
             return self.app(environ, start_response)
-        request_id = secrets.token_hex(16)
+        request_id = new_request_id()
         token = REQUEST_ID.set(request_id)
         try:
             headers = _Headers(environ)

@@ -11,14 +11,13 @@ this blueprint (blueprints/api/calls.py, ``DirectCalls``); its views here serve 
 
 from __future__ import annotations
 
-import secrets
-
 from flask import Blueprint, Response, g, request
 
 from blueprints.api.base import assign_request_id, forget_request_id, json_body, runtime
 from blueprints.api.calls import CHAT, EMBEDDINGS, RESPONSES, require_key, serve
 from blueprints.api.end_users import add_cors, verified_user
 from blueprints.api.errors import register as serve_errors
+from tally.logs import new_request_id
 from tally.proxy.answers import ProxyResponse, list_models
 from tally.proxy.endpoints.base import Endpoint
 from tally.proxy.pipeline import limit_headers
@@ -32,7 +31,7 @@ serve_errors(bp)
 @bp.after_request
 def add_request_id(response: Response) -> Response:
     """Echo the request id to the client."""
-    response.headers["X-Request-Id"] = g.get("request_id") or secrets.token_hex(16)
+    response.headers["X-Request-Id"] = g.get("request_id") or new_request_id()
     return add_cors(response)
 
 

@@ -4,6 +4,8 @@ stored rows. The fake upstream captures what Tally sent."""
 import hashlib
 import hmac
 import itertools
+import re
+import time
 
 import pytest
 import requests
@@ -232,6 +234,17 @@ def test_every_answer_carries_a_request_id(tally):
     assert len(ok.headers["X-Request-Id"]) == 32
     assert len(refused.headers["X-Request-Id"]) == 32
     assert ok.headers["X-Request-Id"] != refused.headers["X-Request-Id"]
+
+
+def test_request_ids_sort_in_the_order_of_the_calls(tally):
+    """32 hex digits leading with the millisecond: the later call's id sorts later."""
+    ids = []
+    for _ in range(3):
+        ids.append(chat(tally, user="u1").headers["X-Request-Id"])
+        time.sleep(0.002)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert abs(int(ids[0][:12], 16) / 1000 - time.time()) < 60
 
 
 def test_unknown_api_paths_answer_in_openai_shape(tally):
