@@ -22,7 +22,6 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tally import schema  # noqa: E402
 from tally.db import make_engine, make_session_factory, utcnow  # noqa: E402
 from tally.end_users.claims import EndUserClaim  # noqa: E402
+from tally.logs import new_request_id  # noqa: E402
 from tally.sinks.admin import add_sink  # noqa: E402
 from tally.usage.call import CallRecord, Outcome  # noqa: E402
 from tally.usage.records import record_calls  # noqa: E402
@@ -43,7 +43,7 @@ def batch(size: int, first: int) -> list:
     for n in range(first, first + size):
         user = f"user-{n % USERS}"
         call = CallRecord(
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             api_key_id=None,
             claim=EndUserClaim(external_id=user, source="body"),
             identifier=f"tally_{user}",

@@ -97,11 +97,16 @@ def test_only_the_rows_really_inserted_are_named_and_an_error_is_sqlalchemys(db)
     assert insert_new(conn, sql.insert_rows, [row("r1"), row("r2")], "request_id") == {"r1", "r2"}
     again = insert_new(conn, sql.insert_rows, [row("r2"), row("r3")], "request_id")
     assert again == {"r3"}  # r2 was there: skipped, not counted
+    # twice in one batch, beside an old row: inserted once, named once
+    mixed = insert_new(conn, sql.insert_rows, [row("r5"), row("r1"), row("r5")], "request_id")
+    assert mixed == {"r5"}
+    assert insert_new(conn, sql.insert_rows, [row("r1"), row("r5")], "request_id") == set()
     db.commit()
     assert db.scalars(select(RequestLog.request_id).order_by(RequestLog.id)).all() == [
         "r1",
         "r2",
         "r3",
+        "r5",
     ]
     conn = db.connection()
     broken = sql.insert_rows.table.name
