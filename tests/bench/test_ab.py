@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,21 +35,44 @@ def test_the_ratios_are_taken_round_by_round_then_the_median(capsys):
 
 
 def test_the_writer_bench_prints_cpu_per_row_for_each_batch_size(capsys, monkeypatch, tmp_path):
+    from sqlalchemy import create_engine, text
+
     from bench import writer
 
     url = f"sqlite:///{tmp_path}/w.db"
     argv = ["writer.py", "--database-url", url, "--rows", "6", "--sizes", "1", "3"]
+    argv += ["--log", "1000", "--ids", "random", "ordered"]
     monkeypatch.setattr(sys, "argv", argv)
     writer.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [
-        "| rows per batch | CPU µs per row | lowest decile of batches |",
-        "|---|---|---|",
+        "| rows per batch | request ids | CPU µs per row | lowest decile of batches |",
+        "|---|---|---|---|",
     ]
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1", "| 3"]
+    assert [tuple(line.split(" | ")[:2]) for line in lines[2:]] == [
+        ("| 1", "random"),
+        ("| 1", "ordered"),
+        ("| 3", "random"),
+        ("| 3", "ordered"),
+    ]
     for line in lines[2:]:
-        mean, low = (float(cell) for cell in line.strip("| ").split(" | ")[1:])
+        mean, low = (float(cell) for cell in line.strip("| ").split(" | ")[2:])
         assert 0 < low <= mean  # the lowest tenth of the batches, per row
+    with create_engine(url).connect() as conn:
+        ids = conn.execute(text("SELECT request_id FROM request_log ORDER BY id")).scalars().all()
+    # the log written first, then each size's batches with each kind of id in turn
+    assert len(ids) == 1000 + 6 * 2 + 3 * 2 * 3  # size 1: 6 batches of each; size 3: 3
+
+    def made_now(request_id: str) -> bool:  # leads with this hour's milliseconds
+        return abs(int(request_id[:12], 16) / 1000 - time.time()) < 3600
+
+    def in_order(some: list[str]) -> bool:  # by their milliseconds (within one, random)
+        return [i[:12] for i in some] == sorted(i[:12] for i in some)
+
+    logged, measured = ids[:1000], ids[1000:1012]
+    assert in_order(logged) and all(map(made_now, logged))  # as the API makes them
+    assert in_order(measured[1::2]) and all(map(made_now, measured[1::2]))
+    assert not any(map(made_now, measured[0::2]))  # random: 1 chance in 10^7 to lead so
 
 
 def test_the_instruction_counts_are_read_per_thread(tmp_path):
