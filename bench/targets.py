@@ -126,12 +126,15 @@ class Floor(Target):
 class Tally(Target):
     """Tally under gunicorn (gunicorn.conf.py) with its own database and API key."""
 
-    def __init__(self, name, upstream_port, workdir: Path, args, worker_class, root=ROOT):
+    def __init__(
+        self, name, upstream_port, workdir: Path, args, worker_class, root=ROOT, app="wsgi:app"
+    ):
         super().__init__(name, free_port())
         self.worker_class = worker_class
+        self.app = app  # what gunicorn serves: the shipped app, or a bench's factory
         self.root = Path(root)
-        self.database_url = args.database_url or f"sqlite:///{workdir / name}.db"
-        self.log = workdir / f"{name}.log"
+        self.database_url = args.database_url or f"sqlite:///{workdir / name.replace(' ', '-')}.db"
+        self.log = workdir / f"{name.replace(' ', '-')}.log"
         self.env = {
             **os.environ,
             "TALLY_DATABASE_URL": self.database_url,
@@ -152,7 +155,7 @@ class Tally(Target):
         self.key = subprocess.run(create, text=True, **run).stdout.strip().splitlines()[-1]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", self.app],
                 cwd=self.root,
                 env=self.env,
                 stdout=log,

@@ -53,16 +53,17 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
     overrides the default: 20 connections on SQLite, 10 plus 20 overflow on PostgreSQL)."""
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
+        # A file's pool hands out the connection used last: a connection's page cache
+        # is dropped whenever another connection has written since its last use, so
+        # with the pool's default round robin, a writer's next batch re-read every page
+        # it touched (the usage writer process, whose helper threads take a second
+        # connection now and then). An in-memory database has one connection per thread.
+        in_memory = make_url(url).database in (None, "", ":memory:")
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size or 20,
-            # the connection used last goes out first: a connection's page cache is
-            # dropped whenever another connection has written since its last use, so
-            # with the pool's default round robin, a writer's next batch re-read every
-            # page it touched (the usage writer process, whose helper threads take a
-            # second connection now and then)
-            pool_use_lifo=True,
+            **({} if in_memory else {"pool_use_lifo": True}),
             hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
