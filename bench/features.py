@@ -152,8 +152,9 @@ def print_table(args, floor: Target, tallies: list[Target], runs) -> None:
 
 
 def _is_writer(pid: int) -> bool:
+    """The usage writer process: started with its socket's path (tally.usage.writer)."""
     try:
-        return b"tally.usage.writer.process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"usage.sock" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
