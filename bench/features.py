@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loads import every_user, wrk  # noqa: E402
+from bench.profile import cpu_of  # noqa: E402
 from bench.targets import HOST, Floor, Tally, Target, mock_upstream, stop, wait_http  # noqa: E402
 
 USERS = 5000
@@ -114,9 +115,9 @@ def measure(target: Target, seconds: float) -> dict:
     """One wrk run, with the CPU per answer of the usage writer process apart."""
     pids = target.pids()
     writers = [pid for pid in pids if _is_writer(pid)]
-    before = {pid: _cpu(pid) for pid in writers}
+    before = {pid: cpu_of(pid) for pid in writers}
     run = wrk(target, 32, seconds)
-    spent = sum(_cpu(pid) - before[pid] for pid in writers)
+    spent = sum(cpu_of(pid) - before[pid] for pid in writers)
     run["writer_ms"] = spent * 1000 / run["requests"] if run["requests"] else float("nan")
     return run
 
@@ -157,14 +158,6 @@ def _is_writer(pid: int) -> bool:
         return b"usage.sock" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args() -> argparse.Namespace:
