@@ -73,7 +73,7 @@ def when_ready(server):
         export_limits_db(server.tally_limits_db)
     if tally_settings.usage_writes == "inline":
         return  # every row is written before its answer ends: nothing to hand over
-    from tally.usage.writer.process import start
+    from tally.usage.writer.supervisor import start
 
     # the writer process, its reconciler correcting the limits' counters too
     server.tally_usage_writer = start(cwd=server.cfg.chdir, module="tally.runtime.writer")

@@ -133,8 +133,9 @@ class Tally(Target):
         self.worker_class = worker_class
         self.app = app  # what gunicorn serves: the shipped app, or a bench's factory
         self.root = Path(root)
-        self.database_url = args.database_url or f"sqlite:///{workdir / name.replace(' ', '-')}.db"
-        self.log = workdir / f"{name.replace(' ', '-')}.log"
+        files = workdir / name.replace(" ", "-")  # its database and its log
+        self.database_url = args.database_url or f"sqlite:///{files}.db"
+        self.log = Path(f"{files}.log")
         self.env = {
             **os.environ,
             "TALLY_DATABASE_URL": self.database_url,
